@@ -1,0 +1,101 @@
+//! The satellite's local record API: the clinic's applications read and
+//! write here, whether central is reachable or not.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use chartsync_shared::PatientId;
+use chartsync_shared::http::{ApiError, RecordService, WriteRequest};
+use chartsync_shared::protocol::api::{HistoryEntry, RecordBody};
+use chartsync_shared::store::Flush;
+use subtle::ConstantTimeEq;
+
+use crate::Satellite;
+
+/// The record API on the satellite's own store.
+#[derive(Debug, Clone)]
+pub struct LocalApi(pub Arc<Satellite>);
+
+/// Runs blocking store/database work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+}
+
+impl RecordService for LocalApi {
+    type Caller = ();
+
+    fn body_limit(&self) -> usize {
+        self.0.config.max_body_bytes
+    }
+
+    fn default_author(&self) -> &str {
+        "clinic"
+    }
+
+    async fn caller(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.0.config.api_token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if bool::from(given.as_bytes().ct_eq(expected.0.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized(
+                "send Authorization: Bearer <api_token> (from the satellite's configuration)",
+            ))
+        }
+    }
+
+    async fn write(&self, _caller: (), request: WriteRequest) -> Result<RecordBody, ApiError> {
+        let sat = Arc::clone(&self.0);
+        blocking(move || {
+            let WriteRequest {
+                id,
+                condition,
+                change,
+                meta,
+            } = request;
+            let prepared = sat
+                .store
+                .prepare(&id, condition, change, &meta, Flush::Now)?;
+            if prepared.is_change() {
+                // Before the head moves, so a crash cannot hide the change
+                // from the next push.
+                sat.db.mark_dirty(&id).map_err(|e| ApiError::internal(&e))?;
+            }
+            let head = sat.store.publish(prepared, Flush::Now)?;
+            let files = sat
+                .store
+                .read_at(&id, head)?
+                .ok_or_else(|| ApiError::not_found(format!("patient record {id} vanished")))?;
+            Ok(RecordBody { id, head, files })
+        })
+        .await
+    }
+
+    async fn read(&self, _caller: (), id: PatientId) -> Result<RecordBody, ApiError> {
+        let sat = Arc::clone(&self.0);
+        blocking(move || {
+            let snapshot = sat.store.read(&id)?;
+            Ok(RecordBody {
+                id,
+                head: snapshot.head,
+                files: snapshot.files,
+            })
+        })
+        .await
+    }
+
+    async fn history(&self, _caller: (), id: PatientId) -> Result<Vec<HistoryEntry>, ApiError> {
+        let sat = Arc::clone(&self.0);
+        blocking(move || Ok(sat.store.history(&id)?)).await
+    }
+}

@@ -1,0 +1,72 @@
+//! The chartsync satellite: a clinic's daemon. It serves the record API to
+//! the clinic's applications from its own repositories, online or not, and
+//! syncs with central on a schedule.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod schedule;
+pub mod server;
+
+use std::sync::Arc;
+
+use chartsync_shared::metrics::HttpCounters;
+use chartsync_shared::store::{RecordStore, StoreError, StoreOptions};
+
+pub use config::SatelliteConfig;
+pub use server::serve;
+
+/// What can stop a satellite from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data folder cannot be created.
+    #[error("cannot create the data folder {path}")]
+    DataDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The record store cannot be opened.
+    #[error("cannot open the record store")]
+    Store(#[from] StoreError),
+    /// The state database cannot be opened.
+    #[error("cannot open the sync-state database")]
+    Db(#[from] db::DbError),
+}
+
+/// A running satellite's shared state.
+#[derive(Debug)]
+pub struct Satellite {
+    /// The configuration.
+    pub config: SatelliteConfig,
+    /// The records.
+    pub store: RecordStore,
+    /// The sync state.
+    pub db: db::Db,
+    /// HTTP counters.
+    pub http: HttpCounters,
+}
+
+impl Satellite {
+    /// Opens the data folder (creating the store and database on first
+    /// start, and migrating the database).
+    pub fn open(config: SatelliteConfig) -> Result<Arc<Satellite>, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = RecordStore::open(StoreOptions::new(
+            config.data_dir.clone(),
+            config.instance_name(),
+        ))?;
+        let db = db::Db::open(&config.data_dir.join("satellite.sqlite"))?;
+        Ok(Arc::new(Satellite {
+            config,
+            store,
+            db,
+            http: HttpCounters::default(),
+        }))
+    }
+}

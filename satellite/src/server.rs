@@ -1,0 +1,109 @@
+//! The satellite's HTTP server.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chartsync_shared::http::{ApiError, record_routes};
+use chartsync_shared::metrics::sample;
+use chartsync_shared::protocol::api::StatusBody;
+use tokio::net::TcpListener;
+
+use crate::Satellite;
+use crate::api::{LocalApi, blocking};
+
+/// The satellite's routes.
+pub fn router(sat: Arc<Satellite>) -> Router {
+    let api = LocalApi(Arc::clone(&sat));
+    record_routes::<LocalApi>()
+        .route("/v1/status", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&sat),
+            count,
+        ))
+        .with_state(api)
+}
+
+async fn count(State(sat): State<Arc<Satellite>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    sat.http.record(response.status().as_u16());
+    response
+}
+
+/// Serves the local API on `listener` until `shutdown` completes; requests
+/// in flight are finished first.
+pub async fn serve(
+    sat: Arc<Satellite>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(sat))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn status(State(api): State<LocalApi>) -> Result<axum::Json<StatusBody>, ApiError> {
+    let sat = Arc::clone(&api.0);
+    blocking(move || {
+        let (pending_push, open_conflicts) = sat.db.counts().map_err(|e| ApiError::internal(&e))?;
+        let cursor = sat
+            .db
+            .state("pull_cursor")
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(axum::Json(StatusBody {
+            instance_id: sat.config.central.instance_id,
+            pending_push,
+            open_conflicts,
+            cursor: cursor.max(0) as u64,
+            last_runs: Vec::new(),
+        }))
+    })
+    .await
+}
+
+async fn metrics(State(api): State<LocalApi>) -> Result<Response, ApiError> {
+    let sat = Arc::clone(&api.0);
+    blocking(move || {
+        let (pending, conflicts) = sat.db.counts().map_err(|e| ApiError::internal(&e))?;
+        let mut out = String::new();
+        sample(
+            &mut out,
+            "chartsync_satellite_pending_push",
+            "gauge",
+            "Records with local changes central has not acknowledged.",
+            pending as f64,
+        );
+        sample(
+            &mut out,
+            "chartsync_satellite_open_conflicts",
+            "gauge",
+            "Conflicts waiting for a clinician.",
+            conflicts as f64,
+        );
+        sat.http.render(&mut out);
+        Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            out,
+        )
+            .into_response())
+    })
+    .await
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        chartsync_shared::http::openapi_document("satellite"),
+    )
+        .into_response()
+}

@@ -1,0 +1,202 @@
+//! The sync endpoints' messages (satellite to central), carried in an
+//! [`envelope`](super::envelope). See `docs/protocol.md`.
+//!
+//! Every request is idempotent: a reply lost in transit and a repeated
+//! request change nothing twice.
+
+use serde::{Deserialize, Serialize};
+
+use super::CommitId;
+use crate::id::PatientId;
+
+/// The protocol's major version, in the envelope and the
+/// `Chartsync-Protocol` header. A peer with another major version is refused.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The HTTP header carrying [`PROTOCOL_VERSION`].
+pub const PROTOCOL_HEADER: &str = "chartsync-protocol";
+/// The media type of sync bodies.
+pub const CONTENT_TYPE: &str = "application/vnd.chartsync.batch";
+/// Most records in one batch, in either direction.
+pub const MAX_BATCH: usize = 1000;
+
+/// `POST /v1/sync/push`: records changed at the satellite.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushRequest {
+    /// At most [`MAX_BATCH`] records, each id once.
+    pub records: Vec<PushRecord>,
+}
+
+/// One record's new commits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushRecord {
+    /// The patient.
+    pub id: PatientId,
+    /// The head the satellite last saw at central (the write applies only if
+    /// central's head is still this); `None` for a record new at the
+    /// satellite (it must not exist at central yet).
+    pub expected: Option<CommitId>,
+    /// The satellite's head: the new head it asks central to take.
+    pub head: CommitId,
+    /// Git pack data: the commits from `expected` (exclusive) to `head`.
+    #[serde(with = "serde_bytes")]
+    pub pack: Vec<u8>,
+}
+
+/// Central's answer to a push: one result per record, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// Per record.
+    pub results: Vec<PushResult>,
+}
+
+/// What happened to one pushed record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushResult {
+    /// The patient.
+    pub id: PatientId,
+    /// The outcome.
+    pub outcome: PushOutcome,
+}
+
+/// What happened to one pushed record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PushOutcome {
+    /// Central's head is now the pushed head (also when it already was: a
+    /// repeated push is harmless).
+    Applied {
+        /// Central's head (the pushed head).
+        head: CommitId,
+        /// The change's number in central's global sequence.
+        seq: u64,
+        /// When central accepted it (Unix seconds).
+        time: i64,
+    },
+    /// Central's head moved since `expected`: here is what the satellite
+    /// lacks, so it can merge and push again without another round trip.
+    Conflict {
+        /// Central's head.
+        head: CommitId,
+        /// Its sequence number.
+        seq: u64,
+        /// Commits from the satellite's `expected` (or everything, if the
+        /// satellite pushed a new record whose id central already has).
+        #[serde(with = "serde_bytes")]
+        pack: Vec<u8>,
+    },
+    /// Refused for good (bad data, out of scope): retrying will not help
+    /// until the record changes.
+    Refused {
+        /// Machine-readable reason, such as `invalid_tree` or `forbidden`.
+        code: String,
+        /// A sentence.
+        message: String,
+    },
+    /// Central could not take the patient's lock in time; try again later.
+    Busy,
+}
+
+/// `POST /v1/sync/pull`: changes after a cursor to records this instance holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The last sequence number the satellite has stored.
+    pub cursor: u64,
+    /// At most this many records (capped at [`MAX_BATCH`]).
+    pub limit: u32,
+}
+
+/// A page of changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullResponse {
+    /// Records changed after the cursor, by sequence number.
+    pub updates: Vec<RecordUpdate>,
+    /// The cursor to save once every update is stored.
+    pub cursor: u64,
+    /// More changes are waiting after this page.
+    pub more: bool,
+}
+
+/// A record's state at central and the commits the receiver lacks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordUpdate {
+    /// The patient.
+    pub id: PatientId,
+    /// Central's head.
+    pub head: CommitId,
+    /// Its sequence number.
+    pub seq: u64,
+    /// When central accepted it (Unix seconds).
+    pub time: i64,
+    /// The commit the pack starts after (the receiver has it); `None`: the
+    /// pack holds the whole history.
+    pub base: Option<CommitId>,
+    /// Git pack data.
+    #[serde(with = "serde_bytes")]
+    pub pack: Vec<u8>,
+}
+
+/// `POST /v1/sync/fetch-new`: in-scope records this instance does not hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchNewRequest {
+    /// Sequence number up to which records were offered before.
+    pub cursor: u64,
+    /// The scope epoch the cursor belongs to (the cursor restarts from 0
+    /// when the instance's scope changed).
+    pub epoch: u64,
+    /// At most this many records (capped at [`MAX_BATCH`]).
+    pub limit: u32,
+    /// Records received earlier and now stored durably.
+    pub acks: Vec<Ack>,
+}
+
+/// "I store this record at this head": makes the instance a holder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ack {
+    /// The patient.
+    pub id: PatientId,
+    /// The head stored.
+    pub head: CommitId,
+}
+
+/// A page of new records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchNewResponse {
+    /// Whole records (full history).
+    pub records: Vec<RecordUpdate>,
+    /// The cursor to send next time, once these are stored and acknowledged.
+    pub cursor: u64,
+    /// The scope epoch of that cursor.
+    pub epoch: u64,
+    /// More records are waiting.
+    pub more: bool,
+    /// Acknowledged records whose head moved after the acknowledged head,
+    /// with the commits since then.
+    pub moved: Vec<RecordUpdate>,
+}
+
+/// `POST /v1/sync/ack`: acknowledgements alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckRequest {
+    /// Records stored durably.
+    pub acks: Vec<Ack>,
+}
+
+/// Answer to an [`AckRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckResponse {
+    /// Acknowledged records whose head moved since the acknowledged head.
+    pub moved: Vec<RecordUpdate>,
+}
+
+/// `POST /v1/sync/fetch`: one record by id (a visiting patient).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchOneRequest {
+    /// The patient.
+    pub id: PatientId,
+}
+
+/// The record, whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchOneResponse {
+    /// The record and its whole history.
+    pub record: RecordUpdate,
+}

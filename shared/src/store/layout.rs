@@ -1,0 +1,124 @@
+//! Where records live on disk.
+//!
+//! ```text
+//! <root>/repos/ab/cd/abcd….git   one bare repository per patient
+//! <root>/tmp/                    records being created (renamed into place)
+//! ```
+//!
+//! A new record is built completely in `tmp/` (skeleton, objects, head) and
+//! then renamed into place. `rename(2)` onto an existing repository fails, so
+//! of two creators of one id exactly one wins, and a crash leaves either no
+//! record or a complete one.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::durable::{Flush, sync_dir, write_new};
+use crate::id::PatientId;
+
+/// The name of every record's one branch.
+pub const BRANCH: &str = "refs/heads/main";
+
+/// `HEAD` of every record.
+const HEAD: &[u8] = b"ref: refs/heads/main\n";
+
+/// The repository configuration of every record.
+const CONFIG: &[u8] = b"[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n\tlogallrefupdates = false\n";
+
+/// Paths under a store's root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`.
+    pub fn new(root: PathBuf) -> Layout {
+        Layout { root }
+    }
+
+    /// The store's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/repos`.
+    pub fn repos(&self) -> PathBuf {
+        self.root.join("repos")
+    }
+
+    /// `<root>/tmp`.
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// The shard folder of a record: `<root>/repos/ab/cd`.
+    pub fn shard(&self, id: &PatientId) -> PathBuf {
+        let hex = id.uuid().simple().to_string();
+        self.repos().join(&hex[0..2]).join(&hex[2..4])
+    }
+
+    /// The repository of a record.
+    pub fn repo(&self, id: &PatientId) -> PathBuf {
+        self.shard(id).join(format!("{id}.git"))
+    }
+
+    /// Creates the root folders.
+    pub fn init(&self) -> io::Result<()> {
+        fs::create_dir_all(self.repos())?;
+        fs::create_dir_all(self.tmp())?;
+        Ok(())
+    }
+
+    /// Removes leftovers of creations cut off by a crash.
+    pub fn clean_tmp(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(self.tmp())? {
+            let entry = entry?;
+            fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// A new, unique folder in `tmp/` holding an empty bare repository.
+    pub fn new_skeleton(&self, id: &PatientId, flush: Flush) -> io::Result<PathBuf> {
+        let mut rand = [0u8; 8];
+        getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
+        let name = format!("{id}.{:016x}.git", u64::from_le_bytes(rand));
+        let dir = self.tmp().join(name);
+        fs::create_dir(&dir)?;
+        fs::create_dir_all(dir.join("objects/pack"))?;
+        fs::create_dir_all(dir.join("refs/heads"))?;
+        write_new(&dir.join("HEAD"), HEAD, flush)?;
+        write_new(&dir.join("config"), CONFIG, flush)?;
+        if flush == Flush::Now {
+            for sub in ["objects/pack", "objects", "refs/heads", "refs", ""] {
+                sync_dir(&dir.join(sub))?;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Makes sure a record's shard folder exists (durably).
+    pub fn ensure_shard(&self, id: &PatientId, flush: Flush) -> io::Result<PathBuf> {
+        let shard = self.shard(id);
+        if shard.is_dir() {
+            return Ok(shard);
+        }
+        let parent = shard
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.repos());
+        let parent_existed = parent.is_dir();
+        fs::create_dir_all(&shard)?;
+        if flush == Flush::Now {
+            sync_dir(&parent)?;
+            if !parent_existed {
+                sync_dir(&self.repos())?;
+            }
+        }
+        Ok(shard)
+    }
+}

@@ -1,0 +1,282 @@
+//! Reading a record's files through libgit2, and writing new objects as one
+//! pack file plus index per write.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
+
+use super::durable::{Flush, sync_dir, write_new};
+use super::{StoreError, commit_id};
+use crate::git::{self, Kind, Object, Oid};
+use crate::id::PatientId;
+use crate::protocol::{CommitId, Files};
+
+/// A commit's files, plus the ids of every tree and blob it reaches.
+pub(crate) struct TreeContents {
+    pub files: Files,
+    pub objects: HashSet<Oid>,
+}
+
+/// Reads the files of `commit`.
+pub(crate) fn read_files(
+    repo: &Repository,
+    id: &PatientId,
+    commit: Oid,
+) -> Result<TreeContents, StoreError> {
+    let commit = repo
+        .find_commit(commit)
+        .map_err(|e| corrupt(id, format!("commit {commit} unreadable: {e}")))?;
+    let tree = commit
+        .tree()
+        .map_err(|e| corrupt(id, format!("tree of {} unreadable: {e}", commit.id())))?;
+    let mut objects = HashSet::new();
+    objects.insert(tree.id());
+    let mut blobs: Vec<(String, Oid)> = Vec::new();
+    let mut bad: Option<String> = None;
+    tree.walk(TreeWalkMode::PreOrder, |root, entry| {
+        objects.insert(entry.id());
+        match (entry.kind(), entry.name()) {
+            (Some(ObjectType::Blob), Ok(name)) => {
+                blobs.push((format!("{root}{name}"), entry.id()));
+            }
+            (Some(ObjectType::Tree), Ok(_)) => {}
+            _ => {
+                bad = Some(format!("unexpected tree entry {root}{:?}", entry.name()));
+                return TreeWalkResult::Abort;
+            }
+        }
+        TreeWalkResult::Ok
+    })
+    .map_err(|e| corrupt(id, format!("walking tree: {e}")))?;
+    if let Some(detail) = bad {
+        return Err(corrupt(id, detail));
+    }
+    let mut files = BTreeMap::new();
+    for (path, blob) in blobs {
+        let blob = repo
+            .find_blob(blob)
+            .map_err(|e| corrupt(id, format!("{path}: blob unreadable: {e}")))?;
+        let text = std::str::from_utf8(blob.content())
+            .map_err(|_| corrupt(id, format!("{path} is not UTF-8")))?;
+        files.insert(path, text.to_string());
+    }
+    Ok(TreeContents { files, objects })
+}
+
+pub(crate) fn corrupt(id: &PatientId, detail: String) -> StoreError {
+    StoreError::Corrupt { id: *id, detail }
+}
+
+/// Commit authorship and message, as written.
+pub(crate) struct NewCommit<'a> {
+    pub parents: Vec<Oid>,
+    pub author_name: &'a str,
+    pub author_email: &'a str,
+    pub instance: &'a str,
+    pub message: &'a str,
+    pub time: i64,
+}
+
+/// The trailer naming the instance a commit was made on.
+pub const INSTANCE_TRAILER: &str = "Chartsync-Instance";
+
+/// Builds the objects of a new commit holding `files`. Returns the commit id
+/// and the objects not in `known` (objects the repository already has).
+pub(crate) fn build_commit(
+    files: &Files,
+    commit: &NewCommit<'_>,
+    known: &HashSet<Oid>,
+) -> Result<(Oid, Vec<Object>), StoreError> {
+    let bytes: BTreeMap<String, Vec<u8>> = files
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+        .collect();
+    let (tree, objects) = git::build_tree(&bytes).map_err(|e| StoreError::Corrupt {
+        id: PatientId::random(),
+        detail: format!("could not build a tree: {e}"),
+    })?;
+    let signature = |name: &str, email: &str| {
+        git::Signature::new(name, email, commit.time, 0).map_err(|e| {
+            StoreError::Invalid(crate::validate::InvalidRecord::NotText {
+                file: format!("author {name:?} <{email}>: {e}"),
+            })
+        })
+    };
+    let author = signature(commit.author_name, commit.author_email)?;
+    let committer = signature("chartsync", &format!("chartsync@{}", commit.instance))?;
+    let message = format!(
+        "{}\n\n{INSTANCE_TRAILER}: {}\n",
+        commit.message.trim_end(),
+        commit.instance
+    );
+    let data = git::encode_commit(&git::Commit {
+        tree,
+        parents: commit.parents.clone(),
+        author,
+        committer,
+        message,
+    });
+    let commit_object = Object::new(Kind::Commit, data);
+    let id = commit_object.id;
+    let mut out: Vec<Object> = objects
+        .into_iter()
+        .filter(|o| !known.contains(&o.id))
+        .collect();
+    out.push(commit_object);
+    Ok((id, out))
+}
+
+/// Writes `objects` as one pack and index into the repository at `repo_dir`.
+/// The index is written last and renamed into place, so a reader never sees
+/// a pack without its complete index.
+pub(crate) fn write_objects(
+    repo_dir: &Path,
+    objects: &[Object],
+    level: u32,
+    flush: Flush,
+) -> Result<Option<Oid>, StoreError> {
+    if objects.is_empty() {
+        return Ok(None);
+    }
+    let files = git::write_pack(objects, level);
+    let dir = repo_dir.join("objects/pack");
+    let base = format!("pack-{}", files.checksum);
+    let pack = dir.join(format!("{base}.pack"));
+    let idx = dir.join(format!("{base}.idx"));
+    if idx.is_file() {
+        // The same objects were written before (a repeated write).
+        return Ok(Some(files.checksum));
+    }
+    let tmp_pack = dir.join(format!("tmp_{base}.pack"));
+    let tmp_idx = dir.join(format!("tmp_{base}.idx"));
+    for tmp in [&tmp_pack, &tmp_idx] {
+        match std::fs::remove_file(tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(tmp)(e)),
+        }
+    }
+    write_new(&tmp_pack, &files.pack, flush).map_err(StoreError::io(&tmp_pack))?;
+    std::fs::rename(&tmp_pack, &pack).map_err(StoreError::io(&pack))?;
+    write_new(&tmp_idx, &files.idx, flush).map_err(StoreError::io(&tmp_idx))?;
+    std::fs::rename(&tmp_idx, &idx).map_err(StoreError::io(&idx))?;
+    if flush == Flush::Now {
+        sync_dir(&dir).map_err(StoreError::io(&dir))?;
+    }
+    Ok(Some(files.checksum))
+}
+
+/// Reads one object from the repository.
+pub(crate) fn read_object(repo: &Repository, id: Oid) -> Option<Object> {
+    let odb = repo.odb().ok()?;
+    let object = odb.read(id).ok()?;
+    let kind = match object.kind() {
+        ObjectType::Commit => Kind::Commit,
+        ObjectType::Tree => Kind::Tree,
+        ObjectType::Blob => Kind::Blob,
+        ObjectType::Tag => Kind::Tag,
+        _ => return None,
+    };
+    Some(Object {
+        id,
+        kind,
+        data: object.data().to_vec(),
+    })
+}
+
+/// The objects reachable from `head` but not from any of `haves` (those the
+/// receiver has), as a wire pack (zlib level 0: the batch is zstd-compressed
+/// as a whole). Unknown `haves` are ignored.
+pub(crate) fn pack_since(
+    repo: &Repository,
+    id: &PatientId,
+    head: Oid,
+    haves: &[Oid],
+) -> Result<Vec<u8>, StoreError> {
+    let mut walk = repo
+        .revwalk()
+        .map_err(StoreError::git("starting a history walk"))?;
+    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)
+        .map_err(StoreError::git("sorting a history walk"))?;
+    walk.push(head)
+        .map_err(|e| corrupt(id, format!("head {head} unreadable: {e}")))?;
+    let mut seen: HashSet<Oid> = HashSet::new();
+    for have in haves {
+        if repo.find_commit(*have).is_ok() {
+            walk.hide(*have)
+                .map_err(StoreError::git("hiding a known commit"))?;
+            // The receiver has everything in the known commit's tree.
+            if let Ok(contents) = read_tree_ids(repo, *have) {
+                seen.extend(contents);
+            }
+        }
+    }
+    let mut objects = Vec::new();
+    for commit in walk {
+        let commit = commit.map_err(StoreError::git("walking history"))?;
+        let object = read_object(repo, commit)
+            .ok_or_else(|| corrupt(id, format!("commit {commit} missing")))?;
+        let tree = repo
+            .find_commit(commit)
+            .and_then(|c| Ok(c.tree_id()))
+            .map_err(|e| corrupt(id, format!("commit {commit}: {e}")))?;
+        objects.push(object);
+        add_tree(repo, id, tree, &mut seen, &mut objects)?;
+    }
+    Ok(git::write_pack(&objects, 0).pack)
+}
+
+fn add_tree(
+    repo: &Repository,
+    id: &PatientId,
+    tree: Oid,
+    seen: &mut HashSet<Oid>,
+    out: &mut Vec<Object>,
+) -> Result<(), StoreError> {
+    let mut stack = vec![tree];
+    while let Some(next) = stack.pop() {
+        if !seen.insert(next) {
+            continue;
+        }
+        let object =
+            read_object(repo, next).ok_or_else(|| corrupt(id, format!("object {next} missing")))?;
+        if object.kind == Kind::Tree {
+            let entries = git::parse_tree(&object.data)
+                .map_err(|e| corrupt(id, format!("tree {next}: {e}")))?;
+            for entry in entries.iter().rev() {
+                if !seen.contains(&entry.id) {
+                    stack.push(entry.id);
+                }
+            }
+        }
+        out.push(object);
+    }
+    Ok(())
+}
+
+/// Every tree and blob id reachable from a commit's tree.
+fn read_tree_ids(repo: &Repository, commit: Oid) -> Result<HashSet<Oid>, git2::Error> {
+    let tree = repo.find_commit(commit)?.tree()?;
+    let mut out = HashSet::new();
+    out.insert(tree.id());
+    tree.walk(TreeWalkMode::PreOrder, |_, entry| {
+        out.insert(entry.id());
+        TreeWalkResult::Ok
+    })?;
+    Ok(out)
+}
+
+/// `Name <email>` of a signature.
+pub(crate) fn signature_text(sig: &git2::Signature<'_>) -> String {
+    format!(
+        "{} <{}>",
+        String::from_utf8_lossy(sig.name_bytes()),
+        String::from_utf8_lossy(sig.email_bytes())
+    )
+}
+
+/// The commit ids of a list of oids.
+pub(crate) fn commit_ids(oids: impl IntoIterator<Item = Oid>) -> Vec<CommitId> {
+    oids.into_iter().map(commit_id).collect()
+}

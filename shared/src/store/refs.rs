@@ -1,0 +1,233 @@
+//! A record's head: the `refs/heads/main` file, moved by compare-and-swap.
+//!
+//! The protocol is git's own, so plain `git` and other git tools interoperate
+//! with it: create `main.lock` exclusively (this is the lock), read the
+//! current value, compare it with the expected one, write the new value to
+//! the lock file, make it durable, and rename it over `main`. A lock file
+//! left behind by a crashed process is taken over once it is older than
+//! [`STALE_LOCK`].
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use git2::Oid;
+
+use super::durable::{Flush, sync_dir};
+
+/// A ref lock file older than this belongs to a process that died.
+pub const STALE_LOCK: Duration = Duration::from_secs(30);
+
+/// What went wrong with a head.
+#[derive(Debug, thiserror::Error)]
+pub enum RefError {
+    /// Another writer holds the lock for longer than we wait.
+    #[error("the record's head is locked by another writer ({path}); try again")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The file does not hold a commit hash.
+    #[error("the head file {path} is damaged: {content:?}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What it holds (truncated).
+        content: String,
+    },
+    /// Reading or writing failed.
+    #[error("i/o error on {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RefError + '_ {
+    move |source| RefError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn ref_path(repo: &Path) -> PathBuf {
+    repo.join("refs/heads/main")
+}
+
+fn parse_hex(path: &Path, text: &str) -> Result<Oid, RefError> {
+    let hex = text.trim_end_matches('\n');
+    if hex.len() != 40 {
+        return Err(RefError::Damaged {
+            path: path.to_path_buf(),
+            content: text.chars().take(80).collect(),
+        });
+    }
+    Oid::from_str(hex).map_err(|_| RefError::Damaged {
+        path: path.to_path_buf(),
+        content: text.chars().take(80).collect(),
+    })
+}
+
+/// Reads a record's head (`None` when the branch does not exist). Falls back
+/// to `packed-refs`, in case someone ran `git pack-refs` on the repository.
+pub fn read_head(repo: &Path) -> Result<Option<Oid>, RefError> {
+    let path = ref_path(repo);
+    match fs::read_to_string(&path) {
+        Ok(text) => return parse_hex(&path, &text).map(Some),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&path)(e)),
+    }
+    let packed = repo.join("packed-refs");
+    match fs::read_to_string(&packed) {
+        Ok(text) => {
+            for line in text.lines() {
+                if let Some(hex) = line.strip_suffix(" refs/heads/main") {
+                    return parse_hex(&packed, hex).map(Some);
+                }
+            }
+            Ok(None)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(&packed)(e)),
+    }
+}
+
+/// The held lock of a record's head. Dropping it without [`RefLock::commit`]
+/// releases the lock and leaves the head as it was.
+#[derive(Debug)]
+pub struct RefLock {
+    lock: PathBuf,
+    target: PathBuf,
+    current: Option<Oid>,
+    staged: bool,
+    done: bool,
+}
+
+impl RefLock {
+    /// Takes the lock of a repository's head, waiting up to `wait` for
+    /// another writer to finish.
+    pub fn acquire(repo: &Path, wait: Duration) -> Result<RefLock, RefError> {
+        let target = ref_path(repo);
+        let lock = repo.join("refs/heads/main.lock");
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&lock)
+            {
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    if is_stale(&lock) {
+                        tracing::warn!(path = %lock.display(), "taking over a stale head lock");
+                        match fs::remove_file(&lock) {
+                            Ok(()) => continue,
+                            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                            Err(e) => return Err(io_err(&lock)(e)),
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(RefError::Locked { path: lock });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => return Err(io_err(&lock)(e)),
+            }
+        }
+        let mut held = RefLock {
+            lock,
+            target,
+            current: None,
+            staged: false,
+            done: false,
+        };
+        held.current = read_head(repo)?;
+        Ok(held)
+    }
+
+    /// The head as read under the lock.
+    pub fn current(&self) -> Option<Oid> {
+        self.current
+    }
+
+    /// Writes the new head into the lock file (not yet visible).
+    pub fn stage(&mut self, new: Oid, flush: Flush) -> Result<(), RefError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.lock)
+            .map_err(io_err(&self.lock))?;
+        file.write_all(format!("{new}\n").as_bytes())
+            .map_err(io_err(&self.lock))?;
+        if flush == Flush::Now {
+            file.sync_data().map_err(io_err(&self.lock))?;
+        }
+        self.staged = true;
+        Ok(())
+    }
+
+    /// Moves the head: renames the staged lock file over the branch.
+    pub fn commit(mut self, flush: Flush) -> Result<(), RefError> {
+        debug_assert!(self.staged, "commit of a head lock that was never staged");
+        fs::rename(&self.lock, &self.target).map_err(io_err(&self.target))?;
+        self.done = true;
+        if flush == Flush::Now
+            && let Some(dir) = self.target.parent()
+        {
+            sync_dir(dir).map_err(io_err(dir))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RefLock {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = fs::remove_file(&self.lock)
+            && e.kind() != ErrorKind::NotFound
+        {
+            tracing::error!(path = %self.lock.display(), error = %e, "could not release a head lock");
+        }
+    }
+}
+
+fn is_stale(lock: &Path) -> bool {
+    fs::metadata(lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > STALE_LOCK)
+}
+
+/// Sets a ref other than the head (e.g. the ref that keeps a conflict's
+/// losing commit), unconditionally and durably. `name` is relative to `refs/`.
+pub fn set_aux_ref(repo: &Path, name: &str, value: Oid) -> Result<(), RefError> {
+    let path = repo.join("refs").join(name);
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo.join("refs"));
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let tmp = path.with_extension("lock");
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        file.write_all(format!("{value}\n").as_bytes())
+            .map_err(io_err(&tmp))?;
+        file.sync_data().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(&dir).map_err(io_err(&dir))
+}
