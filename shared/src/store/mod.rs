@@ -352,13 +352,6 @@ impl RecordStore {
     /// patient's lock, after its database says what the head is).
     pub fn force_head(&self, id: &PatientId, head: CommitId) -> Result<(), StoreError> {
         let path = self.layout.repo(id);
-        // A lock left by the crashed writer is ours to take over now.
-        let stale = path.join("refs/heads/main.lock");
-        match std::fs::remove_file(&stale) {
-            Ok(()) => tracing::info!(patient = %id, "removed a head lock left by a crash"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(&stale)(e)),
-        }
         let _guard = self.local_lock(*id)?;
         let mut lock = RefLock::acquire(&path, self.lock_wait)?;
         if lock.current() == Some(oid(head)) {

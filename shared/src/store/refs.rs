@@ -3,11 +3,15 @@
 //! The protocol is git's own, so plain `git` and other git tools interoperate
 //! with it: create `main.lock` exclusively (this is the lock), read the
 //! current value, compare it with the expected one, write the new value to
-//! the lock file, make it durable, and rename it over `main`. A lock file
-//! left behind by a crashed process is taken over once it is older than
-//! [`STALE_LOCK`].
+//! the lock file, make it durable, and rename it over `main`.
+//!
+//! The holder also keeps an `flock` on its lock file, which the kernel drops
+//! when the process dies. A lock file that nobody holds an `flock` on and
+//! that is older than [`STALE_GRACE`] was left by a crash and is taken over,
+//! so a crashed writer blocks its record for seconds, not until someone
+//! deletes the file by hand.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -17,8 +21,9 @@ use git2::Oid;
 
 use super::durable::{Flush, sync_dir};
 
-/// A ref lock file older than this belongs to a process that died.
-pub const STALE_LOCK: Duration = Duration::from_secs(30);
+/// A lock file nobody holds, older than this, was left by a crash. (The
+/// grace covers the instant between creating the file and locking it.)
+pub const STALE_GRACE: Duration = Duration::from_secs(2);
 
 /// What went wrong with a head.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +106,7 @@ pub fn read_head(repo: &Path) -> Result<Option<Oid>, RefError> {
 /// releases the lock and leaves the head as it was.
 #[derive(Debug)]
 pub struct RefLock {
+    file: File,
     lock: PathBuf,
     target: PathBuf,
     current: Option<Oid>,
@@ -116,22 +122,22 @@ impl RefLock {
         let lock = repo.join("refs/heads/main.lock");
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_micros(200);
-        loop {
+        let file = loop {
             match OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o644)
                 .open(&lock)
             {
-                Ok(_) => break,
+                Ok(file) => {
+                    // Nobody else can hold it: the file is new and ours.
+                    file.lock().map_err(io_err(&lock))?;
+                    break file;
+                }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    if is_stale(&lock) {
-                        tracing::warn!(path = %lock.display(), "taking over a stale head lock");
-                        match fs::remove_file(&lock) {
-                            Ok(()) => continue,
-                            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                            Err(e) => return Err(io_err(&lock)(e)),
-                        }
+                    if remove_if_stale(&lock).map_err(io_err(&lock))? {
+                        tracing::warn!(path = %lock.display(), "took over a head lock left by a crashed writer");
+                        continue;
                     }
                     if Instant::now() >= deadline {
                         return Err(RefError::Locked { path: lock });
@@ -141,8 +147,9 @@ impl RefLock {
                 }
                 Err(e) => return Err(io_err(&lock)(e)),
             }
-        }
+        };
         let mut held = RefLock {
+            file,
             lock,
             target,
             current: None,
@@ -160,15 +167,12 @@ impl RefLock {
 
     /// Writes the new head into the lock file (not yet visible).
     pub fn stage(&mut self, new: Oid, flush: Flush) -> Result<(), RefError> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&self.lock)
-            .map_err(io_err(&self.lock))?;
-        file.write_all(format!("{new}\n").as_bytes())
+        self.file.set_len(0).map_err(io_err(&self.lock))?;
+        (&self.file)
+            .write_all(format!("{new}\n").as_bytes())
             .map_err(io_err(&self.lock))?;
         if flush == Flush::Now {
-            file.sync_data().map_err(io_err(&self.lock))?;
+            self.file.sync_data().map_err(io_err(&self.lock))?;
         }
         self.staged = true;
         Ok(())
@@ -199,12 +203,41 @@ impl Drop for RefLock {
     }
 }
 
-fn is_stale(lock: &Path) -> bool {
-    fs::metadata(lock)
-        .and_then(|m| m.modified())
+/// Removes `lock` if its writer died: nobody holds its `flock` and it is
+/// older than [`STALE_GRACE`]. True if it was removed (or vanished).
+fn remove_if_stale(lock: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let file = match File::open(lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let age = meta
+        .modified()
         .ok()
         .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|age| age > STALE_LOCK)
+        .unwrap_or_default();
+    if age < STALE_GRACE {
+        return Ok(false);
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Ok(false),
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
+    // Still the same file at that path (not a new writer's)?
+    match fs::metadata(lock) {
+        Ok(now) if now.ino() == meta.ino() && now.dev() == meta.dev() => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    }
+    match fs::remove_file(lock) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// Sets a ref other than the head (e.g. the ref that keeps a conflict's
