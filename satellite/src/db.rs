@@ -60,6 +60,7 @@ pub struct RecordState {
     pub central_head: Option<CommitId>,
 }
 
+#[allow(dead_code)] // used by the sync jobs
 pub(crate) fn id_from(bytes: Vec<u8>) -> Result<PatientId, DbError> {
     let bytes: [u8; 16] = bytes
         .try_into()

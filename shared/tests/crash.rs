@@ -15,7 +15,10 @@ const CHILD_ENV: &str = "CHARTSYNC_CRASH_CHILD_DIR";
 fn files(n: usize) -> Files {
     let mut f = Files::new();
     f.insert("patient.yaml".into(), format!("name: P\nvisits: {n}\n"));
-    f.insert(format!("encounters/e{}.yaml", n % 7), format!("n: {n}\nnote: \"{}\"\n", "x".repeat(n % 300)));
+    f.insert(
+        format!("encounters/e{}.yaml", n % 7),
+        format!("n: {n}\nnote: \"{}\"\n", "x".repeat(n % 300)),
+    );
     f
 }
 
@@ -27,11 +30,12 @@ fn crash_child() {
         return;
     };
     let store = RecordStore::open(StoreOptions::new(dir, "crash")).expect("open");
-    let ids: Vec<PatientId> = std::fs::read_to_string(Path::new(&std::env::var(CHILD_ENV).expect("env")).join("ids"))
-        .expect("ids")
-        .lines()
-        .map(|l| l.parse().expect("id"))
-        .collect();
+    let ids: Vec<PatientId> =
+        std::fs::read_to_string(Path::new(&std::env::var(CHILD_ENV).expect("env")).join("ids"))
+            .expect("ids")
+            .lines()
+            .map(|l| l.parse().expect("id"))
+            .collect();
     let meta = CommitMeta::new("Crash Test", "crash@test", "write");
     let mut n = 0usize;
     loop {
@@ -47,7 +51,12 @@ fn crash_child() {
             let id = ids[n % ids.len()];
             let head = store.head(&id).expect("head").expect("exists");
             let head = store
-                .write(&id, Condition::MatchHead(head), Change::Replace(files(n)), &meta)
+                .write(
+                    &id,
+                    Condition::MatchHead(head),
+                    Change::Replace(files(n)),
+                    &meta,
+                )
                 .expect("write");
             println!("{id} {head}");
         }
@@ -65,11 +74,18 @@ fn kill_9_at_random_moments_leaves_every_record_whole() {
     let meta = CommitMeta::new("Setup", "setup@test", "create");
     let ids: Vec<PatientId> = (0..4).map(|_| PatientId::random()).collect();
     for id in &ids {
-        store.write(id, Condition::MustCreate, Change::Replace(files(0)), &meta).expect("create");
+        store
+            .write(id, Condition::MustCreate, Change::Replace(files(0)), &meta)
+            .expect("create");
     }
-    std::fs::write(root.join("ids"), ids.iter().map(|i| format!("{i}\n")).collect::<String>()).expect("ids");
+    std::fs::write(
+        root.join("ids"),
+        ids.iter().map(|i| format!("{i}\n")).collect::<String>(),
+    )
+    .expect("ids");
     drop(store);
-    let mut acked: std::collections::HashMap<PatientId, CommitId> = std::collections::HashMap::new();
+    let mut acked: std::collections::HashMap<PatientId, CommitId> =
+        std::collections::HashMap::new();
     let exe = std::env::current_exe().expect("exe");
     for round in 0..20u64 {
         let mut child = Command::new(&exe)
@@ -116,7 +132,9 @@ fn kill_9_at_random_moments_leaves_every_record_whole() {
         // heads present.
         let store = RecordStore::open(StoreOptions::new(&root, "check")).expect("reopen");
         for (id, head) in &acked {
-            let snap = store.read(id).unwrap_or_else(|e| panic!("round {round}: {id}: {e}"));
+            let snap = store
+                .read(id)
+                .unwrap_or_else(|e| panic!("round {round}: {id}: {e}"));
             assert!(
                 store.is_ancestor(id, *head, snap.head).expect("ancestry"),
                 "round {round}: acknowledged {head} of {id} is not in its history"
@@ -137,7 +155,11 @@ fn kill_9_at_random_moments_leaves_every_record_whole() {
             .args(["fsck", "--strict", "--full", "--no-dangling"])
             .output()
             .expect("git fsck");
-        assert!(out.status.success(), "{id}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         store.read(&id).expect("readable");
     }
 }

@@ -46,7 +46,8 @@ fn fsck(repo: &Path) {
     git(repo, &["fsck", "--strict", "--full", "--no-dangling"]);
 }
 
-const PATIENT: &str = "name: Amina Diallo\nborn: 1987-03-14\ncatchment: north\nallergies:\n  - penicillin\n";
+const PATIENT: &str =
+    "name: Amina Diallo\nborn: 1987-03-14\ncatchment: north\nallergies:\n  - penicillin\n";
 
 #[test]
 fn create_write_read_history_and_plain_git_reads_it() {
@@ -67,7 +68,10 @@ fn create_write_read_history_and_plain_git_reads_it() {
             Condition::MatchHead(h1),
             Change::Replace(files(&[
                 ("patient.yaml", PATIENT),
-                ("encounters/2026-11-02.yaml", "reason: fever\ntemp_c: 38.9\n"),
+                (
+                    "encounters/2026-11-02.yaml",
+                    "reason: fever\ntemp_c: 38.9\n",
+                ),
             ])),
             &meta("Add encounter"),
         )
@@ -104,10 +108,20 @@ fn a_write_that_changes_nothing_makes_no_commit() {
     let id = PatientId::random();
     let f = files(&[("patient.yaml", PATIENT)]);
     let h1 = s
-        .write(&id, Condition::MustCreate, Change::Replace(f.clone()), &meta("c"))
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(f.clone()),
+            &meta("c"),
+        )
         .expect("create");
     let h2 = s
-        .write(&id, Condition::MatchHead(h1), Change::Replace(f), &meta("same"))
+        .write(
+            &id,
+            Condition::MatchHead(h1),
+            Change::Replace(f),
+            &meta("same"),
+        )
         .expect("noop");
     assert_eq!(h1, h2);
     assert_eq!(s.history(&id).expect("history").len(), 1);
@@ -122,7 +136,10 @@ fn stale_writes_are_refused_with_the_paths_that_changed() {
         .write(
             &id,
             Condition::MustCreate,
-            Change::Replace(files(&[("patient.yaml", "name: A\nphone: '1'\nweight: 60\n")])),
+            Change::Replace(files(&[(
+                "patient.yaml",
+                "name: A\nphone: '1'\nweight: 60\n",
+            )])),
             &meta("c"),
         )
         .expect("create");
@@ -130,7 +147,10 @@ fn stale_writes_are_refused_with_the_paths_that_changed() {
         .write(
             &id,
             Condition::MatchHead(h1),
-            Change::Replace(files(&[("patient.yaml", "name: A\nphone: '2'\nweight: 60\n")])),
+            Change::Replace(files(&[(
+                "patient.yaml",
+                "name: A\nphone: '2'\nweight: 60\n",
+            )])),
             &meta("phone"),
         )
         .expect("update");
@@ -139,7 +159,10 @@ fn stale_writes_are_refused_with_the_paths_that_changed() {
         .write(
             &id,
             Condition::MatchHead(h1),
-            Change::Replace(files(&[("patient.yaml", "name: B\nphone: '1'\nweight: 60\n")])),
+            Change::Replace(files(&[(
+                "patient.yaml",
+                "name: B\nphone: '1'\nweight: 60\n",
+            )])),
             &meta("stale"),
         )
         .expect_err("stale");
@@ -149,23 +172,42 @@ fn stale_writes_are_refused_with_the_paths_that_changed() {
     assert_eq!(c.current_head, Some(h2));
     assert_eq!(c.expected_head, Some(h1));
     assert_eq!(c.changed.len(), 1);
-    assert_eq!((c.changed[0].file.as_str(), c.changed[0].path.as_str()), ("patient.yaml", "/phone"));
+    assert_eq!(
+        (c.changed[0].file.as_str(), c.changed[0].path.as_str()),
+        ("patient.yaml", "/phone")
+    );
     assert_eq!(c.changed[0].current, serde_json::json!("2"));
     assert_eq!(s.read(&id).expect("read").head, h2, "nothing changed");
 
     // A patch based on h1 touching a field that did not change applies.
     let patch = |v: serde_json::Value| {
-        Change::Patch(BTreeMap::from([("patient.yaml".to_string(), FilePatch::Merge(v))]))
+        Change::Patch(BTreeMap::from([(
+            "patient.yaml".to_string(),
+            FilePatch::Merge(v),
+        )]))
     };
     let h3 = s
-        .write(&id, Condition::MatchHead(h1), patch(serde_json::json!({"weight": 61})), &meta("w"))
+        .write(
+            &id,
+            Condition::MatchHead(h1),
+            patch(serde_json::json!({"weight": 61})),
+            &meta("w"),
+        )
         .expect("patch on a stale version, untouched field");
     let doc = s.read(&id).expect("read").files["patient.yaml"].clone();
-    assert!(doc.contains("phone: '2'") || doc.contains("phone: \"2\""), "{doc}");
+    assert!(
+        doc.contains("phone: '2'") || doc.contains("phone: \"2\""),
+        "{doc}"
+    );
     assert!(doc.contains("weight: 61"), "{doc}");
     // A patch based on h1 touching /phone (changed since) is refused.
     let err = s
-        .write(&id, Condition::MatchHead(h1), patch(serde_json::json!({"phone": "3"})), &meta("p"))
+        .write(
+            &id,
+            Condition::MatchHead(h1),
+            patch(serde_json::json!({"phone": "3"})),
+            &meta("p"),
+        )
         .expect_err("touched field changed");
     let StoreError::Conflict(c) = err else {
         panic!("expected a conflict")
@@ -181,7 +223,12 @@ fn invalid_candidates_change_nothing() {
     let s = store(dir.path(), "a");
     let id = PatientId::random();
     let h1 = s
-        .write(&id, Condition::MustCreate, Change::Replace(files(&[("patient.yaml", PATIENT)])), &meta("c"))
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("patient.yaml", PATIENT)])),
+            &meta("c"),
+        )
         .expect("create");
     let big = "x".repeat(2 << 20);
     for bad in [
@@ -195,7 +242,12 @@ fn invalid_candidates_change_nothing() {
         files(&[]),
     ] {
         let err = s
-            .write(&id, Condition::MatchHead(h1), Change::Replace(bad.clone()), &meta("bad"))
+            .write(
+                &id,
+                Condition::MatchHead(h1),
+                Change::Replace(bad.clone()),
+                &meta("bad"),
+            )
             .expect_err("refused");
         assert!(matches!(err, StoreError::Invalid(_)), "{bad:?}: {err:?}");
     }
@@ -211,7 +263,9 @@ fn must_create_raced_by_many_threads_has_exactly_one_winner() {
     // Separate store instances (as separate processes would have), sharing
     // the folder: only the file system arbitrates.
     let stores: Vec<Arc<RecordStore>> = (0..8)
-        .map(|i| Arc::new(RecordStore::open(StoreOptions::new(&root, format!("w{i}"))).expect("open")))
+        .map(|i| {
+            Arc::new(RecordStore::open(StoreOptions::new(&root, format!("w{i}"))).expect("open"))
+        })
         .collect();
     for _round in 0..10 {
         let id = PatientId::random();
@@ -231,8 +285,14 @@ fn must_create_raced_by_many_threads_has_exactly_one_winner() {
                 })
             })
             .collect();
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
-        let winners: Vec<CommitId> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        let winners: Vec<CommitId> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
         assert_eq!(winners.len(), 1, "{results:?}");
         for r in &results {
             if let Err(e) = r {
@@ -244,7 +304,11 @@ fn must_create_raced_by_many_threads_has_exactly_one_winner() {
         }
         assert_eq!(stores[0].read(&id).expect("read").head, winners[0]);
     }
-    assert_eq!(std::fs::read_dir(root.join("tmp")).expect("tmp").count(), 0, "no leftovers");
+    assert_eq!(
+        std::fs::read_dir(root.join("tmp")).expect("tmp").count(),
+        0,
+        "no leftovers"
+    );
 }
 
 #[test]
@@ -254,10 +318,18 @@ fn concurrent_read_modify_write_keeps_every_acknowledged_write() {
     let first = RecordStore::open(StoreOptions::new(&root, "w")).expect("open");
     let id = PatientId::random();
     first
-        .write(&id, Condition::MustCreate, Change::Replace(files(&[("log.yaml", "entries: []\n")])), &meta("c"))
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("log.yaml", "entries: []\n")])),
+            &meta("c"),
+        )
         .expect("create");
     // Two store instances (two "processes") and eight threads each.
-    let stores = [Arc::new(first), Arc::new(RecordStore::open(StoreOptions::new(&root, "v")).expect("open"))];
+    let stores = [
+        Arc::new(first),
+        Arc::new(RecordStore::open(StoreOptions::new(&root, "v")).expect("open")),
+    ];
     const THREADS: usize = 16;
     const EACH: usize = 12;
     let handles: Vec<_> = (0..THREADS)
@@ -269,8 +341,12 @@ fn concurrent_read_modify_write_keeps_every_acknowledged_write() {
                     let item = format!("t{t}-n{n}");
                     loop {
                         let snap = s.read(&id).expect("read");
-                        let mut doc = chartsync_shared::merge::parse_yaml(&snap.files["log.yaml"]).expect("yaml");
-                        doc["entries"].as_array_mut().expect("list").push(item.clone().into());
+                        let mut doc = chartsync_shared::merge::parse_yaml(&snap.files["log.yaml"])
+                            .expect("yaml");
+                        doc["entries"]
+                            .as_array_mut()
+                            .expect("list")
+                            .push(item.clone().into());
                         let text = chartsync_shared::merge::to_yaml(&doc);
                         match s.write(
                             &id,
@@ -291,17 +367,33 @@ fn concurrent_read_modify_write_keeps_every_acknowledged_write() {
             })
         })
         .collect();
-    let acked: Vec<(String, CommitId)> = handles.into_iter().flat_map(|h| h.join().expect("thread")).collect();
+    let acked: Vec<(String, CommitId)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
     assert_eq!(acked.len(), THREADS * EACH);
     let snap = stores[0].read(&id).expect("read");
     let doc = chartsync_shared::merge::parse_yaml(&snap.files["log.yaml"]).expect("yaml");
-    let entries: Vec<&str> = doc["entries"].as_array().expect("list").iter().filter_map(|v| v.as_str()).collect();
-    assert_eq!(entries.len(), THREADS * EACH, "every acknowledged append is present exactly once");
+    let entries: Vec<&str> = doc["entries"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        THREADS * EACH,
+        "every acknowledged append is present exactly once"
+    );
     for (item, _) in &acked {
         assert_eq!(entries.iter().filter(|e| *e == item).count(), 1, "{item}");
     }
     let history = stores[0].history(&id).expect("history");
-    assert_eq!(history.len(), THREADS * EACH + 1, "one commit per acknowledged write");
+    assert_eq!(
+        history.len(),
+        THREADS * EACH + 1,
+        "one commit per acknowledged write"
+    );
     let commits: std::collections::HashSet<CommitId> = history.iter().map(|h| h.commit).collect();
     for (_, head) in &acked {
         assert!(commits.contains(head));
@@ -316,17 +408,28 @@ fn records_travel_as_packs_and_bad_packs_change_nothing() {
     let b = store(dir.path(), "b");
     let id = PatientId::random();
     let h1 = a
-        .write(&id, Condition::MustCreate, Change::Replace(files(&[("patient.yaml", PATIENT)])), &meta("c"))
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("patient.yaml", PATIENT)])),
+            &meta("c"),
+        )
         .expect("create");
     // Whole record to b.
     let pack = a.pack_since(&id, h1, &[]).expect("pack");
-    let Received::Ready(p) = b.prepare_received(&id, None, h1, &pack, Flush::Deferred).expect("verify") else {
+    let Received::Ready(p) = b
+        .prepare_received(&id, None, h1, &pack, Flush::Deferred)
+        .expect("verify")
+    else {
         panic!("fresh record is not stale")
     };
     b.flush().expect("flush");
     b.publish(p, Flush::Deferred).expect("publish");
     b.flush().expect("flush");
-    assert_eq!(b.read(&id).expect("read").files, a.read(&id).expect("read").files);
+    assert_eq!(
+        b.read(&id).expect("read").files,
+        a.read(&id).expect("read").files
+    );
     fsck(&b.layout().repo(&id));
 
     // An update as a thin pack.
@@ -334,7 +437,10 @@ fn records_travel_as_packs_and_bad_packs_change_nothing() {
         .write(
             &id,
             Condition::MatchHead(h1),
-            Change::Replace(files(&[("patient.yaml", PATIENT), ("notes.txt", "hello\n")])),
+            Change::Replace(files(&[
+                ("patient.yaml", PATIENT),
+                ("notes.txt", "hello\n"),
+            ])),
             &meta("u"),
         )
         .expect("update");
@@ -347,7 +453,12 @@ fn records_travel_as_packs_and_bad_packs_change_nothing() {
     flipped[mid] ^= 0x40;
     let cases: Vec<(&str, Vec<u8>, Option<CommitId>, CommitId)> = vec![
         ("corrupt", flipped, Some(h1), h2),
-        ("truncated", update[..update.len() - 5].to_vec(), Some(h1), h2),
+        (
+            "truncated",
+            update[..update.len() - 5].to_vec(),
+            Some(h1),
+            h2,
+        ),
         ("garbage", b"not a pack".to_vec(), Some(h1), h2),
         ("wrong head", update.clone(), Some(h1), CommitId([9; 20])),
     ];
@@ -365,7 +476,10 @@ fn records_travel_as_packs_and_bad_packs_change_nothing() {
 
     // The good update applies; applying it again is harmless.
     for _ in 0..2 {
-        match b.prepare_received(&id, Some(h1), h2, &update, Flush::Now).expect("verify") {
+        match b
+            .prepare_received(&id, Some(h1), h2, &update, Flush::Now)
+            .expect("verify")
+        {
             Received::Ready(p) => {
                 b.publish(p, Flush::Now).expect("publish");
             }
@@ -375,7 +489,12 @@ fn records_travel_as_packs_and_bad_packs_change_nothing() {
     assert_eq!(b.read(&id).expect("read").head, h2);
     // Expecting h1 again now: stale.
     let h3 = a
-        .write(&id, Condition::MatchHead(h2), Change::Replace(files(&[("patient.yaml", PATIENT)])), &meta("u3"))
+        .write(
+            &id,
+            Condition::MatchHead(h2),
+            Change::Replace(files(&[("patient.yaml", PATIENT)])),
+            &meta("u3"),
+        )
         .expect("update");
     let p3 = a.pack_since(&id, h3, &[h2]).expect("pack");
     assert!(matches!(
@@ -392,20 +511,38 @@ fn a_received_head_must_descend_from_the_expected_one() {
     let b = store(dir.path(), "b");
     let id = PatientId::random();
     let h1 = a
-        .write(&id, Condition::MustCreate, Change::Replace(files(&[("patient.yaml", PATIENT)])), &meta("c"))
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("patient.yaml", PATIENT)])),
+            &meta("c"),
+        )
         .expect("create");
     let full = a.pack_since(&id, h1, &[]).expect("pack");
-    let Received::Ready(p) = b.prepare_received(&id, None, h1, &full, Flush::Now).expect("ok") else {
+    let Received::Ready(p) = b
+        .prepare_received(&id, None, h1, &full, Flush::Now)
+        .expect("ok")
+    else {
         panic!()
     };
     b.publish(p, Flush::Now).expect("publish");
     // b moves on; a's unrelated record with the same id is not a descendant.
     let hb = b
-        .write(&id, Condition::MatchHead(h1), Change::Replace(files(&[("patient.yaml", "name: B\n")])), &meta("b"))
+        .write(
+            &id,
+            Condition::MatchHead(h1),
+            Change::Replace(files(&[("patient.yaml", "name: B\n")])),
+            &meta("b"),
+        )
         .expect("b");
     let stranger = PatientId::random();
     let hs = a
-        .write(&stranger, Condition::MustCreate, Change::Replace(files(&[("x.yaml", "a: 1\n")])), &meta("s"))
+        .write(
+            &stranger,
+            Condition::MustCreate,
+            Change::Replace(files(&[("x.yaml", "a: 1\n")])),
+            &meta("s"),
+        )
         .expect("s");
     let pack = a.pack_since(&stranger, hs, &[]).expect("pack");
     let r = b.prepare_received(&id, Some(hb), hs, &pack, Flush::Now);
@@ -423,10 +560,18 @@ fn merging_keeps_both_sides_and_reports_true_conflicts() {
     let id = PatientId::random();
     let base = "name: A\nphone: '1'\nallergies:\n  - penicillin\n";
     let h0 = clinic
-        .write(&id, Condition::MustCreate, Change::Replace(files(&[("patient.yaml", base)])), &meta("c"))
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("patient.yaml", base)])),
+            &meta("c"),
+        )
         .expect("create");
     let full = clinic.pack_since(&id, h0, &[]).expect("pack");
-    let Received::Ready(p) = central.prepare_received(&id, None, h0, &full, Flush::Now).expect("ok") else {
+    let Received::Ready(p) = central
+        .prepare_received(&id, None, h0, &full, Flush::Now)
+        .expect("ok")
+    else {
         panic!()
     };
     central.publish(p, Flush::Now).expect("publish");
@@ -434,7 +579,10 @@ fn merging_keeps_both_sides_and_reports_true_conflicts() {
         .write(
             &id,
             Condition::MatchHead(h0),
-            Change::Replace(files(&[("patient.yaml", "name: A\nphone: '2'\nallergies:\n  - penicillin\n  - latex\n")])),
+            Change::Replace(files(&[(
+                "patient.yaml",
+                "name: A\nphone: '2'\nallergies:\n  - penicillin\n  - latex\n",
+            )])),
             &meta("central edit"),
         )
         .expect("central");
@@ -442,12 +590,17 @@ fn merging_keeps_both_sides_and_reports_true_conflicts() {
         .write(
             &id,
             Condition::MatchHead(h0),
-            Change::Replace(files(&[("patient.yaml", "name: A\nphone: '3'\nallergies:\n  - penicillin\n  - sulfa\n")])),
+            Change::Replace(files(&[(
+                "patient.yaml",
+                "name: A\nphone: '3'\nallergies:\n  - penicillin\n  - sulfa\n",
+            )])),
             &meta("clinic edit"),
         )
         .expect("clinic");
     let update = central.pack_since(&id, theirs, &[h0]).expect("pack");
-    clinic.ingest(&id, theirs, &update, Flush::Now).expect("ingest");
+    clinic
+        .ingest(&id, theirs, &update, Flush::Now)
+        .expect("ingest");
     let outcome = clinic
         .prepare_merge(&id, ours, theirs, &meta("Merge central"), Flush::Now)
         .expect("merge")
@@ -456,15 +609,29 @@ fn merging_keeps_both_sides_and_reports_true_conflicts() {
     assert_eq!(outcome.conflicts.len(), 1);
     assert_eq!(outcome.conflicts[0].path, "/phone");
     assert_eq!(outcome.conflicts[0].ours, Some(serde_json::json!("3")));
-    let merged = clinic.publish(outcome.prepared, Flush::Now).expect("publish");
+    let merged = clinic
+        .publish(outcome.prepared, Flush::Now)
+        .expect("publish");
     clinic.keep_commit(&id, ours).expect("keep");
-    let doc = chartsync_shared::merge::parse_yaml(&clinic.read(&id).expect("read").files["patient.yaml"]).expect("yaml");
+    let doc =
+        chartsync_shared::merge::parse_yaml(&clinic.read(&id).expect("read").files["patient.yaml"])
+            .expect("yaml");
     assert_eq!(doc["phone"], "2", "central's value wins in the record");
-    assert_eq!(doc["allergies"], serde_json::json!(["penicillin", "latex", "sulfa"]));
+    assert_eq!(
+        doc["allergies"],
+        serde_json::json!(["penicillin", "latex", "sulfa"])
+    );
     assert!(clinic.is_ancestor(&id, theirs, merged).expect("anc"));
     assert!(clinic.is_ancestor(&id, ours, merged).expect("anc"));
     let repo = clinic.layout().repo(&id);
-    assert_eq!(git(&repo, &["rev-parse", &format!("refs/chartsync/conflicts/{ours}")]).trim(), ours.to_string());
+    assert_eq!(
+        git(
+            &repo,
+            &["rev-parse", &format!("refs/chartsync/conflicts/{ours}")]
+        )
+        .trim(),
+        ours.to_string()
+    );
     fsck(&repo);
 }
 
@@ -474,7 +641,12 @@ fn repack_merges_packs_and_keeps_everything_reachable() {
     let s = store(dir.path(), "a");
     let id = PatientId::random();
     let mut head = s
-        .write(&id, Condition::MustCreate, Change::Replace(files(&[("p.yaml", "n: 0\n")])), &meta("c"))
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("p.yaml", "n: 0\n")])),
+            &meta("c"),
+        )
         .expect("create");
     for n in 1..20 {
         head = s
@@ -494,8 +666,13 @@ fn repack_merges_packs_and_keeps_everything_reachable() {
     assert_eq!(s.read(&id).expect("read").files["p.yaml"], "n: 19\n");
     fsck(&s.layout().repo(&id));
     // Writes go on afterwards.
-    s.write(&id, Condition::MatchHead(head), Change::Replace(files(&[("p.yaml", "n: 20\n")])), &meta("u"))
-        .expect("write after repack");
+    s.write(
+        &id,
+        Condition::MatchHead(head),
+        Change::Replace(files(&[("p.yaml", "n: 20\n")])),
+        &meta("u"),
+    )
+    .expect("write after repack");
 }
 
 #[test]
@@ -504,7 +681,12 @@ fn a_lock_left_by_a_dead_writer_is_taken_over() {
     let s = store(dir.path(), "a");
     let id = PatientId::random();
     let h = s
-        .write(&id, Condition::MustCreate, Change::Replace(files(&[("p.yaml", "n: 0\n")])), &meta("c"))
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("p.yaml", "n: 0\n")])),
+            &meta("c"),
+        )
         .expect("create");
     // What a writer killed between locking and renaming leaves behind.
     let lock = s.layout().repo(&id).join("refs/heads/main.lock");
@@ -516,7 +698,12 @@ fn a_lock_left_by_a_dead_writer_is_taken_over() {
         .and_then(|f| f.set_modified(old))
         .expect("age");
     let h2 = s
-        .write(&id, Condition::MatchHead(h), Change::Replace(files(&[("p.yaml", "n: 1\n")])), &meta("u"))
+        .write(
+            &id,
+            Condition::MatchHead(h),
+            Change::Replace(files(&[("p.yaml", "n: 1\n")])),
+            &meta("u"),
+        )
         .expect("write takes over the stale lock");
     assert_ne!(h, h2);
     assert!(!lock.exists());

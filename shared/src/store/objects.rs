@@ -219,7 +219,7 @@ pub(crate) fn pack_since(
             .ok_or_else(|| corrupt(id, format!("commit {commit} missing")))?;
         let tree = repo
             .find_commit(commit)
-            .and_then(|c| Ok(c.tree_id()))
+            .map(|c| c.tree_id())
             .map_err(|e| corrupt(id, format!("commit {commit}: {e}")))?;
         objects.push(object);
         add_tree(repo, id, tree, &mut seen, &mut objects)?;
