@@ -15,11 +15,15 @@ fn main() {
 
 /// A patient document of about 2 KB.
 fn record(n: usize) -> Files {
-    let mut yaml = format!("name: Patient {n}\nborn: 1980-01-01\ncatchment: north\nphone: '0700 {n:06}'\n");
+    let mut yaml =
+        format!("name: Patient {n}\nborn: 1980-01-01\ncatchment: north\nphone: '0700 {n:06}'\n");
     yaml.push_str("allergies:\n  - penicillin\nencounters:\n");
     let mut i = 0;
     while yaml.len() < 2000 {
-        yaml.push_str(&format!("  - date: 2026-10-{:02}\n    note: routine visit number {i} with vitals recorded\n", i % 28 + 1));
+        yaml.push_str(&format!(
+            "  - date: 2026-10-{:02}\n    note: routine visit number {i} with vitals recorded\n",
+            i % 28 + 1
+        ));
         i += 1;
     }
     Files::from([("patient.yaml".to_string(), yaml)])
@@ -30,8 +34,9 @@ fn meta() -> CommitMeta {
 }
 
 fn open() -> (tempfile::TempDir, RecordStore) {
-    let dir = tempfile::tempdir_in(std::env::var("CHARTSYNC_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-        .expect("tmp");
+    let dir =
+        tempfile::tempdir_in(std::env::var("CHARTSYNC_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("tmp");
     let store = RecordStore::open(StoreOptions::new(dir.path(), "bench")).expect("open");
     (dir, store)
 }
@@ -43,7 +48,12 @@ fn create(bencher: divan::Bencher) {
     let files = record(1);
     bencher.bench_local(|| {
         store
-            .write(&PatientId::random(), Condition::MustCreate, Change::Replace(files.clone()), &meta())
+            .write(
+                &PatientId::random(),
+                Condition::MustCreate,
+                Change::Replace(files.clone()),
+                &meta(),
+            )
             .expect("create")
     });
 }
@@ -56,7 +66,12 @@ fn conditional_write(bencher: divan::Bencher) {
         .map(|n| {
             let id = PatientId::random();
             let head = store
-                .write(&id, Condition::MustCreate, Change::Replace(record(n)), &meta())
+                .write(
+                    &id,
+                    Condition::MustCreate,
+                    Change::Replace(record(n)),
+                    &meta(),
+                )
                 .expect("create");
             (id, head)
         })
@@ -69,7 +84,12 @@ fn conditional_write(bencher: divan::Bencher) {
         let i = *n % records.len();
         let (id, head) = records[i];
         let new = store
-            .write(&id, Condition::MatchHead(head), Change::Replace(record(*n)), &meta())
+            .write(
+                &id,
+                Condition::MatchHead(head),
+                Change::Replace(record(*n)),
+                &meta(),
+            )
             .expect("write");
         records[i].1 = new;
     });
@@ -84,7 +104,12 @@ fn conditional_write_batch_of_100(bencher: divan::Bencher) {
         .map(|n| {
             let id = PatientId::random();
             let head = store
-                .write(&id, Condition::MustCreate, Change::Replace(record(n)), &meta())
+                .write(
+                    &id,
+                    Condition::MustCreate,
+                    Change::Replace(record(n)),
+                    &meta(),
+                )
                 .expect("create");
             (id, head)
         })
@@ -98,7 +123,13 @@ fn conditional_write_batch_of_100(bencher: divan::Bencher) {
             .iter()
             .map(|(id, head)| {
                 store
-                    .prepare(id, Condition::MatchHead(*head), Change::Replace(record(*n)), &meta(), Flush::Deferred)
+                    .prepare(
+                        id,
+                        Condition::MatchHead(*head),
+                        Change::Replace(record(*n)),
+                        &meta(),
+                        Flush::Deferred,
+                    )
                     .expect("prepare")
             })
             .collect();

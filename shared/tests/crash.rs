@@ -10,6 +10,16 @@ use std::time::Duration;
 use chartsync_shared::store::{Change, CommitMeta, Condition, RecordStore, StoreOptions};
 use chartsync_shared::{CommitId, Files, PatientId};
 
+/// Records half-built in `tmp/` (inside any session folder).
+fn tmp_leftovers(root: &Path) -> usize {
+    std::fs::read_dir(root.join("tmp"))
+        .expect("tmp")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| std::fs::read_dir(e.path()).map(|d| d.count()).unwrap_or(0))
+        .sum()
+}
+
 const CHILD_ENV: &str = "CHARTSYNC_CRASH_CHILD_DIR";
 
 fn files(n: usize) -> Files {
@@ -140,7 +150,20 @@ fn kill_9_at_random_moments_leaves_every_record_whole() {
                 "round {round}: acknowledged {head} of {id} is not in its history"
             );
         }
-        assert_eq!(std::fs::read_dir(root.join("tmp")).expect("tmp").count(), 0);
+        assert_eq!(
+            tmp_leftovers(&root),
+            0,
+            "round {round}: half-built records left"
+        );
+        let sessions = std::fs::read_dir(root.join("tmp"))
+            .expect("tmp")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .count();
+        assert_eq!(
+            sessions, 1,
+            "round {round}: the dead writer's session was cleaned"
+        );
     }
     eprintln!("acknowledged records: {}", acked.len());
     // Every repository is whole.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <root>/repos/ab/cd/abcd….git   one bare repository per patient
-//! <root>/tmp/                    records being created (renamed into place)
+//! <root>/tmp/<session>/          records being created by one process
+//! <root>/tmp/<session>.lock       held (flock) by that process while it lives
 //! ```
 //!
 //! A new record is built completely in `tmp/` (skeleton, objects, head) and
@@ -30,12 +31,44 @@ const CONFIG: &[u8] = b"[core]\n\trepositoryformatversion = 0\n\tfilemode = true
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    session: Option<std::sync::Arc<Session>>,
+}
+
+/// This process's private folder in `tmp/`, with the lock file that tells
+/// other processes it is alive.
+#[derive(Debug)]
+struct Session {
+    dir: PathBuf,
+    _lock: fs::File,
 }
 
 impl Layout {
     /// The layout under `root`.
     pub fn new(root: PathBuf) -> Layout {
-        Layout { root }
+        Layout {
+            root,
+            session: None,
+        }
+    }
+
+    /// Creates this process's folder in `tmp/`, where it builds new records.
+    pub fn start_session(&mut self) -> io::Result<()> {
+        let mut rand = [0u8; 8];
+        getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
+        let name = format!("{:016x}", u64::from_le_bytes(rand));
+        let lock = fs::File::create(self.tmp().join(format!("{name}.lock")))?;
+        lock.lock()?;
+        let dir = self.tmp().join(format!("{name}.session"));
+        fs::create_dir(&dir)?;
+        self.session = Some(std::sync::Arc::new(Session { dir, _lock: lock }));
+        Ok(())
+    }
+
+    fn session_dir(&self) -> PathBuf {
+        match &self.session {
+            Some(s) => s.dir.clone(),
+            None => self.tmp(),
+        }
     }
 
     /// The store's root.
@@ -71,13 +104,49 @@ impl Layout {
         Ok(())
     }
 
-    /// Removes leftovers of creations cut off by a crash.
+    /// Removes leftovers of creations cut off by a crash: the folders of
+    /// sessions whose process is gone (nobody holds their lock file).
     pub fn clean_tmp(&self) -> io::Result<usize> {
+        let mine = self.session.as_ref().map(|s| s.dir.clone());
         let mut removed = 0;
         for entry in fs::read_dir(self.tmp())? {
-            let entry = entry?;
-            fs::remove_dir_all(entry.path())?;
-            removed += 1;
+            let path = entry?.path();
+            if Some(&path) == mine.as_ref() {
+                continue;
+            }
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if let Some(session) = name.strip_suffix(".session") {
+                let lock = self.tmp().join(format!("{session}.lock"));
+                if let Ok(file) = fs::File::open(&lock)
+                    && file.try_lock().is_err()
+                {
+                    continue; // a live process
+                }
+                fs::remove_dir_all(&path)?;
+                match fs::remove_file(&lock) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                removed += 1;
+            } else if name.ends_with(".lock") {
+                let session = self.tmp().join(name.replace(".lock", ".session"));
+                if !session.exists()
+                    && let Ok(file) = fs::File::open(&path)
+                    && file.try_lock().is_ok()
+                {
+                    fs::remove_file(&path)?;
+                }
+            } else if path.is_dir() {
+                fs::remove_dir_all(&path)?;
+                removed += 1;
+            } else {
+                fs::remove_file(&path)?;
+            }
         }
         Ok(removed)
     }
@@ -87,7 +156,7 @@ impl Layout {
         let mut rand = [0u8; 8];
         getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
         let name = format!("{id}.{:016x}.git", u64::from_le_bytes(rand));
-        let dir = self.tmp().join(name);
+        let dir = self.session_dir().join(name);
         fs::create_dir(&dir)?;
         fs::create_dir_all(dir.join("objects/pack"))?;
         fs::create_dir_all(dir.join("refs/heads"))?;

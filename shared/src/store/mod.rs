@@ -194,8 +194,11 @@ impl RecordStore {
     /// leftovers of creations that a crash cut off.
     pub fn open(options: StoreOptions) -> Result<RecordStore, StoreError> {
         init_libgit2();
-        let layout = Layout::new(options.root);
+        let mut layout = Layout::new(options.root);
         layout.init().map_err(StoreError::io(layout.root()))?;
+        layout
+            .start_session()
+            .map_err(StoreError::io(layout.root()))?;
         let removed = layout.clean_tmp().map_err(StoreError::io(layout.root()))?;
         if removed > 0 {
             tracing::info!(removed, "removed unfinished record creations");
@@ -216,8 +219,11 @@ impl RecordStore {
     /// then calls [`RecordStore::clean_tmp`].
     pub fn open_keep_tmp(options: StoreOptions) -> Result<RecordStore, StoreError> {
         init_libgit2();
-        let layout = Layout::new(options.root);
+        let mut layout = Layout::new(options.root);
         layout.init().map_err(StoreError::io(layout.root()))?;
+        layout
+            .start_session()
+            .map_err(StoreError::io(layout.root()))?;
         Ok(RecordStore {
             layout,
             instance: options.instance,
