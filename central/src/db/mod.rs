@@ -1,0 +1,247 @@
+//! What central keeps in its database, behind one trait with one
+//! implementation per backend ([`sqlite::SqliteDb`]; PostgreSQL follows the
+//! same trait and the same conformance tests in `tests.rs`).
+//!
+//! The database is the source of truth for every record's acknowledged head
+//! (see `crate::apply`): a head is accepted when [`CentralDb::apply`]
+//! commits, and the git ref is moved afterwards (and repaired from
+//! [`CentralDb::ref_pending`] after a crash).
+
+pub mod holders;
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::Duration;
+
+use chartsync_shared::{CommitId, PatientId};
+
+pub use holders::Holders;
+
+/// A position in central's global change sequence.
+pub type Seq = u64;
+
+/// A registered instance (satellite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Its id (bit position in holders).
+    pub id: u32,
+    /// A name for people.
+    pub name: String,
+    /// The catchments it serves, the first being the default catchment of
+    /// records it creates.
+    pub catchments: Vec<String>,
+    /// Bumped whenever its catchments change (fetch-new cursors restart).
+    pub scope_epoch: u64,
+    /// Revoked instances are refused.
+    pub revoked: bool,
+}
+
+/// An instance to register.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// A chosen id, or `None` for the lowest free one.
+    pub id: Option<u32>,
+    /// Its name.
+    pub name: String,
+    /// Its catchments.
+    pub catchments: Vec<String>,
+    /// SHA-256 of its token.
+    pub token_hash: [u8; 32],
+}
+
+/// A record's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    /// The record.
+    pub id: PatientId,
+    /// Its acknowledged head.
+    pub head: CommitId,
+    /// The number of its latest change.
+    pub seq: Seq,
+    /// Its catchment.
+    pub catchment: Option<String>,
+    /// The instance that created it (`None`: HQ).
+    pub created_by: Option<u32>,
+    /// Who holds it.
+    pub holders: Holders,
+    /// When it last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// One head to accept, inside [`CentralDb::apply`].
+#[derive(Debug, Clone)]
+pub struct HeadChange {
+    /// The record.
+    pub id: PatientId,
+    /// The head it must still have (`None`: it must not exist yet).
+    pub old: Option<CommitId>,
+    /// The new head.
+    pub new: CommitId,
+    /// Its catchment after the change.
+    pub catchment: Option<String>,
+    /// Who made the change (`None`: HQ). A creating instance gets a grant
+    /// on the record.
+    pub by: Option<u32>,
+    /// For a new record: the folder holding its repository until the ref is
+    /// published (kept in `ref_pending` for repair).
+    pub staging: Option<String>,
+}
+
+/// What [`CentralDb::apply`] did with one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Accepted with this sequence number at this time (Unix seconds).
+    Ok {
+        /// Its sequence number.
+        seq: Seq,
+        /// When.
+        time: i64,
+    },
+    /// The record's head is not `old` (or it exists, for a creation).
+    Stale {
+        /// The head now.
+        current: Option<CommitId>,
+    },
+}
+
+/// A head accepted in the database whose git ref may not have moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefPending {
+    /// The record.
+    pub id: PatientId,
+    /// Its head in the database.
+    pub head: CommitId,
+    /// For a new record: its staging folder.
+    pub staging: Option<String>,
+}
+
+/// Totals for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Records.
+    pub records: u64,
+    /// Instances.
+    pub instances: u64,
+    /// The last sequence number given out.
+    pub seq: Seq,
+}
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The backend failed.
+    #[error("database error while {context}")]
+    Backend {
+        /// What was being done.
+        context: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Migrations failed.
+    #[error(transparent)]
+    Migrate(#[from] chartsync_shared::sqlite::MigrateError),
+    /// A value in the database is damaged.
+    #[error("the database holds a damaged value in {0}")]
+    Damaged(&'static str),
+    /// The id is taken (instance registration).
+    #[error("instance id {0} is already registered")]
+    IdTaken(u32),
+    /// No ids left.
+    #[error("instance ids are exhausted (at most {0})")]
+    IdsExhausted(u32),
+}
+
+/// The highest instance id.
+pub const MAX_INSTANCE_ID: u32 = 65_535;
+
+/// Everything central keeps in its database. Every method is one
+/// transaction.
+pub trait CentralDb: Send + Sync + 'static {
+    /// Registers an instance. Ids are unique; `None` takes the lowest free id.
+    fn add_instance(&self, new: NewInstance) -> impl Future<Output = Result<Instance, DbError>> + Send;
+
+    /// The (not revoked) instance whose token hashes to `token_hash`.
+    fn instance_by_token(
+        &self,
+        token_hash: [u8; 32],
+    ) -> impl Future<Output = Result<Option<Instance>, DbError>> + Send;
+
+    /// All instances.
+    fn instances(&self) -> impl Future<Output = Result<Vec<Instance>, DbError>> + Send;
+
+    /// Tries to take the lease of each patient for `holder`, for `lease`.
+    /// A lease is taken when free, expired, or already `holder`'s (then it
+    /// is renewed). Returns, per id in order, whether it is now held.
+    fn try_lock(
+        &self,
+        ids: &[PatientId],
+        holder: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<bool>, DbError>> + Send;
+
+    /// Releases the leases `holder` has on these patients.
+    fn unlock(&self, ids: &[PatientId], holder: &str) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// The rows of these records, in order (`None`: no such record).
+    fn records(
+        &self,
+        ids: &[PatientId],
+    ) -> impl Future<Output = Result<Vec<Option<RecordRow>>, DbError>> + Send;
+
+    /// Accepts heads, all in ONE transaction: per change, compare-and-swap
+    /// of the head (`old` must match; `None` = must not exist), the next
+    /// sequence number, a row in the change log, the changer as a holder (if
+    /// an instance), a `created` grant for a creating instance, `held` grants
+    /// for the holders when the catchment changes, and a `ref_pending` row.
+    /// A stale change is reported and skipped; the others are applied.
+    /// Sequence numbers are given in the order of `changes` and increase
+    /// with commit order (a reader never sees seq n+1 before seq n).
+    fn apply(&self, changes: &[HeadChange]) -> impl Future<Output = Result<Vec<Applied>, DbError>> + Send;
+
+    /// Heads whose git ref may lag the database.
+    fn ref_pending(&self) -> impl Future<Output = Result<Vec<RefPending>, DbError>> + Send;
+
+    /// Forgets `ref_pending` rows once the refs moved (only rows still at
+    /// `head`, so a newer pending head is kept).
+    fn clear_ref_pending(
+        &self,
+        done: &[(PatientId, CommitId)],
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Whether `instance` has a grant on the record.
+    fn has_grant(&self, instance: u32, id: &PatientId) -> impl Future<Output = Result<bool, DbError>> + Send;
+
+    /// Gives `instance` a grant on the record (`reason`: created, fetched,
+    /// held). Idempotent.
+    fn grant(
+        &self,
+        instance: u32,
+        id: &PatientId,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Records in the instance's scope (catchment among its catchments, or
+    /// a grant) whose latest change is after `after`, by sequence number, at
+    /// most `limit`. Cost follows the number of such changes, not the
+    /// number of records.
+    fn scope_changes(
+        &self,
+        instance: &Instance,
+        after: Seq,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordRow>, DbError>> + Send;
+
+    /// The record's head as of sequence number `at` (after its latest
+    /// change numbered `at` or lower); `None` if it did not exist then.
+    fn head_at(&self, id: &PatientId, at: Seq) -> impl Future<Output = Result<Option<CommitId>, DbError>> + Send;
+
+    /// Marks `instance` as a holder of these records (acknowledged
+    /// receipt). Unknown ids are ignored.
+    fn add_holder(&self, instance: u32, ids: &[PatientId]) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Totals.
+    fn counts(&self) -> impl Future<Output = Result<Counts, DbError>> + Send;
+}
