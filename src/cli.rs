@@ -42,6 +42,33 @@ enum CentralCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Manages instances (satellites).
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InstanceCommand {
+    /// Registers a satellite and prints one JSON line {"id": N, "token": "..."}.
+    /// The token is shown only here: put it in the satellite's configuration.
+    /// Works whether or not central is running.
+    ///
+    /// Example: chartsync central instance add --config central.toml --name clinic-north --catchment north
+    Add {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// A chosen id (default: the lowest free one).
+        #[arg(long)]
+        id: Option<u32>,
+        /// A catchment the satellite serves (repeat for several; the first is
+        /// the default catchment of records it creates).
+        #[arg(long = "catchment")]
+        catchments: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +81,56 @@ enum SatelliteCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Runs one sync job now (for system cron), whether or not the daemon
+    /// runs; waits for a run in progress instead of overlapping it. Exit
+    /// status 0 only if the job completed.
+    ///
+    /// Example: chartsync satellite sync all --config /etc/chartsync/satellite.toml --json
+    Sync {
+        /// push, pull, fetch-new, or all (push, pull, fetch-new in order).
+        #[arg(value_enum)]
+        job: SyncJob,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print one JSON object instead of a line.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for a run in progress before giving up.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
+    /// Shows pending pushes, open conflicts, the pull cursor and the last runs.
+    ///
+    /// Example: chartsync satellite status --config /etc/chartsync/satellite.toml
+    Status {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetches a visiting patient's record from central by id; from then on
+    /// it is held and synced (online only).
+    ///
+    /// Example: chartsync satellite fetch 0b6f3c1e-8d2a-4c1f-9e0a-2a4b6c8d0e1f --config satellite.toml
+    Fetch {
+        /// The patient id.
+        id: String,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// A job for `satellite sync`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SyncJob {
+    Push,
+    Pull,
+    FetchNew,
+    All,
 }
 
 pub fn init_logging(verbose: u8) {
@@ -78,15 +155,102 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Demo => anyhow::bail!("the demo is not available in this build yet"),
-            Command::Central(CentralCommand::Serve { .. }) => {
-                anyhow::bail!("central is not available in this build yet")
-            }
+            Command::Central(CentralCommand::Serve { config }) => central_serve(config).await,
+            Command::Central(CentralCommand::Instance(InstanceCommand::Add {
+                config,
+                name,
+                id,
+                catchments,
+            })) => instance_add(config, name, id, catchments).await,
             Command::Satellite(SatelliteCommand::Run { config }) => satellite_run(config).await,
+            Command::Satellite(SatelliteCommand::Sync {
+                job,
+                config,
+                json,
+                wait_secs,
+            }) => satellite_sync(config, job, json, wait_secs).await,
+            Command::Satellite(SatelliteCommand::Status { config, json }) => {
+                satellite_status(config, json).await
+            }
+            Command::Satellite(SatelliteCommand::Fetch { id, config }) => {
+                satellite_fetch(config, id).await
+            }
         }
     })
 }
 
+/// Opens central's database as configured.
+async fn open_db(
+    config: &chartsync_central::CentralConfig,
+) -> anyhow::Result<chartsync_central::db::sqlite::SqliteDb> {
+    use chartsync_central::config::DatabaseUrl;
+    match config.database() {
+        DatabaseUrl::Sqlite(path) => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+            Ok(chartsync_central::db::sqlite::SqliteDb::open(&path)
+                .with_context(|| format!("cannot open the database {}", path.display()))?)
+        }
+        DatabaseUrl::Postgres(_) => {
+            anyhow::bail!("PostgreSQL is not supported by this build; use the default SQLite database")
+        }
+    }
+}
+
+async fn central_serve(config: PathBuf) -> anyhow::Result<ExitCode> {
+    crate::cli::install_crypto();
+    let config = chartsync_central::CentralConfig::load(&config)?;
+    let listen = config.listen;
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            chartsync_central::server::load_tls(&tls.cert, &tls.key)
+                .await
+                .with_context(|| format!("cannot load the TLS certificate {}", tls.cert.display()))?,
+        ),
+        None => None,
+    };
+    let db = open_db(&config).await?;
+    let central = chartsync_central::Central::open(config, db).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, tls = tls.is_some(), "central listening");
+    chartsync_central::serve(central, listener, tls, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn instance_add(
+    config: PathBuf,
+    name: String,
+    id: Option<u32>,
+    catchments: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    use chartsync_central::db::{CentralDb, NewInstance};
+    let config = chartsync_central::CentralConfig::load(&config)?;
+    if name.trim().is_empty() {
+        anyhow::bail!("--name must not be empty");
+    }
+    let db = open_db(&config).await?;
+    let token = chartsync_central::auth::new_token().context("cannot make a random token")?;
+    let instance = db
+        .add_instance(NewInstance {
+            id,
+            name,
+            catchments,
+            token_hash: chartsync_central::auth::hash_token(&token),
+        })
+        .await?;
+    println!("{}", serde_json::json!({"id": instance.id, "token": token}));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Installs rustls' crypto provider (ring) once.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 async fn satellite_run(config: PathBuf) -> anyhow::Result<ExitCode> {
+    install_crypto();
     let config = chartsync_satellite::SatelliteConfig::load(&config)?;
     let listen = config.listen;
     let sat = chartsync_satellite::Satellite::open(config)?;
@@ -94,7 +258,78 @@ async fn satellite_run(config: PathBuf) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "satellite listening");
-    chartsync_satellite::serve(sat, listener, shutdown_signal()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(chartsync_satellite::scheduler::run(std::sync::Arc::clone(&sat), stopped));
+    let result = chartsync_satellite::serve(sat, listener, shutdown_signal()).await;
+    let _ = stop.send(true);
+    let _ = scheduler.await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn satellite_sync(config: PathBuf, job: SyncJob, json: bool, wait_secs: u64) -> anyhow::Result<ExitCode> {
+    use chartsync_satellite::jobs::{Job, run_once};
+    install_crypto();
+    let config = chartsync_satellite::SatelliteConfig::load(&config)?;
+    let sat = chartsync_satellite::Satellite::open(config)?;
+    let jobs: &[Job] = match job {
+        SyncJob::Push => &[Job::Push],
+        SyncJob::Pull => &[Job::Pull],
+        SyncJob::FetchNew => &[Job::FetchNew],
+        SyncJob::All => &Job::ALL,
+    };
+    let progress = crate::progress::reporter();
+    let summary = run_once(&sat, jobs, std::time::Duration::from_secs(wait_secs), progress.report()).await;
+    progress.finish();
+    let summary = summary.map_err(|e| anyhow::anyhow!(chartsync_satellite::error_chain(&e)))?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("{}", summary.line());
+    }
+    if summary.deferred > 0 {
+        eprintln!(
+            "chartsync: {} record(s) deferred because central was busy; run again later",
+            summary.deferred
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn satellite_status(config: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    let config = chartsync_satellite::SatelliteConfig::load(&config)?;
+    let sat = chartsync_satellite::Satellite::open(config)?;
+    let status = chartsync_satellite::status(&sat)?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        println!("instance:        {}", status.instance_id);
+        println!("pending pushes:  {}", status.pending_push);
+        println!("open conflicts:  {}", status.open_conflicts);
+        println!("pull cursor:     {}", status.cursor);
+        for run in &status.last_runs {
+            println!(
+                "last {:<10} {} {} {}",
+                run.job,
+                run.started_at,
+                if run.ok { "ok" } else { "FAILED" },
+                run.detail
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn satellite_fetch(config: PathBuf, id: String) -> anyhow::Result<ExitCode> {
+    install_crypto();
+    let config = chartsync_satellite::SatelliteConfig::load(&config)?;
+    let sat = chartsync_satellite::Satellite::open(config)?;
+    let id: chartsync_shared::PatientId = id.parse()?;
+    let head = chartsync_satellite::jobs::fetch_one(&sat, id)
+        .await
+        .map_err(|e| anyhow::anyhow!(chartsync_satellite::error_chain(&e)))?;
+    println!("{}", serde_json::json!({"id": id, "head": head}));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,7 @@
 //! `chartsync`: one binary for central, satellites and the demo.
 
 mod cli;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -1,5 +1,188 @@
 //! chartsync central: the HQ server. It serialises writes per patient,
-//! refuses stale writes, keeps every instance to its scope, and numbers every
-//! accepted change in one global sequence.
+//! refuses stale writes, keeps every instance to its scope, and numbers
+//! every accepted change in one global sequence.
 
+pub mod apply;
+pub mod auth;
+pub mod config;
 pub mod db;
+pub mod locks;
+pub mod metrics;
+pub mod records;
+pub mod repair;
+pub mod server;
+pub mod sync;
+pub mod upkeep;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chartsync_shared::store::{RecordStore, StoreError, StoreOptions};
+
+pub use config::CentralConfig;
+pub use server::serve;
+
+use auth::{Authenticator, Caller};
+use db::{CentralDb, DbError, Instance, RecordRow};
+use locks::PatientLocks;
+
+/// What can stop central from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data folder cannot be created.
+    #[error("cannot create the data folder {path}")]
+    DataDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The record store cannot be opened.
+    #[error("cannot open the record store")]
+    Store(#[from] StoreError),
+    /// The database cannot be opened.
+    #[error("cannot open the database")]
+    Db(#[from] DbError),
+    /// Crash repair failed.
+    #[error("cannot repair records after a crash")]
+    Repair(#[from] repair::RepairError),
+}
+
+/// A running central's shared state.
+#[derive(Debug)]
+pub struct Central<D> {
+    /// The configuration.
+    pub config: CentralConfig,
+    /// The records.
+    pub store: RecordStore,
+    /// The database.
+    pub db: D,
+    /// Patient locks.
+    pub locks: PatientLocks,
+    /// Authentication.
+    pub auth: Authenticator,
+    /// Counters.
+    pub metrics: metrics::Metrics,
+    instances: RwLock<HashMap<u32, Instance>>,
+    upkeep: RwLock<Option<upkeep::UpkeepQueue>>,
+}
+
+impl<D: CentralDb> Central<D> {
+    /// Opens central on an open database: the store, crash repair, then
+    /// removal of half-built records of dead processes.
+    pub async fn open(config: CentralConfig, db: D) -> Result<Arc<Central<D>>, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = RecordStore::open_keep_tmp(StoreOptions::new(config.data_dir.clone(), "central"))?;
+        let mut holder = [0u8; 8];
+        getrandom::fill(&mut holder).map_err(|e| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let holder = format!(
+            "{}:{}:{:016x}",
+            hostname(),
+            std::process::id(),
+            u64::from_le_bytes(holder)
+        );
+        let locks = PatientLocks::new(
+            holder,
+            Duration::from_secs_f64(config.locks.lease_secs),
+            Duration::from_secs_f64(config.locks.wait_secs),
+        );
+        let repaired = repair::repair_all(&store, &db, &locks).await?;
+        if repaired > 0 {
+            tracing::warn!(repaired, "repaired refs left behind by a crash");
+        }
+        let cleaned = store.clean_tmp()?;
+        if cleaned > 0 {
+            tracing::info!(cleaned, "removed half-built records of stopped processes");
+        }
+        let admin = config.admin_token()?;
+        let central = Central {
+            auth: Authenticator::new(admin.as_ref().map(|s| s.0.as_str())),
+            config,
+            store,
+            db,
+            locks,
+            metrics: metrics::Metrics::default(),
+            instances: RwLock::new(HashMap::new()),
+            upkeep: RwLock::new(None),
+        };
+        central.refresh_instances().await?;
+        Ok(Arc::new(central))
+    }
+
+    /// Reloads the instance table.
+    pub async fn refresh_instances(&self) -> Result<(), DbError> {
+        let all = self.db.instances().await?;
+        let mut map = self.instances.write().unwrap_or_else(|p| p.into_inner());
+        *map = all.into_iter().map(|i| (i.id, i)).collect();
+        Ok(())
+    }
+
+    /// Where writes queue records for repacking.
+    pub fn set_upkeep(&self, queue: upkeep::UpkeepQueue) {
+        *self.upkeep.write().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Stops queueing records for repacking.
+    pub fn clear_upkeep(&self) {
+        *self.upkeep.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Queues a record for repacking if it has many packs (called after
+    /// writes; never blocks).
+    pub fn note_write(&self, id: chartsync_shared::PatientId) {
+        let threshold = self.config.upkeep.repack_after_packs.max(2);
+        if self.store.pack_count(&id).unwrap_or(0) >= threshold
+            && let Some(queue) = self.upkeep.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+        {
+            let _ = queue.try_send(id);
+        }
+    }
+
+    /// Remembers an instance seen at authentication.
+    pub fn remember(&self, instance: &Instance) {
+        let mut map = self.instances.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(instance.id, instance.clone());
+    }
+
+    /// The default catchment of records an instance creates.
+    pub fn first_catchment(&self, instance: u32) -> Option<String> {
+        let map = self.instances.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&instance).and_then(|i| i.catchments.first().cloned())
+    }
+
+    /// Whether the caller may read and write an existing record: HQ always;
+    /// an instance for records in its catchments or on which it has a grant
+    /// (created, fetched by id, held when the catchment moved).
+    pub async fn in_scope(&self, caller: &Caller, row: &RecordRow) -> Result<bool, DbError> {
+        match caller {
+            Caller::Admin => Ok(true),
+            Caller::Instance(instance) => {
+                if row
+                    .catchment
+                    .as_ref()
+                    .is_some_and(|c| instance.catchments.contains(c))
+                {
+                    return Ok(true);
+                }
+                self.db.has_grant(instance.id, &row.id).await
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}

@@ -25,6 +25,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(&e))?
 }
 
+/// Runs blocking database work off the async threads.
+pub(crate) async fn spawn_db<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, crate::jobs::JobError>
+where
+    crate::jobs::JobError: From<E>,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::jobs::JobError::Task(e.to_string()))?
+        .map_err(crate::jobs::JobError::from)
+}
+
 impl RecordService for LocalApi {
     type Caller = ();
 

@@ -3,9 +3,13 @@
 //! syncs with central on a schedule.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod db;
+pub mod jobs;
+pub mod local;
 pub mod schedule;
+pub mod scheduler;
 pub mod server;
 
 use std::sync::Arc;
@@ -69,4 +73,31 @@ impl Satellite {
             http: HttpCounters::default(),
         }))
     }
+}
+
+/// The satellite's status (`GET /v1/status`, `chartsync satellite status`).
+pub fn status(sat: &Satellite) -> Result<chartsync_shared::protocol::api::StatusBody, db::DbError> {
+    let (pending_push, open_conflicts) = sat.db.counts()?;
+    Ok(chartsync_shared::protocol::api::StatusBody {
+        instance_id: sat.config.central.instance_id,
+        pending_push,
+        open_conflicts,
+        cursor: sat.db.state("pull_cursor")?.max(0) as u64,
+        last_runs: sat.db.last_runs()?,
+    })
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
 }

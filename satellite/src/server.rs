@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chartsync_shared::http::{ApiError, record_routes};
 use chartsync_shared::metrics::sample;
-use chartsync_shared::protocol::api::StatusBody;
 use tokio::net::TcpListener;
 
 use crate::Satellite;
@@ -21,7 +20,7 @@ use crate::api::{LocalApi, blocking};
 pub fn router(sat: Arc<Satellite>) -> Router {
     let api = LocalApi(Arc::clone(&sat));
     record_routes::<LocalApi>()
-        .route("/v1/status", get(status))
+        .merge(crate::local::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -51,25 +50,6 @@ pub async fn serve(
         .await
 }
 
-async fn status(State(api): State<LocalApi>) -> Result<axum::Json<StatusBody>, ApiError> {
-    let sat = Arc::clone(&api.0);
-    blocking(move || {
-        let (pending_push, open_conflicts) = sat.db.counts().map_err(|e| ApiError::internal(&e))?;
-        let cursor = sat
-            .db
-            .state("pull_cursor")
-            .map_err(|e| ApiError::internal(&e))?;
-        Ok(axum::Json(StatusBody {
-            instance_id: sat.config.central.instance_id,
-            pending_push,
-            open_conflicts,
-            cursor: cursor.max(0) as u64,
-            last_runs: Vec::new(),
-        }))
-    })
-    .await
-}
-
 async fn metrics(State(api): State<LocalApi>) -> Result<Response, ApiError> {
     let sat = Arc::clone(&api.0);
     blocking(move || {
@@ -89,6 +69,32 @@ async fn metrics(State(api): State<LocalApi>) -> Result<Response, ApiError> {
             "Conflicts waiting for a clinician.",
             conflicts as f64,
         );
+        for run in sat.db.run_totals().map_err(|e| ApiError::internal(&e))? {
+            let job = run.job.replace('-', "_");
+            if let Some(t) = run.last_success {
+                sample(
+                    &mut out,
+                    &format!("chartsync_satellite_{job}_last_success_seconds"),
+                    "gauge",
+                    "Unix time of the last successful run.",
+                    t as f64,
+                );
+            }
+            sample(
+                &mut out,
+                &format!("chartsync_satellite_{job}_records_total"),
+                "counter",
+                "Records moved by successful runs.",
+                run.records as f64,
+            );
+            sample(
+                &mut out,
+                &format!("chartsync_satellite_{job}_bytes_total"),
+                "counter",
+                "Bytes on the wire of successful runs.",
+                run.bytes as f64,
+            );
+        }
         sat.http.render(&mut out);
         Ok((
             StatusCode::OK,

@@ -57,9 +57,21 @@ impl RecordStore {
 
     /// The record's history, newest first.
     pub fn history(&self, id: &PatientId) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.history_at(id, None)
+    }
+
+    /// The history from `head` (default: the current head), newest first.
+    pub fn history_at(
+        &self,
+        id: &PatientId,
+        head: Option<CommitId>,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.with_repo(id, |repo| {
-            let head = refs::read_head(&self.layout.repo(id))?
-                .ok_or_else(|| corrupt(id, "the record has no head".into()))?;
+            let head = match head {
+                Some(h) => oid(h),
+                None => refs::read_head(&self.layout.repo(id))?
+                    .ok_or_else(|| corrupt(id, "the record has no head".into()))?,
+            };
             let mut walk = repo
                 .revwalk()
                 .map_err(StoreError::git("starting a history walk"))?;
@@ -145,5 +157,39 @@ mod tests {
         assert_eq!(strip_trailers("Edit\n\nChartsync-Instance: a\n"), "Edit");
         assert_eq!(strip_trailers("Edit\n\nsome text"), "Edit\n\nsome text");
         assert_eq!(strip_trailers("Edit"), "Edit");
+    }
+}
+
+impl RecordStore {
+    /// A file of a prepared write's new version (for a creation, read from
+    /// its staging folder). `None` if the version has no such file.
+    pub fn read_prepared(
+        &self,
+        prepared: &super::Prepared,
+        file: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let read = |repo: &git2::Repository| -> Result<Option<String>, StoreError> {
+            let commit = repo
+                .find_commit(oid(prepared.new))
+                .map_err(|e| corrupt(&prepared.id, format!("prepared head unreadable: {e}")))?;
+            let tree = commit
+                .tree()
+                .map_err(|e| corrupt(&prepared.id, format!("prepared tree unreadable: {e}")))?;
+            let Ok(entry) = tree.get_path(std::path::Path::new(file)) else {
+                return Ok(None);
+            };
+            let Ok(blob) = repo.find_blob(entry.id()) else {
+                return Ok(None);
+            };
+            Ok(std::str::from_utf8(blob.content()).ok().map(str::to_string))
+        };
+        match prepared.staging_path() {
+            Some(path) => {
+                let repo = git2::Repository::open_bare(path)
+                    .map_err(StoreError::git(format!("opening {}", path.display())))?;
+                read(&repo)
+            }
+            None => self.with_repo(&prepared.id, read),
+        }
     }
 }

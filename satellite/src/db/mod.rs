@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "init",
-    sql: include_str!("../../migrations/satellite/0001_init.sql"),
+    sql: include_str!("../../../migrations/satellite/0001_init.sql"),
 }];
 
 /// A database failure.
@@ -60,7 +60,7 @@ pub struct RecordState {
     pub central_head: Option<CommitId>,
 }
 
-#[allow(dead_code)] // used by the sync jobs
+
 pub(crate) fn id_from(bytes: Vec<u8>) -> Result<PatientId, DbError> {
     let bytes: [u8; 16] = bytes
         .try_into()
@@ -163,3 +163,11 @@ impl Db {
         Ok((pending.max(0) as u64, conflicts.max(0) as u64))
     }
 }
+
+mod conflicts;
+mod runs;
+mod sync;
+
+pub use conflicts::NewConflict;
+pub use runs::RunRow;
+pub use sync::{CentralState, DirtyRecord};

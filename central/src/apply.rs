@@ -1,0 +1,383 @@
+//! Central's write pipeline. Every write to a patient, from the record API
+//! or a sync push, goes through [`apply_writes`]:
+//!
+//! 1. take the patients' locks (database leases);
+//! 2. read their rows; check the caller's scope;
+//! 3. verify and stage each write in the record store (objects and the
+//!    head's lock file, or a complete new repository), without moving any
+//!    head; one `syncfs` makes all of it durable;
+//! 4. accept the new heads in ONE database transaction (compare-and-swap on
+//!    the expected head, next sequence numbers, a `ref_pending` row each);
+//! 5. move the git refs; one more `syncfs`; forget the `ref_pending` rows;
+//! 6. release the locks and answer.
+//!
+//! **The database is the source of truth** for a record's head. A head is
+//! acknowledged only after step 4 committed, and step 4 only happens after
+//! every object it refers to is durable (step 3). A crash before step 4
+//! leaves the database at the old head and, at worst, unreferenced objects
+//! and a stale head lock file in the repository (taken over after a few
+//! seconds, see `RecordStore`'s ref locks) or a half-built repository in
+//! this process's `tmp/` session (removed at the next start). A crash
+//! between 4 and 5 leaves refs behind the database: start-up repair
+//! ([`crate::repair`]) moves every ref listed in `ref_pending` to the
+//! database's head (or renames the staged repository into place) before
+//! serving. Reads always use the database's head, so they never see a
+//! state that was not acknowledged. Hence after a crash at any instant the
+//! database and the refs agree once central is up, and every acknowledged
+//! write is there.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chartsync_shared::http::ApiError;
+use chartsync_shared::merge::parse_yaml;
+use chartsync_shared::store::{Change, CommitMeta, Condition, Flush, Prepared, Received, StoreError};
+use chartsync_shared::{CommitId, PatientId};
+
+use crate::Central;
+use crate::auth::Caller;
+use crate::db::{Applied, CentralDb, DbError, HeadChange, RecordRow, Seq};
+
+/// What a write asks for.
+#[derive(Debug)]
+pub enum WriteKind {
+    /// A record API write.
+    Api {
+        /// When it applies.
+        condition: Condition,
+        /// What it does.
+        change: Change,
+        /// Who and why.
+        meta: CommitMeta,
+    },
+    /// A sync push: take the satellite's head.
+    Push {
+        /// The head the satellite last saw here (`None`: new record).
+        expected: Option<CommitId>,
+        /// The satellite's head.
+        head: CommitId,
+        /// Git pack data from `expected` to `head`.
+        pack: Vec<u8>,
+    },
+}
+
+/// One write.
+#[derive(Debug)]
+pub struct Write {
+    /// The record.
+    pub id: PatientId,
+    /// What.
+    pub kind: WriteKind,
+}
+
+/// What happened to one write.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Central's head is `head` (new, or already it).
+    Applied {
+        /// The head.
+        head: CommitId,
+        /// Its sequence number.
+        seq: Seq,
+        /// When it was accepted (Unix seconds).
+        time: i64,
+    },
+    /// Push: central's head moved since `expected`.
+    Conflict {
+        /// Central's head.
+        head: CommitId,
+        /// Its sequence number.
+        seq: Seq,
+        /// What the satellite lacks.
+        pack: Vec<u8>,
+    },
+    /// Refused (the error to answer).
+    Failed(ApiError),
+    /// The patient's lock could not be taken in time.
+    Busy,
+}
+
+enum Staged {
+    Done(Outcome),
+    Ready {
+        prepared: Prepared,
+        catchment: Option<String>,
+    },
+}
+
+/// Runs writes through the pipeline (see the module documentation).
+/// Outcomes are in the order of `writes`. Ids must be distinct.
+pub async fn apply_writes<D: CentralDb>(
+    central: &Arc<Central<D>>,
+    caller: &Caller,
+    writes: Vec<Write>,
+) -> Result<Vec<Outcome>, DbError> {
+    let ids: Vec<PatientId> = writes.iter().map(|w| w.id).collect();
+    let held = central.locks.acquire(&central.db, &ids).await?;
+    central.metrics.lock_wait(held.waited, ids.len() - held.ids.len());
+    let result = apply_locked(central, caller, writes, &held.ids).await;
+    if let Err(e) = central.locks.release(&central.db, held).await {
+        tracing::error!(error = %e, "could not release patient locks (they expire with their lease)");
+    }
+    result
+}
+
+async fn apply_locked<D: CentralDb>(
+    central: &Arc<Central<D>>,
+    caller: &Caller,
+    writes: Vec<Write>,
+    held: &[PatientId],
+) -> Result<Vec<Outcome>, DbError> {
+    let held: HashSet<PatientId> = held.iter().copied().collect();
+    let ids: Vec<PatientId> = writes.iter().map(|w| w.id).collect();
+    let rows = central.db.records(&ids).await?;
+    let mut outcomes: Vec<Option<Outcome>> = (0..writes.len()).map(|_| None).collect();
+    let mut work = Vec::new();
+    for (index, (write, row)) in writes.into_iter().zip(rows).enumerate() {
+        if !held.contains(&write.id) {
+            outcomes[index] = Some(Outcome::Busy);
+            continue;
+        }
+        if let Some(row) = &row
+            && !central.in_scope(caller, row).await?
+        {
+            outcomes[index] = Some(Outcome::Failed(ApiError::forbidden(format!(
+                "patient record {} is outside this instance's scope",
+                row.id
+            ))));
+            continue;
+        }
+        work.push((index, write, row));
+    }
+
+    // Stage in the store, in parallel on blocking threads.
+    let by = caller.instance_id();
+    let staged = stage_all(Arc::clone(central), work, by).await;
+    let mut ready = Vec::new();
+    for (index, row, staged) in staged {
+        match staged {
+            Staged::Done(outcome) => outcomes[index] = Some(outcome),
+            Staged::Ready {
+                prepared,
+                catchment,
+            } => ready.push((index, row, prepared, catchment)),
+        }
+    }
+    if !ready.is_empty() {
+        let c = Arc::clone(central);
+        blocking(move || c.store.flush()).await.map_err(store_to_db)?;
+        let changes: Vec<HeadChange> = ready
+            .iter()
+            .map(|(_, _, p, catchment)| HeadChange {
+                id: p.id,
+                old: p.old,
+                new: p.new,
+                catchment: catchment.clone(),
+                by,
+                staging: p.staging_path().map(|s| s.to_string_lossy().into_owned()),
+            })
+            .collect();
+        // If this fails, the prepared writes are dropped: abandoned, nothing
+        // acknowledged.
+        let applied = central.db.apply(&changes).await?;
+        let c = Arc::clone(central);
+        let published = blocking(move || {
+            let mut results = Vec::new();
+            let mut done = Vec::new();
+            for ((index, row, prepared, _), applied) in ready.into_iter().zip(applied) {
+                match applied {
+                    Applied::Ok { seq, time } => {
+                        let id = prepared.id;
+                        let head = prepared.new;
+                        if let Err(e) = c.store.publish(prepared, Flush::Deferred) {
+                            // Acknowledged in the database; the ref is
+                            // repaired from ref_pending.
+                            tracing::error!(patient = %id, error = %e, "could not move a ref; repairing");
+                            if let Err(e) = crate::repair::repair_one(&c.store, id, head, None) {
+                                tracing::error!(patient = %id, error = %e, "ref repair failed; it is retried at start-up");
+                            }
+                        } else {
+                            done.push((id, head));
+                        }
+                        c.note_write(id);
+                        results.push((index, Outcome::Applied { head, seq, time }));
+                    }
+                    Applied::Stale { current } => {
+                        drop(prepared);
+                        tracing::warn!(?current, "head moved under a held lock (lease expired?)");
+                        let outcome = match row {
+                            Some(_) | None => Outcome::Failed(ApiError::busy(
+                                "the record changed while this write was being applied; try again",
+                                1,
+                            )),
+                        };
+                        results.push((index, outcome));
+                    }
+                }
+            }
+            c.store.flush()?;
+            Ok::<_, StoreError>((results, done))
+        })
+        .await
+        .map_err(store_to_db)?;
+        let (results, done) = published;
+        for (index, outcome) in results {
+            outcomes[index] = Some(outcome);
+        }
+        if let Err(e) = central.db.clear_ref_pending(&done).await {
+            tracing::warn!(error = %e, "could not clear ref_pending rows (harmless: repair is a no-op)");
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Failed(ApiError::busy("not processed", 1))))
+        .collect())
+}
+
+fn store_to_db(e: StoreError) -> DbError {
+    DbError::Backend {
+        context: "making records durable",
+        source: Box::new(e),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(e),
+        }),
+    }
+}
+
+/// Stages every write, spread over the available cores.
+async fn stage_all<D: CentralDb>(
+    central: Arc<Central<D>>,
+    work: Vec<(usize, Write, Option<RecordRow>)>,
+    by: Option<u32>,
+) -> Vec<(usize, Option<RecordRow>, Staged)> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let chunk = work.len().div_ceil(threads).max(1);
+    let mut chunks: Vec<Vec<_>> = Vec::new();
+    let mut work = work.into_iter().peekable();
+    while work.peek().is_some() {
+        chunks.push(work.by_ref().take(chunk).collect());
+    }
+    let mut tasks = Vec::new();
+    for part in chunks {
+        let c = Arc::clone(&central);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|(index, write, row)| {
+                    let staged = stage_one(&c, write, row.as_ref(), by);
+                    (index, row, staged)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(part) => out.extend(part),
+            Err(e) => tracing::error!(error = %e, "a staging task failed"),
+        }
+    }
+    out
+}
+
+fn stage_one<D: CentralDb>(
+    central: &Central<D>,
+    write: Write,
+    row: Option<&RecordRow>,
+    by: Option<u32>,
+) -> Staged {
+    let id = write.id;
+    let store = &central.store;
+    let prepared = match write.kind {
+        WriteKind::Api {
+            condition,
+            change,
+            meta,
+        } => match store.prepare(&id, condition, change, &meta, Flush::Deferred) {
+            Ok(p) => p,
+            Err(e) => return Staged::Done(Outcome::Failed(ApiError::from(e))),
+        },
+        WriteKind::Push {
+            expected,
+            head,
+            pack,
+        } => {
+            match (expected, row) {
+                (_, Some(row)) if row.head == head => {
+                    // Already applied (a retry after a lost reply).
+                    return Staged::Done(Outcome::Applied {
+                        head,
+                        seq: row.seq,
+                        time: row.updated_at,
+                    });
+                }
+                (None, Some(row)) => return conflict(central, row, &[]),
+                (Some(e), Some(row)) if row.head != e => return conflict(central, row, &[e]),
+                (Some(_), None) => {
+                    return Staged::Done(Outcome::Failed(ApiError::not_found(format!(
+                        "patient record {id} does not exist at central; push it as a new record"
+                    ))));
+                }
+                _ => {}
+            }
+            match store.prepare_received(&id, expected, head, &pack, Flush::Deferred) {
+                Ok(Received::Ready(p)) => p,
+                Ok(Received::Stale { current }) => {
+                    tracing::error!(patient = %id, ?current, "the ref disagrees with the database");
+                    return Staged::Done(Outcome::Failed(ApiError::busy(
+                        "the record is being repaired; try again",
+                        5,
+                    )));
+                }
+                Err(e) => return Staged::Done(Outcome::Failed(ApiError::from(e))),
+            }
+        }
+    };
+    if !prepared.is_change() {
+        return Staged::Done(match row {
+            Some(row) => Outcome::Applied {
+                head: row.head,
+                seq: row.seq,
+                time: row.updated_at,
+            },
+            None => Outcome::Failed(ApiError::busy("the record is being created; try again", 1)),
+        });
+    }
+    let catchment = match store.read_prepared(&prepared, "patient.yaml") {
+        Ok(Some(text)) => parse_yaml(&text)
+            .ok()
+            .and_then(|doc| doc.get("catchment").and_then(|c| c.as_str()).map(str::to_string)),
+        Ok(None) => None,
+        Err(e) => return Staged::Done(Outcome::Failed(ApiError::from(e))),
+    }
+    .or_else(|| {
+        let creator = match row {
+            Some(row) => row.created_by,
+            None => by,
+        };
+        creator.and_then(|c| central.first_catchment(c))
+    });
+    Staged::Ready {
+        prepared,
+        catchment,
+    }
+}
+
+fn conflict<D: CentralDb>(central: &Central<D>, row: &RecordRow, haves: &[CommitId]) -> Staged {
+    match central.store.pack_since(&row.id, row.head, haves) {
+        Ok(pack) => Staged::Done(Outcome::Conflict {
+            head: row.head,
+            seq: row.seq,
+            pack,
+        }),
+        Err(e) => Staged::Done(Outcome::Failed(ApiError::from(e))),
+    }
+}

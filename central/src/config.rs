@@ -1,0 +1,284 @@
+//! Central's configuration file (TOML). See `config/central.toml` for a
+//! commented example.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A secret: never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// `central.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralConfig {
+    /// Where central listens (default `127.0.0.1:7700`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Records and (by default) the SQLite database live here.
+    pub data_dir: PathBuf,
+    /// The token of HQ clients (full access). Or `admin_token_file`, or the
+    /// `CHARTSYNC_ADMIN_TOKEN` environment variable.
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    /// A file holding the admin token.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Largest request body, in bytes (default 16 MiB; a push of 1000
+    /// records is far below).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// The database.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// TLS (optional; without it central speaks plain HTTP).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Patient locks.
+    #[serde(default)]
+    pub locks: LockConfig,
+    /// Repository upkeep.
+    #[serde(default)]
+    pub upkeep: UpkeepConfig,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or a path (default: `central.sqlite` in `data_dir`).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[locks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    /// Seconds a patient lock is leased for; a crashed process blocks a
+    /// patient no longer than this (default 30).
+    #[serde(default = "default_lease")]
+    pub lease_secs: f64,
+    /// Seconds a request waits for a patient's lock before it is answered
+    /// 503 with Retry-After (default 5).
+    #[serde(default = "default_wait")]
+    pub wait_secs: f64,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig {
+            lease_secs: default_lease(),
+            wait_secs: default_wait(),
+        }
+    }
+}
+
+/// `[upkeep]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpkeepConfig {
+    /// Repack a record once it has this many pack files (default 16).
+    #[serde(default = "default_min_packs")]
+    pub repack_after_packs: usize,
+    /// Seconds between sweeps over recently changed records (default 600;
+    /// 0 turns the sweep off).
+    #[serde(default = "default_sweep")]
+    pub sweep_secs: u64,
+}
+
+impl Default for UpkeepConfig {
+    fn default() -> Self {
+        UpkeepConfig {
+            repack_after_packs: default_min_packs(),
+            sweep_secs: default_sweep(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7700))
+}
+fn default_max_body() -> usize {
+    16 << 20
+}
+fn default_lease() -> f64 {
+    30.0
+}
+fn default_wait() -> f64 {
+    5.0
+}
+fn default_min_packs() -> usize {
+    16
+}
+fn default_sweep() -> u64 {
+    600
+}
+
+/// Why the configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML or unknown keys.
+    #[error("{path} is not a valid central configuration")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value out of range.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string.
+    Postgres(String),
+}
+
+impl CentralConfig {
+    /// Reads and checks a configuration file. Relative paths in it are
+    /// relative to the file's folder.
+    pub fn load(path: &Path) -> Result<CentralConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text that came from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<CentralConfig, ConfigError> {
+        let mut config: CentralConfig =
+            toml::from_str(text).map_err(|source| ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data_dir = base.join(&config.data_dir);
+        if let Some(file) = &config.admin_token_file {
+            config.admin_token_file = Some(base.join(file));
+        }
+        if let Some(tls) = &mut config.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+        }
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !(config.locks.lease_secs > 0.0 && config.locks.lease_secs <= 3600.0) {
+            return Err(invalid("[locks] lease_secs must be between 0 and 3600".into()));
+        }
+        if !(config.locks.wait_secs >= 0.0 && config.locks.wait_secs <= 600.0) {
+            return Err(invalid("[locks] wait_secs must be between 0 and 600".into()));
+        }
+        if config.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes must be at least 1024".into()));
+        }
+        if let Some(url) = &config.database.url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(format!(
+                "[database] url {url:?} must be sqlite://<path> or postgres://user@host/db"
+            )));
+        }
+        Ok(config)
+    }
+
+    /// The database location.
+    pub fn database(&self) -> DatabaseUrl {
+        match &self.database.url {
+            None => DatabaseUrl::Sqlite(self.data_dir.join("central.sqlite")),
+            Some(url) if url.starts_with("postgres") => DatabaseUrl::Postgres(url.clone()),
+            Some(url) => {
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                DatabaseUrl::Sqlite(self.data_dir.join(path))
+            }
+        }
+    }
+
+    /// The admin token: `CHARTSYNC_ADMIN_TOKEN`, else `admin_token_file`,
+    /// else `admin_token`.
+    pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Ok(token) = std::env::var("CHARTSYNC_ADMIN_TOKEN")
+            && !token.is_empty()
+        {
+            return Ok(Some(Secret(token)));
+        }
+        if let Some(file) = &self.admin_token_file {
+            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            return Ok(Some(Secret(text.trim().to_string())));
+        }
+        Ok(self.admin_token.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/central.toml");
+        let config = CentralConfig::load(&path).expect("example config loads");
+        assert_eq!(config.listen, default_listen());
+        assert!(matches!(config.database(), DatabaseUrl::Sqlite(_)));
+        assert!(format!("{config:?}").contains("****"));
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let p = Path::new("x/central.toml");
+        CentralConfig::parse("data_dir = \"d\"\n", p).expect("minimal");
+        for bad in [
+            "data_dir = \"d\"\nbogus = 1\n",
+            "data_dir = \"d\"\n[database]\nurl = \"mysql://x\"\n",
+            "data_dir = \"d\"\n[locks]\nlease_secs = 0\n",
+            "listen = \"nowhere\"\ndata_dir = \"d\"\n",
+        ] {
+            assert!(CentralConfig::parse(bad, p).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Central's HTTP server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chartsync_shared::http::{ApiError, openapi_document, record_routes};
+use tokio::net::TcpListener;
+
+use crate::Central;
+use crate::db::CentralDb;
+use crate::records::CentralApi;
+
+/// Central's routes.
+pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
+    let api = CentralApi(Arc::clone(&central));
+    record_routes::<CentralApi<D>>()
+        .merge(crate::sync::sync_routes::<D>())
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::<D>))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    openapi_document("central"),
+                )
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&central), count::<D>))
+        .with_state(api)
+}
+
+async fn count<D: CentralDb>(State(c): State<Arc<Central<D>>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    c.metrics.http.record(response.status().as_u16());
+    response
+}
+
+async fn metrics<D: CentralDb>(State(api): State<CentralApi<D>>) -> Result<Response, ApiError> {
+    let counts = api.0.db.counts().await.map_err(|e| ApiError::internal(&e))?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.0.metrics.render(&counts),
+    )
+        .into_response())
+}
+
+/// TLS settings for [`serve`].
+pub type Tls = axum_server::tls_rustls::RustlsConfig;
+
+/// Loads the certificate and key of `[tls]`.
+pub async fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<Tls> {
+    Tls::from_pem_file(cert, key).await
+}
+
+/// Serves central on `listener` (with TLS if given) until `shutdown`
+/// completes; requests in flight (writes included) are finished first. Also
+/// runs repository upkeep.
+pub async fn serve<D: CentralDb>(
+    central: Arc<Central<D>>,
+    listener: TcpListener,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (queue, receiver) = tokio::sync::mpsc::channel(4096);
+    central.set_upkeep(queue);
+    let upkeep = tokio::spawn(crate::upkeep::run(Arc::clone(&central), receiver));
+    let app = router(Arc::clone(&central));
+    let result = match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(60)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        }
+    };
+    central.clear_upkeep();
+    upkeep.abort();
+    result
+}

@@ -1,0 +1,331 @@
+//! The sync endpoints (see `docs/protocol.md`): push, pull, fetch-new,
+//! ack and fetch-one. Bodies are binary envelopes
+//! ([`chartsync_shared::protocol::envelope`]); only instances may call them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chartsync_shared::http::{ApiError, RecordService, read_body};
+use chartsync_shared::protocol::envelope;
+use chartsync_shared::protocol::sync::{
+    AckRequest, AckResponse, CONTENT_TYPE, FetchNewRequest, FetchNewResponse, FetchOneRequest,
+    FetchOneResponse, MAX_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse,
+    PushOutcome, PushRequest, PushResponse, PushResult, RecordUpdate,
+};
+use chartsync_shared::{CommitId, PatientId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::apply::{Outcome, Write, WriteKind, apply_writes};
+use crate::auth::Caller;
+use crate::db::{CentralDb, Instance, RecordRow, Seq};
+use crate::records::{CentralApi, blocking};
+
+/// Most bytes a batch may decompress to.
+const MAX_DECODED: usize = 512 << 20;
+
+/// The sync routes.
+pub fn sync_routes<D: CentralDb>() -> Router<CentralApi<D>> {
+    Router::new()
+        .route("/v1/sync/push", post(push::<D>))
+        .route("/v1/sync/pull", post(pull::<D>))
+        .route("/v1/sync/fetch-new", post(fetch_new::<D>))
+        .route("/v1/sync/ack", post(ack::<D>))
+        .route("/v1/sync/fetch", post(fetch_one::<D>))
+}
+
+/// Authenticates an instance and decodes its batch.
+async fn request<D: CentralDb, T: DeserializeOwned>(
+    api: &CentralApi<D>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Instance, T), ApiError> {
+    let instance = match api.caller(headers).await? {
+        Caller::Instance(i) => i,
+        Caller::Admin => {
+            return Err(ApiError::forbidden(
+                "the sync endpoints are for satellites; HQ clients use the record API",
+            ));
+        }
+    };
+    match headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(v) if v.split('.').next() == Some(&PROTOCOL_VERSION.to_string()) => {}
+        other => {
+            return Err(ApiError::bad_request(
+                "protocol_version",
+                format!(
+                    "this central speaks sync protocol {PROTOCOL_VERSION}; the request says {:?} (upgrade the satellite or central)",
+                    other.unwrap_or("nothing")
+                ),
+            ));
+        }
+    }
+    let bytes = read_body(headers, body, api.0.config.max_body_bytes).await?;
+    let message = envelope::decode(&bytes, MAX_DECODED)
+        .map_err(|e| ApiError::bad_request("bad_batch", e.to_string()))?;
+    Ok((instance, message))
+}
+
+fn reply<T: Serialize>(message: &T) -> Result<Response, ApiError> {
+    let bytes = envelope::encode(message).map_err(|e| ApiError::internal(&e))?;
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    h.insert(PROTOCOL_HEADER, HeaderValue::from(u16::from(PROTOCOL_VERSION)));
+    Ok(response)
+}
+
+fn check_batch(ids: impl Iterator<Item = PatientId>) -> Result<(), ApiError> {
+    let mut seen = HashSet::new();
+    for id in ids {
+        if seen.len() >= MAX_BATCH {
+            return Err(ApiError::bad_request(
+                "batch_too_large",
+                format!("a batch holds at most {MAX_BATCH} records"),
+            ));
+        }
+        if !seen.insert(id) {
+            return Err(ApiError::bad_request(
+                "duplicate_record",
+                format!("patient record {id} appears twice in the batch"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn push<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (instance, request): (Instance, PushRequest) = request(&api, &headers, body).await?;
+    check_batch(request.records.iter().map(|r| r.id))?;
+    let c = &api.0;
+    c.metrics.push_batches.inc();
+    c.metrics.push_records.add(request.records.len() as u64);
+    let ids: Vec<PatientId> = request.records.iter().map(|r| r.id).collect();
+    let writes = request
+        .records
+        .into_iter()
+        .map(|r| Write {
+            id: r.id,
+            kind: WriteKind::Push {
+                expected: r.expected,
+                head: r.head,
+                pack: r.pack,
+            },
+        })
+        .collect();
+    let outcomes = apply_writes(c, &Caller::Instance(instance), writes)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let results = ids
+        .into_iter()
+        .zip(outcomes)
+        .map(|(id, outcome)| PushResult {
+            id,
+            outcome: match outcome {
+                Outcome::Applied { head, seq, time } => PushOutcome::Applied { head, seq, time },
+                Outcome::Conflict { head, seq, pack } => {
+                    c.metrics.conflicts.inc();
+                    PushOutcome::Conflict { head, seq, pack }
+                }
+                Outcome::Failed(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => PushOutcome::Busy,
+                Outcome::Failed(e) => PushOutcome::Refused {
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                },
+                Outcome::Busy => PushOutcome::Busy,
+            },
+        })
+        .collect();
+    reply(&PushResponse { results })
+}
+
+/// Packs for a page of records: from `base(row)` (which the receiver has)
+/// to the head. Built on blocking threads.
+async fn updates<D: CentralDb>(
+    api: &CentralApi<D>,
+    rows: Vec<(RecordRow, Option<CommitId>)>,
+) -> Result<Vec<RecordUpdate>, ApiError> {
+    let c = Arc::clone(&api.0);
+    blocking(move || {
+        rows.into_iter()
+            .map(|(row, base)| {
+                let pack = c.store.pack_since(&row.id, row.head, base.as_slice())?;
+                Ok(RecordUpdate {
+                    id: row.id,
+                    head: row.head,
+                    seq: row.seq,
+                    time: row.updated_at,
+                    base,
+                    pack,
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
+fn limit(asked: u32) -> usize {
+    match asked as usize {
+        0 => MAX_BATCH,
+        n => n.min(MAX_BATCH),
+    }
+}
+
+async fn pull<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (instance, request): (Instance, PullRequest) = request(&api, &headers, body).await?;
+    let c = &api.0;
+    let limit = limit(request.limit);
+    let rows = c
+        .db
+        .scope_changes(&instance, request.cursor, limit)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let more = rows.len() == limit;
+    let cursor = rows.last().map_or(request.cursor, |r| r.seq);
+    let mut page = Vec::new();
+    for row in rows.into_iter().filter(|r| r.holders.contains(instance.id)) {
+        // The receiver has the head as of its cursor (or the whole record
+        // was sent later by fetch-new, with that commit in its history).
+        let base = c
+            .db
+            .head_at(&row.id, request.cursor)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        page.push((row, base));
+    }
+    let updates = updates(&api, page).await?;
+    c.metrics.pull_batches.inc();
+    c.metrics.pull_records.add(updates.len() as u64);
+    reply(&PullResponse {
+        updates,
+        cursor,
+        more,
+    })
+}
+
+/// Takes acknowledgements: the instance now holds these records. Returns
+/// the acknowledged records whose head moved since the acknowledged head.
+async fn take_acks<D: CentralDb>(
+    api: &CentralApi<D>,
+    instance: &Instance,
+    acks: &[chartsync_shared::protocol::sync::Ack],
+) -> Result<Vec<RecordUpdate>, ApiError> {
+    if acks.is_empty() {
+        return Ok(Vec::new());
+    }
+    check_batch(acks.iter().map(|a| a.id))?;
+    let c = &api.0;
+    let ids: Vec<PatientId> = acks.iter().map(|a| a.id).collect();
+    let rows = c.db.records(&ids).await.map_err(|e| ApiError::internal(&e))?;
+    let caller = Caller::Instance(instance.clone());
+    let mut accepted = Vec::new();
+    let mut moved = Vec::new();
+    for (ack, row) in acks.iter().zip(rows) {
+        let Some(row) = row else { continue };
+        if !c.in_scope(&caller, &row).await.map_err(|e| ApiError::internal(&e))? {
+            continue;
+        }
+        accepted.push(ack.id);
+        if row.head != ack.head {
+            moved.push((row, Some(ack.head)));
+        }
+    }
+    c.db.add_holder(instance.id, &accepted)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    updates(api, moved).await
+}
+
+async fn fetch_new<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (instance, request): (Instance, FetchNewRequest) = request(&api, &headers, body).await?;
+    let c = &api.0;
+    let moved = take_acks(&api, &instance, &request.acks).await?;
+    let acked: HashSet<PatientId> = request.acks.iter().map(|a| a.id).collect();
+    // A cursor from another scope epoch restarts from the beginning.
+    let from: Seq = if request.epoch == instance.scope_epoch {
+        request.cursor
+    } else {
+        0
+    };
+    let limit = limit(request.limit);
+    let rows = c
+        .db
+        .scope_changes(&instance, from, limit)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let more = rows.len() == limit;
+    let cursor = rows.last().map_or(from, |r| r.seq);
+    let page: Vec<(RecordRow, Option<CommitId>)> = rows
+        .into_iter()
+        .filter(|r| !r.holders.contains(instance.id) && !acked.contains(&r.id))
+        .map(|r| (r, None))
+        .collect();
+    let records = updates(&api, page).await?;
+    c.metrics.fetch_batches.inc();
+    c.metrics.fetch_records.add(records.len() as u64);
+    reply(&FetchNewResponse {
+        records,
+        cursor,
+        epoch: instance.scope_epoch,
+        more,
+        moved,
+    })
+}
+
+async fn ack<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (instance, request): (Instance, AckRequest) = request(&api, &headers, body).await?;
+    let moved = take_acks(&api, &instance, &request.acks).await?;
+    reply(&AckResponse { moved })
+}
+
+async fn fetch_one<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (instance, request): (Instance, FetchOneRequest) = request(&api, &headers, body).await?;
+    let c = &api.0;
+    let row = c
+        .db
+        .records(&[request.id])
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| ApiError::not_found(format!("patient record {} does not exist", request.id)))?;
+    // Fetching by id is what brings a visiting patient into scope; it is
+    // recorded (the grant) for audit.
+    c.db.grant(instance.id, &row.id, "fetched")
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    tracing::info!(patient = %row.id, instance = instance.id, "record fetched by id");
+    let mut records = updates(&api, vec![(row, None)]).await?;
+    c.metrics.fetch_records.inc();
+    let record = records
+        .pop()
+        .ok_or_else(|| ApiError::not_found("the record vanished"))?;
+    reply(&FetchOneResponse { record })
+}

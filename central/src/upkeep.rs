@@ -1,0 +1,88 @@
+//! Repository upkeep: every received change adds a pack file to a record's
+//! repository and libgit2 has no garbage collection, so records with many
+//! packs are repacked into one. A write that leaves a record with
+//! `repack_after_packs` packs queues it here; a periodic sweep catches the
+//! rest. Each repack runs under the patient's lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartsync_shared::PatientId;
+use tokio::sync::mpsc;
+
+use crate::Central;
+use crate::db::CentralDb;
+
+/// Queue of records to look at.
+pub type UpkeepQueue = mpsc::Sender<PatientId>;
+
+/// Repacks one record under its patient lock, if it has enough packs.
+pub async fn repack_one<D: CentralDb>(central: &Arc<Central<D>>, id: PatientId) -> bool {
+    let threshold = central.config.upkeep.repack_after_packs.max(2);
+    let held = match central.locks.acquire(&central.db, &[id]).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(patient = %id, error = %e, "upkeep could not take the patient lock");
+            return false;
+        }
+    };
+    let done = if held.ids.is_empty() {
+        false
+    } else {
+        let c = Arc::clone(central);
+        match tokio::task::spawn_blocking(move || c.store.repack(&id, threshold)).await {
+            Ok(Ok(stats)) => {
+                if stats.repacked {
+                    central.metrics.repacks.inc();
+                    tracing::debug!(patient = %id, packs = stats.packs_before, objects = stats.objects, "repacked");
+                }
+                stats.repacked
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(patient = %id, error = %e, "repack failed");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(patient = %id, error = %e, "repack task failed");
+                false
+            }
+        }
+    };
+    if let Err(e) = central.locks.release(&central.db, held).await {
+        tracing::warn!(error = %e, "could not release a patient lock");
+    }
+    done
+}
+
+/// Runs upkeep until the queue closes: queued records right away, and a
+/// slow sweep over every record every `sweep_secs`.
+pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut queue: mpsc::Receiver<PatientId>) {
+    let sweep = central.config.upkeep.sweep_secs;
+    let mut timer = tokio::time::interval(Duration::from_secs(sweep.max(1)));
+    timer.tick().await;
+    loop {
+        tokio::select! {
+            next = queue.recv() => match next {
+                Some(id) => {
+                    repack_one(&central, id).await;
+                }
+                None => return,
+            },
+            _ = timer.tick(), if sweep > 0 => {
+                let c = Arc::clone(&central);
+                let ids = match tokio::task::spawn_blocking(move || c.store.list()).await {
+                    Ok(Ok(ids)) => ids,
+                    _ => continue,
+                };
+                let threshold = central.config.upkeep.repack_after_packs.max(2);
+                for id in ids {
+                    if central.store.pack_count(&id).unwrap_or(0) >= threshold {
+                        repack_one(&central, id).await;
+                    }
+                    // Gentle: the sweep must not compete with sync traffic.
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The satellite's client of central's sync endpoints.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chartsync_shared::protocol::api::ErrorBody;
+use chartsync_shared::protocol::envelope::{self, EnvelopeError};
+use chartsync_shared::protocol::sync::{CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE as CT};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{ConfigError, SatelliteConfig};
+
+/// Most bytes a reply may decompress to.
+const MAX_DECODED: usize = 512 << 20;
+
+/// Why a request to central failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// No connection, timeout, TLS failure, cut-off reply.
+    #[error("cannot reach central at {url}")]
+    Unreachable {
+        /// Central's URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Central answered with an error.
+    #[error("central refused the request ({status} {code}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Error code.
+        code: String,
+        /// Central's message.
+        message: String,
+    },
+    /// Central's reply is not a valid batch.
+    #[error("central's reply is not a valid batch")]
+    BadReply(#[source] EnvelopeError),
+    /// The request could not be encoded.
+    #[error("could not encode the request")]
+    Encode(#[source] EnvelopeError),
+    /// No token configured.
+    #[error("no instance token: set [central] token or token_file in the configuration, or CHARTSYNC_CENTRAL_TOKEN")]
+    NoToken,
+    /// Configuration problem (token file, CA certificate).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The CA certificate could not be read.
+    #[error("cannot use the CA certificate {path}")]
+    CaCert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+impl SyncError {
+    /// Whether retrying later may help (network trouble, central busy).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Unreachable { .. } | SyncError::BadReply(_) => true,
+            SyncError::Refused { status, .. } => *status == 503 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Talks to central; counts bytes and round trips.
+#[derive(Debug)]
+pub struct CentralClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    /// Request bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Reply bytes received.
+    pub bytes_received: AtomicU64,
+    /// Requests made.
+    pub round_trips: AtomicU64,
+}
+
+impl CentralClient {
+    /// A client for the configured central.
+    pub fn new(config: &SatelliteConfig) -> Result<CentralClient, SyncError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let token = config.token()?.ok_or(SyncError::NoToken)?.0;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(config.central.timeout_secs.max(1)))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(ca) = &config.central.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| SyncError::CaCert {
+                path: ca.clone(),
+                source: Box::new(e),
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SyncError::CaCert {
+                path: ca.clone(),
+                source: Box::new(e),
+            })?;
+            builder = builder.tls_certs_only(certs);
+        }
+        Ok(CentralClient {
+            http: builder.build().map_err(SyncError::Client)?,
+            base: config.central.url.trim_end_matches('/').to_string(),
+            token,
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+        })
+    }
+
+    /// Central's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// One round trip to a sync endpoint.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Result<Resp, SyncError> {
+        let body = envelope::encode(request).map_err(SyncError::Encode)?;
+        let url = format!("{}{path}", self.base);
+        let unreachable = |source| SyncError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(body.len() as u64, Ordering::Relaxed);
+        let response = self
+            .http
+            .post(&url)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .header(CT, CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        self.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => (e.error, e.message),
+                Err(_) => (
+                    "http".to_string(),
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                ),
+            };
+            return Err(SyncError::Refused {
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        envelope::decode(&bytes, MAX_DECODED).map_err(SyncError::BadReply)
+    }
+}

@@ -1,0 +1,190 @@
+//! Bookkeeping of the sync jobs.
+
+use chartsync_shared::{CommitId, PatientId};
+use rusqlite::params;
+
+use super::{Db, DbError, head_from, id_from, sql};
+
+/// A record with local changes to push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyRecord {
+    /// The record.
+    pub id: PatientId,
+    /// The head central last acknowledged (`None`: central never saw it).
+    pub central_head: Option<CommitId>,
+    /// The local head central refused, if it did.
+    pub refused_head: Option<CommitId>,
+}
+
+/// What central has of a record, after a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CentralState {
+    /// The record.
+    pub id: PatientId,
+    /// Central's head.
+    pub head: CommitId,
+    /// Its sequence number.
+    pub seq: u64,
+    /// When central accepted it.
+    pub time: i64,
+}
+
+impl Db {
+    /// Records marked changed, ordered by id, after `after`.
+    pub fn dirty_page(&self, after: Option<PatientId>, limit: usize) -> Result<Vec<DirtyRecord>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT patient, central_head, refused_head FROM records
+                 WHERE dirty = 1 AND patient > ?1 ORDER BY patient LIMIT ?2",
+            )
+            .map_err(sql("listing changed records"))?;
+        let after: Vec<u8> = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+            })
+            .map_err(sql("listing changed records"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, head, refused) = row.map_err(sql("listing changed records"))?;
+            out.push(DirtyRecord {
+                id: id_from(id)?,
+                central_head: head_from(head)?,
+                refused_head: head_from(refused)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Clears a record's "changed" mark (call with the record's head locked
+    /// and equal to what central acknowledged).
+    pub fn clear_dirty(&self, id: &PatientId) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "UPDATE records SET dirty = 0, refused = NULL, refused_head = NULL WHERE patient = ?1",
+                params![id.as_bytes()],
+            )
+            .map_err(sql("clearing a changed mark"))?;
+        Ok(())
+    }
+
+    /// Marks records changed, in one transaction.
+    pub fn mark_dirty_many(&self, ids: &[PatientId]) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("marking records changed"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO records (patient, dirty) VALUES (?1, 1)
+                     ON CONFLICT (patient) DO UPDATE SET dirty = 1",
+                )
+                .map_err(sql("marking records changed"))?;
+            for id in ids {
+                stmt.execute(params![id.as_bytes()])
+                    .map_err(sql("marking records changed"))?;
+            }
+        }
+        tx.commit().map_err(sql("marking records changed"))
+    }
+
+    /// Remembers central's refusal of a local head.
+    pub fn set_refused(&self, id: &PatientId, head: CommitId, message: &str) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "UPDATE records SET refused = ?2, refused_head = ?3 WHERE patient = ?1",
+                params![id.as_bytes(), message, head.to_string()],
+            )
+            .map_err(sql("recording a refusal"))?;
+        Ok(())
+    }
+
+    /// Records what central has, saves cursors and pending
+    /// acknowledgements, all in one transaction. Creates rows for records
+    /// new here (not marked changed).
+    pub fn commit_sync(
+        &self,
+        states: &[CentralState],
+        cursors: &[(&str, i64)],
+        acks: &[(PatientId, CommitId)],
+    ) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("saving sync progress"))?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO records (patient, central_head, central_seq, synced_at, dirty)
+                     VALUES (?1, ?2, ?3, ?4, 0)
+                     ON CONFLICT (patient) DO UPDATE SET
+                        central_head = excluded.central_head,
+                        central_seq = excluded.central_seq,
+                        synced_at = excluded.synced_at",
+                )
+                .map_err(sql("saving sync progress"))?;
+            for s in states {
+                upsert
+                    .execute(params![s.id.as_bytes(), s.head.to_string(), s.seq as i64, s.time])
+                    .map_err(sql("saving sync progress"))?;
+            }
+            let mut state = tx
+                .prepare_cached(
+                    "INSERT INTO state (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .map_err(sql("saving sync progress"))?;
+            for (key, value) in cursors {
+                state.execute(params![key, value]).map_err(sql("saving sync progress"))?;
+            }
+            let mut ack = tx
+                .prepare_cached(
+                    "INSERT INTO pending_acks (patient, head) VALUES (?1, ?2)
+                     ON CONFLICT (patient) DO UPDATE SET head = excluded.head",
+                )
+                .map_err(sql("saving sync progress"))?;
+            for (id, head) in acks {
+                ack.execute(params![id.as_bytes(), head.to_string()])
+                    .map_err(sql("saving sync progress"))?;
+            }
+        }
+        tx.commit().map_err(sql("saving sync progress"))
+    }
+
+    /// Acknowledgements not yet delivered to central.
+    pub fn pending_acks(&self, limit: usize) -> Result<Vec<(PatientId, CommitId)>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT patient, head FROM pending_acks ORDER BY patient LIMIT ?1")
+            .map_err(sql("reading pending acknowledgements"))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql("reading pending acknowledgements"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, head) = row.map_err(sql("reading pending acknowledgements"))?;
+            let head = head_from(Some(head))?.ok_or(DbError::Damaged("pending_acks.head"))?;
+            out.push((id_from(id)?, head));
+        }
+        Ok(out)
+    }
+
+    /// Forgets delivered acknowledgements.
+    pub fn clear_acks(&self, delivered: &[(PatientId, CommitId)]) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("clearing acknowledgements"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM pending_acks WHERE patient = ?1 AND head = ?2")
+                .map_err(sql("clearing acknowledgements"))?;
+            for (id, head) in delivered {
+                stmt.execute(params![id.as_bytes(), head.to_string()])
+                    .map_err(sql("clearing acknowledgements"))?;
+            }
+        }
+        tx.commit().map_err(sql("clearing acknowledgements"))
+    }
+
+    /// Sets one state value.
+    pub fn set_state(&self, key: &str, value: i64) -> Result<(), DbError> {
+        self.commit_sync(&[], &[(key, value)], &[])
+    }
+}

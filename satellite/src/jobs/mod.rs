@@ -1,0 +1,201 @@
+//! The sync jobs: push, pull and fetch-new, each in batches of at most
+//! `[sync] batch_size` records with one round trip per batch. Runs never
+//! overlap: each holds the job lock (`<data_dir>/sync.lock`), shared by the
+//! daemon and one-shot runs from the command line.
+
+mod apply;
+mod fetch;
+mod lock;
+mod pull;
+mod push;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use apply::JobError;
+pub use fetch::fetch_one;
+pub use lock::{JobLock, LockError};
+
+use crate::Satellite;
+use crate::client::CentralClient;
+
+/// A job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Job {
+    /// Push local changes.
+    Push,
+    /// Pull central's changes to records held here.
+    Pull,
+    /// Fetch records new to this clinic.
+    FetchNew,
+}
+
+impl Job {
+    /// Its name (`push`, `pull`, `fetch-new`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Job::Push => "push",
+            Job::Pull => "pull",
+            Job::FetchNew => "fetch-new",
+        }
+    }
+
+    /// All jobs, in the order `all` runs them.
+    pub const ALL: [Job; 3] = [Job::Push, Job::Pull, Job::FetchNew];
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    /// push, pull, fetch-new or all.
+    pub job: String,
+    /// Records central accepted from here.
+    pub records_sent: u64,
+    /// Records stored from central.
+    pub records_received: u64,
+    /// Records merged (local and central changes combined).
+    pub merged: u64,
+    /// True conflicts queued for a clinician.
+    pub conflicts: u64,
+    /// Records central refused (see `chartsync satellite status`).
+    pub refused: u64,
+    /// Records left for the next run (central busy).
+    pub deferred: u64,
+    /// Request bytes on the wire.
+    pub bytes_sent: u64,
+    /// Reply bytes on the wire.
+    pub bytes_received: u64,
+    /// HTTP round trips.
+    pub round_trips: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl Summary {
+    fn add(&mut self, other: &Summary) {
+        self.records_sent += other.records_sent;
+        self.records_received += other.records_received;
+        self.merged += other.merged;
+        self.conflicts += other.conflicts;
+        self.refused += other.refused;
+        self.deferred += other.deferred;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.round_trips += other.round_trips;
+        self.seconds += other.seconds;
+    }
+
+    /// One line for people.
+    pub fn line(&self) -> String {
+        format!(
+            "{}: sent {}, received {}, merged {}, conflicts {}, refused {}, deferred {}; {} bytes up, {} bytes down, {} round trips, {:.2} s",
+            self.job,
+            self.records_sent,
+            self.records_received,
+            self.merged,
+            self.conflicts,
+            self.refused,
+            self.deferred,
+            self.bytes_sent,
+            self.bytes_received,
+            self.round_trips,
+            self.seconds
+        )
+    }
+}
+
+/// Progress reports of a long run: (records done, records known so far).
+pub type Progress = Arc<dyn Fn(&str, u64) + Send + Sync>;
+
+/// A progress reporter that reports nothing.
+pub fn no_progress() -> Progress {
+    Arc::new(|_, _| {})
+}
+
+/// Runs jobs once, in order, holding the job lock (which the caller has
+/// taken). Each run is logged in the state database.
+pub async fn run_locked(
+    sat: &Arc<Satellite>,
+    jobs: &[Job],
+    _lock: &JobLock,
+    progress: Progress,
+) -> Result<Summary, JobError> {
+    let client = Arc::new(CentralClient::new(&sat.config)?);
+    let mut total = Summary {
+        job: if jobs.len() == 1 {
+            jobs[0].name().to_string()
+        } else {
+            "all".to_string()
+        },
+        ..Summary::default()
+    };
+    for job in jobs {
+        let summary = run_one(sat, &client, *job, progress.clone()).await?;
+        total.add(&summary);
+    }
+    Ok(total)
+}
+
+async fn run_one(
+    sat: &Arc<Satellite>,
+    client: &Arc<CentralClient>,
+    job: Job,
+    progress: Progress,
+) -> Result<Summary, JobError> {
+    let s = Arc::clone(sat);
+    let run = crate::api::spawn_db(move || s.db.start_run(job.name())).await?;
+    let start = Instant::now();
+    let before = (
+        client.bytes_sent.load(Ordering::Relaxed),
+        client.bytes_received.load(Ordering::Relaxed),
+        client.round_trips.load(Ordering::Relaxed),
+    );
+    let result = match job {
+        Job::Push => push::run(sat, client, &progress).await,
+        Job::Pull => pull::run(sat, client, &progress).await,
+        Job::FetchNew => fetch::run(sat, client, &progress).await,
+    };
+    let finish = |mut summary: Summary| {
+        summary.job = job.name().to_string();
+        summary.bytes_sent = client.bytes_sent.load(Ordering::Relaxed) - before.0;
+        summary.bytes_received = client.bytes_received.load(Ordering::Relaxed) - before.1;
+        summary.round_trips = client.round_trips.load(Ordering::Relaxed) - before.2;
+        summary.seconds = start.elapsed().as_secs_f64();
+        summary
+    };
+    let (ok, detail, out) = match result {
+        Ok(summary) => {
+            let summary = finish(summary);
+            let detail = serde_json::to_value(&summary).unwrap_or_default();
+            (summary.deferred == 0, detail, Ok(summary))
+        }
+        Err(e) => {
+            let detail = serde_json::json!({ "error": crate::error_chain(&e) });
+            (false, detail, Err(e))
+        }
+    };
+    let s = Arc::clone(sat);
+    if let Err(e) = crate::api::spawn_db(move || s.db.finish_run(run, ok, &detail)).await {
+        tracing::warn!(error = %e, "could not log the end of a run");
+    }
+    match &out {
+        Ok(summary) => tracing::info!(job = job.name(), "{}", summary.line()),
+        Err(e) => tracing::warn!(job = job.name(), error = %crate::error_chain(e), "sync job failed"),
+    }
+    out
+}
+
+/// Runs jobs once, taking the job lock first: waits up to `wait` for a run
+/// in progress (another process's or the daemon's) to finish.
+pub async fn run_once(
+    sat: &Arc<Satellite>,
+    jobs: &[Job],
+    wait: Duration,
+    progress: Progress,
+) -> Result<Summary, JobError> {
+    let lock = JobLock::acquire(&sat.config.data_dir, wait).await?;
+    run_locked(sat, jobs, &lock, progress).await
+}
