@@ -152,6 +152,10 @@ pub enum DbError {
     /// No ids left.
     #[error("instance ids are exhausted (at most {0})")]
     IdsExhausted(u32),
+    /// An instance id above [`MAX_INSTANCE_ID`] (holders are a bit string
+    /// indexed by instance id, so ids are kept small).
+    #[error("instance id {0} is out of range (ids are 0 to {MAX_INSTANCE_ID})")]
+    IdOutOfRange(u32),
 }
 
 /// The highest instance id.
@@ -161,7 +165,10 @@ pub const MAX_INSTANCE_ID: u32 = 65_535;
 /// transaction.
 pub trait CentralDb: Send + Sync + 'static {
     /// Registers an instance. Ids are unique; `None` takes the lowest free id.
-    fn add_instance(&self, new: NewInstance) -> impl Future<Output = Result<Instance, DbError>> + Send;
+    fn add_instance(
+        &self,
+        new: NewInstance,
+    ) -> impl Future<Output = Result<Instance, DbError>> + Send;
 
     /// The (not revoked) instance whose token hashes to `token_hash`.
     fn instance_by_token(
@@ -183,7 +190,11 @@ pub trait CentralDb: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<bool>, DbError>> + Send;
 
     /// Releases the leases `holder` has on these patients.
-    fn unlock(&self, ids: &[PatientId], holder: &str) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn unlock(
+        &self,
+        ids: &[PatientId],
+        holder: &str,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// The rows of these records, in order (`None`: no such record).
     fn records(
@@ -199,7 +210,10 @@ pub trait CentralDb: Send + Sync + 'static {
     /// A stale change is reported and skipped; the others are applied.
     /// Sequence numbers are given in the order of `changes` and increase
     /// with commit order (a reader never sees seq n+1 before seq n).
-    fn apply(&self, changes: &[HeadChange]) -> impl Future<Output = Result<Vec<Applied>, DbError>> + Send;
+    fn apply(
+        &self,
+        changes: &[HeadChange],
+    ) -> impl Future<Output = Result<Vec<Applied>, DbError>> + Send;
 
     /// Heads whose git ref may lag the database.
     fn ref_pending(&self) -> impl Future<Output = Result<Vec<RefPending>, DbError>> + Send;
@@ -212,7 +226,11 @@ pub trait CentralDb: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// Whether `instance` has a grant on the record.
-    fn has_grant(&self, instance: u32, id: &PatientId) -> impl Future<Output = Result<bool, DbError>> + Send;
+    fn has_grant(
+        &self,
+        instance: u32,
+        id: &PatientId,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
 
     /// Gives `instance` a grant on the record (`reason`: created, fetched,
     /// held). Idempotent.
@@ -236,11 +254,19 @@ pub trait CentralDb: Send + Sync + 'static {
 
     /// The record's head as of sequence number `at` (after its latest
     /// change numbered `at` or lower); `None` if it did not exist then.
-    fn head_at(&self, id: &PatientId, at: Seq) -> impl Future<Output = Result<Option<CommitId>, DbError>> + Send;
+    fn head_at(
+        &self,
+        id: &PatientId,
+        at: Seq,
+    ) -> impl Future<Output = Result<Option<CommitId>, DbError>> + Send;
 
     /// Marks `instance` as a holder of these records (acknowledged
     /// receipt). Unknown ids are ignored.
-    fn add_holder(&self, instance: u32, ids: &[PatientId]) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn add_holder(
+        &self,
+        instance: u32,
+        ids: &[PatientId],
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// Totals.
     fn counts(&self) -> impl Future<Output = Result<Counts, DbError>> + Send;

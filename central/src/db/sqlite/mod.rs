@@ -1,0 +1,231 @@
+//! The SQLite backend (the embedded default): one file beside the
+//! repositories, in WAL mode, which several central processes on one machine
+//! may open at once.
+//!
+//! Every operation runs on a blocking thread. Writes go through one writer
+//! connection per [`SqliteDb`], each in one `BEGIN IMMEDIATE` transaction
+//! (so writers from several processes queue on SQLite's write lock instead
+//! of deadlocking on a lock upgrade), run again a bounded number of times
+//! if the database stays busy. Reads use a small pool of read-only
+//! connections, each read in one snapshot.
+
+mod instances;
+mod locks;
+mod pool;
+mod records;
+mod scope;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartsync_shared::sqlite::Migration;
+use chartsync_shared::{CommitId, PatientId};
+
+use self::pool::{Pool, read, write};
+use super::{
+    Applied, CentralDb, Counts, DbError, HeadChange, Instance, MAX_INSTANCE_ID, NewInstance,
+    RecordRow, RefPending, Seq,
+};
+
+/// Central's SQLite migrations (`migrations/central/sqlite/`).
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../../../migrations/central/sqlite/0001_init.sql"),
+}];
+
+/// Read-only connections per handle.
+const READERS: usize = 4;
+
+/// Central's database in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    pool: Arc<Pool>,
+}
+
+impl SqliteDb {
+    /// Opens the database at `path`, creating and migrating it if needed.
+    /// Blocks (opening and migrating touch the disk): call it at start-up
+    /// or on a blocking thread.
+    pub fn open(path: &Path) -> Result<SqliteDb, DbError> {
+        Ok(SqliteDb {
+            pool: Arc::new(Pool::open(path, READERS)?),
+        })
+    }
+
+    /// The query plan SQLite chooses for `sql`, one line per step, for
+    /// tests that check a query uses its indexes.
+    #[cfg(test)]
+    pub(crate) async fn explain(&self, sql: &'static str) -> Result<Vec<String>, DbError> {
+        read(&self.pool, "explaining a query", move |tx| {
+            let mut stmt = tx
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .map_err(pool::sql("explaining a query"))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(3))
+                .map_err(pool::sql("explaining a query"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(pool::sql("explaining a query"))
+        })
+        .await
+    }
+}
+
+/// Refuses instance ids that do not fit in the holders bit string.
+fn check_instance(id: u32) -> Result<(), DbError> {
+    if id > MAX_INSTANCE_ID {
+        return Err(DbError::IdOutOfRange(id));
+    }
+    Ok(())
+}
+
+impl CentralDb for SqliteDb {
+    async fn add_instance(&self, new: NewInstance) -> Result<Instance, DbError> {
+        if let Some(id) = new.id {
+            check_instance(id)?;
+        }
+        write(&self.pool, "registering an instance", move |tx| {
+            instances::add(tx, &new)
+        })
+        .await
+    }
+
+    async fn instance_by_token(&self, token_hash: [u8; 32]) -> Result<Option<Instance>, DbError> {
+        read(&self.pool, "looking up an instance by token", move |tx| {
+            instances::by_token(tx, &token_hash)
+        })
+        .await
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, DbError> {
+        read(&self.pool, "listing instances", instances::all).await
+    }
+
+    async fn try_lock(
+        &self,
+        ids: &[PatientId],
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Vec<bool>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, holder) = (ids.to_vec(), holder.to_owned());
+        write(&self.pool, "taking patient locks", move |tx| {
+            locks::try_lock(tx, &ids, &holder, lease)
+        })
+        .await
+    }
+
+    async fn unlock(&self, ids: &[PatientId], holder: &str) -> Result<(), DbError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (ids, holder) = (ids.to_vec(), holder.to_owned());
+        write(&self.pool, "releasing patient locks", move |tx| {
+            locks::unlock(tx, &ids, &holder)
+        })
+        .await
+    }
+
+    async fn records(&self, ids: &[PatientId]) -> Result<Vec<Option<RecordRow>>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        read(&self.pool, "reading records", move |tx| {
+            records::get(tx, &ids)
+        })
+        .await
+    }
+
+    async fn apply(&self, changes: &[HeadChange]) -> Result<Vec<Applied>, DbError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        for change in changes {
+            if let Some(by) = change.by {
+                check_instance(by)?;
+            }
+        }
+        let changes = changes.to_vec();
+        write(&self.pool, "accepting heads", move |tx| {
+            records::apply(tx, &changes)
+        })
+        .await
+    }
+
+    async fn ref_pending(&self) -> Result<Vec<RefPending>, DbError> {
+        read(&self.pool, "listing pending refs", records::ref_pending).await
+    }
+
+    async fn clear_ref_pending(&self, done: &[(PatientId, CommitId)]) -> Result<(), DbError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let done = done.to_vec();
+        write(&self.pool, "clearing pending refs", move |tx| {
+            records::clear_ref_pending(tx, &done)
+        })
+        .await
+    }
+
+    async fn has_grant(&self, instance: u32, id: &PatientId) -> Result<bool, DbError> {
+        let id = *id;
+        read(&self.pool, "checking a grant", move |tx| {
+            records::has_grant(tx, instance, &id)
+        })
+        .await
+    }
+
+    async fn grant(&self, instance: u32, id: &PatientId, reason: &str) -> Result<(), DbError> {
+        let (id, reason) = (*id, reason.to_owned());
+        write(&self.pool, "granting a record", move |tx| {
+            records::grant(tx, instance, &id, &reason)
+        })
+        .await
+    }
+
+    async fn scope_changes(
+        &self,
+        instance: &Instance,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>, DbError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (id, catchments) = (instance.id, instance.catchments.clone());
+        read(
+            &self.pool,
+            "listing changes in an instance's scope",
+            move |tx| scope::changes(tx, id, &catchments, after, limit),
+        )
+        .await
+    }
+
+    async fn head_at(&self, id: &PatientId, at: Seq) -> Result<Option<CommitId>, DbError> {
+        let id = *id;
+        read(&self.pool, "reading a past head", move |tx| {
+            records::head_at(tx, &id, at)
+        })
+        .await
+    }
+
+    async fn add_holder(&self, instance: u32, ids: &[PatientId]) -> Result<(), DbError> {
+        check_instance(instance)?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        write(&self.pool, "recording holders", move |tx| {
+            records::add_holder(tx, instance, &ids)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts, DbError> {
+        read(&self.pool, "counting", records::counts).await
+    }
+}
