@@ -192,7 +192,9 @@ async fn open_db(
                 .with_context(|| format!("cannot open the database {}", path.display()))?)
         }
         DatabaseUrl::Postgres(_) => {
-            anyhow::bail!("PostgreSQL is not supported by this build; use the default SQLite database")
+            anyhow::bail!(
+                "PostgreSQL is not supported by this build; use the default SQLite database"
+            )
         }
     }
 }
@@ -205,7 +207,9 @@ async fn central_serve(config: PathBuf) -> anyhow::Result<ExitCode> {
         Some(tls) => Some(
             chartsync_central::server::load_tls(&tls.cert, &tls.key)
                 .await
-                .with_context(|| format!("cannot load the TLS certificate {}", tls.cert.display()))?,
+                .with_context(|| {
+                    format!("cannot load the TLS certificate {}", tls.cert.display())
+                })?,
         ),
         None => None,
     };
@@ -259,7 +263,10 @@ async fn satellite_run(config: PathBuf) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "satellite listening");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let scheduler = tokio::spawn(chartsync_satellite::scheduler::run(std::sync::Arc::clone(&sat), stopped));
+    let scheduler = tokio::spawn(chartsync_satellite::scheduler::run(
+        std::sync::Arc::clone(&sat),
+        stopped,
+    ));
     let result = chartsync_satellite::serve(sat, listener, shutdown_signal()).await;
     let _ = stop.send(true);
     let _ = scheduler.await;
@@ -267,7 +274,12 @@ async fn satellite_run(config: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn satellite_sync(config: PathBuf, job: SyncJob, json: bool, wait_secs: u64) -> anyhow::Result<ExitCode> {
+async fn satellite_sync(
+    config: PathBuf,
+    job: SyncJob,
+    json: bool,
+    wait_secs: u64,
+) -> anyhow::Result<ExitCode> {
     use chartsync_satellite::jobs::{Job, run_once};
     install_crypto();
     let config = chartsync_satellite::SatelliteConfig::load(&config)?;
@@ -279,7 +291,13 @@ async fn satellite_sync(config: PathBuf, job: SyncJob, json: bool, wait_secs: u6
         SyncJob::All => &Job::ALL,
     };
     let progress = crate::progress::reporter();
-    let summary = run_once(&sat, jobs, std::time::Duration::from_secs(wait_secs), progress.report()).await;
+    let summary = run_once(
+        &sat,
+        jobs,
+        std::time::Duration::from_secs(wait_secs),
+        progress.report(),
+    )
+    .await;
     progress.finish();
     let summary = summary.map_err(|e| anyhow::anyhow!(chartsync_satellite::error_chain(&e)))?;
     if json {

@@ -31,7 +31,9 @@ use std::sync::Arc;
 
 use chartsync_shared::http::ApiError;
 use chartsync_shared::merge::parse_yaml;
-use chartsync_shared::store::{Change, CommitMeta, Condition, Flush, Prepared, Received, StoreError};
+use chartsync_shared::store::{
+    Change, CommitMeta, Condition, Flush, Prepared, Received, StoreError,
+};
 use chartsync_shared::{CommitId, PatientId};
 
 use crate::Central;
@@ -114,7 +116,9 @@ pub async fn apply_writes<D: CentralDb>(
 ) -> Result<Vec<Outcome>, DbError> {
     let ids: Vec<PatientId> = writes.iter().map(|w| w.id).collect();
     let held = central.locks.acquire(&central.db, &ids).await?;
-    central.metrics.lock_wait(held.waited, ids.len() - held.ids.len());
+    central
+        .metrics
+        .lock_wait(held.waited, ids.len() - held.ids.len());
     let result = apply_locked(central, caller, writes, &held.ids).await;
     if let Err(e) = central.locks.release(&central.db, held).await {
         tracing::error!(error = %e, "could not release patient locks (they expire with their lease)");
@@ -165,7 +169,9 @@ async fn apply_locked<D: CentralDb>(
     }
     if !ready.is_empty() {
         let c = Arc::clone(central);
-        blocking(move || c.store.flush()).await.map_err(store_to_db)?;
+        blocking(move || c.store.flush())
+            .await
+            .map_err(store_to_db)?;
         let changes: Vec<HeadChange> = ready
             .iter()
             .map(|(_, _, p, catchment)| HeadChange {
@@ -259,7 +265,9 @@ async fn stage_all<D: CentralDb>(
     work: Vec<(usize, Write, Option<RecordRow>)>,
     by: Option<u32>,
 ) -> Vec<(usize, Option<RecordRow>, Staged)> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     let chunk = work.len().div_ceil(threads).max(1);
     let mut chunks: Vec<Vec<_>> = Vec::new();
     let mut work = work.into_iter().peekable();
@@ -352,9 +360,11 @@ fn stage_one<D: CentralDb>(
         });
     }
     let catchment = match store.read_prepared(&prepared, "patient.yaml") {
-        Ok(Some(text)) => parse_yaml(&text)
-            .ok()
-            .and_then(|doc| doc.get("catchment").and_then(|c| c.as_str()).map(str::to_string)),
+        Ok(Some(text)) => parse_yaml(&text).ok().and_then(|doc| {
+            doc.get("catchment")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+        }),
         Ok(None) => None,
         Err(e) => return Staged::Done(Outcome::Failed(ApiError::from(e))),
     }

@@ -68,7 +68,11 @@ impl Authenticator {
     }
 
     /// The caller of a request: 401 without a valid bearer token.
-    pub async fn caller<D: CentralDb>(&self, db: &D, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub async fn caller<D: CentralDb>(
+        &self,
+        db: &D,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -76,7 +80,9 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                ApiError::unauthorized("send Authorization: Bearer <token> (an instance token, or HQ's admin token)")
+                ApiError::unauthorized(
+                    "send Authorization: Bearer <token> (an instance token, or HQ's admin token)",
+                )
             })?;
         let hash = hash_token(token);
         if let Some(admin) = &self.admin_hash

@@ -206,16 +206,22 @@ impl CentralConfig {
             message,
         };
         if !(config.locks.lease_secs > 0.0 && config.locks.lease_secs <= 3600.0) {
-            return Err(invalid("[locks] lease_secs must be between 0 and 3600".into()));
+            return Err(invalid(
+                "[locks] lease_secs must be between 0 and 3600".into(),
+            ));
         }
         if !(config.locks.wait_secs >= 0.0 && config.locks.wait_secs <= 600.0) {
-            return Err(invalid("[locks] wait_secs must be between 0 and 600".into()));
+            return Err(invalid(
+                "[locks] wait_secs must be between 0 and 600".into(),
+            ));
         }
         if config.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes must be at least 1024".into()));
         }
         if let Some(url) = &config.database.url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
         {
             return Err(invalid(format!(
                 "[database] url {url:?} must be sqlite://<path> or postgres://user@host/db"
@@ -230,7 +236,9 @@ impl CentralConfig {
             None => DatabaseUrl::Sqlite(self.data_dir.join("central.sqlite")),
             Some(url) if url.starts_with("postgres") => DatabaseUrl::Postgres(url.clone()),
             Some(url) => {
-                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
                 DatabaseUrl::Sqlite(self.data_dir.join(path))
             }
         }

@@ -80,7 +80,8 @@ impl<D: CentralDb> Central<D> {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = RecordStore::open_keep_tmp(StoreOptions::new(config.data_dir.clone(), "central"))?;
+        let store =
+            RecordStore::open_keep_tmp(StoreOptions::new(config.data_dir.clone(), "central"))?;
         let mut holder = [0u8; 8];
         getrandom::fill(&mut holder).map_err(|e| StartError::DataDir {
             path: config.data_dir.clone(),
@@ -143,7 +144,11 @@ impl<D: CentralDb> Central<D> {
     pub fn note_write(&self, id: chartsync_shared::PatientId) {
         let threshold = self.config.upkeep.repack_after_packs.max(2);
         if self.store.pack_count(&id).unwrap_or(0) >= threshold
-            && let Some(queue) = self.upkeep.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && let Some(queue) = self
+                .upkeep
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
         {
             let _ = queue.try_send(id);
         }
@@ -158,7 +163,8 @@ impl<D: CentralDb> Central<D> {
     /// The default catchment of records an instance creates.
     pub fn first_catchment(&self, instance: u32) -> Option<String> {
         let map = self.instances.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&instance).and_then(|i| i.catchments.first().cloned())
+        map.get(&instance)
+            .and_then(|i| i.catchments.first().cloned())
     }
 
     /// Whether the caller may read and write an existing record: HQ always;

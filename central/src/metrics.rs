@@ -49,20 +49,93 @@ impl Metrics {
         let c = |out: &mut String, name: &str, help: &str, v: &Counter| {
             sample(out, name, "counter", help, v.get() as f64);
         };
-        c(&mut out, "chartsync_conflicts_total", "Writes refused because the record had moved.", &self.conflicts);
-        c(&mut out, "chartsync_lock_acquisitions_total", "Patient lock acquisitions.", &self.lock_acquisitions);
-        c(&mut out, "chartsync_lock_wait_milliseconds_total", "Time waited for patient locks.", &self.lock_wait_ms);
-        c(&mut out, "chartsync_lock_busy_total", "Patients that could not be locked in time (503/busy).", &self.lock_busy);
-        c(&mut out, "chartsync_push_batches_total", "Push batches.", &self.push_batches);
-        c(&mut out, "chartsync_push_records_total", "Records in push batches.", &self.push_records);
-        c(&mut out, "chartsync_pull_batches_total", "Pull pages.", &self.pull_batches);
-        c(&mut out, "chartsync_pull_records_total", "Records sent by pulls.", &self.pull_records);
-        c(&mut out, "chartsync_fetch_batches_total", "Fetch-new pages.", &self.fetch_batches);
-        c(&mut out, "chartsync_fetch_records_total", "Records sent by fetch-new and fetch-one.", &self.fetch_records);
-        c(&mut out, "chartsync_repacks_total", "Repositories repacked.", &self.repacks);
-        sample(&mut out, "chartsync_records", "gauge", "Patient records.", counts.records as f64);
-        sample(&mut out, "chartsync_instances", "gauge", "Registered instances.", counts.instances as f64);
-        sample(&mut out, "chartsync_sequence", "gauge", "The last change sequence number.", counts.seq as f64);
+        c(
+            &mut out,
+            "chartsync_conflicts_total",
+            "Writes refused because the record had moved.",
+            &self.conflicts,
+        );
+        c(
+            &mut out,
+            "chartsync_lock_acquisitions_total",
+            "Patient lock acquisitions.",
+            &self.lock_acquisitions,
+        );
+        c(
+            &mut out,
+            "chartsync_lock_wait_milliseconds_total",
+            "Time waited for patient locks.",
+            &self.lock_wait_ms,
+        );
+        c(
+            &mut out,
+            "chartsync_lock_busy_total",
+            "Patients that could not be locked in time (503/busy).",
+            &self.lock_busy,
+        );
+        c(
+            &mut out,
+            "chartsync_push_batches_total",
+            "Push batches.",
+            &self.push_batches,
+        );
+        c(
+            &mut out,
+            "chartsync_push_records_total",
+            "Records in push batches.",
+            &self.push_records,
+        );
+        c(
+            &mut out,
+            "chartsync_pull_batches_total",
+            "Pull pages.",
+            &self.pull_batches,
+        );
+        c(
+            &mut out,
+            "chartsync_pull_records_total",
+            "Records sent by pulls.",
+            &self.pull_records,
+        );
+        c(
+            &mut out,
+            "chartsync_fetch_batches_total",
+            "Fetch-new pages.",
+            &self.fetch_batches,
+        );
+        c(
+            &mut out,
+            "chartsync_fetch_records_total",
+            "Records sent by fetch-new and fetch-one.",
+            &self.fetch_records,
+        );
+        c(
+            &mut out,
+            "chartsync_repacks_total",
+            "Repositories repacked.",
+            &self.repacks,
+        );
+        sample(
+            &mut out,
+            "chartsync_records",
+            "gauge",
+            "Patient records.",
+            counts.records as f64,
+        );
+        sample(
+            &mut out,
+            "chartsync_instances",
+            "gauge",
+            "Registered instances.",
+            counts.instances as f64,
+        );
+        sample(
+            &mut out,
+            "chartsync_sequence",
+            "gauge",
+            "The last change sequence number.",
+            counts.seq as f64,
+        );
         self.http.render(&mut out);
         out
     }

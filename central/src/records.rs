@@ -44,7 +44,11 @@ impl<D: CentralDb> CentralApi<D> {
             .next()
             .flatten()
             .ok_or_else(|| ApiError::not_found(format!("patient record {id} does not exist")))?;
-        if !c.in_scope(caller, &row).await.map_err(|e| ApiError::internal(&e))? {
+        if !c
+            .in_scope(caller, &row)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+        {
             return Err(ApiError::forbidden(format!(
                 "patient record {id} is outside this instance's scope (fetch it by id to hold it)"
             )));
@@ -97,10 +101,9 @@ impl<D: CentralDb> RecordService for CentralApi<D> {
             Some(Outcome::Applied { head, .. }) => {
                 let store = Arc::clone(c);
                 blocking(move || {
-                    let files = store
-                        .store
-                        .read_at(&id, head)?
-                        .ok_or_else(|| ApiError::not_found(format!("patient record {id} vanished")))?;
+                    let files = store.store.read_at(&id, head)?.ok_or_else(|| {
+                        ApiError::not_found(format!("patient record {id} vanished"))
+                    })?;
                     Ok(RecordBody { id, head, files })
                 })
                 .await
@@ -124,10 +127,9 @@ impl<D: CentralDb> RecordService for CentralApi<D> {
         let c = Arc::clone(&self.0);
         blocking(move || {
             // The database's head: what was acknowledged.
-            let files = c
-                .store
-                .read_at(&id, row.head)?
-                .ok_or_else(|| ApiError::not_found(format!("patient record {id} is not on disk")))?;
+            let files = c.store.read_at(&id, row.head)?.ok_or_else(|| {
+                ApiError::not_found(format!("patient record {id} is not on disk"))
+            })?;
             Ok(RecordBody {
                 id,
                 head: row.head,

@@ -34,18 +34,30 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
             }),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&central), count::<D>))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&central),
+            count::<D>,
+        ))
         .with_state(api)
 }
 
-async fn count<D: CentralDb>(State(c): State<Arc<Central<D>>>, request: Request, next: Next) -> Response {
+async fn count<D: CentralDb>(
+    State(c): State<Arc<Central<D>>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let response = next.run(request).await;
     c.metrics.http.record(response.status().as_u16());
     response
 }
 
 async fn metrics<D: CentralDb>(State(api): State<CentralApi<D>>) -> Result<Response, ApiError> {
-    let counts = api.0.db.counts().await.map_err(|e| ApiError::internal(&e))?;
+    let counts = api
+        .0
+        .db
+        .counts()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -76,7 +88,11 @@ pub async fn serve<D: CentralDb>(
     let upkeep = tokio::spawn(crate::upkeep::run(Arc::clone(&central), receiver));
     let app = router(Arc::clone(&central));
     let result = match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
         Some(config) => {
             let handle = axum_server::Handle::new();
             let stopper = handle.clone();

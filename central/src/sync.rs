@@ -77,7 +77,10 @@ fn reply<T: Serialize>(message: &T) -> Result<Response, ApiError> {
     let mut response = (StatusCode::OK, bytes).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    h.insert(PROTOCOL_HEADER, HeaderValue::from(u16::from(PROTOCOL_VERSION)));
+    h.insert(
+        PROTOCOL_HEADER,
+        HeaderValue::from(u16::from(PROTOCOL_VERSION)),
+    );
     Ok(response)
 }
 
@@ -137,7 +140,9 @@ async fn push<D: CentralDb>(
                     c.metrics.conflicts.inc();
                     PushOutcome::Conflict { head, seq, pack }
                 }
-                Outcome::Failed(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => PushOutcome::Busy,
+                Outcome::Failed(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    PushOutcome::Busy
+                }
                 Outcome::Failed(e) => PushOutcome::Refused {
                     code: e.code.clone(),
                     message: e.message.clone(),
@@ -189,22 +194,20 @@ async fn pull<D: CentralDb>(
     let (instance, request): (Instance, PullRequest) = request(&api, &headers, body).await?;
     let c = &api.0;
     let limit = limit(request.limit);
-    let rows = c
-        .db
-        .scope_changes(&instance, request.cursor, limit)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let rows =
+        c.db.scope_changes(&instance, request.cursor, limit)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
     let more = rows.len() == limit;
     let cursor = rows.last().map_or(request.cursor, |r| r.seq);
     let mut page = Vec::new();
     for row in rows.into_iter().filter(|r| r.holders.contains(instance.id)) {
         // The receiver has the head as of its cursor (or the whole record
         // was sent later by fetch-new, with that commit in its history).
-        let base = c
-            .db
-            .head_at(&row.id, request.cursor)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
+        let base =
+            c.db.head_at(&row.id, request.cursor)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
         page.push((row, base));
     }
     let updates = updates(&api, page).await?;
@@ -230,13 +233,20 @@ async fn take_acks<D: CentralDb>(
     check_batch(acks.iter().map(|a| a.id))?;
     let c = &api.0;
     let ids: Vec<PatientId> = acks.iter().map(|a| a.id).collect();
-    let rows = c.db.records(&ids).await.map_err(|e| ApiError::internal(&e))?;
+    let rows =
+        c.db.records(&ids)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
     let caller = Caller::Instance(instance.clone());
     let mut accepted = Vec::new();
     let mut moved = Vec::new();
     for (ack, row) in acks.iter().zip(rows) {
         let Some(row) = row else { continue };
-        if !c.in_scope(&caller, &row).await.map_err(|e| ApiError::internal(&e))? {
+        if !c
+            .in_scope(&caller, &row)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+        {
             continue;
         }
         accepted.push(ack.id);
@@ -266,11 +276,10 @@ async fn fetch_new<D: CentralDb>(
         0
     };
     let limit = limit(request.limit);
-    let rows = c
-        .db
-        .scope_changes(&instance, from, limit)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let rows =
+        c.db.scope_changes(&instance, from, limit)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
     let more = rows.len() == limit;
     let cursor = rows.last().map_or(from, |r| r.seq);
     let page: Vec<(RecordRow, Option<CommitId>)> = rows
@@ -307,15 +316,16 @@ async fn fetch_one<D: CentralDb>(
 ) -> Result<Response, ApiError> {
     let (instance, request): (Instance, FetchOneRequest) = request(&api, &headers, body).await?;
     let c = &api.0;
-    let row = c
-        .db
-        .records(&[request.id])
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .into_iter()
-        .next()
-        .flatten()
-        .ok_or_else(|| ApiError::not_found(format!("patient record {} does not exist", request.id)))?;
+    let row =
+        c.db.records(&[request.id])
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::not_found(format!("patient record {} does not exist", request.id))
+            })?;
     // Fetching by id is what brings a visiting patient into scope; it is
     // recorded (the grant) for audit.
     c.db.grant(instance.id, &row.id, "fetched")

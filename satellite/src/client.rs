@@ -44,7 +44,9 @@ pub enum SyncError {
     #[error("could not encode the request")]
     Encode(#[source] EnvelopeError),
     /// No token configured.
-    #[error("no instance token: set [central] token or token_file in the configuration, or CHARTSYNC_CENTRAL_TOKEN")]
+    #[error(
+        "no instance token: set [central] token or token_file in the configuration, or CHARTSYNC_CENTRAL_TOKEN"
+    )]
     NoToken,
     /// Configuration problem (token file, CA certificate).
     #[error(transparent)]
@@ -102,10 +104,11 @@ impl CentralClient {
                 path: ca.clone(),
                 source: Box::new(e),
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SyncError::CaCert {
-                path: ca.clone(),
-                source: Box::new(e),
-            })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SyncError::CaCert {
+                    path: ca.clone(),
+                    source: Box::new(e),
+                })?;
             builder = builder.tls_certs_only(certs);
         }
         Ok(CentralClient {
@@ -136,7 +139,8 @@ impl CentralClient {
             source,
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        self.bytes_sent.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.bytes_sent
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         let response = self
             .http
             .post(&url)
@@ -149,7 +153,8 @@ impl CentralClient {
             .map_err(unreachable)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(unreachable)?;
-        self.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(e) => (e.error, e.message),

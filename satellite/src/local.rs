@@ -32,7 +32,10 @@ fn internal(e: &(dyn std::error::Error + 'static)) -> ApiError {
     ApiError::internal(e)
 }
 
-async fn status(State(api): State<LocalApi>, headers: HeaderMap) -> Result<axum::Json<StatusBody>, ApiError> {
+async fn status(
+    State(api): State<LocalApi>,
+    headers: HeaderMap,
+) -> Result<axum::Json<StatusBody>, ApiError> {
     api.caller(&headers).await?;
     let sat = Arc::clone(&api.0);
     blocking(move || Ok(axum::Json(crate::status(&sat).map_err(|e| internal(&e))?))).await
@@ -44,7 +47,12 @@ async fn conflicts(
 ) -> Result<axum::Json<Vec<ConflictEntry>>, ApiError> {
     api.caller(&headers).await?;
     let sat = Arc::clone(&api.0);
-    blocking(move || Ok(axum::Json(sat.db.open_conflicts().map_err(|e| internal(&e))?))).await
+    blocking(move || {
+        Ok(axum::Json(
+            sat.db.open_conflicts().map_err(|e| internal(&e))?,
+        ))
+    })
+    .await
 }
 
 /// Records a clinician's resolution: the files given are written on top of
@@ -58,10 +66,16 @@ async fn resolve(
     api.caller(&headers).await?;
     let bytes = read_body(&headers, body, api.0.config.max_body_bytes).await?;
     let files: FilesBody = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request("bad_json", format!("the body must be {{\"files\": {{...}}}}: {e}"))
+        ApiError::bad_request(
+            "bad_json",
+            format!("the body must be {{\"files\": {{...}}}}: {e}"),
+        )
     })?;
     if files.files.is_empty() {
-        return Err(ApiError::bad_request("empty_resolution", "give the resolved file(s) in \"files\""));
+        return Err(ApiError::bad_request(
+            "empty_resolution",
+            "give the resolved file(s) in \"files\"",
+        ));
     }
     let meta = author_from_headers(&headers, "clinic", "Resolve conflict")?;
     let sat = Arc::clone(&api.0);
@@ -72,7 +86,11 @@ async fn resolve(
             .map_err(|e| internal(&e))?
             .ok_or_else(|| ApiError::not_found(format!("conflict {id} does not exist")))?;
         if resolved {
-            return Err(ApiError::new(StatusCode::CONFLICT, "already_resolved", format!("conflict {id} is already resolved")));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_resolved",
+                format!("conflict {id} is already resolved"),
+            ));
         }
         let patient = conflict.patient;
         let patch: PatchBody = files
@@ -80,14 +98,20 @@ async fn resolve(
             .into_iter()
             .map(|(path, content)| (path, FilePatch::Replace(content)))
             .collect();
-        let prepared = sat
-            .store
-            .prepare(&patient, Condition::Unconditional, Change::Patch(patch), &meta, Flush::Now)?;
+        let prepared = sat.store.prepare(
+            &patient,
+            Condition::Unconditional,
+            Change::Patch(patch),
+            &meta,
+            Flush::Now,
+        )?;
         if prepared.is_change() {
             sat.db.mark_dirty(&patient).map_err(|e| internal(&e))?;
         }
         let head = sat.store.publish(prepared, Flush::Now)?;
-        sat.db.resolve_conflict(id, head).map_err(|e| internal(&e))?;
+        sat.db
+            .resolve_conflict(id, head)
+            .map_err(|e| internal(&e))?;
         let files = sat
             .store
             .read_at(&patient, head)?
@@ -113,22 +137,31 @@ async fn fetch(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     api.caller(&headers).await?;
-    let id: PatientId = id
-        .parse()
-        .map_err(|e: chartsync_shared::id::IdError| ApiError::bad_request("invalid_id", e.to_string()))?;
-    let sat = Arc::clone(&api.0);
-    let head = crate::jobs::fetch_one(&sat, id).await.map_err(|e| match e {
-        JobError::Sync(crate::client::SyncError::Refused { status, code, message }) => ApiError::new(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-            &code,
-            format!("central: {message}"),
-        ),
-        JobError::Sync(e) if e.is_transient() => ApiError::busy(
-            format!("central is not reachable now ({}); try again when online", crate::error_chain(&e)),
-            30,
-        ),
-        other => internal(&other),
+    let id: PatientId = id.parse().map_err(|e: chartsync_shared::id::IdError| {
+        ApiError::bad_request("invalid_id", e.to_string())
     })?;
+    let sat = Arc::clone(&api.0);
+    let head = crate::jobs::fetch_one(&sat, id)
+        .await
+        .map_err(|e| match e {
+            JobError::Sync(crate::client::SyncError::Refused {
+                status,
+                code,
+                message,
+            }) => ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                &code,
+                format!("central: {message}"),
+            ),
+            JobError::Sync(e) if e.is_transient() => ApiError::busy(
+                format!(
+                    "central is not reachable now ({}); try again when online",
+                    crate::error_chain(&e)
+                ),
+                30,
+            ),
+            other => internal(&other),
+        })?;
     let record = api.read((), id).await?;
     let mut response = (StatusCode::OK, axum::Json(&record)).into_response();
     if let Ok(tag) = HeaderValue::from_str(&format!("\"{head}\"")) {

@@ -56,19 +56,35 @@ pub async fn run(sat: Arc<Satellite>, stop: watch::Receiver<bool>) {
                 continue;
             }
         };
-        tracing::info!(job = job.name(), schedule = schedule.source(), "job scheduled");
-        tasks.push(tokio::spawn(job_loop(Arc::clone(&sat), job, schedule, stop.clone())));
+        tracing::info!(
+            job = job.name(),
+            schedule = schedule.source(),
+            "job scheduled"
+        );
+        tasks.push(tokio::spawn(job_loop(
+            Arc::clone(&sat),
+            job,
+            schedule,
+            stop.clone(),
+        )));
     }
     for task in tasks {
         let _ = task.await;
     }
 }
 
-async fn job_loop(sat: Arc<Satellite>, job: Job, schedule: Schedule, mut stop: watch::Receiver<bool>) {
+async fn job_loop(
+    sat: Arc<Satellite>,
+    job: Job,
+    schedule: Schedule,
+    mut stop: watch::Receiver<bool>,
+) {
     let jitter = sat.config.schedule.jitter_secs;
     loop {
         let now = Utc::now();
-        let Some(next) = schedule.next_after(now) else { return };
+        let Some(next) = schedule.next_after(now) else {
+            return;
+        };
         let wait = (next - now).to_std().unwrap_or_default() + random_below(jitter);
         if !sleep_or_stop(wait, &mut stop).await {
             return;
@@ -78,7 +94,10 @@ async fn job_loop(sat: Arc<Satellite>, job: Job, schedule: Schedule, mut stop: w
             match run_now(&sat, job).await {
                 Ok(()) => break,
                 Err(JobError::Lock(LockError::Busy { .. })) => {
-                    tracing::info!(job = job.name(), "another run is in progress; skipping this turn");
+                    tracing::info!(
+                        job = job.name(),
+                        "another run is in progress; skipping this turn"
+                    );
                     break;
                 }
                 Err(e) => {
@@ -91,7 +110,12 @@ async fn job_loop(sat: Arc<Satellite>, job: Job, schedule: Schedule, mut stop: w
                         break;
                     }
                     tracing::warn!(job = job.name(), error = %crate::error_chain(&e), retry_in = ?backoff, "run failed; retrying");
-                    if !sleep_or_stop(backoff + random_below(jitter.min(backoff.as_secs())), &mut stop).await {
+                    if !sleep_or_stop(
+                        backoff + random_below(jitter.min(backoff.as_secs())),
+                        &mut stop,
+                    )
+                    .await
+                    {
                         return;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -35,8 +35,19 @@ impl TestSatellite {
         instance_id: u32,
         extra: &str,
     ) -> TestSatellite {
+        Self::start_with_token(dir, central_url, instance_id, "unused", extra).await
+    }
+
+    /// Starts one with a real instance token.
+    pub async fn start_with_token(
+        dir: &Path,
+        central_url: &str,
+        instance_id: u32,
+        token: &str,
+        extra: &str,
+    ) -> TestSatellite {
         let text = format!(
-            "data_dir = \"{}\"\nname = \"clinic-{instance_id}\"\n{extra}\n[central]\nurl = \"{central_url}\"\ninstance_id = {instance_id}\ntoken = \"unused\"\n",
+            "data_dir = \"{}\"\nname = \"clinic-{instance_id}\"\n{extra}\n[central]\nurl = \"{central_url}\"\ninstance_id = {instance_id}\ntoken = \"{token}\"\n",
             dir.display()
         );
         let config = SatelliteConfig::parse(&text, &dir.join("satellite.toml")).expect("config");
@@ -70,4 +81,95 @@ impl TestSatellite {
             task.await.expect("join").expect("serve");
         }
     }
+}
+
+/// A central serving on 127.0.0.1:0 (SQLite backend).
+pub struct TestCentral {
+    pub url: String,
+    pub central: Arc<chartsync_central::Central<chartsync_central::db::sqlite::SqliteDb>>,
+    pub admin: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestCentral {
+    /// Starts central with its data in `dir` on a free port.
+    pub async fn start(dir: &Path, extra: &str) -> TestCentral {
+        Self::start_on(dir, "127.0.0.1:0", extra).await
+    }
+
+    /// Starts central on `addr` (to restart it where satellites expect it).
+    pub async fn start_on(dir: &Path, addr: &str, extra: &str) -> TestCentral {
+        crypto();
+        let admin = "test-admin-token".to_string();
+        let text = format!(
+            "data_dir = \"{}\"\nadmin_token = \"{admin}\"\n{extra}\n",
+            dir.display()
+        );
+        let config = chartsync_central::CentralConfig::parse(&text, &dir.join("central.toml"))
+            .expect("config");
+        std::fs::create_dir_all(dir).expect("dir");
+        let db =
+            chartsync_central::db::sqlite::SqliteDb::open(&dir.join("central.sqlite")).expect("db");
+        let central = chartsync_central::Central::open(config, db)
+            .await
+            .expect("open central");
+        let listener = bind_retrying(addr).await;
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(chartsync_central::serve(
+            Arc::clone(&central),
+            listener,
+            None,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestCentral {
+            url,
+            central,
+            admin,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Registers an instance; returns its id and token.
+    pub async fn add_instance(&self, name: &str, catchments: &[&str]) -> (u32, String) {
+        use chartsync_central::db::{CentralDb, NewInstance};
+        let token = chartsync_central::auth::new_token().expect("token");
+        let instance = self
+            .central
+            .db
+            .add_instance(NewInstance {
+                id: None,
+                name: name.to_string(),
+                catchments: catchments.iter().map(|c| c.to_string()).collect(),
+                token_hash: chartsync_central::auth::hash_token(&token),
+            })
+            .await
+            .expect("add instance");
+        self.central.refresh_instances().await.expect("refresh");
+        (instance.id, token)
+    }
+
+    /// Stops serving.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("serve");
+        }
+    }
+}
+
+async fn bind_retrying(addr: &str) -> tokio::net::TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}");
 }

@@ -36,7 +36,18 @@ fn time_text(t: i64) -> String {
         .unwrap_or_default()
 }
 
-type Row = (i64, Vec<u8>, String, String, String, String, String, String, String, i64);
+type Row = (
+    i64,
+    Vec<u8>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+);
 
 fn entry(row: Row) -> Result<ConflictEntry, DbError> {
     let (id, patient, file, path, base, ours, theirs, ours_commit, merge_commit, created) = row;
@@ -49,8 +60,10 @@ fn entry(row: Row) -> Result<ConflictEntry, DbError> {
         base: json(&base)?,
         ours: json(&ours)?,
         theirs: json(&theirs)?,
-        ours_commit: head_from(Some(ours_commit))?.ok_or(DbError::Damaged("conflicts.ours_commit"))?,
-        merge_commit: head_from(Some(merge_commit))?.ok_or(DbError::Damaged("conflicts.merge_commit"))?,
+        ours_commit: head_from(Some(ours_commit))?
+            .ok_or(DbError::Damaged("conflicts.ours_commit"))?,
+        merge_commit: head_from(Some(merge_commit))?
+            .ok_or(DbError::Damaged("conflicts.merge_commit"))?,
         created_at: time_text(created),
     })
 }
@@ -118,7 +131,9 @@ impl Db {
                 "SELECT {COLUMNS} FROM conflicts WHERE resolved_at IS NULL ORDER BY id"
             ))
             .map_err(sql("listing conflicts"))?;
-        let rows = stmt.query_map([], read_row).map_err(sql("listing conflicts"))?;
+        let rows = stmt
+            .query_map([], read_row)
+            .map_err(sql("listing conflicts"))?;
         let mut out = Vec::new();
         for row in rows {
             out.push(entry(row.map_err(sql("listing conflicts"))?)?);

@@ -60,7 +60,6 @@ pub struct RecordState {
     pub central_head: Option<CommitId>,
 }
 
-
 pub(crate) fn id_from(bytes: Vec<u8>) -> Result<PatientId, DbError> {
     let bytes: [u8; 16] = bytes
         .try_into()

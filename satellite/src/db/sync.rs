@@ -31,7 +31,11 @@ pub struct CentralState {
 
 impl Db {
     /// Records marked changed, ordered by id, after `after`.
-    pub fn dirty_page(&self, after: Option<PatientId>, limit: usize) -> Result<Vec<DirtyRecord>, DbError> {
+    pub fn dirty_page(
+        &self,
+        after: Option<PatientId>,
+        limit: usize,
+    ) -> Result<Vec<DirtyRecord>, DbError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -42,7 +46,11 @@ impl Db {
         let after: Vec<u8> = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
         let rows = stmt
             .query_map(params![after, limit as i64], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
             })
             .map_err(sql("listing changed records"))?;
         let mut out = Vec::new();
@@ -89,7 +97,12 @@ impl Db {
     }
 
     /// Remembers central's refusal of a local head.
-    pub fn set_refused(&self, id: &PatientId, head: CommitId, message: &str) -> Result<(), DbError> {
+    pub fn set_refused(
+        &self,
+        id: &PatientId,
+        head: CommitId,
+        message: &str,
+    ) -> Result<(), DbError> {
         self.conn()
             .execute(
                 "UPDATE records SET refused = ?2, refused_head = ?3 WHERE patient = ?1",
@@ -123,7 +136,12 @@ impl Db {
                 .map_err(sql("saving sync progress"))?;
             for s in states {
                 upsert
-                    .execute(params![s.id.as_bytes(), s.head.to_string(), s.seq as i64, s.time])
+                    .execute(params![
+                        s.id.as_bytes(),
+                        s.head.to_string(),
+                        s.seq as i64,
+                        s.time
+                    ])
                     .map_err(sql("saving sync progress"))?;
             }
             let mut state = tx
@@ -133,7 +151,9 @@ impl Db {
                 )
                 .map_err(sql("saving sync progress"))?;
             for (key, value) in cursors {
-                state.execute(params![key, value]).map_err(sql("saving sync progress"))?;
+                state
+                    .execute(params![key, value])
+                    .map_err(sql("saving sync progress"))?;
             }
             let mut ack = tx
                 .prepare_cached(
@@ -156,7 +176,9 @@ impl Db {
             .prepare_cached("SELECT patient, head FROM pending_acks ORDER BY patient LIMIT ?1")
             .map_err(sql("reading pending acknowledgements"))?;
         let rows = stmt
-            .query_map(params![limit as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
+            .query_map(params![limit as i64], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(sql("reading pending acknowledgements"))?;
         let mut out = Vec::new();
         for row in rows {
@@ -170,7 +192,9 @@ impl Db {
     /// Forgets delivered acknowledgements.
     pub fn clear_acks(&self, delivered: &[(PatientId, CommitId)]) -> Result<(), DbError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(sql("clearing acknowledgements"))?;
+        let tx = conn
+            .transaction()
+            .map_err(sql("clearing acknowledgements"))?;
         {
             let mut stmt = tx
                 .prepare_cached("DELETE FROM pending_acks WHERE patient = ?1 AND head = ?2")

@@ -72,7 +72,10 @@ pub(crate) fn merge_meta(sat: &Satellite) -> CommitMeta {
 
 /// Stores a page of central's versions (see the module documentation). The
 /// caller records `states` (with its cursor) in the database afterwards.
-pub(crate) fn store_updates(sat: &Satellite, updates: Vec<RecordUpdate>) -> Result<Stored, JobError> {
+pub(crate) fn store_updates(
+    sat: &Satellite,
+    updates: Vec<RecordUpdate>,
+) -> Result<Stored, JobError> {
     let store = &sat.store;
     let mut out = Stored::default();
     let mut creates: Vec<(Prepared, CentralState)> = Vec::new();
@@ -118,7 +121,9 @@ pub(crate) fn store_updates(sat: &Satellite, updates: Vec<RecordUpdate>) -> Resu
     for (u, _) in held {
         let mut staged = None;
         for _ in 0..5 {
-            let Some(ours) = store.head(&u.id)? else { break };
+            let Some(ours) = store.head(&u.id)? else {
+                break;
+            };
             match store.prepare_merge(&u.id, ours, u.head, &meta, Flush::Deferred)? {
                 Ok(outcome) => {
                     staged = Some((outcome, ours));

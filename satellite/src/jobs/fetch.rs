@@ -21,7 +21,13 @@ const CURSOR: &str = "fetch_cursor";
 const EPOCH: &str = "fetch_epoch";
 
 fn acks(pending: &[(PatientId, CommitId)]) -> Vec<Ack> {
-    pending.iter().map(|(id, head)| Ack { id: *id, head: *head }).collect()
+    pending
+        .iter()
+        .map(|(id, head)| Ack {
+            id: *id,
+            head: *head,
+        })
+        .collect()
 }
 
 /// Delivers pending acknowledgements alone; stores what moved meanwhile.
@@ -32,11 +38,21 @@ async fn deliver_acks(
 ) -> Result<(), JobError> {
     loop {
         let s = Arc::clone(sat);
-        let pending = crate::api::spawn_db(move || s.db.pending_acks(chartsync_shared::protocol::sync::MAX_BATCH)).await?;
+        let pending = crate::api::spawn_db(move || {
+            s.db.pending_acks(chartsync_shared::protocol::sync::MAX_BATCH)
+        })
+        .await?;
         if pending.is_empty() {
             return Ok(());
         }
-        let reply: AckResponse = client.call("/v1/sync/ack", &AckRequest { acks: acks(&pending) }).await?;
+        let reply: AckResponse = client
+            .call(
+                "/v1/sync/ack",
+                &AckRequest {
+                    acks: acks(&pending),
+                },
+            )
+            .await?;
         let stored = store_page(sat, client, reply.moved).await?;
         summary.records_received += stored.received;
         summary.merged += stored.merged;
@@ -58,14 +74,19 @@ pub(crate) async fn run(
 ) -> Result<Summary, JobError> {
     let mut summary = Summary::default();
     let s = Arc::clone(sat);
-    let (mut cursor, mut epoch) =
-        crate::api::spawn_db(move || {
-            Ok::<_, crate::db::DbError>((s.db.state(CURSOR)?.max(0) as u64, s.db.state(EPOCH)?.max(0) as u64))
-        })
-        .await?;
+    let (mut cursor, mut epoch) = crate::api::spawn_db(move || {
+        Ok::<_, crate::db::DbError>((
+            s.db.state(CURSOR)?.max(0) as u64,
+            s.db.state(EPOCH)?.max(0) as u64,
+        ))
+    })
+    .await?;
     loop {
         let s = Arc::clone(sat);
-        let pending = crate::api::spawn_db(move || s.db.pending_acks(chartsync_shared::protocol::sync::MAX_BATCH)).await?;
+        let pending = crate::api::spawn_db(move || {
+            s.db.pending_acks(chartsync_shared::protocol::sync::MAX_BATCH)
+        })
+        .await?;
         let request = FetchNewRequest {
             cursor,
             epoch,
@@ -87,7 +108,8 @@ pub(crate) async fn run(
         let s = Arc::clone(sat);
         let (next, next_epoch) = (page.cursor, page.epoch);
         // Everything stored from this page is acknowledged next time.
-        let held: Vec<(PatientId, CommitId)> = stored.states.iter().map(|s| (s.id, s.head)).collect();
+        let held: Vec<(PatientId, CommitId)> =
+            stored.states.iter().map(|s| (s.id, s.head)).collect();
         crate::api::spawn_db(move || {
             s.db.commit_sync(
                 &stored.states,
@@ -111,7 +133,9 @@ pub(crate) async fn run(
 /// acknowledges it: from then on it is held and synced.
 pub async fn fetch_one(sat: &Arc<Satellite>, id: PatientId) -> Result<CommitId, JobError> {
     let client = Arc::new(CentralClient::new(&sat.config)?);
-    let reply: FetchOneResponse = client.call("/v1/sync/fetch", &FetchOneRequest { id }).await?;
+    let reply: FetchOneResponse = client
+        .call("/v1/sync/fetch", &FetchOneRequest { id })
+        .await?;
     let stored = store_page(sat, &client, vec![reply.record]).await?;
     let head = stored
         .states

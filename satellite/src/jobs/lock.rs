@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another run holds it for longer than we wait.
-    #[error("another sync run is in progress (the lock {path} is held); it did not finish within {waited:?}")]
+    #[error(
+        "another sync run is in progress (the lock {path} is held); it did not finish within {waited:?}"
+    )]
     Busy {
         /// The lock file.
         path: String,

@@ -183,7 +183,9 @@ async fn run_one(
     }
     match &out {
         Ok(summary) => tracing::info!(job = job.name(), "{}", summary.line()),
-        Err(e) => tracing::warn!(job = job.name(), error = %crate::error_chain(e), "sync job failed"),
+        Err(e) => {
+            tracing::warn!(job = job.name(), error = %crate::error_chain(e), "sync job failed")
+        }
     }
     out
 }

@@ -28,7 +28,10 @@ pub(crate) async fn store_page(
         let mut whole = Vec::new();
         for id in std::mem::take(&mut stored.refetch) {
             let reply: chartsync_shared::protocol::sync::FetchOneResponse = client
-                .call("/v1/sync/fetch", &chartsync_shared::protocol::sync::FetchOneRequest { id })
+                .call(
+                    "/v1/sync/fetch",
+                    &chartsync_shared::protocol::sync::FetchOneRequest { id },
+                )
                 .await?;
             whole.push(reply.record);
         }
@@ -60,7 +63,9 @@ pub(crate) async fn run(
 ) -> Result<Summary, JobError> {
     let mut summary = Summary::default();
     let s = Arc::clone(sat);
-    let mut cursor = crate::api::spawn_db(move || s.db.state(CURSOR)).await?.max(0) as u64;
+    let mut cursor = crate::api::spawn_db(move || s.db.state(CURSOR))
+        .await?
+        .max(0) as u64;
     loop {
         let request = PullRequest {
             cursor,

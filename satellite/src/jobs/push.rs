@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chartsync_shared::protocol::sync::{PushOutcome, PushRecord, PushRequest, PushResponse, RecordUpdate};
+use chartsync_shared::protocol::sync::{
+    PushOutcome, PushRecord, PushRequest, PushResponse, RecordUpdate,
+};
 use chartsync_shared::{CommitId, PatientId};
 
 use super::apply::{JobError, store_updates};
@@ -18,7 +20,11 @@ use crate::db::{CentralState, DirtyRecord};
 
 /// Builds the push records of a page (skipping records with nothing to
 /// push, and clearing their marks).
-fn build(sat: &Satellite, page: &[DirtyRecord], summary: &mut Summary) -> Result<Vec<PushRecord>, JobError> {
+fn build(
+    sat: &Satellite,
+    page: &[DirtyRecord],
+    summary: &mut Summary,
+) -> Result<Vec<PushRecord>, JobError> {
     let store = &sat.store;
     let mut out = Vec::with_capacity(page.len());
     for d in page {
@@ -82,10 +88,17 @@ fn handle(
     let mut again = Vec::new();
     for result in response.results {
         let Some(&head) = pushed.get(&result.id) else {
-            return Err(JobError::Protocol(format!("a result for {} which was not pushed", result.id)));
+            return Err(JobError::Protocol(format!(
+                "a result for {} which was not pushed",
+                result.id
+            )));
         };
         match result.outcome {
-            PushOutcome::Applied { head: central, seq, time } => {
+            PushOutcome::Applied {
+                head: central,
+                seq,
+                time,
+            } => {
                 applied.push((
                     CentralState {
                         id: result.id,
@@ -96,7 +109,11 @@ fn handle(
                     head,
                 ));
             }
-            PushOutcome::Conflict { head: central, seq, pack } => conflicts.push(RecordUpdate {
+            PushOutcome::Conflict {
+                head: central,
+                seq,
+                pack,
+            } => conflicts.push(RecordUpdate {
                 id: result.id,
                 head: central,
                 seq,
@@ -106,7 +123,8 @@ fn handle(
             }),
             PushOutcome::Refused { code, message } => {
                 tracing::warn!(patient = %result.id, code, message, "central refused a record");
-                sat.db.set_refused(&result.id, head, &format!("{code}: {message}"))?;
+                sat.db
+                    .set_refused(&result.id, head, &format!("{code}: {message}"))?;
                 summary.refused += 1;
             }
             PushOutcome::Busy => again.push(result.id),
@@ -130,7 +148,10 @@ fn handle(
         summary.conflicts += stored.conflicts;
         sat.db.commit_sync(&stored.states, &[], &[])?;
         if !stored.refetch.is_empty() {
-            tracing::warn!(count = stored.refetch.len(), "could not merge central's answer; the next pull will");
+            tracing::warn!(
+                count = stored.refetch.len(),
+                "could not merge central's answer; the next pull will"
+            );
         }
         again.extend(ids);
     }
