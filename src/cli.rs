@@ -23,7 +23,11 @@ enum Command {
     /// sync with a merged edit and a conflict kept for review.
     ///
     /// Example: chartsync demo
-    Demo,
+    Demo {
+        /// Patients registered at each clinic.
+        #[arg(long, default_value_t = 200)]
+        patients: usize,
+    },
     /// Central, the HQ server.
     #[command(subcommand)]
     Central(CentralCommand),
@@ -133,8 +137,17 @@ enum SyncJob {
     All,
 }
 
-pub fn init_logging(verbose: u8) {
+impl Cli {
+    /// Whether this is the demo (which prints its own account, so logs only
+    /// warnings).
+    pub fn is_demo(&self) -> bool {
+        matches!(self.command, Command::Demo { .. })
+    }
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "info",
         1 => "debug",
         _ => "trace",
@@ -154,7 +167,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Demo => anyhow::bail!("the demo is not available in this build yet"),
+            Command::Demo { patients } => {
+                install_crypto();
+                crate::demo::run(patients).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Central(CentralCommand::Serve { config }) => central_serve(config).await,
             Command::Central(CentralCommand::Instance(InstanceCommand::Add {
                 config,

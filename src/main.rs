@@ -1,6 +1,7 @@
 //! `chartsync`: one binary for central, satellites and the demo.
 
 mod cli;
+mod demo;
 mod progress;
 
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(args.verbose);
+    cli::init_logging(args.verbose, args.is_demo());
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {

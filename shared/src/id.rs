@@ -91,16 +91,31 @@ impl fmt::Display for PatientId {
     }
 }
 
+/// Text in human-readable formats (JSON), 16 raw bytes in binary ones (the
+/// sync envelope).
 impl Serialize for PatientId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_bytes(self.as_bytes())
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for PatientId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+        if deserializer.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            let bytes = <serde_bytes::ByteBuf>::deserialize(deserializer)?;
+            let bytes: [u8; 16] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| serde::de::Error::custom("a patient id is 16 bytes"))?;
+            PatientId::from_bytes(bytes).map_err(serde::de::Error::custom)
+        }
     }
 }
 

@@ -68,16 +68,27 @@ impl fmt::Debug for CommitId {
     }
 }
 
+/// Hex text in human-readable formats (JSON), 20 raw bytes in binary ones.
 impl Serialize for CommitId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_bytes(&self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for CommitId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+        if deserializer.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            let bytes = <serde_bytes::ByteBuf>::deserialize(deserializer)?;
+            CommitId::from_slice(&bytes)
+                .ok_or_else(|| serde::de::Error::custom("a commit hash is 20 bytes"))
+        }
     }
 }
 
