@@ -113,7 +113,9 @@ pub struct RefPending {
     pub id: PatientId,
     /// Its head in the database.
     pub head: CommitId,
-    /// For a new record: its staging folder.
+    /// For a new record: its staging folder (kept when a later change
+    /// replaces the pending head before the row is cleared, since the
+    /// repository is still there).
     pub staging: Option<String>,
 }
 

@@ -234,3 +234,21 @@ async fn reopening_keeps_everything_and_migrates_once() {
     assert_eq!(mode, "wal");
     drop(dir);
 }
+
+/// Several processes starting at once on a new file: one migrates, the
+/// others wait or run again and find it done.
+#[tokio::test]
+async fn handles_opened_at_once_on_a_new_file_all_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("central.sqlite");
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || SqliteDb::open(&path))
+        })
+        .collect();
+    for opener in openers {
+        let db = opener.join().expect("thread").expect("open");
+        assert_eq!(db.counts().await.expect("counts").seq, 0);
+    }
+}
