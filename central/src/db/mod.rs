@@ -167,6 +167,8 @@ pub const MAX_INSTANCE_ID: u32 = 65_535;
 /// transaction.
 pub trait CentralDb: Send + Sync + 'static {
     /// Registers an instance. Ids are unique; `None` takes the lowest free id.
+    /// Ids above [`MAX_INSTANCE_ID`] are refused here and wherever an
+    /// instance id is written (`apply`'s `by`, `add_holder`).
     fn add_instance(
         &self,
         new: NewInstance,
