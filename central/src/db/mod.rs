@@ -113,7 +113,9 @@ pub struct RefPending {
     pub id: PatientId,
     /// Its head in the database.
     pub head: CommitId,
-    /// For a new record: its staging folder.
+    /// For a new record: its staging folder (kept when a later change
+    /// replaces the pending head before the row is cleared, since the
+    /// repository is still there).
     pub staging: Option<String>,
 }
 
@@ -165,6 +167,8 @@ pub const MAX_INSTANCE_ID: u32 = 65_535;
 /// transaction.
 pub trait CentralDb: Send + Sync + 'static {
     /// Registers an instance. Ids are unique; `None` takes the lowest free id.
+    /// Ids above [`MAX_INSTANCE_ID`] are refused here and wherever an
+    /// instance id is written (`apply`'s `by`, `add_holder`).
     fn add_instance(
         &self,
         new: NewInstance,

@@ -14,6 +14,8 @@ mod locks;
 mod pool;
 mod records;
 mod scope;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,23 +54,6 @@ impl SqliteDb {
         Ok(SqliteDb {
             pool: Arc::new(Pool::open(path, READERS)?),
         })
-    }
-
-    /// The query plan SQLite chooses for `sql`, one line per step, for
-    /// tests that check a query uses its indexes.
-    #[cfg(test)]
-    pub(crate) async fn explain(&self, sql: &'static str) -> Result<Vec<String>, DbError> {
-        read(&self.pool, "explaining a query", move |tx| {
-            let mut stmt = tx
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .map_err(pool::sql("explaining a query"))?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(3))
-                .map_err(pool::sql("explaining a query"))?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(pool::sql("explaining a query"))
-        })
-        .await
     }
 }
 

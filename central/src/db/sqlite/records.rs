@@ -162,17 +162,19 @@ pub(super) fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> Result<Vec<
         let id = &change.id.as_bytes()[..];
         let now_current = read_current(id)?;
         let next = seq + 1;
-        let mut holders = Holders::default();
+        let head = change.new.to_string();
+        // Instances that held the record when its catchment moved.
         let mut grants: Vec<u32> = Vec::new();
         let written = match (&change.old, now_current) {
             (None, None) => {
+                let mut holders = Holders::default();
                 if let Some(by) = change.by {
                     holders.insert(by);
                 }
                 create
                     .execute(params![
                         id,
-                        change.new.to_string(),
+                        head,
                         next,
                         change.catchment,
                         change.by,
@@ -181,7 +183,7 @@ pub(super) fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> Result<Vec<
                     ])
                     .map_err(sql(CTX))?
             }
-            (Some(old), Some((head, catchment, mut now_holders))) if head == *old => {
+            (Some(old), Some((now_head, catchment, mut now_holders))) if now_head == *old => {
                 if let Some(by) = change.by {
                     now_holders.insert(by);
                 }
@@ -191,7 +193,7 @@ pub(super) fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> Result<Vec<
                 update
                     .execute(params![
                         id,
-                        change.new.to_string(),
+                        head,
                         next,
                         change.catchment,
                         now_holders.to_bytes(),
@@ -215,10 +217,10 @@ pub(super) fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> Result<Vec<
             continue;
         }
         seq = next;
-        log.execute(params![seq, id, change.new.to_string(), change.by, now])
+        log.execute(params![seq, id, head, change.by, now])
             .map_err(sql(CTX))?;
         pending
-            .execute(params![id, change.new.to_string(), change.staging])
+            .execute(params![id, head, change.staging])
             .map_err(sql(CTX))?;
         if let (None, Some(by)) = (&change.old, change.by) {
             grant
