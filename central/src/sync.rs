@@ -201,7 +201,20 @@ async fn pull<D: CentralDb>(
     let more = rows.len() == limit;
     let cursor = rows.last().map_or(request.cursor, |r| r.seq);
     let mut page = Vec::new();
+    let mut own = Vec::new();
     for row in rows.into_iter().filter(|r| r.holders.contains(instance.id)) {
+        if row.updated_by == Some(instance.id) {
+            // Its own push: it has the commits already.
+            own.push(RecordUpdate {
+                id: row.id,
+                head: row.head,
+                seq: row.seq,
+                time: row.updated_at,
+                base: Some(row.head),
+                pack: Vec::new(),
+            });
+            continue;
+        }
         // The receiver has the head as of its cursor (or the whole record
         // was sent later by fetch-new, with that commit in its history).
         let base =
@@ -210,7 +223,9 @@ async fn pull<D: CentralDb>(
                 .map_err(|e| ApiError::internal(&e))?;
         page.push((row, base));
     }
-    let updates = updates(&api, page).await?;
+    let mut updates = updates(&api, page).await?;
+    updates.extend(own);
+    updates.sort_by_key(|u| u.seq);
     c.metrics.pull_batches.inc();
     c.metrics.pull_records.add(updates.len() as u64);
     reply(&PullResponse {

@@ -123,7 +123,10 @@ mod tests {
     /// Days of the week a schedule fires on (0 = Monday .. 6 = Sunday).
     fn weekdays(expr: &str) -> BTreeSet<u32> {
         let s = Schedule::parse(expr).expect("valid");
-        let mut t = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("date");
+        let mut t = Utc
+            .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+            .single()
+            .expect("date");
         let mut out = BTreeSet::new();
         for _ in 0..40 {
             t = s.next_after(t).expect("fires");

@@ -83,7 +83,21 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<usize,
     }
     let mut applied = 0;
     for m in migrations.iter().filter(|m| m.version > current) {
-        let tx = conn.transaction().map_err(sql_err(m))?;
+        // IMMEDIATE: take the write lock first, then re-read the version, so
+        // two processes opening a new database at once cannot both apply it.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql_err(m))?;
+        let now: u32 = tx
+            .query_row(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql_err(m))?;
+        if now >= m.version {
+            continue;
+        }
         tx.execute_batch(m.sql).map_err(sql_err(m))?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",

@@ -51,7 +51,7 @@ fn crash_child() {
     loop {
         n += 1;
         // Half the writes create fresh records, half update known ones.
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             let id = PatientId::random();
             let head = store
                 .write(&id, Condition::MustCreate, Change::Replace(files(n)), &meta)

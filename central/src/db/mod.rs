@@ -68,6 +68,8 @@ pub struct RecordRow {
     pub holders: Holders,
     /// When it last changed (Unix seconds).
     pub updated_at: i64,
+    /// Who made its latest change (`None`: HQ).
+    pub updated_by: Option<u32>,
 }
 
 /// One head to accept, inside [`CentralDb::apply`].

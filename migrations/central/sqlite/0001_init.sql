@@ -1,7 +1,7 @@
 -- Central's database (SQLite backend). The git repositories hold the
 -- records; this database holds what central decides about them: the
 -- acknowledged head of every record (the source of truth, see
--- central/src/sync/apply.rs), the global change sequence, instances and
+-- central/src/apply.rs), the global change sequence, instances and
 -- their scopes, holders, and patient locks.
 
 -- Registered satellites.
@@ -29,6 +29,7 @@ CREATE TABLE records (
     seq        INTEGER NOT NULL,              -- number of its latest change
     catchment  TEXT,                          -- from patient.yaml, else the creator's first catchment
     created_by INTEGER,                       -- instance id; NULL: created by HQ
+    updated_by INTEGER,                       -- who made the latest change (NULL: HQ)
     holders    BLOB NOT NULL DEFAULT x'',     -- bit string: bit i set = instance i holds it (trailing zeros trimmed)
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL

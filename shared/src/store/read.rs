@@ -148,18 +148,6 @@ fn strip_trailers(message: &str) -> String {
     trimmed.to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::strip_trailers;
-
-    #[test]
-    fn strips_only_a_trailer_paragraph() {
-        assert_eq!(strip_trailers("Edit\n\nChartsync-Instance: a\n"), "Edit");
-        assert_eq!(strip_trailers("Edit\n\nsome text"), "Edit\n\nsome text");
-        assert_eq!(strip_trailers("Edit"), "Edit");
-    }
-}
-
 impl RecordStore {
     /// A file of a prepared write's new version (for a creation, read from
     /// its staging folder). `None` if the version has no such file.
@@ -191,5 +179,17 @@ impl RecordStore {
             }
             None => self.with_repo(&prepared.id, read),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_trailers;
+
+    #[test]
+    fn strips_only_a_trailer_paragraph() {
+        assert_eq!(strip_trailers("Edit\n\nChartsync-Instance: a\n"), "Edit");
+        assert_eq!(strip_trailers("Edit\n\nsome text"), "Edit\n\nsome text");
+        assert_eq!(strip_trailers("Edit"), "Edit");
     }
 }

@@ -11,7 +11,7 @@ use crate::db::{Applied, Counts, DbError, HeadChange, Holders, RecordRow, RefPen
 /// The columns [`RawRecord::read`] expects, in order (`r` is `records`).
 macro_rules! record_columns {
     () => {
-        "r.patient, r.head, r.seq, r.catchment, r.created_by, r.holders, r.updated_at"
+        "r.patient, r.head, r.seq, r.catchment, r.created_by, r.holders, r.updated_at, r.updated_by"
     };
 }
 pub(super) use record_columns;
@@ -27,6 +27,7 @@ pub(super) struct RawRecord {
     created_by: Option<i64>,
     holders: Vec<u8>,
     updated_at: i64,
+    updated_by: Option<i64>,
 }
 
 impl RawRecord {
@@ -40,6 +41,7 @@ impl RawRecord {
             created_by: row.get(4)?,
             holders: row.get(5)?,
             updated_at: row.get(6)?,
+            updated_by: row.get(7)?,
         })
     }
 
@@ -56,6 +58,10 @@ impl RawRecord {
                 .transpose()?,
             holders: Holders::from_bytes(&self.holders),
             updated_at: self.updated_at,
+            updated_by: self
+                .updated_by
+                .map(|raw| instance_id(raw).map_err(|_| DbError::Damaged("records.updated_by")))
+                .transpose()?,
         })
     }
 }
@@ -105,14 +111,14 @@ pub(super) fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> Result<Vec<
         .map_err(sql(CTX))?;
     let mut create = tx
         .prepare_cached(
-            "INSERT INTO records (patient, head, seq, catchment, created_by, holders, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+            "INSERT INTO records (patient, head, seq, catchment, created_by, holders, created_at, updated_at, updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?5)
              ON CONFLICT (patient) DO NOTHING",
         )
         .map_err(sql(CTX))?;
     let mut update = tx
         .prepare_cached(
-            "UPDATE records SET head = ?2, seq = ?3, catchment = ?4, holders = ?5, updated_at = ?6
+            "UPDATE records SET head = ?2, seq = ?3, catchment = ?4, holders = ?5, updated_at = ?6, updated_by = ?8
               WHERE patient = ?1 AND head = ?7",
         )
         .map_err(sql(CTX))?;
@@ -198,7 +204,8 @@ pub(super) fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> Result<Vec<
                         change.catchment,
                         now_holders.to_bytes(),
                         now,
-                        old.to_string()
+                        old.to_string(),
+                        change.by
                     ])
                     .map_err(sql(CTX))?
             }
