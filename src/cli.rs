@@ -28,6 +28,24 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         patients: usize,
     },
+    /// Measures push, pull, fetch-new and a no-change cycle against plain
+    /// git, with real processes on 127.0.0.1 and durable writes.
+    ///
+    /// Example: chartsync bench --records 10000 --large 100000
+    Bench {
+        /// Records for the main run.
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        /// Records for the large run (no-change cycle, fetch-new paging); 0 skips it.
+        #[arg(long, default_value_t = 0)]
+        large: usize,
+        /// Records pushed with plain git for the baseline.
+        #[arg(long, default_value_t = 300)]
+        baseline_sample: usize,
+        /// Print only the JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Central, the HQ server.
     #[command(subcommand)]
     Central(CentralCommand),
@@ -141,7 +159,7 @@ impl Cli {
     /// Whether this is the demo (which prints its own account, so logs only
     /// warnings).
     pub fn is_demo(&self) -> bool {
-        matches!(self.command, Command::Demo { .. })
+        matches!(self.command, Command::Demo { .. } | Command::Bench { .. })
     }
 }
 
@@ -170,6 +188,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Demo { patients } => {
                 install_crypto();
                 crate::demo::run(patients).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bench {
+                records,
+                large,
+                baseline_sample,
+                json,
+            } => {
+                install_crypto();
+                crate::bench::run(crate::bench::BenchOptions {
+                    records,
+                    large,
+                    baseline_sample,
+                    json,
+                })
+                .await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Central(CentralCommand::Serve { config }) => central_serve(config).await,

@@ -1,5 +1,6 @@
 //! `chartsync`: one binary for central, satellites and the demo.
 
+mod bench;
 mod cli;
 mod demo;
 mod progress;

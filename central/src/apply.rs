@@ -359,22 +359,27 @@ fn stage_one<D: CentralDb>(
             None => Outcome::Failed(ApiError::busy("the record is being created; try again", 1)),
         });
     }
-    let catchment = match store.read_prepared(&prepared, "patient.yaml") {
-        Ok(Some(text)) => parse_yaml(&text).ok().and_then(|doc| {
-            doc.get("catchment")
-                .and_then(|c| c.as_str())
-                .map(str::to_string)
-        }),
-        Ok(None) => None,
-        Err(e) => return Staged::Done(Outcome::Failed(ApiError::from(e))),
-    }
-    .or_else(|| {
-        let creator = match row {
-            Some(row) => row.created_by,
-            None => by,
-        };
-        creator.and_then(|c| central.first_catchment(c))
-    });
+    // The record's catchment: the top-level `catchment` of patient.yaml,
+    // else the creating instance's first catchment. Unchanged when the write
+    // does not touch patient.yaml.
+    let creator = match row {
+        Some(row) => row.created_by,
+        None => by,
+    };
+    let catchment = match prepared.changed.get("patient.yaml") {
+        Some(text) => parse_yaml(text)
+            .ok()
+            .and_then(|doc| {
+                doc.get("catchment")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string)
+            })
+            .or_else(|| creator.and_then(|c| central.first_catchment(c))),
+        None => match row {
+            Some(row) => row.catchment.clone(),
+            None => creator.and_then(|c| central.first_catchment(c)),
+        },
+    };
     Staged::Ready {
         prepared,
         catchment,

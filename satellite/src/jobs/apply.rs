@@ -70,6 +70,102 @@ pub(crate) fn merge_meta(sat: &Satellite) -> CommitMeta {
     )
 }
 
+/// What phase 1 made of one update.
+enum Staged {
+    /// A new record, staged whole.
+    Create(Prepared, CentralState),
+    /// A fast-forward of a record without local changes, staged.
+    Forward(Prepared, CentralState),
+    /// Objects stored; the head needs a merge (or a fast-forward check).
+    Held(RecordUpdate),
+    /// Already at central's head here.
+    Current(CentralState),
+    /// Fetch it whole.
+    Refetch(PatientId),
+    /// Central sent data that does not verify.
+    Refused,
+}
+
+/// Phase 1 for one update: verify and store objects, stage what can be.
+fn stage(sat: &Satellite, u: RecordUpdate) -> Result<Staged, JobError> {
+    let store = &sat.store;
+    if !store.exists(&u.id) {
+        if u.base.is_some() {
+            return Ok(Staged::Refetch(u.id));
+        }
+        return match store.prepare_received(&u.id, None, u.head, &u.pack, Flush::Deferred) {
+            Ok(Received::Ready(p)) => Ok(Staged::Create(p, state(&u))),
+            Ok(Received::Stale { .. }) => Ok(Staged::Refetch(u.id)),
+            Err(StoreError::Received(e)) => {
+                tracing::warn!(patient = %u.id, error = %e, "central sent a record that does not verify");
+                Ok(Staged::Refused)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    let local = store.head(&u.id)?;
+    if local == Some(u.head) {
+        return Ok(Staged::Current(state(&u)));
+    }
+    // No local changes since the pack's base: a verified fast-forward.
+    if u.base.is_some() && u.base == local {
+        match store.prepare_received(&u.id, u.base, u.head, &u.pack, Flush::Deferred) {
+            Ok(Received::Ready(p)) => return Ok(Staged::Forward(p, state(&u))),
+            // A local write moved the head meanwhile: merge below.
+            Ok(Received::Stale { .. }) => {}
+            Err(StoreError::Received(e)) => {
+                tracing::info!(patient = %u.id, error = %e, "cannot apply central's changes as sent; fetching the record whole");
+                return Ok(Staged::Refetch(u.id));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match store.ingest(&u.id, u.head, &u.pack, Flush::Deferred) {
+        Ok(()) => Ok(Staged::Held(u)),
+        Err(StoreError::Received(e)) => {
+            tracing::info!(patient = %u.id, error = %e, "cannot apply central's changes as sent; fetching the record whole");
+            Ok(Staged::Refetch(u.id))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Phase 1 over a page, on all cores.
+fn stage_all(sat: &Satellite, updates: Vec<RecordUpdate>) -> Result<Vec<Staged>, JobError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    if updates.len() < 16 || threads == 1 {
+        return updates.into_iter().map(|u| stage(sat, u)).collect();
+    }
+    let per = updates.len().div_ceil(threads);
+    let mut parts: Vec<Vec<RecordUpdate>> = Vec::new();
+    let mut rest = updates.into_iter().peekable();
+    while rest.peek().is_some() {
+        parts.push(rest.by_ref().take(per).collect());
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || part.into_iter().map(|u| stage(sat, u)).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut out = Vec::new();
+        for w in workers {
+            match w.join() {
+                Ok(results) => {
+                    for r in results {
+                        out.push(r?);
+                    }
+                }
+                Err(_) => return Err(JobError::Task("a staging thread panicked".into())),
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// Stores a page of central's versions (see the module documentation). The
 /// caller records `states` (with its cursor) in the database afterwards.
 pub(crate) fn store_updates(
@@ -79,37 +175,15 @@ pub(crate) fn store_updates(
     let store = &sat.store;
     let mut out = Stored::default();
     let mut creates: Vec<(Prepared, CentralState)> = Vec::new();
-    let mut held: Vec<(RecordUpdate, Option<CommitId>)> = Vec::new();
+    let mut held: Vec<RecordUpdate> = Vec::new();
     // Phase 1: objects.
-    for u in updates {
-        if !store.exists(&u.id) {
-            if u.base.is_some() {
-                out.refetch.push(u.id);
-                continue;
-            }
-            match store.prepare_received(&u.id, None, u.head, &u.pack, Flush::Deferred) {
-                Ok(Received::Ready(p)) => creates.push((p, state(&u))),
-                Ok(Received::Stale { .. }) => out.refetch.push(u.id),
-                Err(StoreError::Received(e)) => {
-                    tracing::warn!(patient = %u.id, error = %e, "central sent a record that does not verify");
-                    out.refused += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            continue;
-        }
-        let local = store.head(&u.id)?;
-        if local == Some(u.head) {
-            out.states.push(state(&u));
-            continue;
-        }
-        match store.ingest(&u.id, u.head, &u.pack, Flush::Deferred) {
-            Ok(()) => held.push((u, local)),
-            Err(StoreError::Received(e)) => {
-                tracing::info!(patient = %u.id, error = %e, "cannot apply central's changes as sent; fetching the record whole");
-                out.refetch.push(u.id);
-            }
-            Err(e) => return Err(e.into()),
+    for staged in stage_all(sat, updates)? {
+        match staged {
+            Staged::Create(p, s) | Staged::Forward(p, s) => creates.push((p, s)),
+            Staged::Held(u) => held.push(u),
+            Staged::Current(s) => out.states.push(s),
+            Staged::Refetch(id) => out.refetch.push(id),
+            Staged::Refused => out.refused += 1,
         }
     }
     if !creates.is_empty() || !held.is_empty() {
@@ -118,7 +192,7 @@ pub(crate) fn store_updates(
     // Phase 2: heads (fast-forward or merge), staged.
     let meta = merge_meta(sat);
     let mut merges: Vec<(MergeOutcome, CommitId, RecordUpdate)> = Vec::new();
-    for (u, _) in held {
+    for u in held {
         let mut staged = None;
         for _ in 0..5 {
             let Some(ours) = store.head(&u.id)? else {

@@ -48,7 +48,7 @@ impl Job {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Summary {
     /// push, pull, fetch-new or all.
     pub job: String,

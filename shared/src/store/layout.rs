@@ -24,9 +24,6 @@ pub const BRANCH: &str = "refs/heads/main";
 /// `HEAD` of every record.
 const HEAD: &[u8] = b"ref: refs/heads/main\n";
 
-/// The repository configuration of every record.
-const CONFIG: &[u8] = b"[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n\tlogallrefupdates = false\n";
-
 /// Paths under a store's root.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -151,7 +148,9 @@ impl Layout {
         Ok(removed)
     }
 
-    /// A new, unique folder in `tmp/` holding an empty bare repository.
+    /// A new, unique folder in `tmp/` holding an empty bare repository: the
+    /// least git needs (`HEAD`, `objects/pack/`, `refs/`; no `config`, whose
+    /// defaults are right), because every file and folder costs an inode.
     pub fn new_skeleton(&self, id: &PatientId, flush: Flush) -> io::Result<PathBuf> {
         let mut rand = [0u8; 8];
         getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
@@ -159,11 +158,10 @@ impl Layout {
         let dir = self.session_dir().join(name);
         fs::create_dir(&dir)?;
         fs::create_dir_all(dir.join("objects/pack"))?;
-        fs::create_dir_all(dir.join("refs/heads"))?;
+        fs::create_dir(dir.join("refs"))?;
         write_new(&dir.join("HEAD"), HEAD, flush)?;
-        write_new(&dir.join("config"), CONFIG, flush)?;
         if flush == Flush::Now {
-            for sub in ["objects/pack", "objects", "refs/heads", "refs", ""] {
+            for sub in ["objects/pack", "objects", "refs", ""] {
                 sync_dir(&dir.join(sub))?;
             }
         }

@@ -56,6 +56,7 @@ impl RecordStore {
             id: *id,
             old: Some(ours),
             new: ours,
+            changed: Files::new(),
             stage: Stage::Unchanged,
             _guard: guard,
         };
@@ -74,6 +75,7 @@ impl RecordStore {
                     id: *id,
                     old: Some(ours),
                     new: theirs,
+                    changed: Files::new(),
                     stage: Stage::Move(lock),
                     _guard: guard,
                 },
@@ -118,6 +120,7 @@ impl RecordStore {
                 id: *id,
                 old: Some(ours),
                 new: commit_id(new),
+                changed: Files::new(),
                 stage: Stage::Move(lock),
                 _guard: guard,
             },

@@ -108,6 +108,9 @@ pub struct Prepared {
     pub old: Option<CommitId>,
     /// The head after publishing (equal to `old` when nothing changes).
     pub new: CommitId,
+    /// The files this write adds or changes, with their new content
+    /// (for a received head: the files new in the pack).
+    pub changed: Files,
     stage: Stage,
     _guard: LocalGuard,
 }

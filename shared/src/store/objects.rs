@@ -167,6 +167,29 @@ pub(crate) fn write_objects(
     Ok(Some(files.checksum))
 }
 
+/// Writes `objects` as the first pack of a repository nobody else sees yet
+/// (being built in `tmp/`): straight to the final names.
+pub(crate) fn write_objects_fresh(
+    repo_dir: &Path,
+    objects: &[Object],
+    level: u32,
+    flush: Flush,
+) -> Result<(), StoreError> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let files = git::write_pack(objects, level);
+    let dir = repo_dir.join("objects/pack");
+    let pack = dir.join(format!("pack-{}.pack", files.checksum));
+    let idx = dir.join(format!("pack-{}.idx", files.checksum));
+    write_new(&pack, &files.pack, flush).map_err(StoreError::io(&pack))?;
+    write_new(&idx, &files.idx, flush).map_err(StoreError::io(&idx))?;
+    if flush == Flush::Now {
+        sync_dir(&dir).map_err(StoreError::io(&dir))?;
+    }
+    Ok(())
+}
+
 /// Reads one object from the repository.
 pub(crate) fn read_object(repo: &Repository, id: Oid) -> Option<Object> {
     let odb = repo.odb().ok()?;

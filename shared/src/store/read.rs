@@ -148,40 +148,6 @@ fn strip_trailers(message: &str) -> String {
     trimmed.to_string()
 }
 
-impl RecordStore {
-    /// A file of a prepared write's new version (for a creation, read from
-    /// its staging folder). `None` if the version has no such file.
-    pub fn read_prepared(
-        &self,
-        prepared: &super::Prepared,
-        file: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let read = |repo: &git2::Repository| -> Result<Option<String>, StoreError> {
-            let commit = repo
-                .find_commit(oid(prepared.new))
-                .map_err(|e| corrupt(&prepared.id, format!("prepared head unreadable: {e}")))?;
-            let tree = commit
-                .tree()
-                .map_err(|e| corrupt(&prepared.id, format!("prepared tree unreadable: {e}")))?;
-            let Ok(entry) = tree.get_path(std::path::Path::new(file)) else {
-                return Ok(None);
-            };
-            let Ok(blob) = repo.find_blob(entry.id()) else {
-                return Ok(None);
-            };
-            Ok(std::str::from_utf8(blob.content()).ok().map(str::to_string))
-        };
-        match prepared.staging_path() {
-            Some(path) => {
-                let repo = git2::Repository::open_bare(path)
-                    .map_err(StoreError::git(format!("opening {}", path.display())))?;
-                read(&repo)
-            }
-            None => self.with_repo(&prepared.id, read),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::strip_trailers;

@@ -12,7 +12,7 @@ use super::{Flush, Prepared, RecordStore, Stage, StoreError, commit_id, oid};
 use crate::git::{self, Kind, MODE_DIR, MODE_EXEC, MODE_FILE, Object, Oid, PackLimits};
 use crate::id::PatientId;
 use crate::path::validate_paths;
-use crate::protocol::CommitId;
+use crate::protocol::{CommitId, Files};
 use crate::validate::{InvalidRecord, check_content, check_sizes};
 
 /// Why received data was refused. Nothing was stored.
@@ -129,7 +129,7 @@ impl RecordStore {
                 repo: None,
                 odb: None,
             };
-            let objects = verify(
+            let (objects, changed) = verify(
                 pack,
                 &self.pack_limits(),
                 &known,
@@ -142,6 +142,7 @@ impl RecordStore {
                 id: *id,
                 old: None,
                 new: head,
+                changed,
                 stage: Stage::Create(tmp),
                 _guard: guard,
             }));
@@ -160,6 +161,7 @@ impl RecordStore {
                 id: *id,
                 old: current,
                 new: head,
+                changed: Files::new(),
                 stage: Stage::Unchanged,
                 _guard: guard,
             }));
@@ -167,7 +169,7 @@ impl RecordStore {
         if current != Some(expected) {
             return Ok(Received::Stale { current });
         }
-        let objects = self.with_repo(id, |repo| {
+        let (objects, changed) = self.with_repo(id, |repo| {
             let known = Known {
                 repo: Some(repo),
                 odb: repo.odb().ok(),
@@ -187,6 +189,7 @@ impl RecordStore {
             id: *id,
             old: Some(expected),
             new: head,
+            changed,
             stage: Stage::Move(lock),
             _guard: guard,
         }))
@@ -219,7 +222,8 @@ impl RecordStore {
                 oid(head),
                 None,
                 &self.limits,
-            )?)
+            )?
+            .0)
         })?;
         write_objects(&path, &objects, self.pack_level, flush).map(|_| ())
     }
@@ -237,7 +241,8 @@ pub enum Received {
     },
 }
 
-/// Parses and verifies a pack; returns the objects to store.
+/// Parses and verifies a pack; returns the objects to store and the files
+/// whose content is new in it.
 fn verify(
     pack: &[u8],
     limits: &PackLimits,
@@ -245,7 +250,7 @@ fn verify(
     head: Oid,
     expected: Option<Oid>,
     record_limits: &crate::validate::Limits,
-) -> Result<Vec<Object>, ReceiveError> {
+) -> Result<(Vec<Object>, Files), ReceiveError> {
     let objects = git::parse_pack(pack, limits, &mut |base| known.read(base))?;
     let by_id: HashMap<Oid, &Object> = objects.iter().map(|o| (o.id, o)).collect();
     let present = |id: Oid| by_id.contains_key(&id) || known.has(id);
@@ -299,10 +304,13 @@ fn verify(
     if let Some(expected) = expected {
         check_descends(&commits, known, head, expected)?;
     }
-    validate_tree(head_tree, &by_id, known, record_limits)?;
+    let changed = validate_tree(head_tree, &by_id, known, record_limits)?;
     drop(by_id);
     // Objects the repository already has need not be stored twice.
-    Ok(objects.into_iter().filter(|o| !known.has(o.id)).collect())
+    Ok((
+        objects.into_iter().filter(|o| !known.has(o.id)).collect(),
+        changed,
+    ))
 }
 
 /// Walks back from `head` through the pack's commits; a parent outside the
@@ -343,7 +351,8 @@ fn validate_tree(
     in_pack: &HashMap<Oid, &Object>,
     known: &Known<'_>,
     limits: &crate::validate::Limits,
-) -> Result<(), ReceiveError> {
+) -> Result<Files, ReceiveError> {
+    let mut changed = Files::new();
     let mut files: Vec<(String, Oid)> = Vec::new();
     let mut stack = vec![(String::new(), tree)];
     while let Some((prefix, tree)) = stack.pop() {
@@ -387,6 +396,7 @@ fn validate_tree(
                 if text.len() <= limits.max_file_bytes {
                     check_content(path, text)?;
                 }
+                changed.insert(path.clone(), text.to_string());
             }
             None => sizes.push((
                 path.as_str(),
@@ -398,5 +408,5 @@ fn validate_tree(
         }
     }
     check_sizes(sizes, limits)?;
-    Ok(())
+    Ok(changed)
 }

@@ -1,4 +1,5 @@
-//! A record's head: the `refs/heads/main` file, moved by compare-and-swap.
+//! A record's head: `refs/heads/main` (a loose ref, or in `packed-refs` for
+//! a record never updated), moved by compare-and-swap.
 //!
 //! The protocol is git's own, so plain `git` and other git tools interoperate
 //! with it: create `main.lock` exclusively (this is the lock), read the
@@ -106,6 +107,7 @@ pub fn read_head(repo: &Path) -> Result<Option<Oid>, RefError> {
 /// releases the lock and leaves the head as it was.
 #[derive(Debug)]
 pub struct RefLock {
+    new_dir: bool,
     file: File,
     lock: PathBuf,
     target: PathBuf,
@@ -122,6 +124,7 @@ impl RefLock {
         let lock = repo.join("refs/heads/main.lock");
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_micros(200);
+        let mut new_dir = false;
         let file = loop {
             match OpenOptions::new()
                 .write(true)
@@ -133,6 +136,19 @@ impl RefLock {
                     // Nobody else can hold it: the file is new and ours.
                     file.lock().map_err(io_err(&lock))?;
                     break file;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    // A new record keeps its head in packed-refs; its first
+                    // update makes the refs/heads folder.
+                    let dir = repo.join("refs/heads");
+                    match fs::create_dir(&dir) {
+                        Ok(()) => {
+                            new_dir = true;
+                            continue;
+                        }
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(io_err(&dir)(e)),
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     if remove_if_stale(&lock).map_err(io_err(&lock))? {
@@ -149,6 +165,7 @@ impl RefLock {
             }
         };
         let mut held = RefLock {
+            new_dir,
             file,
             lock,
             target,
@@ -187,6 +204,11 @@ impl RefLock {
             && let Some(dir) = self.target.parent()
         {
             sync_dir(dir).map_err(io_err(dir))?;
+            if self.new_dir
+                && let Some(refs) = dir.parent()
+            {
+                sync_dir(refs).map_err(io_err(refs))?;
+            }
         }
         Ok(())
     }

@@ -103,6 +103,7 @@ impl RecordStore {
                 id: *id,
                 old: None,
                 new: commit_id(new),
+                changed: files,
                 stage: Stage::Create(tmp),
                 _guard: guard,
             });
@@ -118,7 +119,7 @@ impl RecordStore {
         let current = lock
             .current()
             .ok_or_else(|| super::objects::corrupt(id, "the record has no head".into()))?;
-        let (new, objects) = self.with_repo(id, |repo| {
+        let (new, objects, changed) = self.with_repo(id, |repo| {
             let now_contents = read_files(repo, id, current)?;
             let target = match condition {
                 Condition::MatchHead(expected) if oid(expected) != current => {
@@ -143,19 +144,26 @@ impl RecordStore {
             };
             validate_files(&target, &self.limits)?;
             if target == now_contents.files {
-                return Ok((current, Vec::new()));
+                return Ok((current, Vec::new(), Files::new()));
             }
-            build_commit(
+            let changed: Files = target
+                .iter()
+                .filter(|(k, v)| now_contents.files.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let (new, objects) = build_commit(
                 &target,
                 &self.new_commit(meta, vec![current]),
                 &now_contents.objects,
-            )
+            )?;
+            Ok((new, objects, changed))
         })?;
         if new == current {
             return Ok(Prepared {
                 id: *id,
                 old: Some(commit_id(current)),
                 new: commit_id(current),
+                changed,
                 stage: Stage::Unchanged,
                 _guard: guard,
             });
@@ -166,6 +174,7 @@ impl RecordStore {
             id: *id,
             old: Some(commit_id(current)),
             new: commit_id(new),
+            changed,
             stage: Stage::Move(lock),
             _guard: guard,
         })
@@ -203,13 +212,19 @@ impl RecordStore {
             path,
             published: false,
         };
-        write_objects(&tmp.path, objects, self.pack_level, flush)?;
-        let head_file = tmp.path.join("refs/heads/main");
-        super::durable::write_new(&head_file, format!("{head}\n").as_bytes(), flush)
-            .map_err(StoreError::io(&head_file))?;
+        super::objects::write_objects_fresh(&tmp.path, objects, self.pack_level, flush)?;
+        // The head as a packed ref: one file, and no refs/heads folder
+        // until the first update (which writes a loose ref, as git does).
+        let head_file = tmp.path.join("packed-refs");
+        super::durable::write_new(
+            &head_file,
+            format!("# pack-refs with: peeled fully-peeled sorted \n{head} refs/heads/main\n")
+                .as_bytes(),
+            flush,
+        )
+        .map_err(StoreError::io(&head_file))?;
         if flush == Flush::Now {
-            let dir = tmp.path.join("refs/heads");
-            super::durable::sync_dir(&dir).map_err(StoreError::io(&dir))?;
+            super::durable::sync_dir(&tmp.path).map_err(StoreError::io(&tmp.path))?;
         }
         Ok(tmp)
     }

@@ -1,0 +1,493 @@
+//! `chartsync bench`: N records at a satellite; push, fetch-new, an edit of
+//! every record pushed and pulled, and a no-change cycle, each through the
+//! real `chartsync` processes (central serving, one-shot satellite runs),
+//! with durable writes on both sides; and the baseline measured in the same
+//! run on the same records: plain `git push --force-with-lease` to a bare
+//! repository per patient.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chartsync_central::db::{CentralDb, NewInstance};
+use chartsync_satellite::jobs::Summary;
+use chartsync_shared::protocol::api::FilePatch;
+use chartsync_shared::store::{Change, CommitMeta, Condition, Flush};
+use chartsync_shared::{Files, PatientId};
+use serde_json::json;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Records for the main run.
+    pub records: usize,
+    /// Records for the large run (no-change cycle and fetch-new paging);
+    /// 0 skips it.
+    pub large: usize,
+    /// Records pushed with plain git for the baseline.
+    pub baseline_sample: usize,
+    /// Print only the JSON object.
+    pub json: bool,
+}
+
+/// A patient document of about 2 KB.
+fn record(n: usize, revision: usize) -> Files {
+    let mut yaml = format!(
+        "name: Patient {n}\nborn: 19{:02}-0{}-1{}\ncatchment: valley\nphone: '07{:08}'\nrevision: {revision}\nallergies:\n  - penicillin\nencounters:\n",
+        n % 100,
+        n % 9 + 1,
+        n % 10,
+        n * 7919 % 100_000_000
+    );
+    let mut i = 0;
+    while yaml.len() < 2000 {
+        yaml.push_str(&format!(
+            "  - date: 2026-{:02}-{:02}\n    reason: follow-up visit {i}, blood pressure {}/{}\n    clinician: Dr. {}\n",
+            i % 12 + 1,
+            (n + i) % 28 + 1,
+            110 + (n + i) % 40,
+            70 + (n * 3 + i) % 20,
+            ["Obi", "Lule", "Achieng", "Mensah", "Diallo"][(n + i) % 5]
+        ));
+        i += 1;
+    }
+    Files::from([("patient.yaml".to_string(), yaml)])
+}
+
+struct Central {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Central {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find the chartsync executable")
+}
+
+async fn free_port() -> anyhow::Result<u16> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Peak resident memory of a live process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs a child to completion; returns its stdout and peak memory (bytes).
+fn run_child(mut cmd: Command) -> anyhow::Result<(String, u64)> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    // Read its output on threads while we wait for it with wait4, which
+    // also reports its peak memory.
+    let mut child = child;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let mut stderr = child.stderr.take().context("stderr")?;
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data; wait4 writes it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child; `status` and `usage` are valid for writes.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc != pid {
+        bail!(
+            "waiting for a child failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    std::mem::forget(child); // already reaped
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        bail!("{:?} failed: {}", cmd, stderr.trim());
+    }
+    Ok((stdout, usage.ru_maxrss.max(0) as u64 * 1024))
+}
+
+/// One satellite job in its own process.
+fn job(config: &Path, job: &str) -> anyhow::Result<(Summary, u64)> {
+    let mut cmd = Command::new(exe()?);
+    cmd.args(["satellite", "sync", job, "--json", "--config"])
+        .arg(config);
+    let (out, rss) = run_child(cmd)?;
+    let summary: Summary =
+        serde_json::from_str(out.trim()).with_context(|| format!("bad summary: {out}"))?;
+    Ok((summary, rss))
+}
+
+fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates (or edits, for `revision` > 0) records at a satellite, in
+/// group-committed batches of 1000, marking them changed.
+fn populate(config: &Path, ids: &[PatientId], revision: usize) -> anyhow::Result<()> {
+    let config = chartsync_satellite::SatelliteConfig::load(config)?;
+    let sat = chartsync_satellite::Satellite::open(config)?;
+    let meta = CommitMeta::new(
+        "Bench",
+        "bench@example",
+        if revision == 0 { "create" } else { "edit" },
+    );
+    for (chunk_no, chunk) in ids.chunks(1000).enumerate() {
+        sat.db.mark_dirty_many(chunk)?;
+        let mut prepared = Vec::with_capacity(chunk.len());
+        for (i, id) in chunk.iter().enumerate() {
+            let n = chunk_no * 1000 + i;
+            let p = if revision == 0 {
+                sat.store.prepare(
+                    id,
+                    Condition::MustCreate,
+                    Change::Replace(record(n, 0)),
+                    &meta,
+                    Flush::Deferred,
+                )?
+            } else {
+                let patch = std::collections::BTreeMap::from([(
+                    "patient.yaml".to_string(),
+                    FilePatch::Merge(json!({"revision": revision, "phone": format!("08{:08}", n)})),
+                )]);
+                sat.store.prepare(
+                    id,
+                    Condition::Unconditional,
+                    Change::Patch(patch),
+                    &meta,
+                    Flush::Deferred,
+                )?
+            };
+            prepared.push(p);
+        }
+        sat.store.flush()?;
+        for p in prepared {
+            sat.store.publish(p, Flush::Deferred)?;
+        }
+        sat.store.flush()?;
+    }
+    Ok(())
+}
+
+/// zstd size of the changed content (the yardstick for bytes on the wire).
+fn compressed_content(ids: &[PatientId], changed: impl Fn(usize) -> String) -> anyhow::Result<u64> {
+    let mut all = Vec::new();
+    for n in 0..ids.len() {
+        all.extend_from_slice(changed(n).as_bytes());
+    }
+    Ok(zstd::bulk::compress(&all, 3)?.len() as u64)
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    central: Central,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+async fn world(tag: &str) -> anyhow::Result<World> {
+    let base = std::env::var("CHARTSYNC_BENCH_DIR").unwrap_or_else(|_| ".".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("chartsync-bench-{tag}-"))
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot make a folder in {base}"))?;
+    let dir = tmp.path().to_path_buf();
+    let port = free_port().await?;
+    let central_toml = dir.join("central.toml");
+    write_config(
+        &central_toml,
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"central\"\nadmin_token = \"bench\"\nmax_body_bytes = 134217728\n[upkeep]\nsweep_secs = 0\n"
+        ),
+    )?;
+    let config = chartsync_central::CentralConfig::load(&central_toml)?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let mut tokens = Vec::new();
+    {
+        let db =
+            chartsync_central::db::sqlite::SqliteDb::open(&config.data_dir.join("central.sqlite"))?;
+        for name in ["clinic-a", "clinic-b"] {
+            let token = chartsync_central::auth::new_token()?;
+            let i = db
+                .add_instance(NewInstance {
+                    id: None,
+                    name: name.into(),
+                    catchments: vec!["valley".into()],
+                    token_hash: chartsync_central::auth::hash_token(&token),
+                })
+                .await?;
+            tokens.push((i.id, token));
+        }
+    }
+    let child = Command::new(exe()?)
+        .args(["central", "serve", "--config"])
+        .arg(&central_toml)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let central = Central { child, url };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if http
+            .get(format!("{}/healthz", central.url))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("central did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut paths = Vec::new();
+    for (name, (id, token)) in ["a", "b"].iter().zip(&tokens) {
+        let path = dir.join(format!("{name}.toml"));
+        write_config(
+            &path,
+            &format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{name}\"\n[central]\nurl = \"{}\"\ninstance_id = {id}\ntoken = \"{token}\"\ntimeout_secs = 600\n",
+                central.url
+            ),
+        )?;
+        paths.push(path);
+    }
+    let b = paths.pop().context("b")?;
+    let a = paths.pop().context("a")?;
+    Ok(World {
+        _dir: tmp,
+        dir,
+        central,
+        a,
+        b,
+    })
+}
+
+/// Plain git: push each sampled record's head to its own bare repository.
+fn baseline(w: &World, ids: &[PatientId]) -> anyhow::Result<f64> {
+    let config = chartsync_satellite::SatelliteConfig::load(&w.a)?;
+    let layout = chartsync_shared::store::Layout::new(config.data_dir.clone());
+    let bare_root = w.dir.join("git-central");
+    std::fs::create_dir_all(&bare_root)?;
+    let mut bares = Vec::new();
+    for id in ids {
+        let bare = bare_root.join(format!("{id}.git"));
+        let st = Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&bare)
+            .status()?;
+        if !st.success() {
+            bail!("git init failed");
+        }
+        bares.push(bare);
+    }
+    let start = Instant::now();
+    for (id, bare) in ids.iter().zip(&bares) {
+        let st = Command::new("git")
+            .arg("--git-dir")
+            .arg(layout.repo(id))
+            .args(["push", "-q", "--force-with-lease=refs/heads/main:"])
+            .arg(bare)
+            .arg("refs/heads/main:refs/heads/main")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("git push failed for {id}");
+        }
+    }
+    Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+fn rate(s: &Summary, n: u64) -> f64 {
+    n as f64 / s.seconds.max(1e-9)
+}
+
+/// Runs the benchmark and prints the table and the JSON object.
+pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let n = options.records;
+    let say = |s: String| {
+        if !options.json {
+            eprintln!("{s}");
+        }
+    };
+    say(format!(
+        "bench: {n} records of ~2 KB, central and two satellites as separate processes"
+    ));
+    let w = world("main").await?;
+    let ids: Vec<PatientId> = (0..n).map(|_| PatientId::random()).collect();
+    let t = Instant::now();
+    populate(&w.a, &ids, 0)?;
+    say(format!(
+        "  created {n} records at satellite A in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+
+    let (push_new, push_rss) = job(&w.a, "push")?;
+    say(format!("  push (new):   {}", push_new.line()));
+    let (fetch, fetch_rss) = job(&w.b, "fetch-new")?;
+    say(format!("  fetch-new:    {}", fetch.line()));
+    populate(&w.a, &ids, 1)?;
+    let (push_edit, _) = job(&w.a, "push")?;
+    say(format!("  push (edits): {}", push_edit.line()));
+    let (pull, pull_rss) = job(&w.b, "pull")?;
+    say(format!("  pull:         {}", pull.line()));
+    let mut cycles = Vec::new();
+    for _ in 0..3 {
+        cycles.push(job(&w.b, "all")?.0);
+    }
+    cycles.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
+    let idle = cycles[cycles.len() / 2].clone();
+    say(format!("  no change:    {}", idle.line()));
+    let central_rss = peak_rss(w.central.child.id()).unwrap_or(0);
+    let sample: Vec<PatientId> = ids
+        .iter()
+        .copied()
+        .take(options.baseline_sample.min(n))
+        .collect();
+    let git_rate = baseline(&w, &sample)?;
+    say(format!(
+        "  plain git:    {git_rate:.1} records/s over {} records",
+        sample.len()
+    ));
+
+    // Bytes per byte of compressed changed content.
+    let new_content = compressed_content(&ids, |i| record(i, 0)["patient.yaml"].clone())?;
+    let edit_content = compressed_content(&ids, |i| {
+        let mut doc =
+            chartsync_shared::merge::parse_yaml(&record(i, 0)["patient.yaml"]).unwrap_or_default();
+        doc["revision"] = json!(1);
+        doc["phone"] = json!(format!("08{:08}", i));
+        chartsync_shared::merge::to_yaml(&doc)
+    })?;
+    let wire = |s: &Summary| (s.bytes_sent + s.bytes_received) as f64;
+    let mut result = json!({
+        "records": n,
+        "push_new": {"records_per_s": rate(&push_new, n as u64), "bytes_per_record": wire(&push_new) / n as f64, "round_trips": push_new.round_trips, "wire_per_compressed_content": wire(&push_new) / new_content as f64, "satellite_peak_bytes": push_rss},
+        "fetch_new": {"records_per_s": rate(&fetch, n as u64), "bytes_per_record": wire(&fetch) / n as f64, "round_trips": fetch.round_trips, "wire_per_compressed_content": wire(&fetch) / new_content as f64, "satellite_peak_bytes": fetch_rss},
+        "push_edits": {"records_per_s": rate(&push_edit, n as u64), "bytes_per_record": wire(&push_edit) / n as f64, "round_trips": push_edit.round_trips, "wire_per_compressed_content": wire(&push_edit) / edit_content as f64},
+        "pull": {"records_per_s": rate(&pull, n as u64), "bytes_per_record": wire(&pull) / n as f64, "round_trips": pull.round_trips, "wire_per_compressed_content": wire(&pull) / edit_content as f64, "satellite_peak_bytes": pull_rss},
+        "no_change_cycle": {"seconds": idle.seconds, "round_trips": idle.round_trips},
+        "central_peak_bytes": central_rss,
+        "baseline_git": {"records_per_s": git_rate, "sample": sample.len()},
+        "push_vs_git": rate(&push_new, n as u64) / git_rate,
+    });
+    drop(w);
+
+    if options.large > 0 {
+        let big = options.large;
+        say(format!(
+            "bench: large run, {big} records (no-change cycle and fetch-new paging)"
+        ));
+        let w = world("large").await?;
+        let ids: Vec<PatientId> = (0..big).map(|_| PatientId::random()).collect();
+        let t = Instant::now();
+        populate(&w.a, &ids, 0)?;
+        say(format!(
+            "  created {big} records at satellite A in {:.1} s",
+            t.elapsed().as_secs_f64()
+        ));
+        let (push, _) = job(&w.a, "push")?;
+        say(format!("  push (new):   {}", push.line()));
+        let (fetch, rss) = job(&w.b, "fetch-new")?;
+        say(format!("  fetch-new:    {}", fetch.line()));
+        let mut cycles = Vec::new();
+        for _ in 0..3 {
+            cycles.push(job(&w.b, "all")?.0);
+        }
+        cycles.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
+        let idle = cycles[cycles.len() / 2].clone();
+        say(format!("  no change:    {}", idle.line()));
+        result["large"] = json!({
+            "records": big,
+            "push_new": {"records_per_s": rate(&push, big as u64), "round_trips": push.round_trips},
+            "fetch_new": {"records_per_s": rate(&fetch, big as u64), "round_trips": fetch.round_trips, "satellite_peak_bytes": rss, "bytes_per_record": wire(&fetch) / big as f64},
+            "no_change_cycle": {"seconds": idle.seconds, "round_trips": idle.round_trips},
+            "central_peak_bytes": peak_rss(w.central.child.id()).unwrap_or(0),
+        });
+    }
+    if !options.json {
+        print_table(&result);
+    }
+    println!("{result}");
+    Ok(())
+}
+
+fn print_table(r: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    println!(
+        "{:<22} {:>12} {:>12} {:>12} {:>14}",
+        "", "records/s", "bytes/rec", "round trips", "wire/content"
+    );
+    for (name, key) in [
+        ("push (new records)", "push_new"),
+        ("fetch-new", "fetch_new"),
+        ("push (edits)", "push_edits"),
+        ("pull (edits)", "pull"),
+    ] {
+        let x = &r[key];
+        println!(
+            "{:<22} {:>12.0} {:>12.0} {:>12} {:>14.2}",
+            name,
+            f(&x["records_per_s"]),
+            f(&x["bytes_per_record"]),
+            x["round_trips"],
+            f(&x["wire_per_compressed_content"])
+        );
+    }
+    println!(
+        "{:<22} {:>12.1}   (same records, git push --force-with-lease per bare repository)",
+        "plain git push",
+        f(&r["baseline_git"]["records_per_s"])
+    );
+    println!(
+        "{:<22} {:>12.1}x",
+        "push vs plain git",
+        f(&r["push_vs_git"])
+    );
+    println!(
+        "{:<22} {:>12.3} s, {} round trips",
+        "no-change cycle",
+        f(&r["no_change_cycle"]["seconds"]),
+        r["no_change_cycle"]["round_trips"]
+    );
+    println!(
+        "{:<22} satellite {:.0} MB (fetch-new), central {:.0} MB",
+        "peak memory",
+        f(&r["fetch_new"]["satellite_peak_bytes"]) / 1e6,
+        f(&r["central_peak_bytes"]) / 1e6
+    );
+    if r.get("large").is_some() {
+        let l = &r["large"];
+        println!(
+            "{:<22} {} records: fetch-new {:.0} records/s ({} round trips, satellite {:.0} MB), no-change cycle {:.3} s ({} round trips)",
+            "large run",
+            l["records"],
+            f(&l["fetch_new"]["records_per_s"]),
+            l["fetch_new"]["round_trips"],
+            f(&l["fetch_new"]["satellite_peak_bytes"]) / 1e6,
+            f(&l["no_change_cycle"]["seconds"]),
+            l["no_change_cycle"]["round_trips"]
+        );
+    }
+}
