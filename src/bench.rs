@@ -31,26 +31,90 @@ pub struct BenchOptions {
     pub json: bool,
 }
 
-/// A patient document of about 2 KB.
+/// A small deterministic generator (xorshift), so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+    fn words(&mut self, from: &[&str], min: usize, max: usize) -> String {
+        let n = min + self.below(max - min + 1);
+        (0..n).map(|_| self.pick(from)).collect::<Vec<_>>().join(" ")
+    }
+}
+
+const FIRST: &[&str] = &[
+    "Amina", "Kofi", "Achieng", "Musa", "Fatou", "Tendai", "Zawadi", "Kwame", "Nia", "Jabari", "Imani",
+    "Chidi", "Ayodele", "Wanjiru", "Sekou", "Halima", "Baraka", "Thandiwe", "Olu", "Mariam", "Kamau",
+    "Esi", "Lindiwe", "Yaw", "Nomvula", "Ifeoma", "Abdi", "Naledi", "Tariq", "Ruth",
+];
+const LAST: &[&str] = &[
+    "Diallo", "Mensah", "Otieno", "Okafor", "Banda", "Nkosi", "Mwangi", "Traore", "Abubakar", "Kamara",
+    "Phiri", "Osei", "Ndlovu", "Keita", "Ochieng", "Adeyemi", "Moyo", "Sow", "Asante", "Lule",
+];
+const WORDS: &[&str] = &[
+    "patient", "reports", "mild", "severe", "fever", "cough", "headache", "since", "three", "days",
+    "no", "vomiting", "diarrhoea", "abdominal", "pain", "left", "right", "lower", "upper", "chest",
+    "clear", "on", "auscultation", "tender", "swelling", "rash", "itching", "fatigue", "dizziness",
+    "advised", "fluids", "rest", "review", "in", "one", "week", "referred", "to", "district",
+    "hospital", "malaria", "test", "negative", "positive", "started", "on", "amoxicillin",
+    "paracetamol", "ors", "zinc", "iron", "folate", "antenatal", "visit", "gestation", "weeks",
+    "fundal", "height", "normal", "blood", "pressure", "raised", "repeat", "counselled", "on",
+    "nutrition", "hiv", "status", "known", "art", "adherence", "good", "missed", "doses", "sputum",
+    "sample", "sent", "wound", "dressed", "sutures", "removed", "healing", "well", "child", "weight",
+    "gain", "poor", "immunisation", "up", "to", "date", "measles", "dose", "given", "follow",
+    "up", "mother", "accompanied", "by", "husband", "complains", "of", "joint", "stiffness",
+    "morning", "diabetic", "glucose", "fasting", "metformin", "continued", "eyes", "feet",
+    "examined", "sensation", "intact", "asthma", "inhaler", "technique", "checked", "wheeze",
+];
+const ALLERGIES: &[&str] = &["penicillin", "sulfa", "latex", "peanuts", "aspirin", "codeine", "eggs"];
+const REASONS: &[&str] = &["routine review", "fever", "antenatal", "immunisation", "injury", "chronic care", "follow-up"];
+
+/// A patient document of about 2 KB, with realistic variety (names, free
+/// text from a clinical vocabulary, numbers), so that compression ratios
+/// are those of real records, not of a repeated template.
 fn record(n: usize, revision: usize) -> Files {
+    let mut r = Rng::new(n as u64 + 1);
     let mut yaml = format!(
-        "name: Patient {n}\nborn: 19{:02}-0{}-1{}\ncatchment: valley\nphone: '07{:08}'\nrevision: {revision}\nallergies:\n  - penicillin\nencounters:\n",
-        n % 100,
-        n % 9 + 1,
-        n % 10,
-        n * 7919 % 100_000_000
+        "name: {} {}\nborn: {}-{:02}-{:02}\nsex: {}\ncatchment: valley\nphone: '07{:08}'\nvillage: {} {}\nrevision: {revision}\nallergies: [{}]\nencounters:\n",
+        r.pick(FIRST),
+        r.pick(LAST),
+        1940 + r.below(80),
+        1 + r.below(12),
+        1 + r.below(28),
+        if r.below(2) == 0 { "female" } else { "male" },
+        r.next() % 100_000_000,
+        r.pick(LAST),
+        ["hill", "river", "market", "school"][r.below(4)],
+        (0..r.below(3)).map(|_| r.pick(ALLERGIES)).collect::<Vec<_>>().join(", "),
     );
-    let mut i = 0;
-    while yaml.len() < 2000 {
+    while yaml.len() < 1900 {
         yaml.push_str(&format!(
-            "  - date: 2026-{:02}-{:02}\n    reason: follow-up visit {i}, blood pressure {}/{}\n    clinician: Dr. {}\n",
-            i % 12 + 1,
-            (n + i) % 28 + 1,
-            110 + (n + i) % 40,
-            70 + (n * 3 + i) % 20,
-            ["Obi", "Lule", "Achieng", "Mensah", "Diallo"][(n + i) % 5]
+            "  - date: 2026-{:02}-{:02}\n    reason: {}\n    bp: {}/{}\n    temp_c: {}.{}\n    weight_kg: {}\n    clinician: Dr. {}\n    note: {}\n",
+            1 + r.below(11),
+            1 + r.below(28),
+            r.pick(REASONS),
+            100 + r.below(60),
+            60 + r.below(35),
+            36 + r.below(4),
+            r.below(10),
+            3 + r.below(90),
+            r.pick(LAST),
+            r.words(WORDS, 8, 24),
         ));
-        i += 1;
     }
     Files::from([("patient.yaml".to_string(), yaml)])
 }
@@ -185,13 +249,17 @@ fn populate(config: &Path, ids: &[PatientId], revision: usize) -> anyhow::Result
     Ok(())
 }
 
-/// zstd size of the changed content (the yardstick for bytes on the wire).
-fn compressed_content(ids: &[PatientId], changed: impl Fn(usize) -> String) -> anyhow::Result<u64> {
+/// The yardsticks for bytes on the wire: the changed content compressed as
+/// one stream (zstd 3, the best a batch could do) and record by record.
+fn compressed_content(ids: &[PatientId], changed: impl Fn(usize) -> String) -> anyhow::Result<(u64, u64)> {
     let mut all = Vec::new();
+    let mut each = 0u64;
     for n in 0..ids.len() {
-        all.extend_from_slice(changed(n).as_bytes());
+        let text = changed(n);
+        each += zstd::bulk::compress(text.as_bytes(), 3)?.len() as u64;
+        all.extend_from_slice(text.as_bytes());
     }
-    Ok(zstd::bulk::compress(&all, 3)?.len() as u64)
+    Ok((zstd::bulk::compress(&all, 3)?.len() as u64, each))
 }
 
 struct World {
@@ -381,12 +449,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         chartsync_shared::merge::to_yaml(&doc)
     })?;
     let wire = |s: &Summary| (s.bytes_sent + s.bytes_received) as f64;
+    let (new_content, new_each) = new_content;
+    let (edit_content, edit_each) = edit_content;
     let mut result = json!({
         "records": n,
-        "push_new": {"records_per_s": rate(&push_new, n as u64), "bytes_per_record": wire(&push_new) / n as f64, "round_trips": push_new.round_trips, "wire_per_compressed_content": wire(&push_new) / new_content as f64, "satellite_peak_bytes": push_rss},
-        "fetch_new": {"records_per_s": rate(&fetch, n as u64), "bytes_per_record": wire(&fetch) / n as f64, "round_trips": fetch.round_trips, "wire_per_compressed_content": wire(&fetch) / new_content as f64, "satellite_peak_bytes": fetch_rss},
-        "push_edits": {"records_per_s": rate(&push_edit, n as u64), "bytes_per_record": wire(&push_edit) / n as f64, "round_trips": push_edit.round_trips, "wire_per_compressed_content": wire(&push_edit) / edit_content as f64},
-        "pull": {"records_per_s": rate(&pull, n as u64), "bytes_per_record": wire(&pull) / n as f64, "round_trips": pull.round_trips, "wire_per_compressed_content": wire(&pull) / edit_content as f64, "satellite_peak_bytes": pull_rss},
+        "push_new": {"records_per_s": rate(&push_new, n as u64), "bytes_per_record": wire(&push_new) / n as f64, "round_trips": push_new.round_trips, "wire_per_compressed_content": wire(&push_new) / new_content as f64, "wire_per_record_compressed_content": wire(&push_new) / new_each as f64, "satellite_peak_bytes": push_rss},
+        "fetch_new": {"records_per_s": rate(&fetch, n as u64), "bytes_per_record": wire(&fetch) / n as f64, "round_trips": fetch.round_trips, "wire_per_compressed_content": wire(&fetch) / new_content as f64, "wire_per_record_compressed_content": wire(&fetch) / new_each as f64, "satellite_peak_bytes": fetch_rss},
+        "push_edits": {"records_per_s": rate(&push_edit, n as u64), "bytes_per_record": wire(&push_edit) / n as f64, "round_trips": push_edit.round_trips, "wire_per_compressed_content": wire(&push_edit) / edit_content as f64, "wire_per_record_compressed_content": wire(&push_edit) / edit_each as f64},
+        "pull": {"records_per_s": rate(&pull, n as u64), "bytes_per_record": wire(&pull) / n as f64, "round_trips": pull.round_trips, "wire_per_compressed_content": wire(&pull) / edit_content as f64, "wire_per_record_compressed_content": wire(&pull) / edit_each as f64, "satellite_peak_bytes": pull_rss},
         "no_change_cycle": {"seconds": idle.seconds, "round_trips": idle.round_trips},
         "central_peak_bytes": central_rss,
         "baseline_git": {"records_per_s": git_rate, "sample": sample.len()},
@@ -447,12 +517,13 @@ fn print_table(r: &serde_json::Value) {
     ] {
         let x = &r[key];
         println!(
-            "{:<22} {:>12.0} {:>12.0} {:>12} {:>14.2}",
+            "{:<22} {:>10.0} {:>10.0} {:>12} {:>14.2} {:>14.2}",
             name,
             f(&x["records_per_s"]),
             f(&x["bytes_per_record"]),
             x["round_trips"],
-            f(&x["wire_per_compressed_content"])
+            f(&x["wire_per_compressed_content"]),
+            f(&x["wire_per_record_compressed_content"])
         );
     }
     println!(
