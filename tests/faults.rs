@@ -195,9 +195,14 @@ fn pending_push(sat: &TestSatellite) -> u64 {
         .pending_push
 }
 
-/// A run through a fault must fail cleanly (a transient error, no panic),
-/// and the fault must really have fired.
-fn assert_failed_by_fault(result: Result<Summary, JobError>, conns: &[ConnStats], fault: Fault) {
+/// Runs `jobs` with `fault` on the next connection to central: the run
+/// must fail cleanly (a transient error, no panic), and the fault must
+/// really have fired.
+async fn run_through(net: &Net, sat: &TestSatellite, jobs: &[Job], fault: Fault) {
+    net.proxy.take_connections();
+    net.proxy.next(1, fault);
+    let result = run(sat, jobs).await;
+    let conns = net.proxy.take_connections();
     match result {
         Ok(s) => panic!("the run succeeded through {fault:?}: {s:?}; {conns:?}"),
         Err(JobError::Sync(e)) if e.is_transient() => {}
@@ -390,10 +395,7 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
 
     for (k, &fault) in faults.iter().enumerate() {
         let changed = round(k + 1, &mut model).await;
-        net.proxy.next(1, fault);
-        let result = run(&a, &[Job::Push]).await;
-        let conns = net.proxy.take_connections();
-        assert_failed_by_fault(result, &conns, fault);
+        run_through(&net, &a, &[Job::Push], fault).await;
         // A is consistent and lost nothing of its own.
         assert!(pending_push(&a) > 0, "{fault:?}");
         for id in &changed {
@@ -455,6 +457,7 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
     }
     clean(&south, &[Job::Push]).await;
     assert_eq!(clean(&c, &[Job::FetchNew]).await.records_received, 12);
+    clean(&c, &[Job::Pull]).await;
 
     // The writer's changes before the reader's (faulty) run: 4 new records,
     // 6 edits; and before its clean run: 3 edits, one of a new record.
@@ -467,6 +470,10 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
             add_visit(&net.http, &w, &id, &format!("w-{k}")).await;
             touched.push(id);
         }
+        // Edits first, new records after: central numbers the changes in
+        // that order, so every round has the same pages (fetch-new: 4
+        // edits, 2 edits + 2 new, 2 new; pull: 4, 2 (+ 2 not held), none).
+        clean(&w, &[Job::Push]).await;
         for i in 0..4 {
             let id = create(&net.http, &w, &format!("name: N{k}.{i}\ncatchment: north\n")).await;
             north.push(id.clone());
@@ -554,10 +561,7 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
     for (k, &fault) in faults.iter().enumerate() {
         let k = k + 1;
         let mut touched = before(k, &mut north).await;
-        net.proxy.next(1, fault);
-        let result = run(&c, &[Job::Pull, Job::FetchNew]).await;
-        let conns = net.proxy.take_connections();
-        assert_failed_by_fault(result, &conns, fault);
+        run_through(&net, &c, &[Job::Pull, Job::FetchNew], fault).await;
         meanwhile(k, &north, &mut touched).await;
         clean(&c, &[Job::Pull, Job::FetchNew]).await;
         check(&north, &touched).await;
@@ -588,10 +592,7 @@ async fn a_fetch_new_whose_reply_was_dropped_and_is_repeated_stores_each_record_
             )
             .await;
         let fault = Fault::DropReply { msg };
-        net.proxy.next(1, fault);
-        let result = run(&r, &[Job::FetchNew]).await;
-        let conns = net.proxy.take_connections();
-        assert_failed_by_fault(result, &conns, fault);
+        run_through(&net, &r, &[Job::FetchNew], fault).await;
         let stored_before = r.sat.store.list().expect("list").len();
         assert_eq!(stored_before, (4 * msg).min(10), "{fault:?}");
         let s = clean(&r, &[Job::FetchNew]).await;
@@ -669,4 +670,53 @@ async fn delays_within_the_timeout_succeed_and_beyond_it_are_retried_harmlessly(
         assert_eq!(local_state(&b, id).0, c_head, "{id}");
     }
     assert_eq!(net.central_state(&ids[1]).await.3, 2, "one commit per edit");
+}
+
+/// The client hangs up while central works on its push (a timeout, a lost
+/// link): whenever it happens, central applies each record whole or not at
+/// all, and the next run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_whose_client_hung_up_midway_is_applied_whole_or_not_at_all() {
+    let net = Net::start().await;
+    let a = net.satellite("a", "north", true, "", "").await;
+    let mut model: BTreeMap<String, Expect> = BTreeMap::new();
+    let mut old = Vec::new();
+    for i in 0..10 {
+        let id = create(&net.http, &a, &format!("name: H{i}\ncatchment: north\n")).await;
+        model.insert(id.clone(), Expect { visits: Vec::new(), commits: 1 });
+        old.push(id);
+    }
+    clean(&a, &[Job::Push]).await;
+    let afters: Vec<u64> = (0..40).map(|i| i * 3).collect();
+    println!("hang up after (ms): {afters:?}");
+    for (k, &ms) in afters.iter().enumerate() {
+        let mut changed = old.clone();
+        for id in &old {
+            let visit = format!("h-{k}");
+            add_visit(&net.http, &a, id, &visit).await;
+            let e = model.get_mut(id).expect("old");
+            e.visits.push(visit);
+            e.commits += 1;
+        }
+        for i in 0..10 {
+            let id = create(&net.http, &a, &format!("name: H{k}.{i}\ncatchment: north\n")).await;
+            model.insert(id.clone(), Expect { visits: Vec::new(), commits: 1 });
+            changed.push(id);
+        }
+        let fault = Fault::HangUp { msg: 0, after: Duration::from_millis(ms) };
+        let t = Instant::now();
+        run_through(&net, &a, &[Job::Push], fault).await;
+        let t1 = t.elapsed();
+        let s = clean(&a, &[Job::Push]).await;
+        println!("{ms}: faulty {t1:?} clean {:?} {}", t.elapsed() - t1, s.line());
+        assert_eq!(pending_push(&a), 0);
+        for id in &changed {
+            let (head, files, history) = local_state(&a, id);
+            let (c_head, c_ref, c_doc, c_history) = net.central_state(id).await;
+            assert_eq!(c_head, head, "{fault:?} {id}: central's head is A's");
+            assert_eq!(c_ref, c_head, "{fault:?} {id}: central's ref is its acknowledged head");
+            assert_eq!(c_doc, files, "{fault:?} {id}");
+            assert_eq!((c_history, history), (model[id].commits, model[id].commits), "{fault:?} {id}");
+        }
+    }
 }

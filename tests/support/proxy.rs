@@ -16,7 +16,9 @@
 //! - [`Fault::DropReply`]: that reply is read whole and held back, then both
 //!   sides are closed: central applied the request, the client never heard;
 //! - [`Fault::Delay`]: sleeps before forwarding the first byte of each
-//!   direction.
+//!   direction;
+//! - [`Fault::HangUp`]: the client hangs up a while after a whole request,
+//!   having heard nothing (central may be in the middle of it).
 //!
 //! Bytes forwarded each way and the messages seen are counted per
 //! connection, for assertions.
@@ -55,6 +57,10 @@ pub enum Fault {
     DropReply { msg: usize },
     /// Sleep before the first byte of each direction.
     Delay(Duration),
+    /// Forward request `msg` whole, hold its reply back, and close both
+    /// sides `after` the request's last byte (the client gave up while
+    /// central works on it).
+    HangUp { msg: usize, after: Duration },
 }
 
 /// The size of one HTTP message.
@@ -204,7 +210,10 @@ enum Dir {
 enum Rule {
     None,
     Cut { msg: usize, at: At },
-    Hold { msg: usize },
+    /// Hold reply `msg` back; close once it is whole if `close`.
+    Hold { msg: usize, close: bool },
+    /// Close `after` request `msg` was forwarded whole.
+    HangUp { msg: usize, after: Duration },
 }
 
 struct Conn {
@@ -225,8 +234,13 @@ impl Conn {
             Fault::Pass => (Rule::None, Rule::None, None),
             Fault::CutRequest { msg, at } => (Rule::Cut { msg, at }, Rule::None, None),
             Fault::CutReply { msg, at } => (Rule::None, Rule::Cut { msg, at }, None),
-            Fault::DropReply { msg } => (Rule::None, Rule::Hold { msg }, None),
+            Fault::DropReply { msg } => (Rule::None, Rule::Hold { msg, close: true }, None),
             Fault::Delay(d) => (Rule::None, Rule::None, Some(d)),
+            Fault::HangUp { msg, after } => (
+                Rule::HangUp { msg, after },
+                Rule::Hold { msg, close: false },
+                None,
+            ),
         };
         let up = self.pump(Dir::Up, client_read, server_write, up_rule, delay);
         let down = self.pump(Dir::Down, server_read, client_write, down_rule, delay);
@@ -277,10 +291,10 @@ impl Conn {
                         let send = span.min(point.saturating_sub(framer.pos) as usize);
                         (send, framer.pos + send as u64 == point)
                     }
-                    Rule::Hold { msg } if msg == framer.index => {
+                    Rule::Hold { msg, close } if msg == framer.index => {
                         self.count(dir, 0, span as u64);
                         framer.advance(span, &self.state, self.index, dir);
-                        if framer.index > msg {
+                        if close && framer.index > msg {
                             return self.fault();
                         }
                         rest = &rest[span..];
@@ -294,6 +308,13 @@ impl Conn {
                 self.count(dir, send as u64, 0);
                 framer.advance(send, &self.state, self.index, dir);
                 if fire {
+                    return self.fault();
+                }
+                if let Rule::HangUp { msg, after } = rule
+                    && framer.index == msg + 1
+                    && framer.pos == 0
+                {
+                    tokio::time::sleep(after).await;
                     return self.fault();
                 }
                 rest = &rest[span..];
