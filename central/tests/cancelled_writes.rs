@@ -20,8 +20,8 @@ use chartsync_central::apply::{Outcome, Write, WriteKind, apply_writes};
 use chartsync_central::auth::Caller;
 use chartsync_central::db::sqlite::SqliteDb;
 use chartsync_central::db::{
-    Applied, CentralDb, Counts, DbError, HeadChange, Instance, NewInstance, RecordRow,
-    RefPending, Seq,
+    Applied, CentralDb, Counts, DbError, HeadChange, Instance, NewInstance, RecordRow, RefPending,
+    Seq,
 };
 use chartsync_shared::store::{Change, CommitMeta, Condition};
 use chartsync_shared::{CommitId, Files, PatientId};

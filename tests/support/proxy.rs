@@ -209,11 +209,20 @@ enum Dir {
 #[derive(Debug, Clone, Copy)]
 enum Rule {
     None,
-    Cut { msg: usize, at: At },
+    Cut {
+        msg: usize,
+        at: At,
+    },
     /// Hold reply `msg` back; close once it is whole if `close`.
-    Hold { msg: usize, close: bool },
+    Hold {
+        msg: usize,
+        close: bool,
+    },
     /// Close `after` request `msg` was forwarded whole.
-    HangUp { msg: usize, after: Duration },
+    HangUp {
+        msg: usize,
+        after: Duration,
+    },
 }
 
 struct Conn {
