@@ -44,9 +44,10 @@ pub enum At {
 
 /// What the proxy does to one connection. `msg` counts the requests or
 /// replies of the connection from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fault {
     /// Forward everything.
+    #[default]
     Pass,
     /// Close both sides at that byte of request `msg`.
     CutRequest { msg: usize, at: At },
@@ -73,7 +74,7 @@ pub struct Msg {
 }
 
 /// What happened on one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnStats {
     /// The fault it was given.
     pub fault: Fault,
@@ -95,7 +96,10 @@ pub struct ConnStats {
 struct State {
     standing: Fault,
     queue: VecDeque<Fault>,
+    /// Every connection (indices stay valid while they run).
     conns: Vec<ConnStats>,
+    /// How many [`Proxy::take_connections`] already returned.
+    taken: usize,
 }
 
 /// The proxy; stops accepting when dropped.
@@ -121,6 +125,7 @@ impl Proxy {
             standing: Fault::Pass,
             queue: VecDeque::new(),
             conns: Vec::new(),
+            taken: 0,
         }));
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
@@ -130,12 +135,7 @@ impl Proxy {
                     let fault = s.queue.pop_front().unwrap_or(s.standing);
                     s.conns.push(ConnStats {
                         fault,
-                        up: 0,
-                        down: 0,
-                        held_back: 0,
-                        requests: Vec::new(),
-                        replies: Vec::new(),
-                        faulted: false,
+                        ..ConnStats::default()
                     });
                     (s.conns.len() - 1, fault)
                 };
@@ -161,22 +161,19 @@ impl Proxy {
             .extend(std::iter::repeat_n(fault, n));
     }
 
-    /// Passes everything from now on (standing fault `Pass`, queue empty).
-    pub fn heal(&self) {
-        let mut s = lock(&self.state);
-        s.standing = Fault::Pass;
-        s.queue.clear();
-    }
-
-    /// The connections counted so far, in order of arrival.
+    /// The connections since the last [`Proxy::take_connections`], in
+    /// order of arrival.
     pub fn connections(&self) -> Vec<ConnStats> {
-        lock(&self.state).conns.clone()
+        let s = lock(&self.state);
+        s.conns[s.taken..].to_vec()
     }
 
-    /// Forgets the connections counted so far and returns them, in order
-    /// of arrival.
+    /// The connections since the last call, in order of arrival.
     pub fn take_connections(&self) -> Vec<ConnStats> {
-        std::mem::take(&mut lock(&self.state).conns)
+        let mut s = lock(&self.state);
+        let (from, to) = (s.taken, s.conns.len());
+        s.taken = to;
+        s.conns[from..].to_vec()
     }
 }
 
@@ -311,11 +308,13 @@ impl Conn {
                     }
                     _ => (span, false),
                 };
+                // Counted first, so the stats are complete when the client
+                // has the bytes.
+                self.count(dir, send as u64, 0);
+                framer.advance(send, &self.state, self.index, dir);
                 if to.write_all(&rest[..send]).await.is_err() {
                     return End::Closed;
                 }
-                self.count(dir, send as u64, 0);
-                framer.advance(send, &self.state, self.index, dir);
                 if fire {
                     return self.fault();
                 }
