@@ -109,7 +109,28 @@ enum Staged {
 
 /// Runs writes through the pipeline (see the module documentation).
 /// Outcomes are in the order of `writes`. Ids must be distinct.
+///
+/// The pipeline runs as a task of its own, so once started it finishes even
+/// if the caller is dropped: a client that hangs up makes the HTTP server
+/// drop its handler, and a pipeline dropped between steps 4 and 5 would
+/// leave heads accepted in the database with their refs never moved, or a
+/// new record's staged repository deleted.
 pub async fn apply_writes<D: CentralDb>(
+    central: &Arc<Central<D>>,
+    caller: &Caller,
+    writes: Vec<Write>,
+) -> Result<Vec<Outcome>, DbError> {
+    let central = Arc::clone(central);
+    let caller = caller.clone();
+    tokio::spawn(async move { run_pipeline(&central, &caller, writes).await })
+        .await
+        .map_err(|e| DbError::Backend {
+            context: "applying writes",
+            source: Box::new(e),
+        })?
+}
+
+async fn run_pipeline<D: CentralDb>(
     central: &Arc<Central<D>>,
     caller: &Caller,
     writes: Vec<Write>,

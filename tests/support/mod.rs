@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -46,8 +48,21 @@ impl TestSatellite {
         token: &str,
         extra: &str,
     ) -> TestSatellite {
+        Self::start_configured(dir, central_url, instance_id, token, extra, "").await
+    }
+
+    /// Starts one with a real instance token; `central_extra` is appended
+    /// to its `[central]` section (say `timeout_secs = 2`).
+    pub async fn start_configured(
+        dir: &Path,
+        central_url: &str,
+        instance_id: u32,
+        token: &str,
+        extra: &str,
+        central_extra: &str,
+    ) -> TestSatellite {
         let text = format!(
-            "data_dir = \"{}\"\nname = \"clinic-{instance_id}\"\n{extra}\n[central]\nurl = \"{central_url}\"\ninstance_id = {instance_id}\ntoken = \"{token}\"\n",
+            "data_dir = \"{}\"\nname = \"clinic-{instance_id}\"\n{extra}\n[central]\nurl = \"{central_url}\"\ninstance_id = {instance_id}\ntoken = \"{token}\"\n{central_extra}\n",
             dir.display()
         );
         let config = SatelliteConfig::parse(&text, &dir.join("satellite.toml")).expect("config");

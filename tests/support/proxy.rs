@@ -1,0 +1,412 @@
+//! A fault-injecting TCP proxy on 127.0.0.1:0, in front of central.
+//!
+//! Each accepted connection takes the next queued fault ([`Proxy::next`]),
+//! or else the standing one ([`Proxy::set`]). The proxy follows the HTTP/1.1
+//! messages on a connection (by `Content-Length`), so a fault can aim at one
+//! request or reply of a run (the satellite's client keeps one connection
+//! for all the round trips of a run) and at a byte counted from either end
+//! of that message, however the message's size varies between runs:
+//!
+//! - [`Fault::Pass`]: bytes flow both ways untouched;
+//! - [`Fault::CutRequest`]: after that byte of that request, both sides are
+//!   closed (central never sees the whole request; at [`At::End`]`(0)` it
+//!   does, and the client is gone while central works on it);
+//! - [`Fault::CutReply`]: after that byte of that reply, both sides are
+//!   closed (central processed the request);
+//! - [`Fault::DropReply`]: that reply is read whole and held back, then both
+//!   sides are closed: central applied the request, the client never heard;
+//! - [`Fault::Delay`]: sleeps before forwarding the first byte of each
+//!   direction;
+//! - [`Fault::HangUp`]: the client hangs up a while after a whole request,
+//!   having heard nothing (central may be in the middle of it).
+//!
+//! Bytes forwarded each way and the messages seen are counted per
+//! connection, for assertions.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A byte of a message: the stream is closed once the bytes before it were
+/// forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// `n` bytes from the message's start (0: nothing of it).
+    Start(u64),
+    /// `n` bytes before its end, counted in the body (0: all of it).
+    End(u64),
+}
+
+/// What the proxy does to one connection. `msg` counts the requests or
+/// replies of the connection from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Forward everything.
+    #[default]
+    Pass,
+    /// Close both sides at that byte of request `msg`.
+    CutRequest { msg: usize, at: At },
+    /// Close both sides at that byte of reply `msg`.
+    CutReply { msg: usize, at: At },
+    /// Forward the replies before `msg`; read reply `msg` whole, then close
+    /// both sides without sending any of it.
+    DropReply { msg: usize },
+    /// Sleep before the first byte of each direction.
+    Delay(Duration),
+    /// Forward request `msg` whole, hold its reply back, and close both
+    /// sides `after` the request's last byte (the client gave up while
+    /// central works on it).
+    HangUp { msg: usize, after: Duration },
+}
+
+/// The size of one HTTP message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Msg {
+    /// Header bytes (with the blank line).
+    pub head: u64,
+    /// All bytes.
+    pub len: u64,
+}
+
+/// What happened on one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnStats {
+    /// The fault it was given.
+    pub fault: Fault,
+    /// Request bytes forwarded to central.
+    pub up: u64,
+    /// Reply bytes forwarded to the client.
+    pub down: u64,
+    /// Reply bytes read from central and not forwarded.
+    pub held_back: u64,
+    /// Whole requests seen.
+    pub requests: Vec<Msg>,
+    /// Whole replies seen.
+    pub replies: Vec<Msg>,
+    /// Whether the proxy closed it on purpose (the fault fired).
+    pub faulted: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    standing: Fault,
+    queue: VecDeque<Fault>,
+    /// Every connection (indices stay valid while they run).
+    conns: Vec<ConnStats>,
+    /// How many [`Proxy::take_connections`] already returned.
+    taken: usize,
+}
+
+/// The proxy; stops accepting when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    /// `http://127.0.0.1:<port>`, for the satellite's `[central] url`.
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts a proxy to `target` (`http://host:port`), passing everything.
+    pub async fn start(target: &str) -> Proxy {
+        let target: SocketAddr = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("target address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+        let state = Arc::new(Mutex::new(State {
+            standing: Fault::Pass,
+            queue: VecDeque::new(),
+            conns: Vec::new(),
+            taken: 0,
+        }));
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (index, fault) = {
+                    let mut s = lock(&shared);
+                    let fault = s.queue.pop_front().unwrap_or(s.standing);
+                    s.conns.push(ConnStats {
+                        fault,
+                        ..ConnStats::default()
+                    });
+                    (s.conns.len() - 1, fault)
+                };
+                let conn = Conn {
+                    state: Arc::clone(&shared),
+                    index,
+                };
+                tokio::spawn(conn.run(client, target, fault));
+            }
+        });
+        Proxy { url, state, task }
+    }
+
+    /// The fault of every following connection (after the queued ones).
+    pub fn set(&self, fault: Fault) {
+        lock(&self.state).standing = fault;
+    }
+
+    /// The fault of the next `n` connections (then the standing one again).
+    pub fn next(&self, n: usize, fault: Fault) {
+        lock(&self.state)
+            .queue
+            .extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The connections since the last [`Proxy::take_connections`], in
+    /// order of arrival.
+    pub fn connections(&self) -> Vec<ConnStats> {
+        let s = lock(&self.state);
+        s.conns[s.taken..].to_vec()
+    }
+
+    /// The connections since the last call, in order of arrival.
+    pub fn take_connections(&self) -> Vec<ConnStats> {
+        let mut s = lock(&self.state);
+        let (from, to) = (s.taken, s.conns.len());
+        s.taken = to;
+        s.conns[from..].to_vec()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How a direction ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The sender closed (or an I/O error): the close is passed on.
+    Closed,
+    /// The fault fired: close both sides now.
+    Fault,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Up,
+    Down,
+}
+
+/// What one direction does to message `msg`.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    None,
+    Cut {
+        msg: usize,
+        at: At,
+    },
+    /// Hold reply `msg` back; close once it is whole if `close`.
+    Hold {
+        msg: usize,
+        close: bool,
+    },
+    /// Close `after` request `msg` was forwarded whole.
+    HangUp {
+        msg: usize,
+        after: Duration,
+    },
+}
+
+struct Conn {
+    state: Arc<Mutex<State>>,
+    index: usize,
+}
+
+impl Conn {
+    async fn run(self, client: TcpStream, target: SocketAddr, fault: Fault) {
+        let Ok(server) = TcpStream::connect(target).await else {
+            return;
+        };
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        let (up_rule, down_rule, delay) = match fault {
+            Fault::Pass => (Rule::None, Rule::None, None),
+            Fault::CutRequest { msg, at } => (Rule::Cut { msg, at }, Rule::None, None),
+            Fault::CutReply { msg, at } => (Rule::None, Rule::Cut { msg, at }, None),
+            Fault::DropReply { msg } => (Rule::None, Rule::Hold { msg, close: true }, None),
+            Fault::Delay(d) => (Rule::None, Rule::None, Some(d)),
+            Fault::HangUp { msg, after } => (
+                Rule::HangUp { msg, after },
+                Rule::Hold { msg, close: false },
+                None,
+            ),
+        };
+        let up = self.pump(Dir::Up, client_read, server_write, up_rule, delay);
+        let down = self.pump(Dir::Down, server_read, client_write, down_rule, delay);
+        tokio::pin!(up, down);
+        // A fault closes both sides at once (every half is dropped); a plain
+        // close of one direction lets the other finish.
+        tokio::select! {
+            end = &mut up => if end == End::Closed { down.await; },
+            end = &mut down => if end == End::Closed { up.await; },
+        }
+    }
+
+    /// Copies `from` to `to`, applying `rule`, after `delay` before the
+    /// first byte.
+    async fn pump(
+        &self,
+        dir: Dir,
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        rule: Rule,
+        mut delay: Option<Duration>,
+    ) -> End {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut framer = Framer::default();
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return End::Closed;
+                }
+                Ok(n) => n,
+            };
+            if let Some(d) = delay.take() {
+                tokio::time::sleep(d).await;
+            }
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                // The bytes of the current message in this chunk.
+                let span = framer.span(rest);
+                let (send, fire) = match rule {
+                    Rule::Cut { msg, at } if msg == framer.index => {
+                        let point = match (at, framer.len) {
+                            (At::Start(n), _) => n,
+                            (At::End(n), Some(len)) => len.saturating_sub(n).max(framer.head),
+                            // Still in the header: the point is beyond it.
+                            (At::End(_), None) => u64::MAX,
+                        };
+                        let send = span.min(point.saturating_sub(framer.pos) as usize);
+                        (send, framer.pos + send as u64 == point)
+                    }
+                    Rule::Hold { msg, close } if msg == framer.index => {
+                        self.count(dir, 0, span as u64);
+                        framer.advance(span, &self.state, self.index, dir);
+                        if close && framer.index > msg {
+                            return self.fault();
+                        }
+                        rest = &rest[span..];
+                        continue;
+                    }
+                    _ => (span, false),
+                };
+                // Counted first, so the stats are complete when the client
+                // has the bytes.
+                self.count(dir, send as u64, 0);
+                framer.advance(send, &self.state, self.index, dir);
+                if to.write_all(&rest[..send]).await.is_err() {
+                    return End::Closed;
+                }
+                if fire {
+                    return self.fault();
+                }
+                if let Rule::HangUp { msg, after } = rule
+                    && framer.index == msg + 1
+                    && framer.pos == 0
+                {
+                    tokio::time::sleep(after).await;
+                    return self.fault();
+                }
+                rest = &rest[span..];
+            }
+        }
+    }
+
+    fn count(&self, dir: Dir, forwarded: u64, held: u64) {
+        let mut s = lock(&self.state);
+        let c = &mut s.conns[self.index];
+        match dir {
+            Dir::Up => c.up += forwarded,
+            Dir::Down => c.down += forwarded,
+        }
+        c.held_back += held;
+    }
+
+    fn fault(&self) -> End {
+        lock(&self.state).conns[self.index].faulted = true;
+        End::Fault
+    }
+}
+
+/// Follows the HTTP/1.1 messages of one direction.
+#[derive(Debug, Default)]
+struct Framer {
+    /// Which message (from 0).
+    index: usize,
+    /// Bytes of it seen.
+    pos: u64,
+    /// Its header length, once known.
+    head: u64,
+    /// Its whole length, once its header is in.
+    len: Option<u64>,
+    /// Its header so far.
+    header: Vec<u8>,
+}
+
+impl Framer {
+    /// How many bytes of `rest` belong to the current message (learning its
+    /// length from the header when it is in).
+    fn span(&mut self, rest: &[u8]) -> usize {
+        if self.len.is_none() {
+            self.header.extend_from_slice(rest);
+            if let Some(end) = self.header.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&self.header[..end]).to_ascii_lowercase();
+                let body = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                self.head = end as u64 + 4;
+                // No length: chunked (not followed; the message never ends)
+                // or no body.
+                self.len = Some(match body {
+                    Some(b) => self.head + b,
+                    None if text.contains("transfer-encoding") => u64::MAX,
+                    None => self.head,
+                });
+            } else {
+                return rest.len();
+            }
+        }
+        let left = self.len.map_or(u64::MAX, |l| l - self.pos);
+        rest.len().min(usize::try_from(left).unwrap_or(usize::MAX))
+    }
+
+    /// Moves past `n` bytes; a finished message is counted.
+    fn advance(&mut self, n: usize, state: &Mutex<State>, conn: usize, dir: Dir) {
+        self.pos += n as u64;
+        if Some(self.pos) == self.len {
+            let msg = Msg {
+                head: self.head,
+                len: self.pos,
+            };
+            let mut s = lock(state);
+            let c = &mut s.conns[conn];
+            match dir {
+                Dir::Up => c.requests.push(msg),
+                Dir::Down => c.replies.push(msg),
+            }
+            *self = Framer {
+                index: self.index + 1,
+                ..Framer::default()
+            };
+        }
+    }
+}
