@@ -52,36 +52,164 @@ impl Rng {
     }
     fn words(&mut self, from: &[&str], min: usize, max: usize) -> String {
         let n = min + self.below(max - min + 1);
-        (0..n).map(|_| self.pick(from)).collect::<Vec<_>>().join(" ")
+        (0..n)
+            .map(|_| self.pick(from))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
 const FIRST: &[&str] = &[
-    "Amina", "Kofi", "Achieng", "Musa", "Fatou", "Tendai", "Zawadi", "Kwame", "Nia", "Jabari", "Imani",
-    "Chidi", "Ayodele", "Wanjiru", "Sekou", "Halima", "Baraka", "Thandiwe", "Olu", "Mariam", "Kamau",
-    "Esi", "Lindiwe", "Yaw", "Nomvula", "Ifeoma", "Abdi", "Naledi", "Tariq", "Ruth",
+    "Amina", "Kofi", "Achieng", "Musa", "Fatou", "Tendai", "Zawadi", "Kwame", "Nia", "Jabari",
+    "Imani", "Chidi", "Ayodele", "Wanjiru", "Sekou", "Halima", "Baraka", "Thandiwe", "Olu",
+    "Mariam", "Kamau", "Esi", "Lindiwe", "Yaw", "Nomvula", "Ifeoma", "Abdi", "Naledi", "Tariq",
+    "Ruth",
 ];
 const LAST: &[&str] = &[
-    "Diallo", "Mensah", "Otieno", "Okafor", "Banda", "Nkosi", "Mwangi", "Traore", "Abubakar", "Kamara",
-    "Phiri", "Osei", "Ndlovu", "Keita", "Ochieng", "Adeyemi", "Moyo", "Sow", "Asante", "Lule",
+    "Diallo", "Mensah", "Otieno", "Okafor", "Banda", "Nkosi", "Mwangi", "Traore", "Abubakar",
+    "Kamara", "Phiri", "Osei", "Ndlovu", "Keita", "Ochieng", "Adeyemi", "Moyo", "Sow", "Asante",
+    "Lule",
 ];
 const WORDS: &[&str] = &[
-    "patient", "reports", "mild", "severe", "fever", "cough", "headache", "since", "three", "days",
-    "no", "vomiting", "diarrhoea", "abdominal", "pain", "left", "right", "lower", "upper", "chest",
-    "clear", "on", "auscultation", "tender", "swelling", "rash", "itching", "fatigue", "dizziness",
-    "advised", "fluids", "rest", "review", "in", "one", "week", "referred", "to", "district",
-    "hospital", "malaria", "test", "negative", "positive", "started", "on", "amoxicillin",
-    "paracetamol", "ors", "zinc", "iron", "folate", "antenatal", "visit", "gestation", "weeks",
-    "fundal", "height", "normal", "blood", "pressure", "raised", "repeat", "counselled", "on",
-    "nutrition", "hiv", "status", "known", "art", "adherence", "good", "missed", "doses", "sputum",
-    "sample", "sent", "wound", "dressed", "sutures", "removed", "healing", "well", "child", "weight",
-    "gain", "poor", "immunisation", "up", "to", "date", "measles", "dose", "given", "follow",
-    "up", "mother", "accompanied", "by", "husband", "complains", "of", "joint", "stiffness",
-    "morning", "diabetic", "glucose", "fasting", "metformin", "continued", "eyes", "feet",
-    "examined", "sensation", "intact", "asthma", "inhaler", "technique", "checked", "wheeze",
+    "patient",
+    "reports",
+    "mild",
+    "severe",
+    "fever",
+    "cough",
+    "headache",
+    "since",
+    "three",
+    "days",
+    "no",
+    "vomiting",
+    "diarrhoea",
+    "abdominal",
+    "pain",
+    "left",
+    "right",
+    "lower",
+    "upper",
+    "chest",
+    "clear",
+    "on",
+    "auscultation",
+    "tender",
+    "swelling",
+    "rash",
+    "itching",
+    "fatigue",
+    "dizziness",
+    "advised",
+    "fluids",
+    "rest",
+    "review",
+    "in",
+    "one",
+    "week",
+    "referred",
+    "to",
+    "district",
+    "hospital",
+    "malaria",
+    "test",
+    "negative",
+    "positive",
+    "started",
+    "on",
+    "amoxicillin",
+    "paracetamol",
+    "ors",
+    "zinc",
+    "iron",
+    "folate",
+    "antenatal",
+    "visit",
+    "gestation",
+    "weeks",
+    "fundal",
+    "height",
+    "normal",
+    "blood",
+    "pressure",
+    "raised",
+    "repeat",
+    "counselled",
+    "on",
+    "nutrition",
+    "hiv",
+    "status",
+    "known",
+    "art",
+    "adherence",
+    "good",
+    "missed",
+    "doses",
+    "sputum",
+    "sample",
+    "sent",
+    "wound",
+    "dressed",
+    "sutures",
+    "removed",
+    "healing",
+    "well",
+    "child",
+    "weight",
+    "gain",
+    "poor",
+    "immunisation",
+    "up",
+    "to",
+    "date",
+    "measles",
+    "dose",
+    "given",
+    "follow",
+    "up",
+    "mother",
+    "accompanied",
+    "by",
+    "husband",
+    "complains",
+    "of",
+    "joint",
+    "stiffness",
+    "morning",
+    "diabetic",
+    "glucose",
+    "fasting",
+    "metformin",
+    "continued",
+    "eyes",
+    "feet",
+    "examined",
+    "sensation",
+    "intact",
+    "asthma",
+    "inhaler",
+    "technique",
+    "checked",
+    "wheeze",
 ];
-const ALLERGIES: &[&str] = &["penicillin", "sulfa", "latex", "peanuts", "aspirin", "codeine", "eggs"];
-const REASONS: &[&str] = &["routine review", "fever", "antenatal", "immunisation", "injury", "chronic care", "follow-up"];
+const ALLERGIES: &[&str] = &[
+    "penicillin",
+    "sulfa",
+    "latex",
+    "peanuts",
+    "aspirin",
+    "codeine",
+    "eggs",
+];
+const REASONS: &[&str] = &[
+    "routine review",
+    "fever",
+    "antenatal",
+    "immunisation",
+    "injury",
+    "chronic care",
+    "follow-up",
+];
 
 /// A patient document of about 2 KB, with realistic variety (names, free
 /// text from a clinical vocabulary, numbers), so that compression ratios
@@ -99,7 +227,10 @@ fn record(n: usize, revision: usize) -> Files {
         r.next() % 100_000_000,
         r.pick(LAST),
         ["hill", "river", "market", "school"][r.below(4)],
-        (0..r.below(3)).map(|_| r.pick(ALLERGIES)).collect::<Vec<_>>().join(", "),
+        (0..r.below(3))
+            .map(|_| r.pick(ALLERGIES))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     while yaml.len() < 1900 {
         yaml.push_str(&format!(
@@ -251,7 +382,10 @@ fn populate(config: &Path, ids: &[PatientId], revision: usize) -> anyhow::Result
 
 /// The yardsticks for bytes on the wire: the changed content compressed as
 /// one stream (zstd 3, the best a batch could do) and record by record.
-fn compressed_content(ids: &[PatientId], changed: impl Fn(usize) -> String) -> anyhow::Result<(u64, u64)> {
+fn compressed_content(
+    ids: &[PatientId],
+    changed: impl Fn(usize) -> String,
+) -> anyhow::Result<(u64, u64)> {
     let mut all = Vec::new();
     let mut each = 0u64;
     for n in 0..ids.len() {

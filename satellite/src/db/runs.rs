@@ -114,3 +114,12 @@ impl Db {
         Ok(out)
     }
 }
+
+impl Db {
+    /// How many runs are logged.
+    pub fn run_count(&self) -> Result<i64, DbError> {
+        self.conn()
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .map_err(sql("counting runs"))
+    }
+}
