@@ -279,8 +279,9 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Runs a child to completion; returns its stdout and peak memory (bytes).
-fn run_child(mut cmd: Command) -> anyhow::Result<(String, u64)> {
+/// Runs a child to completion; returns its stdout, peak memory (bytes) and
+/// stderr.
+fn run_child(mut cmd: Command) -> anyhow::Result<(String, u64, String)> {
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let pid = child.id() as libc::pid_t;
     // Read its output on threads while we wait for it with wait4, which
@@ -315,7 +316,7 @@ fn run_child(mut cmd: Command) -> anyhow::Result<(String, u64)> {
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         bail!("{:?} failed: {}", cmd, stderr.trim());
     }
-    Ok((stdout, usage.ru_maxrss.max(0) as u64 * 1024))
+    Ok((stdout, usage.ru_maxrss.max(0) as u64 * 1024, stderr))
 }
 
 /// One satellite job in its own process.
@@ -323,7 +324,14 @@ fn job(config: &Path, job: &str) -> anyhow::Result<(Summary, u64)> {
     let mut cmd = Command::new(exe()?);
     cmd.args(["satellite", "sync", job, "--json", "--config"])
         .arg(config);
-    let (out, rss) = run_child(cmd)?;
+    let (out, rss, err) = run_child(cmd)?;
+    if let Some(dir) = config.parent() {
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("jobs.log"))?;
+        std::io::Write::write_all(&mut log, err.as_bytes())?;
+    }
     let summary: Summary =
         serde_json::from_str(out.trim()).with_context(|| format!("bad summary: {out}"))?;
     Ok((summary, rss))
@@ -411,6 +419,14 @@ async fn world(tag: &str) -> anyhow::Result<World> {
         .tempdir_in(&base)
         .with_context(|| format!("cannot make a folder in {base}"))?;
     let dir = tmp.path().to_path_buf();
+    // CHARTSYNC_BENCH_KEEP=1 keeps the folder (logs, repositories) to inspect.
+    let tmp = if std::env::var_os("CHARTSYNC_BENCH_KEEP").is_some() {
+        eprintln!("  keeping {}", dir.display());
+        let _ = tmp.keep();
+        tempfile::Builder::new().tempdir_in(&base)?
+    } else {
+        tmp
+    };
     let port = free_port().await?;
     let central_toml = dir.join("central.toml");
     write_config(
@@ -442,7 +458,7 @@ async fn world(tag: &str) -> anyhow::Result<World> {
         .args(["central", "serve", "--config"])
         .arg(&central_toml)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("central.log"))?)
         .spawn()?;
     let url = format!("http://127.0.0.1:{port}");
     let central = Central { child, url };

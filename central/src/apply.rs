@@ -177,7 +177,10 @@ async fn apply_locked<D: CentralDb>(
 
     // Stage in the store, in parallel on blocking threads.
     let by = caller.instance_id();
+    let timer = std::time::Instant::now();
+    let records = work.len();
     let staged = stage_all(Arc::clone(central), work, by).await;
+    let staged_at = timer.elapsed();
     let mut ready = Vec::new();
     for (index, row, staged) in staged {
         match staged {
@@ -206,7 +209,9 @@ async fn apply_locked<D: CentralDb>(
             .collect();
         // If this fails, the prepared writes are dropped: abandoned, nothing
         // acknowledged.
+        let flushed_at = timer.elapsed();
         let applied = central.db.apply(&changes).await?;
+        let committed_at = timer.elapsed();
         let c = Arc::clone(central);
         let published = blocking(move || {
             let mut results = Vec::new();
@@ -251,6 +256,14 @@ async fn apply_locked<D: CentralDb>(
         for (index, outcome) in results {
             outcomes[index] = Some(outcome);
         }
+        tracing::debug!(
+            records,
+            stage_ms = staged_at.as_millis() as u64,
+            flush_ms = (flushed_at - staged_at).as_millis() as u64,
+            commit_ms = (committed_at - flushed_at).as_millis() as u64,
+            publish_ms = (timer.elapsed() - committed_at).as_millis() as u64,
+            "write batch applied"
+        );
         if let Err(e) = central.db.clear_ref_pending(&done).await {
             tracing::warn!(error = %e, "could not clear ref_pending rows (harmless: repair is a no-op)");
         }

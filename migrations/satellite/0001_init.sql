@@ -8,6 +8,7 @@ CREATE TABLE records (
     central_seq  INTEGER,               -- its number in central's change sequence
     synced_at    INTEGER,               -- Unix seconds of the last successful sync
     dirty        INTEGER NOT NULL DEFAULT 1, -- set BEFORE every local head move; cleared by push
+    changes      INTEGER NOT NULL DEFAULT 0, -- bumped before AND after every local head move (see db/sync.rs)
     refused      TEXT,                  -- why central last refused a push of it, if it did
     refused_head TEXT                   -- the local head it refused (not pushed again until the head moves)
 ) WITHOUT ROWID;

@@ -84,7 +84,14 @@ impl RecordService for LocalApi {
                 // from the next push.
                 sat.db.mark_dirty(&id).map_err(|e| ApiError::internal(&e))?;
             }
+            let changed = prepared.is_change();
             let head = sat.store.publish(prepared, Flush::Now)?;
+            if changed {
+                // After the head moved too (see db/sync.rs).
+                sat.db
+                    .note_moved(&[id])
+                    .map_err(|e| ApiError::internal(&e))?;
+            }
             let files = sat
                 .store
                 .read_at(&id, head)?

@@ -1,8 +1,10 @@
 //! The daemon's job schedule: each configured job runs at its cron times,
 //! after a random delay of up to `jitter_secs` (so a thousand clinics do not
 //! call central in the same second). A failed run is retried with
-//! exponential backoff until the next scheduled time. A run that finds
-//! another run in progress (a one-shot run from system cron) skips its turn.
+//! exponential backoff until the next scheduled time. The daemon's own jobs
+//! take turns (jobs due at the same time run one after the other); a job
+//! that finds a run of another process in progress (a one-shot run from
+//! system cron) skips its turn.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,7 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 
 /// Runs the configured schedules until `stop` turns true.
 pub async fn run(sat: Arc<Satellite>, stop: watch::Receiver<bool>) {
+    let turns = Arc::new(tokio::sync::Mutex::new(()));
     let mut tasks = Vec::new();
     for (name, expr) in sat.config.schedules() {
         let Some(expr) = expr else { continue };
@@ -65,6 +68,7 @@ pub async fn run(sat: Arc<Satellite>, stop: watch::Receiver<bool>) {
             Arc::clone(&sat),
             job,
             schedule,
+            Arc::clone(&turns),
             stop.clone(),
         )));
     }
@@ -77,6 +81,7 @@ async fn job_loop(
     sat: Arc<Satellite>,
     job: Job,
     schedule: Schedule,
+    turns: Arc<tokio::sync::Mutex<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let jitter = sat.config.schedule.jitter_secs;
@@ -91,7 +96,14 @@ async fn job_loop(
         }
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match run_now(&sat, job).await {
+            let result = {
+                let _turn = tokio::select! {
+                    turn = turns.lock() => turn,
+                    _ = stop.changed() => return,
+                };
+                run_now(&sat, job).await
+            };
+            match result {
                 Ok(()) => break,
                 Err(JobError::Lock(LockError::Busy { .. })) => {
                     tracing::info!(

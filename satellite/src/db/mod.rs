@@ -58,6 +58,8 @@ pub struct RecordState {
     pub id: PatientId,
     /// The head central last acknowledged.
     pub central_head: Option<CommitId>,
+    /// Its local-change counter.
+    pub changes: i64,
 }
 
 pub(crate) fn id_from(bytes: Vec<u8>) -> Result<PatientId, DbError> {
@@ -100,14 +102,7 @@ impl Db {
 
     /// Marks a record as possibly changed locally (before its head moves).
     pub fn mark_dirty(&self, id: &PatientId) -> Result<(), DbError> {
-        self.conn()
-            .execute(
-                "INSERT INTO records (patient, dirty) VALUES (?1, 1)
-                 ON CONFLICT (patient) DO UPDATE SET dirty = 1",
-                params![id.as_bytes()],
-            )
-            .map_err(sql("marking a record changed"))?;
-        Ok(())
+        self.mark_dirty_many(std::slice::from_ref(id))
     }
 
     /// A record's sync state.
@@ -115,17 +110,18 @@ impl Db {
         let row = self
             .conn()
             .query_row(
-                "SELECT central_head FROM records WHERE patient = ?1",
+                "SELECT central_head, changes FROM records WHERE patient = ?1",
                 params![id.as_bytes()],
-                |r| r.get::<_, Option<String>>(0),
+                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?)),
             )
             .optional()
             .map_err(sql("reading a record's state"))?;
         match row {
             None => Ok(None),
-            Some(head) => Ok(Some(RecordState {
+            Some((head, changes)) => Ok(Some(RecordState {
                 id: *id,
                 central_head: head_from(head)?,
+                changes,
             })),
         }
     }

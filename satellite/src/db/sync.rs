@@ -1,4 +1,12 @@
 //! Bookkeeping of the sync jobs.
+//!
+//! **The "changed" mark and its counter.** Every local head move (a clinic's
+//! write, a merge) sets `dirty` and bumps `changes` *before* the head moves
+//! (so a crash cannot hide the change from push), and bumps `changes` again
+//! *after*. Push reads `changes`, then the head, pushes it, and clears
+//! `dirty` only if `changes` is still what it read: a write that started
+//! after the read, or was between its two bumps, changes the counter, so its
+//! record stays marked. No lock is needed, across processes too.
 
 use chartsync_shared::{CommitId, PatientId};
 use rusqlite::params;
@@ -14,6 +22,8 @@ pub struct DirtyRecord {
     pub central_head: Option<CommitId>,
     /// The local head central refused, if it did.
     pub refused_head: Option<CommitId>,
+    /// The local-change counter when read.
+    pub changes: i64,
 }
 
 /// What central has of a record, after a sync.
@@ -39,7 +49,7 @@ impl Db {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT patient, central_head, refused_head FROM records
+                "SELECT patient, central_head, refused_head, changes FROM records
                  WHERE dirty = 1 AND patient > ?1 ORDER BY patient LIMIT ?2",
             )
             .map_err(sql("listing changed records"))?;
@@ -50,43 +60,70 @@ impl Db {
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
                 ))
             })
             .map_err(sql("listing changed records"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, head, refused) = row.map_err(sql("listing changed records"))?;
+            let (id, head, refused, changes) = row.map_err(sql("listing changed records"))?;
             out.push(DirtyRecord {
                 id: id_from(id)?,
                 central_head: head_from(head)?,
                 refused_head: head_from(refused)?,
+                changes,
             });
         }
         Ok(out)
     }
 
-    /// Clears a record's "changed" mark (call with the record's head locked
-    /// and equal to what central acknowledged).
-    pub fn clear_dirty(&self, id: &PatientId) -> Result<(), DbError> {
-        self.conn()
-            .execute(
-                "UPDATE records SET dirty = 0, refused = NULL, refused_head = NULL WHERE patient = ?1",
-                params![id.as_bytes()],
-            )
-            .map_err(sql("clearing a changed mark"))?;
-        Ok(())
+    /// Clears the "changed" marks of records whose counter is still the
+    /// one given (see the module documentation), in one transaction.
+    pub fn clear_dirty_if(&self, records: &[(PatientId, i64)]) -> Result<(), DbError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("clearing changed marks"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE records SET dirty = 0, refused = NULL, refused_head = NULL
+                     WHERE patient = ?1 AND changes = ?2",
+                )
+                .map_err(sql("clearing changed marks"))?;
+            for (id, changes) in records {
+                stmt.execute(params![id.as_bytes(), changes])
+                    .map_err(sql("clearing changed marks"))?;
+            }
+        }
+        tx.commit().map_err(sql("clearing changed marks"))
     }
 
-    /// Marks records changed, in one transaction.
+    /// Marks records changed, before their heads move, in one transaction.
     pub fn mark_dirty_many(&self, ids: &[PatientId]) -> Result<(), DbError> {
+        self.bump(ids, true)
+    }
+
+    /// Bumps the counters of records whose heads just moved.
+    pub fn note_moved(&self, ids: &[PatientId]) -> Result<(), DbError> {
+        self.bump(ids, false)
+    }
+
+    fn bump(&self, ids: &[PatientId], dirty: bool) -> Result<(), DbError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(sql("marking records changed"))?;
         {
             let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO records (patient, dirty) VALUES (?1, 1)
-                     ON CONFLICT (patient) DO UPDATE SET dirty = 1",
-                )
+                .prepare_cached(if dirty {
+                    "INSERT INTO records (patient, dirty, changes) VALUES (?1, 1, 1)
+                     ON CONFLICT (patient) DO UPDATE SET dirty = 1, changes = changes + 1"
+                } else {
+                    "UPDATE records SET changes = changes + 1 WHERE patient = ?1"
+                })
                 .map_err(sql("marking records changed"))?;
             for id in ids {
                 stmt.execute(params![id.as_bytes()])

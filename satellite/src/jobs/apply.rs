@@ -273,5 +273,6 @@ pub(crate) fn store_updates(
     if any {
         store.flush()?;
     }
+    sat.db.note_moved(&dirty)?;
     Ok(out)
 }

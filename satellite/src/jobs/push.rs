@@ -18,8 +18,9 @@ use crate::Satellite;
 use crate::client::CentralClient;
 use crate::db::{CentralState, DirtyRecord};
 
-/// Builds the push records of a page (skipping records with nothing to
-/// push, and clearing their marks).
+/// Builds the push records of a page, skipping records with nothing to
+/// push (their marks are cleared if no local write happened since the page
+/// was read: see `db/sync.rs`).
 fn build(
     sat: &Satellite,
     page: &[DirtyRecord],
@@ -27,14 +28,15 @@ fn build(
 ) -> Result<Vec<PushRecord>, JobError> {
     let store = &sat.store;
     let mut out = Vec::with_capacity(page.len());
+    let mut clean = Vec::new();
     for d in page {
         let Some(local) = store.head(&d.id)? else {
             // Marked before a creation that never completed.
-            sat.db.clear_dirty(&d.id)?;
+            clean.push((d.id, d.changes));
             continue;
         };
         if Some(local) == d.central_head {
-            clear_if_at(sat, d.id, local)?;
+            clean.push((d.id, d.changes));
             continue;
         }
         if Some(local) == d.refused_head {
@@ -50,28 +52,15 @@ fn build(
             pack,
         });
     }
+    sat.db.clear_dirty_if(&clean)?;
     Ok(out)
-}
-
-/// Clears a record's mark if its head is still `head` (checked with the
-/// head locked, so a concurrent local write cannot slip between).
-fn clear_if_at(sat: &Satellite, id: PatientId, head: CommitId) -> Result<(), JobError> {
-    let db = &sat.db;
-    sat.store
-        .with_head_locked(&id, |current| {
-            if current == Some(head) {
-                db.clear_dirty(&id)
-            } else {
-                Ok(())
-            }
-        })?
-        .map_err(JobError::from)
 }
 
 /// Handles central's answers; returns the ids to push again in this run.
 fn handle(
     sat: &Satellite,
     sent: &[PushRecord],
+    counters: &HashMap<PatientId, i64>,
     response: PushResponse,
     summary: &mut Summary,
 ) -> Result<Vec<PatientId>, JobError> {
@@ -135,11 +124,12 @@ fn handle(
     let states: Vec<CentralState> = applied.iter().map(|(s, _)| s.clone()).collect();
     sat.db.commit_sync(&states, &[], &[])?;
     summary.records_sent += applied.len() as u64;
-    for (state, pushed_head) in applied {
-        if state.head == pushed_head {
-            clear_if_at(sat, state.id, pushed_head)?;
-        }
-    }
+    let clean: Vec<(PatientId, i64)> = applied
+        .iter()
+        .filter(|(state, pushed)| state.head == *pushed)
+        .filter_map(|(state, _)| counters.get(&state.id).map(|c| (state.id, *c)))
+        .collect();
+    sat.db.clear_dirty_if(&clean)?;
     // Conflicts: merge central's commits, then push again.
     if !conflicts.is_empty() {
         let ids: Vec<PatientId> = conflicts.iter().map(|u| u.id).collect();
@@ -203,6 +193,7 @@ pub(crate) async fn run(
                             id,
                             central_head: state.central_head,
                             refused_head: None,
+                            changes: state.changes,
                         });
                     }
                 }
@@ -223,6 +214,8 @@ async fn push_page(
     page: Vec<DirtyRecord>,
     summary: &mut Summary,
 ) -> Result<Vec<PatientId>, JobError> {
+    let timer = std::time::Instant::now();
+    let counters: HashMap<PatientId, i64> = page.iter().map(|d| (d.id, d.changes)).collect();
     let s = Arc::clone(sat);
     let mut local = Summary::default();
     let (records, local) = tokio::task::spawn_blocking(move || {
@@ -235,16 +228,26 @@ async fn push_page(
     if records.is_empty() {
         return Ok(Vec::new());
     }
+    let built = timer.elapsed();
     let request = PushRequest { records };
     let response: PushResponse = client.call("/v1/sync/push", &request).await?;
+    let called = timer.elapsed();
+    let request_len = request.records.len();
     let s = Arc::clone(sat);
     let (again, local) = tokio::task::spawn_blocking(move || {
         let mut local = Summary::default();
-        let again = handle(&s, &request.records, response, &mut local)?;
+        let again = handle(&s, &request.records, &counters, response, &mut local)?;
         Ok::<_, JobError>((again, local))
     })
     .await
     .map_err(|e| JobError::Task(e.to_string()))??;
+    tracing::debug!(
+        records = request_len,
+        build_ms = built.as_millis() as u64,
+        call_ms = (called - built).as_millis() as u64,
+        handle_ms = (timer.elapsed() - called).as_millis() as u64,
+        "push batch"
+    );
     summary.records_sent += local.records_sent;
     summary.merged += local.merged;
     summary.conflicts += local.conflicts;

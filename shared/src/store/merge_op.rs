@@ -138,28 +138,3 @@ impl RecordStore {
         Ok(())
     }
 }
-
-impl RecordStore {
-    /// Runs `f` with the record's head while holding its locks (in-process
-    /// and the head's lock file), so no writer can move the head meanwhile:
-    /// for bookkeeping that must agree with the head (a satellite clearing
-    /// its "changed" mark). `f` gets `None` if the record does not exist.
-    pub fn with_head_locked<T>(
-        &self,
-        id: &PatientId,
-        f: impl FnOnce(Option<CommitId>) -> T,
-    ) -> Result<T, StoreError> {
-        let _guard = self.local_lock(*id)?;
-        let path = self.layout.repo(id);
-        if !path.join("HEAD").is_file() {
-            return Ok(f(None));
-        }
-        let lock = RefLock::acquire(&path, self.lock_wait).map_err(|e| match e {
-            RefError::Locked { .. } => StoreError::Busy { id: *id },
-            other => other.into(),
-        })?;
-        let out = f(lock.current().map(commit_id));
-        drop(lock);
-        Ok(out)
-    }
-}
