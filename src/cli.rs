@@ -133,6 +133,16 @@ enum SatelliteCommand {
         #[arg(long)]
         json: bool,
     },
+    /// After central was restored from a backup: forgets what central had
+    /// acknowledged and resets the cursors, so that the next `sync all`
+    /// pushes every record again and pulls everything.
+    ///
+    /// Example: chartsync satellite resync --config /etc/chartsync/satellite.toml
+    Resync {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Fetches a visiting patient's record from central by id; from then on
     /// it is held and synced (online only).
     ///
@@ -222,6 +232,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }) => satellite_sync(config, job, json, wait_secs).await,
             Command::Satellite(SatelliteCommand::Status { config, json }) => {
                 satellite_status(config, json).await
+            }
+            Command::Satellite(SatelliteCommand::Resync { config }) => {
+                let config = chartsync_satellite::SatelliteConfig::load(&config)?;
+                let sat = chartsync_satellite::Satellite::open(config)?;
+                let _lock = chartsync_satellite::jobs::JobLock::acquire(
+                    &sat.config.data_dir,
+                    std::time::Duration::from_secs(600),
+                )
+                .await?;
+                let records = sat.db.forget_central()?;
+                println!("{}", serde_json::json!({"records": records}));
+                Ok(ExitCode::SUCCESS)
             }
             Command::Satellite(SatelliteCommand::Fetch { id, config }) => {
                 satellite_fetch(config, id).await

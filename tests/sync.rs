@@ -472,3 +472,113 @@ async fn twenty_five_hundred_new_records_go_in_three_batches() {
     let s = sync(&w.sats[1], &[Job::Pull, Job::FetchNew]).await;
     assert_eq!(s.records_received, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_central_is_restored_from_a_backup_resync_brings_it_up_to_date() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central_dir = dir.path().join("central");
+    let backup = dir.path().join("backup");
+    let central = TestCentral::start(&central_dir, "").await;
+    let addr = central.url.trim_start_matches("http://").to_string();
+    let (a_id, a_token) = central.add_instance("a", &["north"]).await;
+    let (b_id, b_token) = central.add_instance("b", &["north"]).await;
+    let a =
+        TestSatellite::start_with_token(&dir.path().join("a"), &central.url, a_id, &a_token, "")
+            .await;
+    let b =
+        TestSatellite::start_with_token(&dir.path().join("b"), &central.url, b_id, &b_token, "")
+            .await;
+    let mut w = World {
+        _dir: tempfile::tempdir().expect("tmp"),
+        central,
+        sats: vec![a, b],
+        http: client(),
+    };
+    let (r1, _) = create(&w, 0, "name: Before the backup\n").await;
+    sync(&w.sats[0], &[Job::Push]).await;
+    // The backup (central stopped for the copy).
+    let World {
+        central,
+        sats,
+        http,
+        _dir,
+    } = w;
+    central.stop().await;
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&central_dir)
+        .arg(&backup)
+        .status()
+        .expect("cp");
+    assert!(st.success());
+    w = World {
+        _dir,
+        central: TestCentral::start_on(&central_dir, &addr, "").await,
+        sats,
+        http,
+    };
+    // Work after the backup, acknowledged by central.
+    let (_, _, e) = get(&w, 0, &r1).await;
+    patch(
+        &w,
+        0,
+        &r1,
+        &e,
+        json!({"patient.yaml": {"note": "after the backup"}}),
+    )
+    .await;
+    let (r2, _) = create(&w, 0, "name: After the backup\n").await;
+    sync(&w.sats[0], &[Job::Push]).await;
+    sync(&w.sats[1], &[Job::FetchNew]).await;
+    // Central's disk fails; it is restored from the backup.
+    let World {
+        central,
+        sats,
+        http,
+        _dir,
+    } = w;
+    central.stop().await;
+    std::fs::remove_dir_all(&central_dir).expect("rm");
+    std::fs::rename(&backup, &central_dir).expect("restore");
+    w = World {
+        _dir,
+        central: TestCentral::start_on(&central_dir, &addr, "").await,
+        sats,
+        http,
+    };
+    let admin_get = |id: String| {
+        let http = w.http.clone();
+        let url = w.central.url.clone();
+        let admin = w.central.admin.clone();
+        async move {
+            http.get(format!("{url}/v1/patients/{id}"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .expect("get")
+        }
+    };
+    assert_eq!(
+        admin_get(r2.clone()).await.status(),
+        StatusCode::NOT_FOUND,
+        "lost with the disk"
+    );
+    // Every satellite resyncs.
+    for sat in &w.sats {
+        sat.sat.db.forget_central().expect("resync");
+    }
+    sync(&w.sats[0], &Job::ALL).await;
+    sync(&w.sats[1], &Job::ALL).await;
+    let r = admin_get(r2.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = admin_get(r1.clone()).await.json().await.expect("json");
+    assert_eq!(doc(&body)["note"], "after the backup");
+    for sat in &w.sats {
+        let s = chartsync_satellite::status(&sat.sat).expect("status");
+        assert_eq!(s.pending_push, 0);
+        assert_eq!(s.open_conflicts, 0);
+    }
+    let (_, a1, ea) = get(&w, 0, &r1).await;
+    let (_, b1, eb) = get(&w, 1, &r1).await;
+    assert_eq!((ea, doc(&a1)), (eb, doc(&b1)));
+}

@@ -249,3 +249,27 @@ impl Db {
         self.commit_sync(&[], &[(key, value)], &[])
     }
 }
+
+impl Db {
+    /// After central was restored from a backup: forget what central had
+    /// acknowledged, mark every record changed, and reset the cursors, in
+    /// one transaction. Returns how many records will be pushed again.
+    pub fn forget_central(&self) -> Result<u64, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("resetting sync state"))?;
+        let n = tx
+            .execute(
+                "UPDATE records SET central_head = NULL, central_seq = NULL, dirty = 1,
+                    changes = changes + 1, refused = NULL, refused_head = NULL",
+                [],
+            )
+            .map_err(sql("resetting sync state"))?;
+        tx.execute(
+            "DELETE FROM state WHERE key IN ('pull_cursor', 'fetch_cursor', 'fetch_epoch')",
+            [],
+        )
+        .map_err(sql("resetting sync state"))?;
+        tx.commit().map_err(sql("resetting sync state"))?;
+        Ok(n as u64)
+    }
+}
