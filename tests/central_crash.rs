@@ -1,0 +1,512 @@
+//! kill -9 of a real central process in the middle of batch pushes, at many
+//! different moments: after every restart each acknowledged push is at
+//! central (that head or a later one of ours), the database and the git refs
+//! agree, pushes whose answer was lost complete when pushed again, and at
+//! the end every repository passes `git fsck --strict`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chartsync_shared::protocol::envelope;
+use chartsync_shared::protocol::sync::{
+    CONTENT_TYPE, PROTOCOL_HEADER, PushOutcome, PushRecord, PushResponse,
+};
+use chartsync_shared::{CommitId, PatientId};
+use support::wire::{Scratch, admin_head, encode_push, files};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chartsync");
+const ADMIN: &str = "crash-test-admin-token";
+/// Kills (and restarts).
+const ROUNDS: usize = 22;
+/// New records per batch; the rest are updates of acknowledged records.
+const NEW_PER_BATCH: usize = 30;
+/// Records per batch (records whose push was cut off come first).
+const BATCH: usize = 90;
+/// The dead process's patient leases outlive its restart (as with the
+/// defaults, 30 s and 5 s): repair and writes must cope with that.
+const LEASE_SECS: f64 = 2.0;
+const WAIT_SECS: f64 = 0.25;
+
+/// central as a child process.
+struct Server {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn write_config(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("central.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nadmin_token = \"{ADMIN}\"\n\n[locks]\nlease_secs = {LEASE_SECS}\nwait_secs = {WAIT_SECS}\n\n[upkeep]\nrepack_after_packs = 2\n"
+        ),
+    )
+    .expect("config");
+    path
+}
+
+impl Server {
+    /// Starts central on a free port; returns once it listens.
+    fn start(dir: &Path) -> Server {
+        let port = free_port();
+        let config = write_config(dir, port);
+        let mut child = Command::new(BIN)
+            .args(["central", "serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn central");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let listening = line.contains("central listening");
+                {
+                    let mut log = sink.lock().expect("log");
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                if listening {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "central did not start:\n{}",
+                log.lock().expect("log").as_str()
+            );
+        }
+        Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    /// kill -9.
+    fn kill(mut self) -> String {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        let log = self.log.lock().expect("log");
+        log.clone()
+    }
+}
+
+fn instance_add(dir: &Path) -> String {
+    let config = write_config(dir, free_port());
+    let out = Command::new(BIN)
+        .args(["central", "instance", "add", "--config"])
+        .arg(&config)
+        .args(["--name", "crash-north", "--catchment", "north"])
+        .output()
+        .expect("instance add");
+    assert!(
+        out.status.success(),
+        "instance add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON line {id, token}");
+    assert!(line["id"].is_u64());
+    line["token"].as_str().expect("token").to_string()
+}
+
+/// A push that may be cut off by the kill.
+async fn send(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    body: Vec<u8>,
+) -> Result<PushResponse, String> {
+    let response = http
+        .post(format!("{url}/v1/sync/push"))
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+        .header(PROTOCOL_HEADER, "1")
+        .timeout(Duration::from_secs(120))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "push answered {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    Ok(envelope::decode(&bytes, 512 << 20).expect("a complete reply decodes"))
+}
+
+/// The client's view of one record.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    /// The last head central acknowledged (Applied).
+    acked: Option<CommitId>,
+    /// A head pushed (or to push) whose answer was not seen.
+    pending: Option<CommitId>,
+    version: u32,
+}
+
+fn record_files(n: usize, version: u32) -> chartsync_shared::Files {
+    files(&[
+        (
+            "patient.yaml",
+            &format!("name: Patient {n}\ncatchment: north\nvisits: {version}\n"),
+        ),
+        (
+            &format!("encounters/v{}.yaml", version % 4),
+            &format!(
+                "visit: {version}\nnote: \"{}\"\n",
+                "x".repeat(version as usize % 50)
+            ),
+        ),
+    ])
+}
+
+struct Client {
+    sat: Scratch,
+    recs: HashMap<PatientId, Rec>,
+    order: Vec<PatientId>,
+    next_update: usize,
+}
+
+impl Client {
+    /// The next batch: records whose answer was lost, then new records and
+    /// updates of acknowledged ones.
+    fn batch(&mut self, new: usize) -> Vec<PushRecord> {
+        let mut ids: Vec<PatientId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|id| self.recs[id].pending.is_some())
+            .take(BATCH)
+            .collect();
+        for _ in 0..new.min(BATCH.saturating_sub(ids.len())) {
+            let id = PatientId::random();
+            let head = self.sat.create_files(id, record_files(self.order.len(), 0));
+            self.recs.insert(
+                id,
+                Rec {
+                    acked: None,
+                    pending: Some(head),
+                    version: 0,
+                },
+            );
+            self.order.push(id);
+            ids.push(id);
+        }
+        let mut tried = 0;
+        while ids.len() < BATCH && tried < self.order.len() {
+            let id = self.order[self.next_update % self.order.len()];
+            self.next_update += 1;
+            tried += 1;
+            let rec = self.recs[&id];
+            if rec.pending.is_some() || rec.acked.is_none() || ids.contains(&id) {
+                continue;
+            }
+            let n = self.order.iter().position(|x| *x == id).unwrap_or(0);
+            let head = self.sat.update_files(id, record_files(n, rec.version + 1));
+            self.recs.insert(
+                id,
+                Rec {
+                    pending: Some(head),
+                    version: rec.version + 1,
+                    ..rec
+                },
+            );
+            ids.push(id);
+        }
+        ids.iter()
+            .map(|id| {
+                let rec = self.recs[id];
+                let head = rec.pending.expect("pending");
+                PushRecord {
+                    id: *id,
+                    expected: rec.acked,
+                    head,
+                    pack: self
+                        .sat
+                        .store
+                        .pack_since(id, head, rec.acked.as_slice())
+                        .expect("pack"),
+                }
+            })
+            .collect()
+    }
+
+    /// Takes central's answers; returns (applied, busy).
+    fn answers(&mut self, sent: &[PushRecord], response: &PushResponse) -> (usize, usize) {
+        assert_eq!(response.results.len(), sent.len());
+        let (mut applied, mut busy) = (0, 0);
+        for (record, result) in sent.iter().zip(&response.results) {
+            assert_eq!(record.id, result.id, "results in request order");
+            let rec = self.recs.get_mut(&record.id).expect("known");
+            match &result.outcome {
+                PushOutcome::Applied { head, .. } => {
+                    assert_eq!(*head, record.head, "{}: applied another head", record.id);
+                    rec.acked = Some(*head);
+                    rec.pending = None;
+                    applied += 1;
+                }
+                PushOutcome::Busy => busy += 1,
+                other => panic!(
+                    "{}: a lone writer's push (expected {:?}) was answered {other:?}",
+                    record.id, record.expected
+                ),
+            }
+        }
+        (applied, busy)
+    }
+}
+
+fn repo_path(data: &Path, id: PatientId) -> PathBuf {
+    let hex = id.uuid().simple().to_string();
+    data.join("repos")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(format!("{id}.git"))
+}
+
+/// The git ref of a record, read as git does (`rev-parse`), or by reading
+/// the loose ref file (cheap, for many records).
+fn git_ref(data: &Path, id: PatientId, with_git: bool) -> Option<CommitId> {
+    let repo = repo_path(data, id);
+    if with_git {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&repo)
+            .args(["rev-parse", "--verify", "-q", "refs/heads/main"])
+            .output()
+            .expect("git rev-parse");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .flatten()
+    } else {
+        std::fs::read_to_string(repo.join("refs/heads/main"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+/// After a restart: the records in `check` are at central with their
+/// acknowledged head (or the pending head of ours, if that push went
+/// through before the kill), and their git ref is the database's head.
+async fn verify(
+    http: &reqwest::Client,
+    server: &Server,
+    data: &Path,
+    client: &Client,
+    check: &[PatientId],
+    with_git: usize,
+    round: usize,
+) {
+    for (i, id) in check.iter().enumerate() {
+        let rec = client.recs[id];
+        let central = admin_head(http, &server.url, ADMIN, *id).await;
+        match central {
+            Some(head) => {
+                assert!(
+                    Some(head) == rec.acked || Some(head) == rec.pending,
+                    "round {round}: {id} is at {head} at central; acknowledged {:?}, pushed {:?}",
+                    rec.acked,
+                    rec.pending
+                );
+                assert_eq!(
+                    git_ref(data, *id, i < with_git),
+                    Some(head),
+                    "round {round}: {id}: the git ref is not the database's head"
+                );
+            }
+            None => assert!(
+                rec.acked.is_none(),
+                "round {round}: acknowledged record {id} ({:?}) is missing at central",
+                rec.acked
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let token = instance_add(dir.path());
+    let http = support::client();
+    let mut client = Client {
+        sat: Scratch::new(),
+        recs: HashMap::new(),
+        order: Vec::new(),
+        next_update: 0,
+    };
+
+    // A first batch without a kill, to learn how long a batch takes.
+    let mut server = Server::start(dir.path());
+    let batch = client.batch(BATCH);
+    let t = Instant::now();
+    let response = send(
+        http.clone(),
+        server.url.clone(),
+        token.clone(),
+        encode_push(batch.clone()),
+    )
+    .await
+    .expect("first batch");
+    let mut batch_time = t.elapsed();
+    let (applied, _) = client.answers(&batch, &response);
+    assert_eq!(applied, batch.len());
+    eprintln!("a batch of {} takes {batch_time:?}", batch.len());
+
+    let mut repairs = 0;
+    let mut cut_off = 0;
+    for round in 0..ROUNDS {
+        let batch = client.batch(NEW_PER_BATCH);
+        // Kill moments spread from a few ms to after the reply.
+        let fraction = ((round * 37) % ROUNDS) as f64 / ROUNDS as f64 * 1.3;
+        let delay = batch_time
+            .mul_f64(fraction)
+            .max(Duration::from_millis(2 + round as u64));
+        let t = Instant::now();
+        let push = tokio::spawn(send(
+            http.clone(),
+            server.url.clone(),
+            token.clone(),
+            encode_push(batch.clone()),
+        ));
+        tokio::time::sleep(delay).await;
+        let log = server.kill();
+        let answer = push.await.expect("push task");
+        let line = match &answer {
+            Ok(response) => {
+                batch_time = (batch_time + t.elapsed()) / 2;
+                let (applied, busy) = client.answers(&batch, response);
+                format!("answered: {applied} applied, {busy} busy")
+            }
+            Err(_) => {
+                cut_off += 1;
+                "cut off".to_string()
+            }
+        };
+        assert!(!log.contains("panicked"), "central panicked:\n{log}");
+        server = Server::start(dir.path());
+        let restart_log = server.log.lock().expect("log").clone();
+        let repaired = restart_log.contains("repaired refs left behind by a crash");
+        repairs += usize::from(repaired);
+        eprintln!(
+            "round {round:2}: {} records, kill after {delay:?}: {line}{}",
+            batch.len(),
+            if repaired {
+                "; refs repaired at start"
+            } else {
+                ""
+            }
+        );
+        // Every record of the cut batch, and a sample of the others.
+        let mut check: Vec<PatientId> = batch.iter().map(|r| r.id).collect();
+        check.extend(
+            client
+                .order
+                .iter()
+                .step_by(1 + client.order.len() / 25)
+                .copied(),
+        );
+        verify(&http, &server, &data, &client, &check, 10, round).await;
+    }
+
+    // Pushing every unacknowledged record again completes (busy ones wait
+    // out the dead process's leases).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let batch = client.batch(0);
+        if batch.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} records stay unacknowledged",
+            batch.len()
+        );
+        let response = send(
+            http.clone(),
+            server.url.clone(),
+            token.clone(),
+            encode_push(batch.clone()),
+        )
+        .await
+        .expect("push");
+        let (_, busy) = client.answers(&batch, &response);
+        if busy > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    // Everything is acknowledged, at central, with refs equal to the
+    // database.
+    for id in &client.order {
+        let rec = client.recs[id];
+        assert!(rec.pending.is_none());
+        assert_eq!(rec.acked, Some(client.sat.head(*id)));
+    }
+    let all = client.order.clone();
+    verify(&http, &server, &data, &client, &all, 20, ROUNDS).await;
+    let log = server.kill();
+    assert!(!log.contains("panicked"), "central panicked:\n{log}");
+
+    // Every repository is whole, and there is no repository we did not make.
+    let mut repos = Vec::new();
+    for a in std::fs::read_dir(data.join("repos")).expect("repos") {
+        for b in std::fs::read_dir(a.expect("entry").path()).expect("shard") {
+            for repo in std::fs::read_dir(b.expect("entry").path()).expect("shard") {
+                repos.push(repo.expect("entry").path());
+            }
+        }
+    }
+    assert_eq!(repos.len(), client.order.len(), "one repository per record");
+    for repo in &repos {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(repo)
+            .args(["fsck", "--strict", "--no-dangling"])
+            .output()
+            .expect("git fsck");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            repo.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!(
+        "{ROUNDS} kills ({cut_off} replies cut off, {repairs} starts repaired refs), {} records, {:?}",
+        client.order.len(),
+        started.elapsed()
+    );
+}
