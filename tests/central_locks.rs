@@ -145,17 +145,24 @@ async fn a_dead_process_holding_a_patient_lock_blocks_it_no_longer_than_the_leas
         .spawn()
         .expect("spawn the child");
     let stdout = child.stdout.take().expect("stdout");
-    let locked_at: i64 = tokio::task::spawn_blocking(move || {
+    let (tx, rx) = std::sync::mpsc::channel::<i64>();
+    std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
-            let line = line.expect("child output");
-            if let Some(at) = line.strip_prefix("locked ") {
-                return at.trim().parse().expect("unix ms");
+            let Ok(line) = line else { break };
+            // libtest prints "test lease_holder_child ... " before it.
+            if let Some((_, at)) = line.rsplit_once("locked ") {
+                let _ = tx.send(at.trim().parse().expect("unix ms"));
             }
         }
-        panic!("the child ended without taking the lock");
-    })
-    .await
-    .expect("reader");
+    });
+    let locked_at = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .expect("reader");
+    let Ok(locked_at) = locked_at else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the child did not take the lock");
+    };
     child.kill().expect("SIGKILL");
     child.wait().expect("reap the child");
     let killed = Instant::now();
