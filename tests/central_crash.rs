@@ -39,7 +39,8 @@ const WAIT_SECS: f64 = 0.25;
 
 /// central as a child process.
 struct Server {
-    child: Child,
+    /// `None` once killed.
+    child: Option<Child>,
     url: String,
     log: Arc<Mutex<String>>,
 }
@@ -106,18 +107,30 @@ impl Server {
             );
         }
         Server {
-            child,
+            child: Some(child),
             url: format!("http://127.0.0.1:{port}"),
             log,
         }
     }
 
-    /// kill -9.
+    /// kill -9; returns its log.
     fn kill(mut self) -> String {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
         let log = self.log.lock().expect("log");
         log.clone()
+    }
+}
+
+impl Drop for Server {
+    /// A failing test leaves no central running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

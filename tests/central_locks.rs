@@ -56,6 +56,16 @@ fn lease_holder_child() {
     }
 }
 
+/// A child process killed (SIGKILL) when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn create(http: &reqwest::Client, c: &TestCentral, yaml: &str) -> (PatientId, String) {
     let r = http
         .post(format!("{}/v1/patients", c.url))
@@ -129,22 +139,24 @@ async fn a_dead_process_holding_a_patient_lock_blocks_it_no_longer_than_the_leas
     let (q, mut q_etag) = create(&http, &c, "name: Q\n").await;
 
     // The child takes P's lease, says so, and is killed with SIGKILL.
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "lease_holder_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD_ENV,
-            format!("{}|{p}", dir.path().join("central.sqlite").display()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "lease_holder_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD_ENV,
+                format!("{}|{p}", dir.path().join("central.sqlite").display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the child"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel::<i64>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -159,12 +171,10 @@ async fn a_dead_process_holding_a_patient_lock_blocks_it_no_longer_than_the_leas
         .await
         .expect("reader");
     let Ok(locked_at) = locked_at else {
-        let _ = child.kill();
-        let _ = child.wait();
         panic!("the child did not take the lock");
     };
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap the child");
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().expect("reap the child");
     let killed = Instant::now();
     // The lease cannot end before this instant (it was taken after it).
     let expires_no_earlier = locked_at + i64::try_from(LEASE.as_millis()).expect("ms");
