@@ -51,11 +51,14 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 /// How long a token lookup is remembered (revocations take effect within it).
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// A token lookup and when it was made.
+type CachedLookup = (Option<Instance>, Instant);
+
 /// Authenticates requests, remembering recent token lookups.
 #[derive(Debug)]
 pub struct Authenticator {
     admin_hash: Option<[u8; 32]>,
-    cache: Mutex<HashMap<[u8; 32], (Option<Instance>, Instant)>>,
+    cache: Mutex<HashMap<[u8; 32], CachedLookup>>,
 }
 
 impl Authenticator {
