@@ -616,6 +616,7 @@ async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
         verify(&http, &server, &data, &client, &check, 10, round).await;
     }
 
+    let kills_took = started.elapsed();
     // Pushing every unacknowledged record again completes (busy ones wait
     // out the dead process's leases).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -655,6 +656,7 @@ async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
     let log = server.kill();
     assert!(!log.contains("panicked"), "central panicked:\n{log}");
 
+    let checks_took = started.elapsed();
     // Every repository is whole, and there is no repository we did not make.
     let mut repos = Vec::new();
     for a in std::fs::read_dir(data.join("repos")).expect("repos") {
@@ -680,9 +682,10 @@ async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
         );
     }
     eprintln!(
-        "{ROUNDS} kills ({cut_off} replies cut off, {repairs} starts repaired refs), {} records, {:?}",
+        "{ROUNDS} kills ({cut_off} replies cut off, {repairs} starts repaired refs), {} records; kills {kills_took:?}, re-push and checks {:?}, fsck {:?}",
         client.order.len(),
-        started.elapsed()
+        checks_took - kills_took,
+        started.elapsed() - checks_took,
     );
     assert!(
         repairs >= 1,
