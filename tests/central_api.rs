@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chartsync_central::db::CentralDb;
+use chartsync_shared::git::{self, Kind, Object};
 use chartsync_shared::protocol::sync::{PushOutcome, PushRecord, PushResponse};
 use chartsync_shared::store::Flush;
 use chartsync_shared::{CommitId, PatientId};
@@ -17,7 +18,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::TestCentral;
 use support::wire::{
-    Scratch, admin_head, craft_commit, encode_push, error_code, pack_of, push, push_raw,
+    Scratch, admin_head, commit_tree, craft_commit, craft_commit_bytes, encode_push, error_code,
+    pack_of, push, push_raw,
 };
 
 // ---------------------------------------------------------------------------
@@ -565,7 +567,7 @@ async fn bad_pushes_are_refused_and_store_nothing() {
     let (head, objects) = craft_commit(&[("patient.yaml", "name: A\nx: 1\n")], &[a1]);
     let without_blob: Vec<_> = objects
         .iter()
-        .filter(|o| o.kind != chartsync_shared::git::Kind::Blob)
+        .filter(|o| o.kind != Kind::Blob)
         .cloned()
         .collect();
     let record = |head, pack| PushRecord {
@@ -583,7 +585,7 @@ async fn bad_pushes_are_refused_and_store_nothing() {
     .await;
     let without_commit: Vec<_> = objects
         .iter()
-        .filter(|o| o.kind != chartsync_shared::git::Kind::Commit)
+        .filter(|o| o.kind != Kind::Commit)
         .cloned()
         .collect();
     w.refused(
@@ -662,6 +664,51 @@ async fn bad_pushes_are_refused_and_store_nothing() {
         )
         .await;
     }
+
+    // Other trees no local write could make: no files at all, a file that
+    // is not text, a symbolic link.
+    let (head, objects) = craft_commit(&[], &[a1]);
+    w.refused(
+        &w.north,
+        record(head, pack_of(&objects)),
+        "empty_record",
+        &ids,
+    )
+    .await;
+    let (head, objects) = craft_commit_bytes(
+        &[
+            ("patient.yaml", b"name: A\n"),
+            ("scan.yaml", b"\xff\xfe\x00binary"),
+        ],
+        &[a1],
+    );
+    w.refused(&w.north, record(head, pack_of(&objects)), "not_text", &ids)
+        .await;
+    let target = Object::new(Kind::Blob, b"/etc/passwd".to_vec());
+    let patient = Object::new(Kind::Blob, b"name: A\n".to_vec());
+    let tree = Object::new(
+        Kind::Tree,
+        git::encode_tree(&[
+            git::TreeEntry {
+                mode: git::MODE_FILE,
+                name: "patient.yaml".into(),
+                id: patient.id,
+            },
+            git::TreeEntry {
+                mode: git::MODE_SYMLINK,
+                name: "link.yaml".into(),
+                id: target.id,
+            },
+        ]),
+    );
+    let (head, objects) = commit_tree(tree.id, vec![target, patient, tree], &[a1]);
+    w.refused(
+        &w.north,
+        record(head, pack_of(&objects)),
+        "unsupported_entry",
+        &ids,
+    )
+    .await;
 
     // Out of scope: a south record, pushed to by north (as an update, and
     // as a "new" record with the same id, which must not leak south's

@@ -34,8 +34,8 @@ const NEW_PER_BATCH: usize = 30;
 const BATCH: usize = 90;
 /// The dead process's patient leases outlive its restart (as with the
 /// defaults, 30 s and 5 s): repair and writes must cope with that.
-const LEASE_SECS: f64 = 1.5;
-const WAIT_SECS: f64 = 0.25;
+const LEASE_SECS: f64 = 1.0;
+const WAIT_SECS: f64 = 0.2;
 
 /// central as a child process.
 struct Server {
@@ -591,12 +591,14 @@ async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
             }
         };
         assert!(!log.contains("panicked"), "central panicked:\n{log}");
+        let restart = Instant::now();
         server = Server::start(dir.path());
+        let restart = restart.elapsed();
         let restart_log = server.log.lock().expect("log").clone();
         let repaired = restart_log.contains("repaired refs left behind by a crash");
         repairs += usize::from(repaired);
         eprintln!(
-            "round {round:2}: {} records, killed {moment}: {line}{}",
+            "round {round:2}: {} records, killed {moment}: {line}; restarted in {restart:.1?}{}",
             batch.len(),
             if repaired {
                 "; refs repaired at start"
@@ -613,7 +615,15 @@ async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
                 .step_by(1 + client.order.len() / 25)
                 .copied(),
         );
+        let checking = Instant::now();
         verify(&http, &server, &data, &client, &check, 10, round).await;
+        if std::env::var_os("CHARTSYNC_CRASH_TIMES").is_some() {
+            eprintln!(
+                "          checked {} records in {:.1?}",
+                check.len(),
+                checking.elapsed()
+            );
+        }
     }
 
     let kills_took = started.elapsed();

@@ -96,11 +96,35 @@ pub fn files(list: &[(&str, &str)]) -> Files {
 /// allows, valid or not as a record) with these parents: blobs, trees and
 /// the commit, and the commit's id.
 pub fn craft_commit(files: &[(&str, &str)], parents: &[CommitId]) -> (CommitId, Vec<Object>) {
+    craft_commit_bytes(
+        &files
+            .iter()
+            .map(|(k, v)| (*k, v.as_bytes()))
+            .collect::<Vec<_>>(),
+        parents,
+    )
+}
+
+/// Like [`craft_commit`], with file contents as bytes (not necessarily text).
+pub fn craft_commit_bytes(
+    files: &[(&str, &[u8])],
+    parents: &[CommitId],
+) -> (CommitId, Vec<Object>) {
     let map: BTreeMap<String, Vec<u8>> = files
         .iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
         .collect();
-    let (tree, mut objects) = git::build_tree(&map).expect("tree");
+    let (tree, objects) = git::build_tree(&map).expect("tree");
+    commit_tree(tree, objects, parents)
+}
+
+/// A commit of `tree` (whose objects are `objects`) with these parents: the
+/// objects with the commit last, and the commit's id.
+pub fn commit_tree(
+    tree: git::Oid,
+    mut objects: Vec<Object>,
+    parents: &[CommitId],
+) -> (CommitId, Vec<Object>) {
     let sig = Signature::new("Crafted", "crafted@test", 1_767_225_600, 0).expect("signature");
     let commit = Commit {
         tree,
