@@ -653,15 +653,8 @@ async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
                 .step_by(1 + client.order.len() / 25)
                 .copied(),
         );
-        let checking = Instant::now();
         verify(&http, &server, &data, &client, &check, 10, round).await;
-        if std::env::var_os("CHARTSYNC_CRASH_TIMES").is_some() {
-            eprintln!(
-                "          checked {} records in {:.1?}",
-                check.len(),
-                checking.elapsed()
-            );
-        }
+        verify_database_and_refs(&watch, &data, &client, round).await;
     }
 
     let kills_took = started.elapsed();
