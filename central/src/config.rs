@@ -75,7 +75,9 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct LockConfig {
     /// Seconds a patient lock is leased for; a crashed process blocks a
-    /// patient no longer than this (default 30).
+    /// patient no longer than this (default 30). A restart right after a
+    /// crash may wait up to this plus `wait_secs` before serving, to repair
+    /// the crashed process's last writes under their locks.
     #[serde(default = "default_lease")]
     pub lease_secs: f64,
     /// Seconds a request waits for a patient's lock before it is answered

@@ -98,13 +98,22 @@ impl<D: CentralDb> Central<D> {
             Duration::from_secs_f64(config.locks.lease_secs),
             Duration::from_secs_f64(config.locks.wait_secs),
         );
-        let repaired = repair::repair_all(&store, &db, &locks).await?;
-        if repaired > 0 {
-            tracing::warn!(repaired, "repaired refs left behind by a crash");
+        let repair = repair::repair_all(&store, &db, &locks).await?;
+        if repair.repaired > 0 {
+            tracing::warn!(
+                repaired = repair.repaired,
+                "repaired refs left behind by a crash"
+            );
         }
-        let cleaned = store.clean_tmp()?;
-        if cleaned > 0 {
-            tracing::info!(cleaned, "removed half-built records of stopped processes");
+        if repair.left.is_empty() {
+            let cleaned = store.clean_tmp()?;
+            if cleaned > 0 {
+                tracing::info!(cleaned, "removed half-built records of stopped processes");
+            }
+        } else {
+            // Their new records may still wait in a stopped process's
+            // staging folder: keep tmp/ until they are repaired.
+            tracing::warn!("kept tmp/ for records whose refs are not repaired yet");
         }
         let admin = config.admin_token()?;
         let central = Central {

@@ -49,12 +49,28 @@ impl PatientLocks {
         self.lease
     }
 
+    /// How long a writer waits for a busy patient.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
     /// Takes the locks of as many of `ids` as possible within the wait
     /// bound; the others are left out of [`Held::ids`] (their callers get
     /// "busy"). Locks are taken in id order, so two batches cannot deadlock.
     pub async fn acquire<D: CentralDb>(&self, db: &D, ids: &[PatientId]) -> Result<Held, DbError> {
+        self.acquire_within(db, ids, self.wait).await
+    }
+
+    /// Like [`PatientLocks::acquire`], waiting at most `wait` for busy
+    /// patients instead of the configured wait.
+    pub async fn acquire_within<D: CentralDb>(
+        &self,
+        db: &D,
+        ids: &[PatientId],
+        wait: Duration,
+    ) -> Result<Held, DbError> {
         let start = Instant::now();
-        let deadline = start + self.wait;
+        let deadline = start + wait;
         let mut sorted: Vec<PatientId> = ids.to_vec();
         sorted.sort();
         sorted.dedup();

@@ -26,7 +26,18 @@ pub async fn repack_one<D: CentralDb>(central: &Arc<Central<D>>, id: PatientId) 
             return false;
         }
     };
-    let done = if held.ids.is_empty() {
+    // Repacking keeps what the git ref reaches: only do it when the ref is
+    // the database's head (it always is, outside a crash window that
+    // start-up repair closes), so no accepted head can lose its objects.
+    let db_head = match central.db.records(&[id]).await {
+        Ok(rows) => rows.into_iter().next().flatten().map(|r| r.head),
+        Err(e) => {
+            tracing::warn!(patient = %id, error = %e, "upkeep could not read the record");
+            None
+        }
+    };
+    let in_step = db_head.is_some() && central.store.head(&id).ok().flatten() == db_head;
+    let done = if held.ids.is_empty() || !in_step {
         false
     } else {
         let c = Arc::clone(central);
