@@ -5,6 +5,22 @@ use bytes::Bytes;
 use super::ApiError;
 use crate::store::CommitMeta;
 
+/// How much of a refused body is still read and thrown away, so that the
+/// client (still sending) gets to read the 413 instead of a reset
+/// connection ("lingering close"). Bigger bodies are cut off.
+const LINGER_BYTES: usize = 64 << 20;
+
+/// Reads and discards up to [`LINGER_BYTES`] of `body` in the background.
+fn linger(body: Body) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            axum::body::to_bytes(body, LINGER_BYTES),
+        )
+        .await;
+    });
+}
+
 /// Reads a request body of at most `limit` bytes: refused with 413 from its
 /// `Content-Length` before reading, or as soon as the stream passes the limit.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
@@ -21,6 +37,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         .and_then(|v| v.parse::<u64>().ok())
         && length > limit as u64
     {
+        if length <= (limit + LINGER_BYTES) as u64 {
+            linger(body);
+        }
         return Err(too_large());
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
