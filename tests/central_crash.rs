@@ -346,9 +346,11 @@ fn git_ref(data: &Path, id: PatientId, with_git: bool) -> Option<CommitId> {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
             .flatten()
     } else {
-        std::fs::read_to_string(repo.join("refs/heads/main"))
+        // A loose ref, or packed-refs for a record never updated.
+        chartsync_shared::store::refs::read_head(&repo)
             .ok()
-            .and_then(|s| s.trim().parse().ok())
+            .flatten()
+            .and_then(|o| o.to_string().parse().ok())
     }
 }
 
