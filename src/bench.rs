@@ -612,7 +612,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         "baseline_git": {"records_per_s": git_rate, "sample": sample.len()},
         "push_vs_git": rate(&push_new, n as u64) / git_rate,
     });
-    drop(w);
+    // The main run's folder is removed only at the end: deleting many
+    // files slows down creating new ones for minutes on some file systems
+    // (ext4 without a journal avoids reusing recently freed inodes), which
+    // would distort the large run.
+    let main_world = w;
 
     if options.large > 0 {
         let big = options.large;
@@ -646,6 +650,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "central_peak_bytes": peak_rss(w.central.child.id()).unwrap_or(0),
         });
     }
+    drop(main_world);
     if !options.json {
         print_table(&result);
     }

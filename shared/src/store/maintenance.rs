@@ -14,6 +14,9 @@ use super::{Flush, RecordStore, StoreError};
 use crate::git::{self, Kind, Oid};
 use crate::id::PatientId;
 
+/// zlib level of repacked packs: they are read often and kept long.
+const REPACK_LEVEL: u32 = 6;
+
 /// What a repack did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RepackStats {
@@ -108,7 +111,7 @@ impl RecordStore {
             }
             Ok(out)
         })?;
-        let checksum = write_objects(&path, &objects, self.pack_level, Flush::Now)?;
+        let checksum = write_objects(&path, &objects, REPACK_LEVEL, Flush::Now)?;
         let keep = checksum.map(|c| pack_dir.join(format!("pack-{c}.idx")));
         self.cache.forget(id);
         for idx in before.iter().filter(|p| Some(*p) != keep.as_ref()) {

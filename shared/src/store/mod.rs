@@ -59,7 +59,9 @@ pub struct StoreOptions {
     pub cache_capacity: usize,
     /// How long a writer waits for a record another writer holds.
     pub lock_wait: Duration,
-    /// zlib level of pack files on disk (0-9).
+    /// zlib level of the pack each write adds (0-9). Default 0: a write's
+    /// pack is a few KB and takes a whole file-system block anyway, so
+    /// compressing it only costs CPU; repacking compresses (level 6).
     pub pack_level: u32,
 }
 
@@ -72,7 +74,7 @@ impl StoreOptions {
             limits: Limits::default(),
             cache_capacity: 4096,
             lock_wait: Duration::from_secs(10),
-            pack_level: 1,
+            pack_level: 0,
         }
     }
 }
