@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use crate::apply::{Outcome, Write, WriteKind, apply_writes};
 use crate::auth::Caller;
 use crate::db::{CentralDb, Instance, RecordRow, Seq};
-use crate::records::{CentralApi, blocking};
+use crate::records::CentralApi;
 
 /// Most bytes a batch may decompress to.
 const MAX_DECODED: usize = 512 << 20;
@@ -155,28 +155,46 @@ async fn push<D: CentralDb>(
 }
 
 /// Packs for a page of records: from `base(row)` (which the receiver has)
-/// to the head. Built on blocking threads.
+/// to the head. Built on blocking threads, spread over the cores.
 async fn updates<D: CentralDb>(
     api: &CentralApi<D>,
     rows: Vec<(RecordRow, Option<CommitId>)>,
 ) -> Result<Vec<RecordUpdate>, ApiError> {
-    let c = Arc::clone(&api.0);
-    blocking(move || {
-        rows.into_iter()
-            .map(|(row, base)| {
-                let pack = c.store.pack_since(&row.id, row.head, base.as_slice())?;
-                Ok(RecordUpdate {
-                    id: row.id,
-                    head: row.head,
-                    seq: row.seq,
-                    time: row.updated_at,
-                    base,
-                    pack,
-                })
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let per = rows.len().div_ceil(threads).max(64);
+    let mut parts: Vec<Vec<(RecordRow, Option<CommitId>)>> = Vec::new();
+    let mut rest = rows.into_iter().peekable();
+    while rest.peek().is_some() {
+        parts.push(rest.by_ref().take(per).collect());
+    }
+    let tasks: Vec<_> = parts
+        .into_iter()
+        .map(|part| {
+            let c = Arc::clone(&api.0);
+            tokio::task::spawn_blocking(move || {
+                part.into_iter()
+                    .map(|(row, base)| {
+                        let pack = c.store.pack_since(&row.id, row.head, base.as_slice())?;
+                        Ok(RecordUpdate {
+                            id: row.id,
+                            head: row.head,
+                            seq: row.seq,
+                            time: row.updated_at,
+                            base,
+                            pack,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()
             })
-            .collect()
-    })
-    .await
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.extend(task.await.map_err(|e| ApiError::internal(&e))??);
+    }
+    Ok(out)
 }
 
 fn limit(asked: u32) -> usize {

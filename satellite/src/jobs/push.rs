@@ -148,7 +148,46 @@ fn handle(
     Ok(again)
 }
 
-/// Runs push.
+/// A page made ready to send.
+struct Built {
+    records: Vec<PushRecord>,
+    counters: HashMap<PatientId, i64>,
+    refused: u64,
+    last: Option<PatientId>,
+    took: Duration,
+}
+
+/// Loads the next page of changed records after `after` and builds its packs.
+async fn load_and_build(sat: Arc<Satellite>, after: Option<PatientId>) -> Result<Built, JobError> {
+    let batch = sat.config.sync.batch_size;
+    tokio::task::spawn_blocking(move || {
+        let timer = std::time::Instant::now();
+        let page = sat.db.dirty_page(after, batch)?;
+        build_page(&sat, page, timer)
+    })
+    .await
+    .map_err(|e| JobError::Task(e.to_string()))?
+}
+
+fn build_page(
+    sat: &Satellite,
+    page: Vec<DirtyRecord>,
+    timer: std::time::Instant,
+) -> Result<Built, JobError> {
+    let counters: HashMap<PatientId, i64> = page.iter().map(|d| (d.id, d.changes)).collect();
+    let mut local = Summary::default();
+    let records = build(sat, &page, &mut local)?;
+    Ok(Built {
+        records,
+        counters,
+        refused: local.refused,
+        last: page.last().map(|d| d.id),
+        took: timer.elapsed(),
+    })
+}
+
+/// Runs push. While central works on one batch, the next batch's packs
+/// are built (requests still go one at a time).
 pub(crate) async fn run(
     sat: &Arc<Satellite>,
     client: &Arc<CentralClient>,
@@ -157,18 +196,13 @@ pub(crate) async fn run(
     let batch = sat.config.sync.batch_size;
     let attempts = sat.config.sync.max_attempts;
     let mut summary = Summary::default();
-    let mut after: Option<PatientId> = None;
     let mut retry: Vec<PatientId> = Vec::new();
+    let mut next = tokio::spawn(load_and_build(Arc::clone(sat), None));
     loop {
-        // Next page of changed records.
-        let s = Arc::clone(sat);
-        let page = crate::api::spawn_db(move || s.db.dirty_page(after, batch)).await?;
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().map(|d| d.id);
-        let again = push_page(sat, client, page, &mut summary).await?;
-        retry.extend(again);
+        let built = next.await.map_err(|e| JobError::Task(e.to_string()))??;
+        let Some(last) = built.last else { break };
+        next = tokio::spawn(load_and_build(Arc::clone(sat), Some(last)));
+        retry.extend(send(sat, client, built, &mut summary).await?);
         progress("push", summary.records_sent);
     }
     // Records merged or busy: push again, a bounded number of times.
@@ -181,11 +215,12 @@ pub(crate) async fn run(
             tokio::time::sleep(pause).await;
             pause *= 2;
         }
-        let mut next = Vec::new();
+        let mut again = Vec::new();
         for chunk in retry.chunks(batch) {
             let ids = chunk.to_vec();
             let s = Arc::clone(sat);
-            let page = crate::api::spawn_db(move || {
+            let built = tokio::task::spawn_blocking(move || {
+                let timer = std::time::Instant::now();
                 let mut page = Vec::new();
                 for id in ids {
                     if let Some(state) = s.db.record(&id)? {
@@ -197,42 +232,37 @@ pub(crate) async fn run(
                         });
                     }
                 }
-                Ok::<_, crate::db::DbError>(page)
+                build_page(&s, page, timer)
             })
-            .await?;
-            next.extend(push_page(sat, client, page, &mut summary).await?);
+            .await
+            .map_err(|e| JobError::Task(e.to_string()))??;
+            again.extend(send(sat, client, built, &mut summary).await?);
         }
-        retry = next;
+        retry = again;
     }
     summary.deferred = retry.len() as u64;
     Ok(summary)
 }
 
-async fn push_page(
+/// Sends a built page and handles central's answers.
+async fn send(
     sat: &Arc<Satellite>,
     client: &Arc<CentralClient>,
-    page: Vec<DirtyRecord>,
+    built: Built,
     summary: &mut Summary,
 ) -> Result<Vec<PatientId>, JobError> {
-    let timer = std::time::Instant::now();
-    let counters: HashMap<PatientId, i64> = page.iter().map(|d| (d.id, d.changes)).collect();
-    let s = Arc::clone(sat);
-    let mut local = Summary::default();
-    let (records, local) = tokio::task::spawn_blocking(move || {
-        let records = build(&s, &page, &mut local)?;
-        Ok::<_, JobError>((records, local))
-    })
-    .await
-    .map_err(|e| JobError::Task(e.to_string()))??;
-    summary.refused += local.refused;
-    if records.is_empty() {
+    summary.refused += built.refused;
+    if built.records.is_empty() {
         return Ok(Vec::new());
     }
-    let built = timer.elapsed();
-    let request = PushRequest { records };
+    let timer = std::time::Instant::now();
+    let request = PushRequest {
+        records: built.records,
+    };
     let response: PushResponse = client.call("/v1/sync/push", &request).await?;
     let called = timer.elapsed();
     let request_len = request.records.len();
+    let counters = built.counters;
     let s = Arc::clone(sat);
     let (again, local) = tokio::task::spawn_blocking(move || {
         let mut local = Summary::default();
@@ -243,8 +273,8 @@ async fn push_page(
     .map_err(|e| JobError::Task(e.to_string()))??;
     tracing::debug!(
         records = request_len,
-        build_ms = built.as_millis() as u64,
-        call_ms = (called - built).as_millis() as u64,
+        build_ms = built.took.as_millis() as u64,
+        call_ms = called.as_millis() as u64,
         handle_ms = (timer.elapsed() - called).as_millis() as u64,
         "push batch"
     );
