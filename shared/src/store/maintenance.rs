@@ -50,6 +50,29 @@ fn pack_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(out)
 }
 
+/// Removes `tmp_*` files a crashed writer left (older than an hour, so no
+/// live writer's).
+fn remove_stale_tmp(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("tmp_"))
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 impl RecordStore {
     /// How many pack files the record has.
     pub fn pack_count(&self, id: &PatientId) -> Result<usize, StoreError> {
@@ -124,6 +147,7 @@ impl RecordStore {
                 }
             }
         }
+        remove_stale_tmp(&pack_dir);
         super::durable::sync_dir(&pack_dir).map_err(StoreError::io(&pack_dir))?;
         drop(lock);
         Ok(RepackStats {

@@ -148,15 +148,11 @@ pub(crate) fn write_objects(
         // The same objects were written before (a repeated write).
         return Ok(Some(files.checksum));
     }
-    let tmp_pack = dir.join(format!("tmp_{base}.pack"));
-    let tmp_idx = dir.join(format!("tmp_{base}.idx"));
-    for tmp in [&tmp_pack, &tmp_idx] {
-        match std::fs::remove_file(tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(tmp)(e)),
-        }
-    }
+    // Names no other writer uses (leftovers of a crash are removed by the
+    // next repack).
+    let unique = tmp_suffix();
+    let tmp_pack = dir.join(format!("tmp_{base}_{unique}.pack"));
+    let tmp_idx = dir.join(format!("tmp_{base}_{unique}.idx"));
     write_new(&tmp_pack, &files.pack, flush).map_err(StoreError::io(&tmp_pack))?;
     std::fs::rename(&tmp_pack, &pack).map_err(StoreError::io(&pack))?;
     write_new(&tmp_idx, &files.idx, flush).map_err(StoreError::io(&tmp_idx))?;
@@ -165,6 +161,17 @@ pub(crate) fn write_objects(
         sync_dir(&dir).map_err(StoreError::io(&dir))?;
     }
     Ok(Some(files.checksum))
+}
+
+/// A suffix unique to this process and call.
+fn tmp_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Writes `objects` as the first pack of a repository nobody else sees yet
