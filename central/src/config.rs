@@ -4,18 +4,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use chartsync_shared::config::ConfigError;
+pub use chartsync_shared::config::Secret;
+use chartsync_shared::config::{parse_toml, read_text, secret};
 use serde::Deserialize;
-
-/// A secret: never printed.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
 
 /// `central.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -136,37 +128,6 @@ fn default_sweep() -> u64 {
     600
 }
 
-/// Why the configuration is refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Unreadable file.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not valid TOML or unknown keys.
-    #[error("{path} is not a valid central configuration")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: toml::de::Error,
-    },
-    /// A value out of range.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
-
 /// Where the database is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -180,20 +141,12 @@ impl CentralConfig {
     /// Reads and checks a configuration file. Relative paths in it are
     /// relative to the file's folder.
     pub fn load(path: &Path) -> Result<CentralConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_text(path)?, path)
     }
 
     /// Parses and checks configuration text that came from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<CentralConfig, ConfigError> {
-        let mut config: CentralConfig =
-            toml::from_str(text).map_err(|source| ConfigError::Parse {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let mut config: CentralConfig = parse_toml(text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = base.join(&config.data_dir);
         if let Some(file) = &config.admin_token_file {
@@ -249,19 +202,11 @@ impl CentralConfig {
     /// The admin token: `CHARTSYNC_ADMIN_TOKEN`, else `admin_token_file`,
     /// else `admin_token`.
     pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
-        if let Ok(token) = std::env::var("CHARTSYNC_ADMIN_TOKEN")
-            && !token.is_empty()
-        {
-            return Ok(Some(Secret(token)));
-        }
-        if let Some(file) = &self.admin_token_file {
-            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-                path: file.clone(),
-                source,
-            })?;
-            return Ok(Some(Secret(text.trim().to_string())));
-        }
-        Ok(self.admin_token.clone())
+        secret(
+            "CHARTSYNC_ADMIN_TOKEN",
+            self.admin_token_file.as_deref(),
+            self.admin_token.as_ref(),
+        )
     }
 }
 

@@ -23,13 +23,7 @@ impl<D> Clone for CentralApi<D> {
     }
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-}
+pub(crate) use chartsync_shared::http::blocking;
 
 impl<D: CentralDb> CentralApi<D> {
     /// The record's row, if the caller may see it.

@@ -16,14 +16,7 @@ use crate::Satellite;
 #[derive(Debug, Clone)]
 pub struct LocalApi(pub Arc<Satellite>);
 
-/// Runs blocking store/database work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-}
+pub(crate) use chartsync_shared::http::blocking;
 
 /// Runs blocking database work off the async threads.
 pub(crate) async fn spawn_db<T: Send + 'static, E: Send + 'static>(

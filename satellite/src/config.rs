@@ -4,20 +4,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use chartsync_shared::config::ConfigError;
+pub use chartsync_shared::config::Secret;
+use chartsync_shared::config::{parse_toml, read_text, secret};
 use serde::Deserialize;
 
 use crate::schedule::Schedule;
-
-/// A secret read from the file, a file, or the environment; never printed.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
 
 /// `satellite.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -131,55 +123,16 @@ fn default_attempts() -> u32 {
     5
 }
 
-/// Why the configuration is refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Unreadable file.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not valid TOML or unknown keys.
-    #[error("{path} is not a valid satellite configuration")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: toml::de::Error,
-    },
-    /// A value out of range.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
-
 impl SatelliteConfig {
     /// Reads and checks a configuration file. Relative paths in it are
     /// taken relative to the file's folder.
     pub fn load(path: &Path) -> Result<SatelliteConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_text(path)?, path)
     }
 
     /// Parses and checks configuration text that came from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<SatelliteConfig, ConfigError> {
-        let mut config: SatelliteConfig =
-            toml::from_str(text).map_err(|source| ConfigError::Parse {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let mut config: SatelliteConfig = parse_toml(text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = base.join(&config.data_dir);
         if let Some(ca) = &config.central.ca_cert {
@@ -236,19 +189,11 @@ impl SatelliteConfig {
     /// The instance token: `CHARTSYNC_CENTRAL_TOKEN`, else `token_file`,
     /// else `token`.
     pub fn token(&self) -> Result<Option<Secret>, ConfigError> {
-        if let Ok(token) = std::env::var("CHARTSYNC_CENTRAL_TOKEN")
-            && !token.is_empty()
-        {
-            return Ok(Some(Secret(token)));
-        }
-        if let Some(file) = &self.central.token_file {
-            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-                path: file.clone(),
-                source,
-            })?;
-            return Ok(Some(Secret(text.trim().to_string())));
-        }
-        Ok(self.central.token.clone())
+        secret(
+            "CHARTSYNC_CENTRAL_TOKEN",
+            self.central.token_file.as_deref(),
+            self.central.token.as_ref(),
+        )
     }
 }
 

@@ -1,6 +1,8 @@
 //! chartsync's shared crate: patient ids, the protocol both sides speak, the
 //! YAML merge, and the git record store.
 
+#[cfg(feature = "config")]
+pub mod config;
 pub mod git;
 #[cfg(feature = "http")]
 pub mod http;

@@ -52,6 +52,16 @@ pub(crate) struct Stored {
     pub refused: u64,
 }
 
+impl Stored {
+    /// Adds what was stored to a run's summary.
+    pub(crate) fn count(&self, summary: &mut super::Summary) {
+        summary.records_received += self.received;
+        summary.merged += self.merged;
+        summary.conflicts += self.conflicts;
+        summary.refused += self.refused;
+    }
+}
+
 fn state(u: &RecordUpdate) -> CentralState {
     CentralState {
         id: u.id,

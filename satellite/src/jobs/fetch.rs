@@ -54,9 +54,7 @@ async fn deliver_acks(
             )
             .await?;
         let stored = store_page(sat, client, reply.moved).await?;
-        summary.records_received += stored.received;
-        summary.merged += stored.merged;
-        summary.conflicts += stored.conflicts;
+        stored.count(summary);
         let s = Arc::clone(sat);
         crate::api::spawn_db(move || {
             s.db.commit_sync(&stored.states, &[], &[])?;
@@ -101,10 +99,7 @@ pub(crate) async fn run(
         let mut updates = page.moved;
         updates.extend(page.records);
         let stored = store_page(sat, client, updates).await?;
-        summary.records_received += stored.received;
-        summary.merged += stored.merged;
-        summary.conflicts += stored.conflicts;
-        summary.refused += stored.refused;
+        stored.count(&mut summary);
         let s = Arc::clone(sat);
         let (next, next_epoch) = (page.cursor, page.epoch);
         // Everything stored from this page is acknowledged next time.

@@ -79,10 +79,7 @@ pub(crate) async fn run(
             )));
         }
         let stored = store_page(sat, client, page.updates).await?;
-        summary.records_received += stored.received;
-        summary.merged += stored.merged;
-        summary.conflicts += stored.conflicts;
-        summary.refused += stored.refused;
+        stored.count(&mut summary);
         // Durable records first, then the cursor (with their states).
         let s = Arc::clone(sat);
         let next = page.cursor;

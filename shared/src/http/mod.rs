@@ -13,6 +13,16 @@ pub use body::{author_from_headers, read_body};
 pub use error::ApiError;
 pub use records::{RecordService, WriteRequest, record_routes};
 
+/// Runs blocking store or database work off the async threads; a task that
+/// dies becomes a 500.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+}
+
 /// The OpenAPI document for a role (`"satellite"` or `"central"`): the paths
 /// of `docs/openapi.json` marked for that role or both.
 pub fn openapi_document(role: &str) -> String {
