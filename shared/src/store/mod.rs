@@ -72,7 +72,7 @@ impl StoreOptions {
             root: root.into(),
             instance: instance.into(),
             limits: Limits::default(),
-            cache_capacity: 4096,
+            cache_capacity: 1024,
             lock_wait: Duration::from_secs(10),
             pack_level: 0,
         }
@@ -191,6 +191,9 @@ fn init_libgit2() {
                 tracing::warn!(error = %e, "could not turn off git config search paths");
             }
         }
+        // Records are small and objects are rarely read twice: libgit2's
+        // object cache (up to 256 MB by default) would only cost memory.
+        git2::opts::enable_caching(false);
     });
 }
 
