@@ -695,8 +695,7 @@ fn a_lock_left_by_a_dead_writer_is_taken_over() {
         )
         .expect("create");
     // What a writer killed between locking and renaming leaves behind.
-    let lock = s.layout().repo(&id).join("refs/heads/main.lock");
-    std::fs::create_dir_all(lock.parent().expect("parent")).expect("refs/heads");
+    let lock = s.layout().repo(&id).join("packed-refs.lock");
     std::fs::write(&lock, "0000000000000000000000000000000000000000\n").expect("lock");
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
     std::fs::File::options()

@@ -105,76 +105,88 @@ pub fn read_head(repo: &Path) -> Result<Option<Oid>, RefError> {
 
 /// The held lock of a record's head. Dropping it without [`RefLock::commit`]
 /// releases the lock and leaves the head as it was.
+///
+/// A record's head lives in `packed-refs` (a record chartsync created and
+/// updated) or, once someone wrote a loose `refs/heads/main` (plain git
+/// does), in that file, which then wins. The lock follows git's protocol
+/// for the file that holds it: `packed-refs.lock` or
+/// `refs/heads/main.lock`. Updating `packed-refs` in place needs no
+/// `refs/heads/` folder: one inode less for a record's first update.
 #[derive(Debug)]
 pub struct RefLock {
-    new_dir: bool,
     file: File,
     lock: PathBuf,
     target: PathBuf,
+    packed: bool,
     current: Option<Oid>,
     staged: bool,
     done: bool,
+}
+
+/// Takes `lock` (create exclusively, then flock), waiting until `deadline`.
+fn take_lock_file(lock: &Path, deadline: Instant) -> Result<File, RefError> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(lock)
+        {
+            Ok(file) => {
+                // Nobody else can hold it: the file is new and ours.
+                file.lock().map_err(io_err(lock))?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                if remove_if_stale(lock).map_err(io_err(lock))? {
+                    tracing::warn!(path = %lock.display(), "took over a head lock left by a crashed writer");
+                    continue;
+                }
+                if Instant::now() >= deadline {
+                    return Err(RefError::Locked {
+                        path: lock.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(io_err(lock)(e)),
+        }
+    }
 }
 
 impl RefLock {
     /// Takes the lock of a repository's head, waiting up to `wait` for
     /// another writer to finish.
     pub fn acquire(repo: &Path, wait: Duration) -> Result<RefLock, RefError> {
-        let target = ref_path(repo);
-        let lock = repo.join("refs/heads/main.lock");
         let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_micros(200);
-        let mut new_dir = false;
-        let file = loop {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&lock)
-            {
-                Ok(file) => {
-                    // Nobody else can hold it: the file is new and ours.
-                    file.lock().map_err(io_err(&lock))?;
-                    break file;
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    // A new record keeps its head in packed-refs; its first
-                    // update makes the refs/heads folder.
-                    let dir = repo.join("refs/heads");
-                    match fs::create_dir(&dir) {
-                        Ok(()) => {
-                            new_dir = true;
-                            continue;
-                        }
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-                        Err(e) => return Err(io_err(&dir)(e)),
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    if remove_if_stale(&lock).map_err(io_err(&lock))? {
-                        tracing::warn!(path = %lock.display(), "took over a head lock left by a crashed writer");
-                        continue;
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(RefError::Locked { path: lock });
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
-                Err(e) => return Err(io_err(&lock)(e)),
+        let loose = ref_path(repo);
+        loop {
+            let packed = !loose.is_file();
+            let (lock, target) = if packed {
+                (repo.join("packed-refs.lock"), repo.join("packed-refs"))
+            } else {
+                (repo.join("refs/heads/main.lock"), loose.clone())
+            };
+            let file = take_lock_file(&lock, deadline)?;
+            let mut held = RefLock {
+                file,
+                lock,
+                target,
+                packed,
+                current: None,
+                staged: false,
+                done: false,
+            };
+            if packed && loose.is_file() {
+                // Someone wrote a loose ref meanwhile: it wins; lock that.
+                drop(held);
+                continue;
             }
-        };
-        let mut held = RefLock {
-            new_dir,
-            file,
-            lock,
-            target,
-            current: None,
-            staged: false,
-            done: false,
-        };
-        held.current = read_head(repo)?;
-        Ok(held)
+            held.current = read_head(repo)?;
+            return Ok(held);
+        }
     }
 
     /// The head as read under the lock.
@@ -184,9 +196,19 @@ impl RefLock {
 
     /// Writes the new head into the lock file (not yet visible).
     pub fn stage(&mut self, new: Oid, flush: Flush) -> Result<(), RefError> {
+        let content = if self.packed {
+            let old = match fs::read_to_string(&self.target) {
+                Ok(text) => text,
+                Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(io_err(&self.target)(e)),
+            };
+            packed_refs_with(&old, new)
+        } else {
+            format!("{new}\n")
+        };
         self.file.set_len(0).map_err(io_err(&self.lock))?;
         (&self.file)
-            .write_all(format!("{new}\n").as_bytes())
+            .write_all(content.as_bytes())
             .map_err(io_err(&self.lock))?;
         if flush == Flush::Now {
             self.file.sync_data().map_err(io_err(&self.lock))?;
@@ -195,7 +217,7 @@ impl RefLock {
         Ok(())
     }
 
-    /// Moves the head: renames the staged lock file over the branch.
+    /// Moves the head: renames the staged lock file over the file holding it.
     pub fn commit(mut self, flush: Flush) -> Result<(), RefError> {
         debug_assert!(self.staged, "commit of a head lock that was never staged");
         fs::rename(&self.lock, &self.target).map_err(io_err(&self.target))?;
@@ -204,14 +226,42 @@ impl RefLock {
             && let Some(dir) = self.target.parent()
         {
             sync_dir(dir).map_err(io_err(dir))?;
-            if self.new_dir
-                && let Some(refs) = dir.parent()
-            {
-                sync_dir(refs).map_err(io_err(refs))?;
-            }
         }
         Ok(())
     }
+}
+
+/// `packed-refs` text with `refs/heads/main` at `head`, every other ref kept
+/// (with its peeled line), sorted by name as git writes it.
+fn packed_refs_with(old: &str, head: Oid) -> String {
+    let mut refs: Vec<(String, String)> = Vec::new(); // (name, lines)
+    for line in old.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('^') {
+            if let Some(last) = refs.last_mut() {
+                last.1.push_str(line);
+                last.1.push('\n');
+            }
+            continue;
+        }
+        let Some((_, name)) = line.split_once(' ') else {
+            continue;
+        };
+        refs.push((name.to_string(), format!("{line}\n")));
+    }
+    refs.retain(|(name, _)| name != "refs/heads/main");
+    refs.push((
+        "refs/heads/main".to_string(),
+        format!("{head} refs/heads/main\n"),
+    ));
+    refs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut out = String::from("# pack-refs with: peeled fully-peeled sorted \n");
+    for (_, lines) in refs {
+        out.push_str(&lines);
+    }
+    out
 }
 
 impl Drop for RefLock {
@@ -285,4 +335,57 @@ pub fn set_aux_ref(repo: &Path, name: &str, value: Oid) -> Result<(), RefError> 
     }
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     sync_dir(&dir).map_err(io_err(&dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_refs_keep_other_refs_sorted_with_their_peeled_lines() {
+        let a = Oid::from_str("1111111111111111111111111111111111111111").expect("oid");
+        let b = Oid::from_str("2222222222222222222222222222222222222222").expect("oid");
+        let old = format!(
+            "# pack-refs with: peeled fully-peeled sorted \n{a} refs/chartsync/conflicts/x\n{a} refs/heads/main\n{a} refs/tags/v1\n^{b}\n"
+        );
+        let new = packed_refs_with(&old, b);
+        assert_eq!(
+            new,
+            format!(
+                "# pack-refs with: peeled fully-peeled sorted \n{a} refs/chartsync/conflicts/x\n{b} refs/heads/main\n{a} refs/tags/v1\n^{b}\n"
+            )
+        );
+        assert_eq!(
+            packed_refs_with("", a),
+            format!("# pack-refs with: peeled fully-peeled sorted \n{a} refs/heads/main\n")
+        );
+    }
+
+    #[test]
+    fn a_loose_ref_written_by_git_takes_over() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let repo = dir.path();
+        fs::create_dir_all(repo.join("refs/heads")).expect("dirs");
+        let a = Oid::from_str("1111111111111111111111111111111111111111").expect("oid");
+        let b = Oid::from_str("2222222222222222222222222222222222222222").expect("oid");
+        let c = Oid::from_str("3333333333333333333333333333333333333333").expect("oid");
+        fs::write(repo.join("packed-refs"), packed_refs_with("", a)).expect("packed");
+        let mut lock = RefLock::acquire(repo, Duration::from_secs(1)).expect("lock");
+        assert_eq!(lock.current(), Some(a));
+        lock.stage(b, Flush::Now).expect("stage");
+        lock.commit(Flush::Now).expect("commit");
+        assert_eq!(read_head(repo).expect("read"), Some(b));
+        assert!(!repo.join("refs/heads/main").exists(), "still packed");
+        // Plain git writes a loose ref; from then on that is the head.
+        fs::write(repo.join("refs/heads/main"), format!("{c}\n")).expect("loose");
+        let mut lock = RefLock::acquire(repo, Duration::from_secs(1)).expect("lock");
+        assert_eq!(lock.current(), Some(c));
+        lock.stage(a, Flush::Now).expect("stage");
+        lock.commit(Flush::Now).expect("commit");
+        assert_eq!(read_head(repo).expect("read"), Some(a));
+        assert_eq!(
+            fs::read_to_string(repo.join("refs/heads/main")).expect("loose"),
+            format!("{a}\n")
+        );
+    }
 }
