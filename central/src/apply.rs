@@ -30,10 +30,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chartsync_shared::http::ApiError;
-use chartsync_shared::merge::parse_yaml;
 use chartsync_shared::store::{
     Change, CommitMeta, Condition, Flush, Prepared, Received, StoreError,
 };
+use chartsync_shared::validate::PATIENT_FILE;
 use chartsync_shared::{CommitId, PatientId};
 
 use crate::Central;
@@ -400,14 +400,10 @@ fn stage_one<D: CentralDb>(
         Some(row) => row.created_by,
         None => by,
     };
-    let catchment = match prepared.changed.get("patient.yaml") {
-        Some(text) => parse_yaml(text)
-            .ok()
-            .and_then(|doc| {
-                doc.get("catchment")
-                    .and_then(|c| c.as_str())
-                    .map(str::to_string)
-            })
+    let catchment = match prepared.changed.get(PATIENT_FILE) {
+        Some(_) => prepared
+            .catchment
+            .clone()
             .or_else(|| creator.and_then(|c| central.first_catchment(c))),
         None => match row {
             Some(row) => row.catchment.clone(),

@@ -147,23 +147,84 @@ pub fn check_sizes<'a>(
     Ok(())
 }
 
-/// Checks one file's content (the path is checked separately).
-pub fn check_content(file: &str, content: &str) -> Result<(), InvalidRecord> {
-    if is_yaml_path(file) {
-        parse_yaml(content).map_err(|source| InvalidRecord::Yaml {
-            file: file.to_string(),
-            source,
-        })?;
+/// The file that describes the patient; its top-level `catchment` key names
+/// the record's catchment.
+pub const PATIENT_FILE: &str = "patient.yaml";
+
+/// Checks one file's content (the path is checked separately). Returns the
+/// catchment the content declares, when `file` is [`PATIENT_FILE`] and it
+/// has a top-level string `catchment` (read from the same parse, so a write
+/// parses each file once).
+pub fn check_content(file: &str, content: &str) -> Result<Option<String>, InvalidRecord> {
+    if !is_yaml_path(file) {
+        return Ok(None);
     }
-    Ok(())
+    let doc = parse_yaml(content).map_err(|source| InvalidRecord::Yaml {
+        file: file.to_string(),
+        source,
+    })?;
+    if file != PATIENT_FILE {
+        return Ok(None);
+    }
+    Ok(declared_catchment(doc))
 }
 
-/// Checks a whole candidate file set.
-pub fn validate_files(files: &Files, limits: &Limits) -> Result<(), InvalidRecord> {
+/// The top-level string `catchment` of a parsed patient document.
+fn declared_catchment(doc: serde_json::Value) -> Option<String> {
+    match doc {
+        serde_json::Value::Object(mut map) => match map.remove("catchment") {
+            Some(serde_json::Value::String(c)) => Some(c),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Checks a whole candidate file set. Returns the catchment its
+/// [`PATIENT_FILE`] declares, if any.
+pub fn validate_files(files: &Files, limits: &Limits) -> Result<Option<String>, InvalidRecord> {
     check_sizes(files.iter().map(|(k, v)| (k.as_str(), v.len())), limits)?;
     validate_paths(files.keys().map(String::as_str))?;
+    let mut catchment = None;
     for (file, content) in files {
-        check_content(file, content)?;
+        if let Some(c) = check_content(file, content)? {
+            catchment = Some(c);
+        }
     }
-    Ok(())
+    Ok(catchment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patient_file_declares_its_catchment_from_the_validating_parse() {
+        let declared = |file: &str, text: &str| check_content(file, text).unwrap();
+        assert_eq!(
+            declared("patient.yaml", "name: A\ncatchment: north\n"),
+            Some("north".to_string())
+        );
+        assert_eq!(
+            declared("patient.yaml", "{catchment: south}"),
+            Some("south".to_string())
+        );
+        assert_eq!(declared("patient.yaml", "name: A\n"), None);
+        assert_eq!(declared("patient.yaml", "catchment: [a, b]\n"), None);
+        assert_eq!(declared("patient.yaml", "- catchment\n"), None);
+        assert_eq!(declared("visits/1.yaml", "catchment: north\n"), None);
+        assert_eq!(declared("notes.txt", "catchment: north\n"), None);
+        assert!(check_content("patient.yaml", "catchment: [\n").is_err());
+    }
+
+    #[test]
+    fn validate_files_returns_the_declared_catchment() {
+        let mut files = Files::new();
+        files.insert("patient.yaml".into(), "catchment: east\n".into());
+        files.insert("visits/a.yaml".into(), "catchment: west\n".into());
+        assert_eq!(
+            validate_files(&files, &Limits::default()).unwrap(),
+            Some("east".to_string())
+        );
+    }
 }

@@ -66,15 +66,16 @@ impl RepoCache {
         if self.capacity == 0 {
             return;
         }
+        // Closing a repository unmaps its packs (a few syscalls): done
+        // after the lock is released, so other threads need not wait.
+        let mut evicted = Vec::new();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.open.contains_key(&id) {
             return;
         }
         while inner.open.len() >= self.capacity {
             match inner.order.pop_front() {
-                Some(old) => {
-                    inner.open.remove(&old);
-                }
+                Some(old) => evicted.extend(inner.open.remove(&old)),
                 None => break,
             }
         }
@@ -86,14 +87,18 @@ impl RepoCache {
             let Inner { open, order } = &mut *inner;
             order.retain(|k| open.contains_key(k));
         }
+        drop(inner);
+        drop(evicted);
     }
 
     /// Forgets a record (after its repository was replaced on disk).
     pub fn forget(&self, id: &PatientId) {
-        self.inner
+        let repo = self
+            .inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .open
             .remove(id);
+        drop(repo);
     }
 }

@@ -50,17 +50,21 @@ fn pack_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(out)
 }
 
-/// Removes `tmp_*` files a crashed writer left (older than an hour, so no
-/// live writer's).
+/// Removes what a crashed writer left: `tmp_*` files, and packs whose index
+/// was never written (older than an hour, so no live writer's).
 fn remove_stale_tmp(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let stale = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with("tmp_"))
+        let path = entry.path();
+        let leftover = entry.file_name().to_str().is_some_and(|n| {
+            n.starts_with("tmp_")
+                || (n.starts_with("pack-")
+                    && n.ends_with(".pack")
+                    && !path.with_extension("idx").exists())
+        });
+        let stale = leftover
             && entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -68,7 +72,7 @@ fn remove_stale_tmp(dir: &Path) {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > std::time::Duration::from_secs(3600));
         if stale {
-            let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(&path);
         }
     }
 }

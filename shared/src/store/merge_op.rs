@@ -57,6 +57,7 @@ impl RecordStore {
             old: Some(ours),
             new: ours,
             changed: Files::new(),
+            catchment: None,
             stage: Stage::Unchanged,
             _guard: guard,
         };
@@ -76,6 +77,7 @@ impl RecordStore {
                     old: Some(ours),
                     new: theirs,
                     changed: Files::new(),
+                    catchment: None,
                     stage: Stage::Move(lock),
                     _guard: guard,
                 },
@@ -121,6 +123,7 @@ impl RecordStore {
                 old: Some(ours),
                 new: commit_id(new),
                 changed: Files::new(),
+                catchment: None,
                 stage: Stage::Move(lock),
                 _guard: guard,
             },

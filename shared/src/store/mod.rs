@@ -113,6 +113,10 @@ pub struct Prepared {
     /// The files this write adds or changes, with their new content
     /// (for a received head: the files new in the pack).
     pub changed: Files,
+    /// The catchment `patient.yaml` declares, read while validating this
+    /// write; always set when `changed` holds a `patient.yaml` that declares
+    /// one.
+    pub catchment: Option<String>,
     stage: Stage,
     _guard: LocalGuard,
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
 
-use super::durable::{Flush, sync_dir, write_new};
+use super::durable::{Flush, sync_dir, write_new, write_replacing};
 use super::{StoreError, commit_id};
 use crate::git::{self, Kind, Object, Oid};
 use crate::id::PatientId;
@@ -128,8 +128,11 @@ pub(crate) fn build_commit(
 }
 
 /// Writes `objects` as one pack and index into the repository at `repo_dir`.
-/// The index is written last and renamed into place, so a reader never sees
-/// a pack without its complete index.
+/// Git and libgit2 find packs through their index files, so the pack is
+/// written straight to its final name, and the index last, renamed into
+/// place: a reader never sees a pack without its complete index. A pack
+/// left without an index by a crash is invisible, overwritten by the same
+/// write's retry, and removed by the next repack.
 pub(crate) fn write_objects(
     repo_dir: &Path,
     objects: &[Object],
@@ -148,13 +151,10 @@ pub(crate) fn write_objects(
         // The same objects were written before (a repeated write).
         return Ok(Some(files.checksum));
     }
-    // Names no other writer uses (leftovers of a crash are removed by the
+    // A name no other writer uses (leftovers of a crash are removed by the
     // next repack).
-    let unique = tmp_suffix();
-    let tmp_pack = dir.join(format!("tmp_{base}_{unique}.pack"));
-    let tmp_idx = dir.join(format!("tmp_{base}_{unique}.idx"));
-    write_new(&tmp_pack, &files.pack, flush).map_err(StoreError::io(&tmp_pack))?;
-    std::fs::rename(&tmp_pack, &pack).map_err(StoreError::io(&pack))?;
+    let tmp_idx = dir.join(format!("tmp_{base}_{}.idx", tmp_suffix()));
+    write_replacing(&pack, &files.pack, flush).map_err(StoreError::io(&pack))?;
     write_new(&tmp_idx, &files.idx, flush).map_err(StoreError::io(&tmp_idx))?;
     std::fs::rename(&tmp_idx, &idx).map_err(StoreError::io(&idx))?;
     if flush == Flush::Now {

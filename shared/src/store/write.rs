@@ -95,7 +95,7 @@ impl RecordStore {
                 return Err(self.exists_conflict(id));
             }
             let files = apply_change(&Files::new(), &change)?;
-            validate_files(&files, &self.limits)?;
+            let catchment = validate_files(&files, &self.limits)?;
             let (new, objects) =
                 build_commit(&files, &self.new_commit(meta, vec![]), &HashSet::new())?;
             let tmp = self.stage_new_repo(id, &objects, new, flush)?;
@@ -104,6 +104,7 @@ impl RecordStore {
                 old: None,
                 new: commit_id(new),
                 changed: files,
+                catchment,
                 stage: Stage::Create(tmp),
                 _guard: guard,
             });
@@ -119,7 +120,7 @@ impl RecordStore {
         let current = lock
             .current()
             .ok_or_else(|| super::objects::corrupt(id, "the record has no head".into()))?;
-        let (new, objects, changed) = self.with_repo(id, |repo| {
+        let (new, objects, changed, catchment) = self.with_repo(id, |repo| {
             let now_contents = read_files(repo, id, current)?;
             let target = match condition {
                 Condition::MatchHead(expected) if oid(expected) != current => {
@@ -142,9 +143,9 @@ impl RecordStore {
                 }
                 _ => apply_change(&now_contents.files, &change)?,
             };
-            validate_files(&target, &self.limits)?;
+            let catchment = validate_files(&target, &self.limits)?;
             if target == now_contents.files {
-                return Ok((current, Vec::new(), Files::new()));
+                return Ok((current, Vec::new(), Files::new(), None));
             }
             let changed: Files = target
                 .iter()
@@ -156,7 +157,7 @@ impl RecordStore {
                 &self.new_commit(meta, vec![current]),
                 &now_contents.objects,
             )?;
-            Ok((new, objects, changed))
+            Ok((new, objects, changed, catchment))
         })?;
         if new == current {
             return Ok(Prepared {
@@ -164,6 +165,7 @@ impl RecordStore {
                 old: Some(commit_id(current)),
                 new: commit_id(current),
                 changed,
+                catchment,
                 stage: Stage::Unchanged,
                 _guard: guard,
             });
@@ -175,6 +177,7 @@ impl RecordStore {
             old: Some(commit_id(current)),
             new: commit_id(new),
             changed,
+            catchment,
             stage: Stage::Move(lock),
             _guard: guard,
         })
