@@ -411,10 +411,10 @@ fn validate_tree(
                 let text = std::str::from_utf8(&object.data)
                     .map_err(|_| InvalidRecord::NotText { file: path.clone() })?;
                 sizes.push((path.as_str(), text.len()));
-                if text.len() <= limits.max_file_bytes {
-                    if let Some(c) = check_content(path, text)? {
-                        catchment = Some(c);
-                    }
+                if text.len() <= limits.max_file_bytes
+                    && let Some(c) = check_content(path, text)?
+                {
+                    catchment = Some(c);
                 }
                 changed.insert(path.clone(), text.to_string());
             }
