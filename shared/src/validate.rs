@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn patient_file_declares_its_catchment_from_the_validating_parse() {
-        let declared = |file: &str, text: &str| check_content(file, text).unwrap();
+        let declared = |file: &str, text: &str| check_content(file, text).expect("valid YAML");
         assert_eq!(
             declared("patient.yaml", "name: A\ncatchment: north\n"),
             Some("north".to_string())
@@ -223,7 +223,7 @@ mod tests {
         files.insert("patient.yaml".into(), "catchment: east\n".into());
         files.insert("visits/a.yaml".into(), "catchment: west\n".into());
         assert_eq!(
-            validate_files(&files, &Limits::default()).unwrap(),
+            validate_files(&files, &Limits::default()).expect("valid record"),
             Some("east".to_string())
         );
     }
