@@ -186,6 +186,7 @@ pub(crate) fn store_updates(
     let mut out = Stored::default();
     let mut creates: Vec<(Prepared, CentralState)> = Vec::new();
     let mut held: Vec<RecordUpdate> = Vec::new();
+    let timer = std::time::Instant::now();
     // Phase 1: objects.
     for staged in stage_all(sat, updates)? {
         match staged {
@@ -196,9 +197,11 @@ pub(crate) fn store_updates(
             Staged::Refused => out.refused += 1,
         }
     }
+    let staged_at = timer.elapsed();
     if !creates.is_empty() || !held.is_empty() {
         store.flush()?;
     }
+    let flushed_at = timer.elapsed();
     // Phase 2: heads (fast-forward or merge), staged.
     let meta = merge_meta(sat);
     let mut merges: Vec<(MergeOutcome, CommitId, RecordUpdate)> = Vec::new();
@@ -280,9 +283,17 @@ pub(crate) fn store_updates(
         out.states.push(state(&u));
         out.received += 1;
     }
+    let published_at = timer.elapsed();
     if any {
         store.flush()?;
     }
     sat.db.note_moved(&dirty)?;
+    tracing::debug!(
+        stage_ms = staged_at.as_millis() as u64,
+        flush_ms = (flushed_at - staged_at).as_millis() as u64,
+        merge_publish_ms = (published_at - flushed_at).as_millis() as u64,
+        flush2_ms = (timer.elapsed() - published_at).as_millis() as u64,
+        "page stored"
+    );
     Ok(out)
 }

@@ -71,7 +71,10 @@ pub(crate) async fn run(
             cursor,
             limit: sat.config.sync.batch_size as u32,
         };
+        let timer = std::time::Instant::now();
         let page: PullResponse = client.call("/v1/sync/pull", &request).await?;
+        let called = timer.elapsed();
+        let records = page.updates.len();
         if page.cursor < cursor {
             return Err(JobError::Protocol(format!(
                 "the cursor went back from {cursor} to {}",
@@ -88,6 +91,12 @@ pub(crate) async fn run(
             s.db.commit_sync(&stored.states, &[(CURSOR, next as i64)], &created)
         })
         .await?;
+        tracing::debug!(
+            records,
+            call_ms = called.as_millis() as u64,
+            store_ms = (timer.elapsed() - called).as_millis() as u64,
+            "pull page stored"
+        );
         cursor = next;
         progress("pull", summary.records_received);
         if !page.more {
