@@ -11,6 +11,7 @@ mod error;
 mod idx;
 mod inflate;
 mod object;
+mod pack_index;
 mod pack_read;
 mod pack_write;
 mod resolve;
@@ -26,6 +27,7 @@ pub use self::delta::{DeltaHeader, apply_delta, delta_header};
 pub use self::error::{DeltaError, FormatError, PackError};
 pub use self::idx::{IdxEntry, write_idx};
 pub use self::object::{Kind, Object, hash_object};
+pub use self::pack_index::{Lookup, PackIndex};
 pub use self::pack_read::{PackLimits, parse_pack};
 pub use self::pack_write::{PackFiles, write_pack, write_pack_only};
 pub use self::tree::{

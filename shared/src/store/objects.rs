@@ -215,6 +215,90 @@ pub(crate) fn read_object(repo: &Repository, id: Oid) -> Option<Object> {
     })
 }
 
+/// The most commits [`objects_since`] walks before leaving the work to
+/// libgit2.
+const FAST_WALK_COMMITS: usize = 64;
+
+/// The objects of [`pack_since`], read from the packs directly, for the
+/// common case: a linear history from `head` back to one of `haves` (or to
+/// the root when there are no `haves`), at most [`FAST_WALK_COMMITS`]
+/// long. `None` when the case is not that simple or an object is not
+/// readable here; the caller then asks libgit2.
+pub(crate) fn objects_since(
+    packs: &git::PackIndex,
+    head: Oid,
+    haves: &[Oid],
+) -> Option<Vec<Object>> {
+    let read = |id: Oid| match packs.read(id) {
+        git::Lookup::Found(object) => Some(object),
+        _ => None,
+    };
+    let commit_of = |object: &Object| {
+        (object.kind == Kind::Commit)
+            .then(|| git::parse_commit(&object.data).ok())
+            .flatten()
+    };
+    let mut commits = Vec::new();
+    let mut next = head;
+    loop {
+        if haves.contains(&next) {
+            break;
+        }
+        if commits.len() >= FAST_WALK_COMMITS {
+            return None;
+        }
+        let object = read(next)?;
+        let commit = commit_of(&object)?;
+        commits.push((object, commit.tree));
+        match commit.parents.as_slice() {
+            [] if haves.is_empty() => break,
+            [parent] => next = *parent,
+            // A merge, or a root while the receiver has some other commit.
+            _ => return None,
+        }
+    }
+    // The receiver has every tree and blob of the commits it has.
+    let mut seen: HashSet<Oid> = HashSet::new();
+    for have in haves {
+        if let Some(commit) = read(*have).as_ref().and_then(commit_of) {
+            let mut stack = vec![commit.tree];
+            while let Some(tree) = stack.pop() {
+                if !seen.insert(tree) {
+                    continue;
+                }
+                let object = read(tree)?;
+                for entry in git::parse_tree(&object.data).ok()? {
+                    if entry.mode == git::MODE_DIR {
+                        stack.push(entry.id);
+                    } else {
+                        seen.insert(entry.id);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (commit, tree) in commits.into_iter().rev() {
+        out.push(commit);
+        let mut stack = vec![tree];
+        while let Some(next) = stack.pop() {
+            if !seen.insert(next) {
+                continue;
+            }
+            let object = read(next)?;
+            if object.kind == Kind::Tree {
+                for entry in git::parse_tree(&object.data).ok()?.iter().rev() {
+                    if !seen.contains(&entry.id) {
+                        stack.push(entry.id);
+                    }
+                }
+            }
+            out.push(object);
+        }
+    }
+    Some(out)
+}
+
 /// The objects reachable from `head` but not from any of `haves` (those the
 /// receiver has), as a wire pack (zlib level 0: the batch is zstd-compressed
 /// as a whole). Unknown `haves` are ignored.
@@ -309,4 +393,93 @@ pub(crate) fn signature_text(sig: &git2::Signature<'_>) -> String {
 /// The commit ids of a list of oids.
 pub(crate) fn commit_ids(oids: impl IntoIterator<Item = Oid>) -> Vec<CommitId> {
     oids.into_iter().map(commit_id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::store::{Change, CommitMeta, Condition, RecordStore, StoreOptions, oid};
+
+    fn ids(objects: &[Object]) -> BTreeSet<Oid> {
+        objects.iter().map(|o| o.id).collect()
+    }
+
+    fn via_libgit2(store: &RecordStore, id: &PatientId, head: Oid, haves: &[Oid]) -> Vec<Object> {
+        let pack = store
+            .with_repo(id, |repo| pack_since(repo, id, head, haves))
+            .expect("pack_since");
+        git::parse_pack(&pack, &store.pack_limits(), &mut |_| None).expect("parse")
+    }
+
+    #[test]
+    fn the_fast_walk_sends_what_libgit2_sends_or_declines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RecordStore::open(StoreOptions::new(dir.path(), "test")).expect("open");
+        let id = PatientId::random();
+        let meta = CommitMeta::new("Dr. A", "a@example.org", "edit");
+        let mut heads = Vec::new();
+        for i in 0..5 {
+            let mut files = crate::Files::new();
+            files.insert("patient.yaml".into(), format!("name: A\nvisits: {i}\n"));
+            files.insert("notes/first.yaml".into(), "note: unchanged\n".into());
+            files.insert(format!("notes/n{i}.yaml"), format!("n: {i}\n"));
+            let condition = if i == 0 {
+                Condition::MustCreate
+            } else {
+                Condition::Unconditional
+            };
+            let head = store
+                .write(&id, condition, Change::Replace(files), &meta)
+                .expect("write");
+            heads.push(oid(head));
+        }
+        let packs =
+            git::PackIndex::open(&store.layout.repo(&id).join("objects/pack")).expect("packs");
+        let head = heads[4];
+        let unknown = Oid::from_str("1234567890123456789012345678901234567890").expect("oid");
+        for haves in [
+            vec![],
+            vec![heads[3]],
+            vec![heads[1]],
+            vec![heads[0], heads[2]],
+        ] {
+            let fast = objects_since(&packs, head, &haves).expect("a linear history");
+            assert_eq!(
+                ids(&fast),
+                ids(&via_libgit2(&store, &id, head, &haves)),
+                "{haves:?}"
+            );
+        }
+        // Nothing new: nothing sent.
+        assert!(
+            objects_since(&packs, head, &[head])
+                .expect("linear")
+                .is_empty()
+        );
+        // A have the history never reaches: left to libgit2.
+        assert!(objects_since(&packs, head, &[unknown]).is_none());
+
+        // A merge commit (two parents): left to libgit2.
+        let tip = packs.read(head);
+        let git::Lookup::Found(tip) = tip else {
+            panic!("head unreadable")
+        };
+        let mut merge = git::parse_commit(&tip.data).expect("commit");
+        merge.parents = vec![heads[4], heads[3]];
+        let merge = Object::new(Kind::Commit, git::encode_commit(&merge));
+        let repo_dir = store.layout.repo(&id);
+        write_objects(&repo_dir, std::slice::from_ref(&merge), 0, Flush::Now).expect("write");
+        let packs = git::PackIndex::open(&repo_dir.join("objects/pack")).expect("packs");
+        assert!(objects_since(&packs, merge.id, &[heads[4]]).is_none());
+        // An object only libgit2 can find (absent from the packs): declined.
+        let loose = store
+            .with_repo(&id, |repo| {
+                repo.blob(b"loose\n")
+                    .map_err(|e| StoreError::git("blob")(e))
+            })
+            .expect("blob");
+        assert!(objects_since(&packs, loose, &[]).is_none());
+    }
 }

@@ -111,6 +111,11 @@ impl RecordStore {
         haves: &[CommitId],
     ) -> Result<Vec<u8>, StoreError> {
         let haves: Vec<git::Oid> = haves.iter().map(|h| oid(*h)).collect();
+        let dir = self.layout.repo(id).join("objects/pack");
+        let packs = git::PackIndex::open(&dir).map_err(StoreError::io(&dir))?;
+        if let Some(objects) = super::objects::objects_since(&packs, oid(head), &haves) {
+            return Ok(git::write_pack(&objects, 0).pack);
+        }
         self.with_repo(id, |repo| {
             super::objects::pack_since(repo, id, oid(head), &haves)
         })

@@ -2,6 +2,7 @@
 //! pack, check that the new head descends from the expected one, validate
 //! the final tree exactly like a local write, then store.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
 use git2::Repository;
@@ -9,7 +10,9 @@ use git2::Repository;
 use super::objects::write_objects;
 use super::refs::{RefError, RefLock};
 use super::{Flush, Prepared, RecordStore, Stage, StoreError, commit_id, oid};
-use crate::git::{self, Kind, MODE_DIR, MODE_EXEC, MODE_FILE, Object, Oid, PackLimits};
+use crate::git::{
+    self, Kind, Lookup, MODE_DIR, MODE_EXEC, MODE_FILE, Object, Oid, PackIndex, PackLimits,
+};
 use crate::id::PatientId;
 use crate::path::validate_paths;
 use crate::protocol::{CommitId, Files};
@@ -71,40 +74,111 @@ impl ReceiveError {
     }
 }
 
-/// What the receiver's repository knows (absent for a new record).
+/// What the receiver's repository knows (nothing for a new record): read
+/// from its packs directly ([`PackIndex`]), and from libgit2, opened only
+/// when the packs do not answer (see `git::pack_index`).
 struct Known<'a> {
-    repo: Option<&'a Repository>,
-    odb: Option<git2::Odb<'a>>,
+    packs: Option<PackIndex>,
+    repo: LazyRepo<'a>,
 }
 
-impl Known<'_> {
-    fn has(&self, id: Oid) -> bool {
-        self.odb.as_ref().is_some_and(|odb| odb.exists(id))
+/// A repository opened on first use and returned to the store's cache.
+struct LazyRepo<'a> {
+    store: Option<(&'a RecordStore, PatientId)>,
+    cell: OnceCell<Option<Repository>>,
+}
+
+impl LazyRepo<'_> {
+    fn get(&self) -> Option<&Repository> {
+        self.cell
+            .get_or_init(|| {
+                let (store, id) = self.store?;
+                store.cache.take(&id, &store.layout.repo(&id)).ok()
+            })
+            .as_ref()
+    }
+}
+
+impl Drop for LazyRepo<'_> {
+    fn drop(&mut self) {
+        if let (Some((store, id)), Some(Some(repo))) = (self.store, self.cell.take()) {
+            store.cache.put(id, repo);
+        }
+    }
+}
+
+impl<'a> Known<'a> {
+    /// Nothing known: a record new here.
+    fn nothing() -> Known<'a> {
+        Known {
+            packs: None,
+            repo: LazyRepo {
+                store: None,
+                cell: OnceCell::new(),
+            },
+        }
     }
 
-    /// Like [`Known::has`], but a miss does not rescan the pack folder
-    /// (libgit2 does on every miss by default, a `readdir` each time). For
-    /// questions where a false "no" is harmless.
+    /// The record's repository.
+    fn of(store: &'a RecordStore, id: PatientId) -> Result<Known<'a>, StoreError> {
+        let dir = store.layout.repo(&id).join("objects/pack");
+        let packs = PackIndex::open(&dir).map_err(StoreError::io(&dir))?;
+        Ok(Known {
+            packs: Some(packs),
+            repo: LazyRepo {
+                store: Some((store, id)),
+                cell: OnceCell::new(),
+            },
+        })
+    }
+
+    fn has(&self, id: Oid) -> bool {
+        self.has_cheap(id)
+            || self
+                .repo
+                .get()
+                .and_then(|r| r.odb().ok())
+                .is_some_and(|odb| odb.exists(id))
+    }
+
+    /// Like [`Known::has`], from the packs alone. For questions where a
+    /// false "no" is harmless.
     fn has_cheap(&self, id: Oid) -> bool {
-        self.odb
-            .as_ref()
-            .is_some_and(|odb| odb.exists_ext(id, git2::OdbLookupFlags::NO_REFRESH))
+        self.packs.as_ref().is_some_and(|p| p.contains(id))
     }
 
     fn read(&self, id: Oid) -> Option<Object> {
-        self.repo.and_then(|r| super::objects::read_object(r, id))
+        if let Some(Lookup::Found(object)) = self.packs.as_ref().map(|p| p.read(id)) {
+            return Some(object);
+        }
+        self.repo
+            .get()
+            .and_then(|r| super::objects::read_object(r, id))
     }
 
     fn size(&self, id: Oid) -> Option<usize> {
-        self.odb
-            .as_ref()
+        if let Some(Lookup::Found((_, size))) = self.packs.as_ref().map(|p| p.header(id)) {
+            return Some(size);
+        }
+        self.repo
+            .get()
+            .and_then(|r| r.odb().ok())
             .and_then(|odb| odb.read_header(id).ok())
             .map(|(size, _)| size)
+    }
+
+    /// The tree of a stored commit.
+    fn commit_tree(&self, id: Oid) -> Option<Oid> {
+        let object = self.read(id)?;
+        if object.kind != Kind::Commit {
+            return None;
+        }
+        git::parse_commit(&object.data).ok().map(|c| c.tree)
     }
 }
 
 impl RecordStore {
-    fn pack_limits(&self) -> PackLimits {
+    pub(crate) fn pack_limits(&self) -> PackLimits {
         PackLimits {
             max_objects: 100_000,
             max_object_bytes: self.limits.max_file_bytes.max(1 << 20),
@@ -134,10 +208,7 @@ impl RecordStore {
                     current: self.head(id)?,
                 });
             }
-            let known = Known {
-                repo: None,
-                odb: None,
-            };
+            let known = Known::nothing();
             let (objects, changed, catchment) = verify(
                 pack,
                 &self.pack_limits(),
@@ -180,20 +251,16 @@ impl RecordStore {
         if current != Some(expected) {
             return Ok(Received::Stale { current });
         }
-        let (objects, changed, catchment) = self.with_repo(id, |repo| {
-            let known = Known {
-                repo: Some(repo),
-                odb: repo.odb().ok(),
-            };
-            Ok(verify(
-                pack,
-                &self.pack_limits(),
-                &known,
-                head_oid,
-                Some(oid(expected)),
-                &self.limits,
-            )?)
-        })?;
+        let known = Known::of(self, *id)?;
+        let (objects, changed, catchment) = verify(
+            pack,
+            &self.pack_limits(),
+            &known,
+            head_oid,
+            Some(oid(expected)),
+            &self.limits,
+        )?;
+        drop(known);
         write_objects(&path, &objects, self.pack_level, flush)?;
         lock.stage(head_oid, flush)?;
         Ok(Received::Ready(Prepared {
@@ -219,24 +286,24 @@ impl RecordStore {
         flush: Flush,
     ) -> Result<(), StoreError> {
         let path = self.layout.repo(id);
-        let objects = self.with_repo(id, |repo| {
-            if repo.find_commit(oid(head)).is_ok() {
-                return Ok(Vec::new());
-            }
-            let known = Known {
-                repo: Some(repo),
-                odb: repo.odb().ok(),
-            };
-            Ok(verify(
-                pack,
-                &self.pack_limits(),
-                &known,
-                oid(head),
-                None,
-                &self.limits,
-            )?
-            .0)
-        })?;
+        if !path.join("HEAD").is_file() {
+            return Err(StoreError::NotFound { id: *id });
+        }
+        let known = Known::of(self, *id)?;
+        // Already stored (a repeated page).
+        if known.has_cheap(oid(head)) {
+            return Ok(());
+        }
+        let objects = verify(
+            pack,
+            &self.pack_limits(),
+            &known,
+            oid(head),
+            None,
+            &self.limits,
+        )?
+        .0;
+        drop(known);
         write_objects(&path, &objects, self.pack_level, flush).map(|_| ())
     }
 }
@@ -308,8 +375,8 @@ fn verify(
     // The head is a commit we can read.
     let head_tree = match commits.get(&head) {
         Some(c) => c.tree,
-        None => match known.repo.and_then(|r| r.find_commit(head).ok()) {
-            Some(c) => c.tree_id(),
+        None => match known.commit_tree(head) {
+            Some(tree) => tree,
             None => return Err(ReceiveError::NoHead(head)),
         },
     };
@@ -350,7 +417,7 @@ fn check_descends(
         match commits.get(&next) {
             Some(commit) => stack.extend(commit.parents.iter().copied()),
             None => {
-                if let Some(repo) = known.repo
+                if let Some(repo) = known.repo.get()
                     && repo.graph_descendant_of(next, expected).unwrap_or(false)
                 {
                     return Ok(());
