@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chartsync_central::db::CentralDb;
 use chartsync_shared::git::{self, Kind, Object};
-use chartsync_shared::protocol::sync::{PushOutcome, PushRecord, PushResponse};
+use chartsync_shared::protocol::sync::{PROTOCOL_VERSION, PushOutcome, PushRecord, PushResponse};
 use chartsync_shared::store::Flush;
 use chartsync_shared::{CommitId, PatientId};
 use reqwest::StatusCode;
@@ -741,6 +741,8 @@ async fn bad_pushes_are_refused_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_push_requests_are_refused_whole_and_store_nothing() {
+    let version = PROTOCOL_VERSION.to_string();
+    let other = (PROTOCOL_VERSION + 1).to_string();
     let w = push_world().await;
     let sat = Scratch::new();
     let a = PatientId::random();
@@ -766,7 +768,7 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
     big.push(good.clone());
     w.http_refused(
         Some(&w.north),
-        Some("1"),
+        Some(version.as_str()),
         encode_push(big),
         StatusCode::BAD_REQUEST,
         "batch_too_large",
@@ -784,7 +786,7 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
     // The same id twice.
     w.http_refused(
         Some(&w.north),
-        Some("1"),
+        Some(version.as_str()),
         encode_push(vec![good.clone(), good.clone()]),
         StatusCode::BAD_REQUEST,
         "duplicate_record",
@@ -804,14 +806,14 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
         (None, StatusCode::UNAUTHORIZED, "unauthorized"),
         (Some(w.c.admin.as_str()), StatusCode::FORBIDDEN, "forbidden"),
     ] {
-        w.http_refused(token, Some("1"), body(), status, code, &ids)
+        w.http_refused(token, Some(version.as_str()), body(), status, code, &ids)
             .await;
     }
 
     // Bodies: over max_body_bytes, not an envelope, another envelope version.
     w.http_refused(
         Some(&w.north),
-        Some("1"),
+        Some(version.as_str()),
         vec![0u8; (1 << 20) + 1],
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
@@ -820,7 +822,7 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
     .await;
     w.http_refused(
         Some(&w.north),
-        Some("1"),
+        Some(version.as_str()),
         b"{\"records\": []}".to_vec(),
         StatusCode::BAD_REQUEST,
         "bad_batch",
@@ -828,10 +830,10 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
     )
     .await;
     let mut other_version = body();
-    other_version[3] = 2;
+    other_version[3] = PROTOCOL_VERSION + 1;
     w.http_refused(
         Some(&w.north),
-        Some("1"),
+        Some(version.as_str()),
         other_version,
         StatusCode::BAD_REQUEST,
         "bad_batch",
@@ -842,7 +844,7 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
     cut.truncate(cut.len() / 2);
     w.http_refused(
         Some(&w.north),
-        Some("1"),
+        Some(version.as_str()),
         cut,
         StatusCode::BAD_REQUEST,
         "bad_batch",
@@ -851,7 +853,7 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
     .await;
 
     // The protocol header: another major version, or none.
-    for protocol in [Some("2"), Some("banana"), None] {
+    for protocol in [Some(other.as_str()), Some("banana"), None] {
         w.http_refused(
             Some(&w.north),
             protocol,
@@ -863,7 +865,8 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
         .await;
     }
     // A minor version of ours is fine.
-    let response = push_raw(&w.http, &w.c.url, Some(&w.north), Some("1.3"), body()).await;
+    let minor = format!("{PROTOCOL_VERSION}.3");
+    let response = push_raw(&w.http, &w.c.url, Some(&w.north), Some(&minor), body()).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(w.head(a).await, Some(good.head));
     w.c.stop().await;

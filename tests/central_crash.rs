@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chartsync_central::db::CentralDb;
 use chartsync_shared::protocol::envelope;
 use chartsync_shared::protocol::sync::{
-    CONTENT_TYPE, PROTOCOL_HEADER, PushOutcome, PushRecord, PushResponse,
+    CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, PushOutcome, PushRecord, PushResponse,
 };
 use chartsync_shared::{CommitId, PatientId};
 use support::wire::{Scratch, admin_head, encode_push, files};
@@ -164,7 +164,7 @@ async fn send(
         .post(format!("{url}/v1/sync/push"))
         .bearer_auth(token)
         .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-        .header(PROTOCOL_HEADER, "1")
+        .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
         .timeout(Duration::from_secs(120))
         .body(body)
         .send()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chartsync_shared::git::{self, Commit, Kind, Object, Signature};
 use chartsync_shared::protocol::envelope;
 use chartsync_shared::protocol::sync::{
-    CONTENT_TYPE, PROTOCOL_HEADER, PushRecord, PushRequest, PushResponse,
+    CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, PushRecord, PushRequest, PushResponse,
 };
 use chartsync_shared::store::{Change, CommitMeta, Condition, RecordStore, StoreOptions};
 use chartsync_shared::{CommitId, Files, PatientId};
@@ -182,7 +182,8 @@ pub async fn push(
     token: &str,
     records: Vec<PushRecord>,
 ) -> PushResponse {
-    let response = push_raw(http, url, Some(token), Some("1"), encode_push(records)).await;
+    let version = PROTOCOL_VERSION.to_string();
+    let response = push_raw(http, url, Some(token), Some(&version), encode_push(records)).await;
     let status = response.status();
     let bytes = response.bytes().await.expect("push body");
     assert_eq!(

@@ -13,6 +13,7 @@ mod inflate;
 mod object;
 mod pack_index;
 mod pack_read;
+mod pack_split;
 mod pack_write;
 mod resolve;
 mod tree;
@@ -29,6 +30,7 @@ pub use self::idx::{IdxEntry, write_idx};
 pub use self::object::{Kind, Object, hash_object};
 pub use self::pack_index::{Lookup, PackIndex};
 pub use self::pack_read::{PackLimits, parse_pack};
+pub use self::pack_split::{join_pack, split_pack};
 pub use self::pack_write::{PackFiles, write_pack, write_pack_only};
 pub use self::tree::{
     MODE_DIR, MODE_EXEC, MODE_FILE, MODE_GITLINK, MODE_SYMLINK, TreeEntry, build_tree, encode_tree,

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod envelope;
 pub mod sync;
+pub mod wire_pack;
 
 mod commit_id;
 

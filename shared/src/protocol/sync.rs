@@ -11,7 +11,7 @@ use crate::id::PatientId;
 
 /// The protocol's major version, in the envelope and the
 /// `Chartsync-Protocol` header. A peer with another major version is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The HTTP header carrying [`PROTOCOL_VERSION`].
 pub const PROTOCOL_HEADER: &str = "chartsync-protocol";
 /// The media type of sync bodies.
@@ -38,7 +38,7 @@ pub struct PushRecord {
     /// The satellite's head: the new head it asks central to take.
     pub head: CommitId,
     /// Git pack data: the commits from `expected` (exclusive) to `head`.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "super::wire_pack")]
     pub pack: Vec<u8>,
 }
 
@@ -80,7 +80,7 @@ pub enum PushOutcome {
         seq: u64,
         /// Commits from the satellite's `expected` (or everything, if the
         /// satellite pushed a new record whose id central already has).
-        #[serde(with = "serde_bytes")]
+        #[serde(with = "super::wire_pack")]
         pack: Vec<u8>,
     },
     /// Refused for good (bad data, out of scope): retrying will not help
@@ -130,7 +130,7 @@ pub struct RecordUpdate {
     /// pack holds the whole history.
     pub base: Option<CommitId>,
     /// Git pack data.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "super::wire_pack")]
     pub pack: Vec<u8>,
 }
 
