@@ -135,7 +135,7 @@ async fn push<D: CentralDb>(
         .map(|(id, outcome)| PushResult {
             id,
             outcome: match outcome {
-                Outcome::Applied { head, seq, time } => PushOutcome::Applied { head, seq, time },
+                Outcome::Applied { seq, time, .. } => PushOutcome::Applied { seq, time },
                 Outcome::Conflict { head, seq, pack } => {
                     c.metrics.conflicts.inc();
                     PushOutcome::Conflict { head, seq, pack }

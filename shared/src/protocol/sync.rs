@@ -62,10 +62,9 @@ pub struct PushResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PushOutcome {
     /// Central's head is now the pushed head (also when it already was: a
-    /// repeated push is harmless).
+    /// repeated push is harmless). The head is not repeated: the satellite
+    /// knows what it pushed.
     Applied {
-        /// Central's head (the pushed head).
-        head: CommitId,
         /// The change's number in central's global sequence.
         seq: u64,
         /// When central accepted it (Unix seconds).
