@@ -32,23 +32,6 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], flush: Flush) -> io::Result<(
     Ok(())
 }
 
-/// Writes a whole file at `path`, replacing any file of that name, durably
-/// if `flush` is [`Flush::Now`]. Only for names nobody reads until a later
-/// step publishes them.
-pub(crate) fn write_replacing(path: &Path, bytes: &[u8], flush: Flush) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(path)?;
-    file.write_all(bytes)?;
-    if flush == Flush::Now {
-        file.sync_data()?;
-    }
-    Ok(())
-}
-
 /// fsyncs a folder (so that names created or renamed in it are durable).
 pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
 
-use super::durable::{Flush, sync_dir, write_new, write_replacing};
+use super::durable::{Flush, sync_dir, write_new};
 use super::{StoreError, commit_id};
 use crate::git::{self, Kind, Object, Oid};
 use crate::id::PatientId;
@@ -131,7 +131,7 @@ pub(crate) fn build_commit(
 /// Git and libgit2 find packs through their index files, so the pack is
 /// written straight to its final name, and the index last, renamed into
 /// place: a reader never sees a pack without its complete index. A pack
-/// left without an index by a crash is invisible, overwritten by the same
+/// left without an index by a crash is invisible, replaced by the same
 /// write's retry, and removed by the next repack.
 pub(crate) fn write_objects(
     repo_dir: &Path,
@@ -153,8 +153,19 @@ pub(crate) fn write_objects(
     }
     // A name no other writer uses (leftovers of a crash are removed by the
     // next repack).
-    let tmp_idx = dir.join(format!("tmp_{base}_{}.idx", tmp_suffix()));
-    write_replacing(&pack, &files.pack, flush).map_err(StoreError::io(&pack))?;
+    let unique = tmp_suffix();
+    match write_new(&pack, &files.pack, flush) {
+        Ok(()) => {}
+        // A crash's leftover (or another writer of the same objects): never
+        // truncate a file someone may be reading; replace it whole.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let tmp_pack = dir.join(format!("tmp_{base}_{unique}.pack"));
+            write_new(&tmp_pack, &files.pack, flush).map_err(StoreError::io(&tmp_pack))?;
+            std::fs::rename(&tmp_pack, &pack).map_err(StoreError::io(&pack))?;
+        }
+        Err(e) => return Err(StoreError::io(&pack)(e)),
+    }
+    let tmp_idx = dir.join(format!("tmp_{base}_{unique}.idx"));
     write_new(&tmp_idx, &files.idx, flush).map_err(StoreError::io(&tmp_idx))?;
     std::fs::rename(&tmp_idx, &idx).map_err(StoreError::io(&idx))?;
     if flush == Flush::Now {
@@ -481,5 +492,47 @@ mod tests {
             })
             .expect("blob");
         assert!(objects_since(&packs, loose, &[]).is_none());
+    }
+
+    #[test]
+    fn a_pack_left_without_its_index_is_replaced_and_later_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RecordStore::open(StoreOptions::new(dir.path(), "test")).expect("open");
+        let id = PatientId::random();
+        let meta = CommitMeta::new("Dr. A", "a@example.org", "edit");
+        let mut files = crate::Files::new();
+        files.insert("patient.yaml".into(), "name: A\n".into());
+        store
+            .write(&id, Condition::MustCreate, Change::Replace(files), &meta)
+            .expect("create");
+        let repo_dir = store.layout.repo(&id);
+        let pack_dir = repo_dir.join("objects/pack");
+        let objects = vec![Object::new(Kind::Blob, b"hello\n".to_vec())];
+        let name = git::write_pack(&objects, 0).checksum;
+        // A crash left half of this very pack, and no index.
+        let leftover = pack_dir.join(format!("pack-{name}.pack"));
+        std::fs::write(&leftover, b"PACK half").expect("leftover");
+        write_objects(&repo_dir, &objects, 0, Flush::Now).expect("write");
+        let packs = git::PackIndex::open(&pack_dir).expect("packs");
+        assert!(matches!(packs.read(objects[0].id), git::Lookup::Found(_)));
+
+        // Orphans: one old enough to be a crash's, one that may be a live
+        // writer's.
+        let old = pack_dir.join(format!("pack-{}.pack", "1".repeat(40)));
+        let young = pack_dir.join(format!("pack-{}.pack", "2".repeat(40)));
+        for path in [&old, &young] {
+            std::fs::write(path, b"PACK").expect("orphan");
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .expect("age");
+        store.repack(&id, 2).expect("repack");
+        assert!(!old.exists());
+        assert!(young.exists());
+        assert_eq!(store.pack_count(&id).expect("count"), 1);
+        assert_eq!(store.read(&id).expect("read").files.len(), 1);
     }
 }
