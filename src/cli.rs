@@ -380,7 +380,7 @@ async fn satellite_sync(
     }
     if summary.deferred > 0 {
         eprintln!(
-            "chartsync: {} record(s) deferred because central was busy; run again later",
+            "chartsync: {} record(s) deferred: central was busy or could not store them (see the log); run again later",
             summary.deferred
         );
         return Ok(ExitCode::FAILURE);

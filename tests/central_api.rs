@@ -876,3 +876,39 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
     assert_eq!(w.head(a).await, Some(good.head));
     w.c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_at_central_is_not_the_records_fault() {
+    let w = push_world().await;
+    let sat = Scratch::new();
+    let a = PatientId::random();
+    let a1 = sat.create(a, "name: A\n");
+    // Break central's staging area (as a full or failing disk would): its
+    // session folder becomes a file.
+    let tmp = w.c.central.store.layout().tmp();
+    let session = std::fs::read_dir(&tmp)
+        .expect("tmp")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "session"))
+        .expect("central's session folder");
+    let aside = session.with_extension("aside");
+    std::fs::rename(&session, &aside).expect("move aside");
+    std::fs::write(&session, b"not a folder").expect("break");
+    let before = w.stored(&[a]).await;
+    let r = w.push(&w.north, vec![sat.record(a, None)]).await;
+    match &r.results[0].outcome {
+        PushOutcome::Failed { code, message } => {
+            assert_eq!(code, "internal", "{message}");
+        }
+        other => panic!("a fault of central's must not refuse the record: {other:?}"),
+    }
+    assert_eq!(w.stored(&[a]).await, before, "nothing stored");
+    // Repaired: the same push is taken.
+    std::fs::remove_file(&session).expect("unbreak");
+    std::fs::rename(&aside, &session).expect("restore");
+    let r = w.push(&w.north, vec![sat.record(a, None)]).await;
+    applied(&r, 0);
+    assert_eq!(w.head(a).await, Some(a1));
+    w.c.stop().await;
+}

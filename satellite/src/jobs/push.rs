@@ -113,6 +113,12 @@ fn handle(
                 summary.refused += 1;
             }
             PushOutcome::Busy => again.push(result.id),
+            // Central's own fault: keep the record for the next run (it
+            // stays marked as changed), do not hammer central now.
+            PushOutcome::Failed { code, message } => {
+                tracing::warn!(patient = %result.id, code, message, "central could not store a record; it is pushed again next time");
+                summary.deferred += 1;
+            }
         }
     }
     // Applied: central has our head. Record it, then clear the marks of
@@ -236,7 +242,7 @@ pub(crate) async fn run(
         }
         retry = again;
     }
-    summary.deferred = retry.len() as u64;
+    summary.deferred += retry.len() as u64;
     Ok(summary)
 }
 

@@ -92,6 +92,16 @@ pub enum PushOutcome {
     },
     /// Central could not take the patient's lock in time; try again later.
     Busy,
+    /// Central could not store the record now, through a fault of its own
+    /// (a full disk, an I/O error): nothing was stored, and the same push
+    /// will be taken once central is repaired. Unlike `Refused`, the record
+    /// is not at fault.
+    Failed {
+        /// Machine-readable reason, such as `internal`.
+        code: String,
+        /// A sentence for the operator.
+        message: String,
+    },
 }
 
 /// `POST /v1/sync/pull`: changes after a cursor to records this instance holds.
