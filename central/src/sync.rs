@@ -239,12 +239,24 @@ async fn pull<D: CentralDb>(
             });
             continue;
         }
-        // The receiver has the head as of its cursor (or the whole record
-        // was sent later by fetch-new, with that commit in its history).
-        let base =
-            c.db.head_at(&row.id, request.cursor)
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
+        // The receiver has the head as of its cursor. A record created
+        // after the cursor reached it whole through fetch-new, so it has
+        // at least the record's first head, which every head descends from.
+        // (If it lacks that commit after all, say after a restore from an
+        // old backup, it fetches the record whole.)
+        let base = match c
+            .db
+            .head_at(&row.id, request.cursor)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+        {
+            Some(base) => Some(base),
+            None => {
+                c.db.first_head(&row.id)
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?
+            }
+        };
         page.push((row, base));
     }
     let mut updates = updates(&api, page).await?;

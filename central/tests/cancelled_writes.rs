@@ -87,6 +87,9 @@ impl CentralDb for PausingDb {
     ) -> Result<Vec<RecordRow>, DbError> {
         self.inner.scope_changes(instance, after, limit).await
     }
+    async fn first_head(&self, id: &PatientId) -> Result<Option<CommitId>, DbError> {
+        self.inner.first_head(id).await
+    }
     async fn head_at(&self, id: &PatientId, at: Seq) -> Result<Option<CommitId>, DbError> {
         self.inner.head_at(id, at).await
     }

@@ -258,6 +258,13 @@ pub trait CentralDb: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RecordRow>, DbError>> + Send;
 
+    /// The record's first head (its creation), which every later head
+    /// descends from, so every holder has it; `None` for an unknown record.
+    fn first_head(
+        &self,
+        id: &PatientId,
+    ) -> impl Future<Output = Result<Option<CommitId>, DbError>> + Send;
+
     /// The record's head as of sequence number `at` (after its latest
     /// change numbered `at` or lower); `None` if it did not exist then.
     fn head_at(

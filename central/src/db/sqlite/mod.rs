@@ -190,6 +190,14 @@ impl CentralDb for SqliteDb {
         .await
     }
 
+    async fn first_head(&self, id: &PatientId) -> Result<Option<CommitId>, DbError> {
+        let id = *id;
+        read(&self.pool, "reading a record's first head", move |tx| {
+            records::first_head(tx, &id)
+        })
+        .await
+    }
+
     async fn head_at(&self, id: &PatientId, at: Seq) -> Result<Option<CommitId>, DbError> {
         let id = *id;
         read(&self.pool, "reading a past head", move |tx| {

@@ -277,6 +277,20 @@ pub(super) fn get(
 }
 
 /// The record's head after its latest change numbered `at` or lower.
+pub(super) fn first_head(
+    tx: &Transaction<'_>,
+    id: &PatientId,
+) -> Result<Option<CommitId>, DbError> {
+    let head: Option<String> = tx
+        .prepare_cached("SELECT head FROM changes WHERE patient = ?1 ORDER BY seq ASC LIMIT 1")
+        .and_then(|mut s| {
+            s.query_row(params![&id.as_bytes()[..]], |r| r.get(0))
+                .optional()
+        })
+        .map_err(sql("reading a record's first head"))?;
+    head.map(|h| head_from(&h, "changes.head")).transpose()
+}
+
 pub(super) fn head_at(
     tx: &Transaction<'_>,
     id: &PatientId,
