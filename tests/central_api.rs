@@ -904,6 +904,7 @@ async fn a_fault_at_central_is_not_the_records_fault() {
         other => panic!("a fault of central's must not refuse the record: {other:?}"),
     }
     assert_eq!(w.stored(&[a]).await, before, "nothing stored");
+    assert_eq!(w.c.central.metrics.store_failures.get(), 1, "HQ can see it");
     // Repaired: the same push is taken.
     std::fs::remove_file(&session).expect("unbreak");
     std::fs::rename(&aside, &session).expect("restore");

@@ -13,6 +13,9 @@ pub struct Metrics {
     pub http: HttpCounters,
     /// Writes refused because the record moved (412s and push conflicts).
     pub conflicts: Counter,
+    /// Pushed records central could not store through a fault of its own
+    /// (a full disk, an I/O error): each is pushed again later.
+    pub store_failures: Counter,
     /// Patient lock acquisitions.
     pub lock_acquisitions: Counter,
     /// Total time waited for patient locks, in milliseconds.
@@ -54,6 +57,12 @@ impl Metrics {
             "chartsync_conflicts_total",
             "Writes refused because the record had moved.",
             &self.conflicts,
+        );
+        c(
+            &mut out,
+            "chartsync_store_failures_total",
+            "Pushed records central could not store through a fault of its own (disk full, I/O error).",
+            &self.store_failures,
         );
         c(
             &mut out,

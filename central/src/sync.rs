@@ -145,10 +145,13 @@ async fn push<D: CentralDb>(
                 }
                 // A fault of central's own (disk full, I/O): the record is
                 // not to blame and must be pushed again later.
-                Outcome::Failed(e) if e.status.is_server_error() => PushOutcome::Failed {
-                    code: e.code.clone(),
-                    message: e.message.clone(),
-                },
+                Outcome::Failed(e) if e.status.is_server_error() => {
+                    c.metrics.store_failures.inc();
+                    PushOutcome::Failed {
+                        code: e.code.clone(),
+                        message: e.message.clone(),
+                    }
+                }
                 Outcome::Failed(e) => PushOutcome::Refused {
                     code: e.code.clone(),
                     message: e.message.clone(),
