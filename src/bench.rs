@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chartsync_central::db::{CentralDb, NewInstance};
 use chartsync_satellite::jobs::Summary;
 use chartsync_shared::protocol::api::FilePatch;
 use chartsync_shared::store::{Change, CommitMeta, Condition, Flush};
@@ -442,15 +441,13 @@ async fn world(tag: &str) -> anyhow::Result<World> {
         let db =
             chartsync_central::db::sqlite::SqliteDb::open(&config.data_dir.join("central.sqlite"))?;
         for name in ["clinic-a", "clinic-b"] {
-            let token = chartsync_central::auth::new_token()?;
-            let i = db
-                .add_instance(NewInstance {
-                    id: None,
-                    name: name.into(),
-                    catchments: vec!["valley".into()],
-                    token_hash: chartsync_central::auth::hash_token(&token),
-                })
-                .await?;
+            let (i, token) = chartsync_central::auth::register_instance(
+                &db,
+                None,
+                name.into(),
+                vec!["valley".into()],
+            )
+            .await?;
             tokens.push((i.id, token));
         }
     }

@@ -302,21 +302,13 @@ async fn instance_add(
     id: Option<u32>,
     catchments: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    use chartsync_central::db::{CentralDb, NewInstance};
     let config = chartsync_central::CentralConfig::load(&config)?;
     if name.trim().is_empty() {
         anyhow::bail!("--name must not be empty");
     }
     let db = open_db(&config).await?;
-    let token = chartsync_central::auth::new_token().context("cannot make a random token")?;
-    let instance = db
-        .add_instance(NewInstance {
-            id,
-            name,
-            catchments,
-            token_hash: chartsync_central::auth::hash_token(&token),
-        })
-        .await?;
+    let (instance, token) =
+        chartsync_central::auth::register_instance(&db, id, name, catchments).await?;
     println!("{}", serde_json::json!({"id": instance.id, "token": token}));
     Ok(ExitCode::SUCCESS)
 }

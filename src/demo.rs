@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chartsync_central::db::{CentralDb, NewInstance};
 use chartsync_satellite::jobs::{Job, Summary, no_progress, run_once};
 use chartsync_satellite::{Satellite, SatelliteConfig};
 use serde_json::{Value, json};
@@ -203,15 +202,13 @@ pub async fn run(patients: usize) -> anyhow::Result<()> {
     )?;
     let mut tokens = Vec::new();
     for name in ["north-clinic", "river-clinic"] {
-        let token = chartsync_central::auth::new_token()?;
-        let instance = db
-            .add_instance(NewInstance {
-                id: None,
-                name: name.into(),
-                catchments: vec!["valley".into()],
-                token_hash: chartsync_central::auth::hash_token(&token),
-            })
-            .await?;
+        let (instance, token) = chartsync_central::auth::register_instance(
+            &db,
+            None,
+            name.into(),
+            vec!["valley".into()],
+        )
+        .await?;
         say(&format!(
             "   {name}: instance {} (token shown once, kept in its config)",
             instance.id

@@ -277,18 +277,14 @@ async fn tls_with_hq_certificate_authority() {
     let central = chartsync_central::Central::open(config, db)
         .await
         .expect("central");
-    let token = chartsync_central::auth::new_token().expect("token");
-    use chartsync_central::db::CentralDb;
-    let instance = central
-        .db
-        .add_instance(chartsync_central::db::NewInstance {
-            id: None,
-            name: "tls-clinic".into(),
-            catchments: vec!["north".into()],
-            token_hash: chartsync_central::auth::hash_token(&token),
-        })
-        .await
-        .expect("instance");
+    let (instance, token) = chartsync_central::auth::register_instance(
+        &central.db,
+        None,
+        "tls-clinic".into(),
+        vec!["north".into()],
+    )
+    .await
+    .expect("instance");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -10,7 +10,7 @@ use chartsync_shared::http::ApiError;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::db::{CentralDb, Instance};
+use crate::db::{CentralDb, DbError, Instance, NewInstance};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -29,6 +29,37 @@ impl Caller {
             Caller::Instance(i) => Some(i.id),
         }
     }
+}
+
+/// Why an instance could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// No randomness for its token.
+    #[error("cannot make a random token")]
+    Token(#[from] getrandom::Error),
+    /// The database refused it (a taken id, say).
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Registers an instance with a new token. Returns the instance and its
+/// token, which is stored only as a hash: this is the one time it is seen.
+pub async fn register_instance<D: CentralDb>(
+    db: &D,
+    id: Option<u32>,
+    name: String,
+    catchments: Vec<String>,
+) -> Result<(Instance, String), RegisterError> {
+    let token = new_token()?;
+    let instance = db
+        .add_instance(NewInstance {
+            id,
+            name,
+            catchments,
+            token_hash: hash_token(&token),
+        })
+        .await?;
+    Ok((instance, token))
 }
 
 /// A new random token (`cst_` and 64 hex digits).

@@ -152,19 +152,14 @@ impl TestCentral {
 
     /// Registers an instance; returns its id and token.
     pub async fn add_instance(&self, name: &str, catchments: &[&str]) -> (u32, String) {
-        use chartsync_central::db::{CentralDb, NewInstance};
-        let token = chartsync_central::auth::new_token().expect("token");
-        let instance = self
-            .central
-            .db
-            .add_instance(NewInstance {
-                id: None,
-                name: name.to_string(),
-                catchments: catchments.iter().map(|c| c.to_string()).collect(),
-                token_hash: chartsync_central::auth::hash_token(&token),
-            })
-            .await
-            .expect("add instance");
+        let (instance, token) = chartsync_central::auth::register_instance(
+            &self.central.db,
+            None,
+            name.to_string(),
+            catchments.iter().map(|c| c.to_string()).collect(),
+        )
+        .await
+        .expect("add instance");
         self.central.refresh_instances().await.expect("refresh");
         (instance.id, token)
     }

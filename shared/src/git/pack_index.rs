@@ -13,6 +13,7 @@ use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 use super::inflate::Inflater;
+use super::pack_write::read_entry_header;
 use super::{Kind, Object, Oid, hash_object};
 
 /// The largest pack this reader loads into memory; larger ones are left to
@@ -193,22 +194,7 @@ impl IndexedPack {
     /// The kind, size and data position of the whole object at `offset`
     /// (`None` for a delta or a malformed header).
     fn header_at(&self, offset: u64) -> Option<(Kind, usize, usize)> {
-        let data = self.data()?;
-        let mut pos = usize::try_from(offset).ok()?;
-        let mut byte = *data.get(pos)?;
-        pos += 1;
-        let kind = Kind::from_type_code((byte >> 4) & 7)?;
-        let mut size = u64::from(byte & 0x0f);
-        let mut shift = 4;
-        while byte & 0x80 != 0 {
-            byte = *data.get(pos)?;
-            pos += 1;
-            if shift > 57 {
-                return None;
-            }
-            size |= u64::from(byte & 0x7f) << shift;
-            shift += 7;
-        }
+        let (kind, size, pos) = read_entry_header(self.data()?, usize::try_from(offset).ok()?)?;
         Some((kind, usize::try_from(size).ok()?, pos))
     }
 

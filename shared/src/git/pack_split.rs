@@ -8,7 +8,9 @@ use sha1::{Digest, Sha1};
 
 use super::inflate::Inflater;
 use super::object::{Kind, oid_from_raw, oid_from_sha1};
-use super::pack_write::{stored_zlib_into, write_entry_header};
+use super::pack_write::{
+    finish_pack, read_entry_header, start_pack, stored_zlib_into, write_entry_header,
+};
 
 const HEADER_LEN: usize = 12;
 const TRAILER_LEN: usize = 20;
@@ -40,23 +42,12 @@ pub fn split_pack(bytes: &[u8]) -> Option<Vec<(Kind, Vec<u8>)>> {
     let mut inflater = Inflater::new();
     let mut pos = HEADER_LEN;
     for _ in 0..count {
-        let mut byte = *bytes.get(pos)?;
-        pos += 1;
-        let kind = Kind::from_type_code((byte >> 4) & 7)?;
-        let mut size = u64::from(byte & 0x0f);
-        let mut shift = 4;
-        while byte & 0x80 != 0 {
-            byte = *bytes.get(pos)?;
-            pos += 1;
-            if shift > 57 {
-                return None;
-            }
-            size |= u64::from(byte & 0x7f) << shift;
-            shift += 7;
-        }
+        let (kind, size, data_at) = read_entry_header(bytes, pos)?;
         let size = usize::try_from(size).ok()?;
-        let (data, used) = inflater.inflate_exact(bytes.get(pos..end)?, size).ok()?;
-        pos += used;
+        let (data, used) = inflater
+            .inflate_exact(bytes.get(data_at..end)?, size)
+            .ok()?;
+        pos = data_at + used;
         out.push((kind, data));
     }
     (pos == end).then_some(out)
@@ -65,21 +56,14 @@ pub fn split_pack(bytes: &[u8]) -> Option<Vec<(Kind, Vec<u8>)>> {
 /// A pack (zlib stored blocks, as sync packs are) of these objects, in
 /// this order: the inverse of [`split_pack`].
 pub fn join_pack<'a>(objects: impl IntoIterator<Item = (Kind, &'a [u8])>) -> Vec<u8> {
-    let mut pack = Vec::new();
-    pack.extend_from_slice(b"PACK");
-    pack.extend_from_slice(&2u32.to_be_bytes());
-    pack.extend_from_slice(&0u32.to_be_bytes());
+    let mut pack = start_pack(0);
     let mut count = 0u32;
     for (kind, data) in objects {
         count = count.saturating_add(1);
         write_entry_header(&mut pack, kind.type_code(), data.len() as u64);
         stored_zlib_into(data, &mut pack);
     }
-    pack[8..12].copy_from_slice(&count.to_be_bytes());
-    let mut hasher = Sha1::new();
-    hasher.update(&pack);
-    let checksum = oid_from_sha1(hasher);
-    pack.extend_from_slice(checksum.as_bytes());
+    finish_pack(&mut pack, count);
     pack
 }
 

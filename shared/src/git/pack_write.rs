@@ -7,7 +7,7 @@ use sha1::{Digest, Sha1};
 
 use super::Oid;
 use super::idx::{IdxEntry, write_idx};
-use super::object::{Object, oid_from_sha1};
+use super::object::{Kind, Object, oid_from_sha1};
 
 /// A pack and its index, ready to be stored as
 /// `objects/pack/pack-<checksum>.pack` and `.idx`.
@@ -63,10 +63,7 @@ fn encode_pack(
         .iter()
         .map(|o| o.data.len() + o.data.len() / 1024 + 32)
         .fold(largest / 10 + 256, usize::saturating_add);
-    let mut pack = Vec::with_capacity(capacity);
-    pack.extend_from_slice(b"PACK");
-    pack.extend_from_slice(&2u32.to_be_bytes());
-    pack.extend_from_slice(&0u32.to_be_bytes()); // count, patched below
+    let mut pack = start_pack(capacity);
     let mut compressor = (level > 0).then(|| Compress::new(Compression::new(level.min(9)), true));
     let mut seen = HashSet::with_capacity(objects.len());
     let mut count = 0u32;
@@ -91,12 +88,28 @@ fn encode_pack(
             });
         }
     }
+    let checksum = finish_pack(&mut pack, count);
+    (pack, checksum)
+}
+
+/// A pack's header (version 2), its object count to be set by
+/// [`finish_pack`].
+pub(crate) fn start_pack(capacity: usize) -> Vec<u8> {
+    let mut pack = Vec::with_capacity(capacity);
+    pack.extend_from_slice(b"PACK");
+    pack.extend_from_slice(&2u32.to_be_bytes());
+    pack.extend_from_slice(&0u32.to_be_bytes());
+    pack
+}
+
+/// Sets the object count and appends the trailing SHA-1; returns it.
+pub(crate) fn finish_pack(pack: &mut Vec<u8>, count: u32) -> Oid {
     pack[8..12].copy_from_slice(&count.to_be_bytes());
     let mut hasher = Sha1::new();
-    hasher.update(&pack);
+    hasher.update(&pack[..]);
     let checksum = oid_from_sha1(hasher);
     pack.extend_from_slice(checksum.as_bytes());
-    (pack, checksum)
+    checksum
 }
 
 /// Pack entry header: type in bits 4-6 of the first byte, size as 4 bits
@@ -110,6 +123,28 @@ pub(crate) fn write_entry_header(out: &mut Vec<u8>, type_code: u8, mut size: u64
         size >>= 7;
     }
     out.push(byte);
+}
+
+/// Reads a whole object's entry header at `pos` (the inverse of
+/// [`write_entry_header`]): its kind, size and where its zlib data starts.
+/// `None` for a delta entry or a malformed header. (Full pack parsing, with
+/// deltas and error reports, is `parse_pack`'s.)
+pub(crate) fn read_entry_header(bytes: &[u8], mut pos: usize) -> Option<(Kind, u64, usize)> {
+    let mut byte = *bytes.get(pos)?;
+    pos += 1;
+    let kind = Kind::from_type_code((byte >> 4) & 7)?;
+    let mut size = u64::from(byte & 0x0f);
+    let mut shift = 4;
+    while byte & 0x80 != 0 {
+        byte = *bytes.get(pos)?;
+        pos += 1;
+        if shift > 57 {
+            return None;
+        }
+        size |= u64::from(byte & 0x7f) << shift;
+        shift += 7;
+    }
+    Some((kind, size, pos))
 }
 
 /// Appends a zlib stream of stored (uncompressed) blocks holding `data`.
