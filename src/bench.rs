@@ -10,10 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use chartsync_protocol::api::FilePatch;
+use chartsync_protocol::{Files, PatientId};
 use chartsync_satellite::jobs::Summary;
-use chartsync_shared::protocol::api::FilePatch;
-use chartsync_shared::store::{Change, CommitMeta, Condition, Flush};
-use chartsync_shared::{Files, PatientId};
+use chartsync_store::{Change, CommitMeta, Condition, Flush};
 use serde_json::json;
 
 /// What to measure.
@@ -501,7 +501,7 @@ async fn world(tag: &str) -> anyhow::Result<World> {
 /// Plain git: push each sampled record's head to its own bare repository.
 fn baseline(w: &World, ids: &[PatientId]) -> anyhow::Result<f64> {
     let config = chartsync_satellite::SatelliteConfig::load(&w.a)?;
-    let layout = chartsync_shared::store::Layout::new(config.data_dir.clone());
+    let layout = chartsync_store::Layout::new(config.data_dir.clone());
     let bare_root = w.dir.join("git-central");
     std::fs::create_dir_all(&bare_root)?;
     let mut bares = Vec::new();
@@ -590,10 +590,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let new_content = compressed_content(&ids, |i| record(i, 0)["patient.yaml"].clone())?;
     let edit_content = compressed_content(&ids, |i| {
         let mut doc =
-            chartsync_shared::merge::parse_yaml(&record(i, 0)["patient.yaml"]).unwrap_or_default();
+            chartsync_merge::parse_yaml(&record(i, 0)["patient.yaml"]).unwrap_or_default();
         doc["revision"] = json!(1);
         doc["phone"] = json!(format!("08{:08}", i));
-        chartsync_shared::merge::to_yaml(&doc)
+        chartsync_merge::to_yaml(&doc)
     })?;
     let wire = |s: &Summary| (s.bytes_sent + s.bytes_received) as f64;
     let (new_content, new_each) = new_content;

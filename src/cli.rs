@@ -408,7 +408,7 @@ async fn satellite_fetch(config: PathBuf, id: String) -> anyhow::Result<ExitCode
     install_crypto();
     let config = chartsync_satellite::SatelliteConfig::load(&config)?;
     let sat = chartsync_satellite::Satellite::open(config)?;
-    let id: chartsync_shared::PatientId = id.parse()?;
+    let id: chartsync_protocol::PatientId = id.parse()?;
     let head = chartsync_satellite::jobs::fetch_one(&sat, id)
         .await
         .map_err(|e| anyhow::anyhow!(chartsync_satellite::error_chain(&e)))?;

@@ -145,7 +145,7 @@ async fn read(
         .map(|v| v.to_str().unwrap_or_default().to_string())
         .unwrap_or_default();
     let body: Value = r.json().await?;
-    let doc = chartsync_shared::merge::parse_yaml(
+    let doc = chartsync_merge::parse_yaml(
         body["files"]["patient.yaml"]
             .as_str()
             .context("patient.yaml")?,
@@ -389,7 +389,7 @@ pub async fn run(patients: usize) -> anyhow::Result<()> {
             "chartsync-message",
             "Date of birth checked against the paper chart",
         )
-        .json(&json!({"files": {"patient.yaml": chartsync_shared::merge::to_yaml(&resolved)}}))
+        .json(&json!({"files": {"patient.yaml": chartsync_merge::to_yaml(&resolved)}}))
         .send()
         .await?;
     if !r.status().is_success() {
@@ -409,7 +409,7 @@ pub async fn run(patients: usize) -> anyhow::Result<()> {
     ));
 
     step(7, "The audit trail is plain git");
-    let id: chartsync_shared::PatientId = disputed.parse()?;
+    let id: chartsync_protocol::PatientId = disputed.parse()?;
     for entry in a.sat.store.history(&id)?.iter().take(5) {
         say(&format!(
             "   {} {} {:<32} {}",

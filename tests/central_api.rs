@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chartsync_central::db::CentralDb;
-use chartsync_shared::git::{self, Kind, Object};
-use chartsync_shared::protocol::sync::{PROTOCOL_VERSION, PushOutcome, PushRecord, PushResponse};
-use chartsync_shared::store::Flush;
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_git::{self as git, Kind, Object};
+use chartsync_protocol::sync::{PROTOCOL_VERSION, PushOutcome, PushRecord, PushResponse};
+use chartsync_protocol::{CommitId, PatientId};
+use chartsync_store::Flush;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::TestCentral;
@@ -54,7 +54,7 @@ async fn create_admin(http: &reqwest::Client, c: &TestCentral, yaml: &str) -> Pa
 }
 
 fn items_of(body: &Value) -> Vec<String> {
-    let doc = chartsync_shared::merge::parse_yaml(
+    let doc = chartsync_merge::parse_yaml(
         body["files"]["patient.yaml"]
             .as_str()
             .expect("patient.yaml"),

@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chartsync_central::db::CentralDb;
-use chartsync_shared::protocol::envelope;
-use chartsync_shared::protocol::sync::{
+use chartsync_protocol::envelope;
+use chartsync_protocol::sync::{
     CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, PushOutcome, PushRecord, PushResponse,
 };
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::{CommitId, PatientId};
 use support::wire::{Scratch, admin_head, encode_push, files};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chartsync");
@@ -193,7 +193,7 @@ struct Rec {
     version: u32,
 }
 
-fn record_files(n: usize, version: u32) -> chartsync_shared::Files {
+fn record_files(n: usize, version: u32) -> chartsync_protocol::Files {
     files(&[
         (
             "patient.yaml",
@@ -346,7 +346,7 @@ fn git_ref(data: &Path, id: PatientId, with_git: bool) -> Option<CommitId> {
             .flatten()
     } else {
         // A loose ref, or packed-refs for a record never updated.
-        chartsync_shared::store::refs::read_head(&repo)
+        chartsync_store::refs::read_head(&repo)
             .ok()
             .flatten()
             .and_then(|o| o.to_string().parse().ok())
@@ -438,9 +438,7 @@ async fn verify(
 async fn restart_within_a_crashed_processs_leases_repairs_every_accepted_head() {
     use chartsync_central::db::HeadChange;
     use chartsync_central::db::sqlite::SqliteDb;
-    use chartsync_shared::store::{
-        Change, CommitMeta, Condition, Flush, RecordStore, StoreOptions,
-    };
+    use chartsync_store::{Change, CommitMeta, Condition, Flush, RecordStore, StoreOptions};
 
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chartsync_central::db::CentralDb;
-use chartsync_shared::PatientId;
+use chartsync_protocol::PatientId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::TestCentral;

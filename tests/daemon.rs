@@ -320,18 +320,18 @@ async fn tls_with_hq_certificate_authority() {
     };
     // With HQ's CA: syncs.
     let trusting = satellite("trusting", Some(&ca_pem));
-    let id = chartsync_shared::PatientId::random();
+    let id = chartsync_protocol::PatientId::random();
     trusting.db.mark_dirty(&id).expect("dirty");
     trusting
         .store
         .write(
             &id,
-            chartsync_shared::store::Condition::MustCreate,
-            chartsync_shared::store::Change::Replace(chartsync_shared::Files::from([(
+            chartsync_store::Condition::MustCreate,
+            chartsync_store::Change::Replace(chartsync_protocol::Files::from([(
                 "patient.yaml".to_string(),
                 "name: Over TLS\n".to_string(),
             )])),
-            &chartsync_shared::store::CommitMeta::new("T", "t@x", "create"),
+            &chartsync_store::CommitMeta::new("T", "t@x", "create"),
         )
         .expect("create");
     let s = chartsync_satellite::jobs::run_once(

@@ -13,8 +13,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use chartsync_protocol::PatientId;
 use chartsync_satellite::jobs::{Job, JobError, Summary, no_progress, run_once};
-use chartsync_shared::PatientId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::proxy::{At, ConnStats, Fault, Proxy};
@@ -112,7 +112,7 @@ fn pid(id: &str) -> PatientId {
 }
 
 fn yaml(text: &str) -> Value {
-    chartsync_shared::merge::parse_yaml(text).expect("yaml")
+    chartsync_merge::parse_yaml(text).expect("yaml")
 }
 
 /// A satellite's head, files and history length for a record.

@@ -196,7 +196,7 @@ async fn the_record_api_walk() {
     assert_eq!(history[3]["instance"], "clinic-1");
 
     // The repository on disk, read back with plain git.
-    let pid: chartsync_shared::PatientId = id.parse().expect("id");
+    let pid: chartsync_protocol::PatientId = id.parse().expect("id");
     let repo = sat.sat.store.layout().repo(&pid);
     let out = std::process::Command::new("git")
         .arg("--git-dir")

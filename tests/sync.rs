@@ -97,7 +97,7 @@ async fn patch(w: &World, sat: usize, id: &str, etag: &str, body: Value) -> Stri
 }
 
 fn doc(body: &Value) -> Value {
-    chartsync_shared::merge::parse_yaml(
+    chartsync_merge::parse_yaml(
         body["files"]["patient.yaml"]
             .as_str()
             .expect("patient.yaml"),
@@ -278,7 +278,7 @@ async fn a_true_conflict_is_kept_for_review_and_its_resolution_reaches_every_hol
         (json!("1"), json!("B"), json!("A"))
     );
     // B's losing commit is kept under a ref, readable with git.
-    let pid: chartsync_shared::PatientId = id.parse().expect("id");
+    let pid: chartsync_protocol::PatientId = id.parse().expect("id");
     let repo = w.sats[1].sat.store.layout().repo(&pid);
     let ours = c["ours_commit"].as_str().expect("commit");
     let out = std::process::Command::new("git")
@@ -445,8 +445,8 @@ async fn twenty_five_hundred_new_records_go_in_three_batches() {
     let store = &w.sats[0].sat.store;
     let db = &w.sats[0].sat.db;
     for n in 0..2500 {
-        let id = chartsync_shared::PatientId::random();
-        let files = chartsync_shared::Files::from([(
+        let id = chartsync_protocol::PatientId::random();
+        let files = chartsync_protocol::Files::from([(
             "patient.yaml".to_string(),
             format!("name: Patient {n}\ncatchment: north\n"),
         )]);
@@ -454,9 +454,9 @@ async fn twenty_five_hundred_new_records_go_in_three_batches() {
         store
             .write(
                 &id,
-                chartsync_shared::store::Condition::MustCreate,
-                chartsync_shared::store::Change::Replace(files),
-                &chartsync_shared::store::CommitMeta::new("Bulk", "bulk@test", "import"),
+                chartsync_store::Condition::MustCreate,
+                chartsync_store::Change::Replace(files),
+                &chartsync_store::CommitMeta::new("Bulk", "bulk@test", "import"),
             )
             .expect("create");
     }

@@ -29,12 +29,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chartsync_shared::http::ApiError;
-use chartsync_shared::store::{
-    Change, CommitMeta, Condition, Flush, Prepared, Received, StoreError,
-};
-use chartsync_shared::validate::PATIENT_FILE;
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_http::ApiError;
+use chartsync_protocol::{CommitId, PatientId};
+use chartsync_store::validate::PATIENT_FILE;
+use chartsync_store::{Change, CommitMeta, Condition, Flush, Prepared, Received, StoreError};
 
 use crate::Central;
 use crate::auth::Caller;

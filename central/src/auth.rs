@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
-use chartsync_shared::http::ApiError;
+use chartsync_http::ApiError;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

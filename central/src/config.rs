@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use chartsync_shared::config::ConfigError;
-pub use chartsync_shared::config::Secret;
-use chartsync_shared::config::{parse_toml, read_text, secret};
+pub use chartsync_common::config::ConfigError;
+pub use chartsync_common::config::Secret;
+use chartsync_common::config::{parse_toml, read_text, secret};
 use serde::Deserialize;
 
 /// `central.toml`.

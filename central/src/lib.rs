@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chartsync_shared::store::{RecordStore, StoreError, StoreOptions};
+use chartsync_store::{RecordStore, StoreError, StoreOptions};
 
 pub use config::CentralConfig;
 pub use server::serve;
@@ -150,7 +150,7 @@ impl<D: CentralDb> Central<D> {
 
     /// Queues a record for repacking if it has many packs (called after
     /// writes; never blocks).
-    pub fn note_write(&self, id: chartsync_shared::PatientId) {
+    pub fn note_write(&self, id: chartsync_protocol::PatientId) {
         let threshold = self.config.upkeep.repack_after_packs.max(2);
         if self.store.pack_count(&id).unwrap_or(0) >= threshold
             && let Some(queue) = self

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chartsync_shared::PatientId;
+use chartsync_protocol::PatientId;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::db::{CentralDb, DbError};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chartsync_shared::metrics::{Counter, HttpCounters, sample};
+use chartsync_common::metrics::{Counter, HttpCounters, sample};
 
 use crate::db::Counts;
 

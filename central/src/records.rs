@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
-use chartsync_shared::PatientId;
-use chartsync_shared::http::{ApiError, RecordService, WriteRequest};
-use chartsync_shared::protocol::api::{HistoryEntry, RecordBody};
+use chartsync_http::{ApiError, RecordService, WriteRequest};
+use chartsync_protocol::PatientId;
+use chartsync_protocol::api::{HistoryEntry, RecordBody};
 
 use crate::Central;
 use crate::apply::{Outcome, Write, WriteKind, apply_writes};
@@ -23,7 +23,7 @@ impl<D> Clone for CentralApi<D> {
     }
 }
 
-pub(crate) use chartsync_shared::http::blocking;
+pub(crate) use chartsync_http::blocking;
 
 impl<D: CentralDb> CentralApi<D> {
     /// The record's row, if the caller may see it.

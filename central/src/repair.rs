@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use chartsync_shared::store::{RecordStore, StoreError};
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::{CommitId, PatientId};
+use chartsync_store::{RecordStore, StoreError};
 
 use crate::db::{CentralDb, DbError, RefPending};
 use crate::locks::PatientLocks;

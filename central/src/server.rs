@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chartsync_shared::http::{ApiError, openapi_document, record_routes};
+use chartsync_http::{ApiError, openapi_document, record_routes};
 use tokio::net::TcpListener;
 
 use crate::Central;

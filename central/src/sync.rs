@@ -1,6 +1,6 @@
 //! The sync endpoints (see `docs/protocol.md`): push, pull, fetch-new,
 //! ack and fetch-one. Bodies are binary envelopes
-//! ([`chartsync_shared::protocol::envelope`]); only instances may call them.
+//! ([`chartsync_protocol::envelope`]); only instances may call them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,14 +11,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use chartsync_shared::http::{ApiError, RecordService, read_body};
-use chartsync_shared::protocol::envelope;
-use chartsync_shared::protocol::sync::{
+use chartsync_http::{ApiError, RecordService, read_body};
+use chartsync_protocol::envelope;
+use chartsync_protocol::sync::{
     AckRequest, AckResponse, CONTENT_TYPE, FetchNewRequest, FetchNewResponse, FetchOneRequest,
     FetchOneResponse, MAX_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse,
     PushOutcome, PushRequest, PushResponse, PushResult, RecordUpdate,
 };
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::{CommitId, PatientId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -279,7 +279,7 @@ async fn pull<D: CentralDb>(
 async fn take_acks<D: CentralDb>(
     api: &CentralApi<D>,
     instance: &Instance,
-    acks: &[chartsync_shared::protocol::sync::Ack],
+    acks: &[chartsync_protocol::sync::Ack],
 ) -> Result<Vec<RecordUpdate>, ApiError> {
     if acks.is_empty() {
         return Ok(Vec::new());

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chartsync_shared::PatientId;
+use chartsync_protocol::PatientId;
 use tokio::sync::mpsc;
 
 use crate::Central;

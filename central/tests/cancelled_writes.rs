@@ -23,8 +23,8 @@ use chartsync_central::db::{
     Applied, CentralDb, Counts, DbError, HeadChange, Instance, NewInstance, RecordRow, RefPending,
     Seq,
 };
-use chartsync_shared::store::{Change, CommitMeta, Condition};
-use chartsync_shared::{CommitId, Files, PatientId};
+use chartsync_protocol::{CommitId, Files, PatientId};
+use chartsync_store::{Change, CommitMeta, Condition};
 use tokio::sync::Semaphore;
 
 /// SQLite, with `apply` pausing after its commit while `armed`.

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use chartsync_shared::PatientId;
-use chartsync_shared::http::{ApiError, RecordService, WriteRequest};
-use chartsync_shared::protocol::api::{HistoryEntry, RecordBody};
-use chartsync_shared::store::Flush;
+use chartsync_http::{ApiError, RecordService, WriteRequest};
+use chartsync_protocol::PatientId;
+use chartsync_protocol::api::{HistoryEntry, RecordBody};
+use chartsync_store::Flush;
 use subtle::ConstantTimeEq;
 
 use crate::Satellite;
@@ -16,7 +16,7 @@ use crate::Satellite;
 #[derive(Debug, Clone)]
 pub struct LocalApi(pub Arc<Satellite>);
 
-pub(crate) use chartsync_shared::http::blocking;
+pub(crate) use chartsync_http::blocking;
 
 /// Runs blocking database work off the async threads.
 pub(crate) async fn spawn_db<T: Send + 'static, E: Send + 'static>(

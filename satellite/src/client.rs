@@ -3,9 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chartsync_shared::protocol::api::ErrorBody;
-use chartsync_shared::protocol::envelope::{self, EnvelopeError};
-use chartsync_shared::protocol::sync::{CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use chartsync_protocol::api::ErrorBody;
+use chartsync_protocol::envelope::{self, EnvelopeError};
+use chartsync_protocol::sync::{CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE as CT};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

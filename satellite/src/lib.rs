@@ -14,8 +14,8 @@ pub mod server;
 
 use std::sync::Arc;
 
-use chartsync_shared::metrics::HttpCounters;
-use chartsync_shared::store::{RecordStore, StoreError, StoreOptions};
+use chartsync_common::metrics::HttpCounters;
+use chartsync_store::{RecordStore, StoreError, StoreOptions};
 
 pub use config::SatelliteConfig;
 pub use server::serve;
@@ -76,9 +76,9 @@ impl Satellite {
 }
 
 /// The satellite's status (`GET /v1/status`, `chartsync satellite status`).
-pub fn status(sat: &Satellite) -> Result<chartsync_shared::protocol::api::StatusBody, db::DbError> {
+pub fn status(sat: &Satellite) -> Result<chartsync_protocol::api::StatusBody, db::DbError> {
     let (pending_push, open_conflicts) = sat.db.counts()?;
-    Ok(chartsync_shared::protocol::api::StatusBody {
+    Ok(chartsync_protocol::api::StatusBody {
         instance_id: sat.config.central.instance_id,
         pending_push,
         open_conflicts,

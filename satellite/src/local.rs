@@ -9,12 +9,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chartsync_shared::PatientId;
-use chartsync_shared::http::{ApiError, RecordService, author_from_headers, read_body};
-use chartsync_shared::protocol::api::{
+use chartsync_http::{ApiError, RecordService, author_from_headers, read_body};
+use chartsync_protocol::PatientId;
+use chartsync_protocol::api::{
     ConflictEntry, FilePatch, FilesBody, PatchBody, RecordBody, StatusBody,
 };
-use chartsync_shared::store::{Change, Condition, Flush};
+use chartsync_store::{Change, Condition, Flush};
 
 use crate::api::{LocalApi, blocking};
 use crate::jobs::JobError;
@@ -137,7 +137,7 @@ async fn fetch(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     api.caller(&headers).await?;
-    let id: PatientId = id.parse().map_err(|e: chartsync_shared::id::IdError| {
+    let id: PatientId = id.parse().map_err(|e: chartsync_protocol::id::IdError| {
         ApiError::bad_request("invalid_id", e.to_string())
     })?;
     let sat = Arc::clone(&api.0);

@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chartsync_shared::http::{ApiError, record_routes};
-use chartsync_shared::metrics::sample;
+use chartsync_common::metrics::sample;
+use chartsync_http::{ApiError, record_routes};
 use tokio::net::TcpListener;
 
 use crate::Satellite;
@@ -109,7 +109,7 @@ async fn metrics(State(api): State<LocalApi>) -> Result<Response, ApiError> {
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        chartsync_shared::http::openapi_document("satellite"),
+        chartsync_http::openapi_document("satellite"),
     )
         .into_response()
 }

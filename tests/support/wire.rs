@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chartsync_shared::git::{self, Commit, Kind, Object, Signature};
-use chartsync_shared::protocol::envelope;
-use chartsync_shared::protocol::sync::{
+use chartsync_git::{self as git, Commit, Kind, Object, Signature};
+use chartsync_protocol::envelope;
+use chartsync_protocol::sync::{
     CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, PushRecord, PushRequest, PushResponse,
 };
-use chartsync_shared::store::{Change, CommitMeta, Condition, RecordStore, StoreOptions};
-use chartsync_shared::{CommitId, Files, PatientId};
+use chartsync_protocol::{CommitId, Files, PatientId};
+use chartsync_store::{Change, CommitMeta, Condition, RecordStore, StoreOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -121,7 +121,7 @@ pub fn craft_commit_bytes(
 /// A commit of `tree` (whose objects are `objects`) with these parents: the
 /// objects with the commit last, and the commit's id.
 pub fn commit_tree(
-    tree: git::Oid,
+    tree: git2::Oid,
     mut objects: Vec<Object>,
     parents: &[CommitId],
 ) -> (CommitId, Vec<Object>) {
@@ -130,7 +130,7 @@ pub fn commit_tree(
         tree,
         parents: parents
             .iter()
-            .map(|p| git::Oid::from_bytes(p.as_bytes()).expect("oid"))
+            .map(|p| git2::Oid::from_bytes(p.as_bytes()).expect("oid"))
             .collect(),
         author: sig.clone(),
         committer: sig,

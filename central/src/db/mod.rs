@@ -15,7 +15,7 @@ mod tests;
 use std::future::Future;
 use std::time::Duration;
 
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::{CommitId, PatientId};
 
 pub use holders::Holders;
 
@@ -146,7 +146,7 @@ pub enum DbError {
     },
     /// Migrations failed.
     #[error(transparent)]
-    Migrate(#[from] chartsync_shared::sqlite::MigrateError),
+    Migrate(#[from] chartsync_common::sqlite::MigrateError),
     /// A value in the database is damaged.
     #[error("the database holds a damaged value in {0}")]
     Damaged(&'static str),

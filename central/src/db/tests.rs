@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::{CommitId, PatientId};
 
 use super::*;
 

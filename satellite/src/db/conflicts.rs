@@ -1,8 +1,8 @@
 //! The conflict queue: central's value is in the record, this clinic's
 //! value waits here for a clinician.
 
-use chartsync_shared::protocol::api::ConflictEntry;
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::api::ConflictEntry;
+use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Db, DbError, head_from, id_from, sql};

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use chartsync_shared::sqlite::{MigrateError, Migration, migrate};
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_common::sqlite::{MigrateError, Migration, migrate};
+use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The satellite's migrations (`migrations/satellite/`).

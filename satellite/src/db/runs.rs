@@ -1,6 +1,6 @@
 //! The log of job runs.
 
-use chartsync_shared::protocol::api::JobRun;
+use chartsync_protocol::api::JobRun;
 use rusqlite::params;
 
 use super::{Db, DbError, sql};

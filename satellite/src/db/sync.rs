@@ -8,7 +8,7 @@
 //! after the read, or was between its two bumps, changes the counter, so its
 //! record stays marked. No lock is needed, across processes too.
 
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::params;
 
 use super::{Db, DbError, head_from, id_from, sql};

@@ -2,9 +2,9 @@
 //! fast-forwarded or merged with local unpushed changes. Every page is one
 //! group commit: all objects, one flush, all heads, one flush.
 
-use chartsync_shared::protocol::sync::RecordUpdate;
-use chartsync_shared::store::{CommitMeta, Flush, MergeOutcome, Prepared, Received, StoreError};
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::sync::RecordUpdate;
+use chartsync_protocol::{CommitId, PatientId};
+use chartsync_store::{CommitMeta, Flush, MergeOutcome, Prepared, Received, StoreError};
 
 use crate::Satellite;
 use crate::client::SyncError;

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use chartsync_shared::protocol::sync::{
+use chartsync_protocol::sync::{
     Ack, AckRequest, AckResponse, FetchNewRequest, FetchNewResponse, FetchOneRequest,
     FetchOneResponse,
 };
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::{CommitId, PatientId};
 
 use super::apply::JobError;
 use super::pull::store_page;
@@ -38,10 +38,9 @@ async fn deliver_acks(
 ) -> Result<(), JobError> {
     loop {
         let s = Arc::clone(sat);
-        let pending = crate::api::spawn_db(move || {
-            s.db.pending_acks(chartsync_shared::protocol::sync::MAX_BATCH)
-        })
-        .await?;
+        let pending =
+            crate::api::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH))
+                .await?;
         if pending.is_empty() {
             return Ok(());
         }
@@ -81,10 +80,9 @@ pub(crate) async fn run(
     .await?;
     loop {
         let s = Arc::clone(sat);
-        let pending = crate::api::spawn_db(move || {
-            s.db.pending_acks(chartsync_shared::protocol::sync::MAX_BATCH)
-        })
-        .await?;
+        let pending =
+            crate::api::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH))
+                .await?;
         let request = FetchNewRequest {
             cursor,
             epoch,

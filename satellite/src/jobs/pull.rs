@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chartsync_shared::protocol::sync::{PullRequest, PullResponse, RecordUpdate};
+use chartsync_protocol::sync::{PullRequest, PullResponse, RecordUpdate};
 
 use super::apply::{JobError, Stored, store_updates};
 use super::{Progress, Summary};
@@ -27,10 +27,10 @@ pub(crate) async fn store_page(
     if !stored.refetch.is_empty() {
         let mut whole = Vec::new();
         for id in std::mem::take(&mut stored.refetch) {
-            let reply: chartsync_shared::protocol::sync::FetchOneResponse = client
+            let reply: chartsync_protocol::sync::FetchOneResponse = client
                 .call(
                     "/v1/sync/fetch",
-                    &chartsync_shared::protocol::sync::FetchOneRequest { id },
+                    &chartsync_protocol::sync::FetchOneRequest { id },
                 )
                 .await?;
             whole.push(reply.record);

@@ -7,10 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chartsync_shared::protocol::sync::{
-    PushOutcome, PushRecord, PushRequest, PushResponse, RecordUpdate,
-};
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::sync::{PushOutcome, PushRecord, PushRequest, PushResponse, RecordUpdate};
+use chartsync_protocol::{CommitId, PatientId};
 
 use super::apply::{JobError, store_updates};
 use super::{Progress, Summary};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chartsync_shared::PatientId;
+use chartsync_protocol::PatientId;
 use rusqlite::{Transaction, params};
 
 use super::pool::sql;

@@ -21,8 +21,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chartsync_shared::sqlite::Migration;
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_common::sqlite::Migration;
+use chartsync_protocol::{CommitId, PatientId};
 
 use self::pool::{Pool, read, write};
 use super::{

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chartsync_shared::sqlite::{MigrateError, migrate};
+use chartsync_common::sqlite::{MigrateError, migrate};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use super::MIGRATIONS;

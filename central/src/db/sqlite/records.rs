@@ -1,7 +1,7 @@
 //! Records: accepting heads, reading rows, holders, grants and the refs
 //! still to move.
 
-use chartsync_shared::{CommitId, PatientId};
+use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::instances::instance_id;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chartsync_shared::PatientId;
+use chartsync_protocol::PatientId;
 use rusqlite::{Connection, params};
 
 use super::SqliteDb;

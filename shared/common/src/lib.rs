@@ -1,0 +1,11 @@
+//! Small helpers that central and the satellite share and that belong to no
+//! layer of the record: reading configuration files (with secrets from
+//! files and clear TOML errors), numbered SQLite migrations applied in one
+//! transaction, and Prometheus text exposition for a few counters and
+//! gauges.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod metrics;
+pub mod sqlite;

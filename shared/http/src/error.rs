@@ -1,0 +1,147 @@
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use chartsync_protocol::api::{ConflictBody, ErrorBody};
+use chartsync_store::{ReceiveError, StoreError, refs::RefError};
+
+/// An error answer: status, `{"error","message"}` body (or a conflict body
+/// for 412), and headers where HTTP asks for them.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub code: String,
+    /// A sentence.
+    pub message: String,
+    conflict: Option<Box<ConflictBody>>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            conflict: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn busy(message: impl Into<String>, retry_after_secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+        }
+    }
+
+    /// 500, logging the cause (the client gets no internals).
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> ApiError {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(error = %chain, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
+    }
+
+    /// 412 with a conflict body.
+    pub fn conflict(body: ConflictBody) -> ApiError {
+        ApiError {
+            conflict: Some(Box::new(body)),
+            ..Self::new(StatusCode::PRECONDITION_FAILED, "conflict", "conflict")
+        }
+    }
+
+    /// The conflict body, for a 412.
+    pub fn conflict_body(&self) -> Option<&ConflictBody> {
+        self.conflict.as_deref()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { id } => {
+                ApiError::not_found(format!("patient record {id} does not exist"))
+            }
+            StoreError::Exists { id } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "exists",
+                format!("patient record {id} already exists"),
+            ),
+            StoreError::Conflict(c) => ApiError::conflict((*c).into()),
+            StoreError::Invalid(e) => ApiError::bad_request(e.code(), e.to_string()),
+            StoreError::Received(ReceiveError::Invalid(e)) => {
+                ApiError::bad_request(e.code(), e.to_string())
+            }
+            StoreError::Received(e) => ApiError::bad_request(e.code(), e.to_string()),
+            StoreError::Busy { id } => ApiError::busy(
+                format!("patient record {id} is being written by someone else; try again"),
+                1,
+            ),
+            StoreError::Ref(RefError::Locked { .. }) => {
+                ApiError::busy("the record is being written by someone else; try again", 1)
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = match self.conflict {
+            Some(body) => (self.status, axum::Json(*body)).into_response(),
+            None => (
+                self.status,
+                axum::Json(ErrorBody {
+                    error: self.code,
+                    message: self.message,
+                }),
+            )
+                .into_response(),
+        };
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"chartsync\""),
+            );
+        }
+        response
+    }
+}

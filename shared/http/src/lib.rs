@@ -1,0 +1,44 @@
+//! The record API over HTTP (axum), the same on satellite and central.
+//!
+//! Handlers are generic over a [`RecordService`]: the satellite implements
+//! it on its local store, central adds authorisation, patient locks and its
+//! database. Errors become status codes and JSON bodies in one place,
+//! [`ApiError`].
+
+#![forbid(unsafe_code)]
+
+mod body;
+mod error;
+mod records;
+
+pub use body::{author_from_headers, read_body};
+pub use error::ApiError;
+pub use records::{RecordService, WriteRequest, record_routes};
+
+/// Runs blocking store or database work off the async threads; a task that
+/// dies becomes a 500.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+}
+
+/// The OpenAPI document for a role (`"satellite"` or `"central"`): the paths
+/// of `docs/openapi.json` marked for that role or both.
+pub fn openapi_document(role: &str) -> String {
+    const DOC: &str = include_str!("../../../docs/openapi.json");
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(DOC) else {
+        return DOC.to_string();
+    };
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        paths.retain(|_, item| {
+            matches!(
+                item.get("x-chartsync-role").and_then(|r| r.as_str()),
+                Some(r) if r == role || r == "both"
+            )
+        });
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| DOC.to_string())
+}

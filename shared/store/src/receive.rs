@@ -1,0 +1,500 @@
+//! Taking records from another instance: verify every object of a received
+//! pack, check that the new head descends from the expected one, validate
+//! the final tree exactly like a local write, then store.
+
+use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
+
+use git2::Repository;
+
+use super::objects::write_objects;
+use super::refs::{RefError, RefLock};
+use super::{Flush, Prepared, RecordStore, Stage, StoreError, commit_id, oid};
+use crate::path::validate_paths;
+use crate::validate::{InvalidRecord, check_content, check_sizes};
+use chartsync_git::{
+    self as git, Kind, Lookup, MODE_DIR, MODE_EXEC, MODE_FILE, Object, PackLimits, PackReader,
+};
+use chartsync_protocol::id::PatientId;
+use chartsync_protocol::{CommitId, Files};
+use git2::Oid;
+
+/// Why received data was refused. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// The pack does not parse or verify.
+    #[error("corrupt pack data: {0}")]
+    Pack(#[from] git::PackError),
+    /// An object in the pack is malformed.
+    #[error("malformed object {id}: {source}")]
+    Object {
+        /// The object.
+        id: Oid,
+        /// What is wrong.
+        #[source]
+        source: git::FormatError,
+    },
+    /// Objects refer to objects that are neither in the pack nor stored.
+    #[error("the pack is incomplete: object {missing} (referred to by {by}) is missing")]
+    Missing {
+        /// The missing object.
+        missing: Oid,
+        /// Who refers to it.
+        by: Oid,
+    },
+    /// The claimed head is not a commit in the pack or the repository.
+    #[error("the new head {0} is not a commit the pack provides")]
+    NoHead(Oid),
+    /// The new head does not descend from the expected one.
+    #[error("the new head {head} does not descend from the expected head {expected}")]
+    NotDescendant {
+        /// The new head.
+        head: Oid,
+        /// The expected head.
+        expected: Oid,
+    },
+    /// A tag or other object kind records do not use.
+    #[error("object {0} has a kind records do not use")]
+    UnexpectedKind(Oid),
+    /// The final tree is not a valid record.
+    #[error("the new version is not a valid record: {0}")]
+    Invalid(#[from] InvalidRecord),
+}
+
+impl ReceiveError {
+    /// A short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReceiveError::Pack(_)
+            | ReceiveError::Object { .. }
+            | ReceiveError::UnexpectedKind(_) => "corrupt_pack",
+            ReceiveError::Missing { .. } | ReceiveError::NoHead(_) => "incomplete_pack",
+            ReceiveError::NotDescendant { .. } => "not_descendant",
+            ReceiveError::Invalid(e) => e.code(),
+        }
+    }
+}
+
+/// What the receiver's repository knows (nothing for a new record): read
+/// from its packs directly ([`PackReader`]), and from libgit2, opened only
+/// when the packs do not answer (see `git::pack_index`).
+struct Known<'a> {
+    packs: Option<PackReader>,
+    repo: LazyRepo<'a>,
+}
+
+/// A repository opened on first use and returned to the store's cache.
+struct LazyRepo<'a> {
+    store: Option<(&'a RecordStore, PatientId)>,
+    cell: OnceCell<Option<Repository>>,
+}
+
+impl LazyRepo<'_> {
+    fn get(&self) -> Option<&Repository> {
+        self.cell
+            .get_or_init(|| {
+                let (store, id) = self.store?;
+                store.cache.take(&id, &store.layout.repo(&id)).ok()
+            })
+            .as_ref()
+    }
+}
+
+impl Drop for LazyRepo<'_> {
+    fn drop(&mut self) {
+        if let (Some((store, id)), Some(Some(repo))) = (self.store, self.cell.take()) {
+            store.cache.put(id, repo);
+        }
+    }
+}
+
+impl<'a> Known<'a> {
+    /// Nothing known: a record new here.
+    fn nothing() -> Known<'a> {
+        Known {
+            packs: None,
+            repo: LazyRepo {
+                store: None,
+                cell: OnceCell::new(),
+            },
+        }
+    }
+
+    /// The record's repository.
+    fn of(store: &'a RecordStore, id: PatientId) -> Result<Known<'a>, StoreError> {
+        let dir = store.layout.repo(&id).join("objects/pack");
+        let packs = PackReader::open(&dir).map_err(StoreError::io(&dir))?;
+        Ok(Known {
+            packs: Some(packs),
+            repo: LazyRepo {
+                store: Some((store, id)),
+                cell: OnceCell::new(),
+            },
+        })
+    }
+
+    fn has(&self, id: Oid) -> bool {
+        self.has_cheap(id)
+            || self
+                .repo
+                .get()
+                .and_then(|r| r.odb().ok())
+                .is_some_and(|odb| odb.exists(id))
+    }
+
+    /// Like [`Known::has`], from the packs alone. For questions where a
+    /// false "no" is harmless.
+    fn has_cheap(&self, id: Oid) -> bool {
+        self.packs.as_ref().is_some_and(|p| p.contains(id))
+    }
+
+    fn read(&self, id: Oid) -> Option<Object> {
+        if let Some(Lookup::Found(object)) = self.packs.as_ref().map(|p| p.read(id)) {
+            return Some(object);
+        }
+        self.repo
+            .get()
+            .and_then(|r| super::objects::read_object(r, id))
+    }
+
+    fn size(&self, id: Oid) -> Option<usize> {
+        if let Some(Lookup::Found((_, size))) = self.packs.as_ref().map(|p| p.header(id)) {
+            return Some(size);
+        }
+        self.repo
+            .get()
+            .and_then(|r| r.odb().ok())
+            .and_then(|odb| odb.read_header(id).ok())
+            .map(|(size, _)| size)
+    }
+
+    /// The tree of a stored commit.
+    fn commit_tree(&self, id: Oid) -> Option<Oid> {
+        let object = self.read(id)?;
+        if object.kind != Kind::Commit {
+            return None;
+        }
+        git::parse_commit(&object.data).ok().map(|c| c.tree)
+    }
+}
+
+impl RecordStore {
+    pub(crate) fn pack_limits(&self) -> PackLimits {
+        PackLimits {
+            max_objects: 100_000,
+            max_object_bytes: self.limits.max_file_bytes.max(1 << 20),
+            max_total_bytes: self.limits.max_record_bytes.saturating_mul(4).max(64 << 20),
+            max_delta_depth: 50,
+        }
+    }
+
+    /// Prepares taking a received head: `expected` is the head the sender
+    /// believes the record has here (`None`: the record is new here). When
+    /// the head here is already `head`, the result is an unchanged
+    /// [`Prepared`] (a repeated push); when it is neither `head` nor
+    /// `expected`, [`Received::Stale`] with the head here.
+    pub fn prepare_received(
+        &self,
+        id: &PatientId,
+        expected: Option<CommitId>,
+        head: CommitId,
+        pack: &[u8],
+        flush: Flush,
+    ) -> Result<Received, StoreError> {
+        let guard = self.local_lock(*id)?;
+        let head_oid = oid(head);
+        let Some(expected) = expected else {
+            if self.exists(id) {
+                return Ok(Received::Stale {
+                    current: self.head(id)?,
+                });
+            }
+            let known = Known::nothing();
+            let (objects, changed, catchment) = verify(
+                pack,
+                &self.pack_limits(),
+                &known,
+                head_oid,
+                None,
+                &self.limits,
+            )?;
+            let tmp = self.stage_new_repo(id, &objects, head_oid, flush)?;
+            return Ok(Received::Ready(Prepared {
+                id: *id,
+                old: None,
+                new: head,
+                changed,
+                catchment,
+                stage: Stage::Create(tmp),
+                _guard: guard,
+            }));
+        };
+        let path = self.layout.repo(id);
+        if !path.join("HEAD").is_file() {
+            return Err(StoreError::NotFound { id: *id });
+        }
+        let mut lock = RefLock::acquire(&path, self.lock_wait).map_err(|e| match e {
+            RefError::Locked { .. } => StoreError::Busy { id: *id },
+            other => other.into(),
+        })?;
+        let current = lock.current().map(commit_id);
+        if current == Some(head) {
+            return Ok(Received::Ready(Prepared {
+                id: *id,
+                old: current,
+                new: head,
+                changed: Files::new(),
+                catchment: None,
+                stage: Stage::Unchanged,
+                _guard: guard,
+            }));
+        }
+        if current != Some(expected) {
+            return Ok(Received::Stale { current });
+        }
+        let known = Known::of(self, *id)?;
+        let (objects, changed, catchment) = verify(
+            pack,
+            &self.pack_limits(),
+            &known,
+            head_oid,
+            Some(oid(expected)),
+            &self.limits,
+        )?;
+        drop(known);
+        write_objects(&path, &objects, self.pack_level, flush)?;
+        lock.stage(head_oid, flush)?;
+        Ok(Received::Ready(Prepared {
+            id: *id,
+            old: Some(expected),
+            new: head,
+            changed,
+            catchment,
+            stage: Stage::Move(lock),
+            _guard: guard,
+        }))
+    }
+
+    /// Stores the objects of a received pack without moving the head (to
+    /// merge with them next). Verifies the pack like
+    /// [`RecordStore::prepare_received`], with `head` as the commit it must
+    /// provide.
+    pub fn ingest(
+        &self,
+        id: &PatientId,
+        head: CommitId,
+        pack: &[u8],
+        flush: Flush,
+    ) -> Result<(), StoreError> {
+        let path = self.layout.repo(id);
+        if !path.join("HEAD").is_file() {
+            return Err(StoreError::NotFound { id: *id });
+        }
+        let known = Known::of(self, *id)?;
+        // Already stored (a repeated page).
+        if known.has_cheap(oid(head)) {
+            return Ok(());
+        }
+        let objects = verify(
+            pack,
+            &self.pack_limits(),
+            &known,
+            oid(head),
+            None,
+            &self.limits,
+        )?
+        .0;
+        drop(known);
+        write_objects(&path, &objects, self.pack_level, flush).map(|_| ())
+    }
+}
+
+/// The result of [`RecordStore::prepare_received`].
+#[derive(Debug)]
+pub enum Received {
+    /// Verified and staged (or already applied: `is_change()` is false).
+    Ready(Prepared),
+    /// The record's head here is not the expected one.
+    Stale {
+        /// The head here (`None`: the record has no head).
+        current: Option<CommitId>,
+    },
+}
+
+/// Parses and verifies a pack; returns the objects to store and the files
+/// whose content is new in it.
+fn verify(
+    pack: &[u8],
+    limits: &PackLimits,
+    known: &Known<'_>,
+    head: Oid,
+    expected: Option<Oid>,
+    record_limits: &crate::validate::Limits,
+) -> Result<(Vec<Object>, Files, Option<String>), ReceiveError> {
+    let objects = git::parse_pack(pack, limits, &mut |base| known.read(base))?;
+    let by_id: HashMap<Oid, &Object> = objects.iter().map(|o| (o.id, o)).collect();
+    let present = |id: Oid| by_id.contains_key(&id) || known.has(id);
+    let mut commits: HashMap<Oid, git::Commit> = HashMap::new();
+    // Connectivity: everything an object refers to is in the pack or here.
+    for object in &objects {
+        match object.kind {
+            Kind::Commit => {
+                let commit =
+                    git::parse_commit(&object.data).map_err(|source| ReceiveError::Object {
+                        id: object.id,
+                        source,
+                    })?;
+                for needed in std::iter::once(commit.tree).chain(commit.parents.iter().copied()) {
+                    if !present(needed) {
+                        return Err(ReceiveError::Missing {
+                            missing: needed,
+                            by: object.id,
+                        });
+                    }
+                }
+                commits.insert(object.id, commit);
+            }
+            Kind::Tree => {
+                let entries =
+                    git::parse_tree(&object.data).map_err(|source| ReceiveError::Object {
+                        id: object.id,
+                        source,
+                    })?;
+                for entry in entries {
+                    if !present(entry.id) {
+                        return Err(ReceiveError::Missing {
+                            missing: entry.id,
+                            by: object.id,
+                        });
+                    }
+                }
+            }
+            Kind::Blob => {}
+            Kind::Tag => return Err(ReceiveError::UnexpectedKind(object.id)),
+        }
+    }
+    // The head is a commit we can read.
+    let head_tree = match commits.get(&head) {
+        Some(c) => c.tree,
+        None => match known.commit_tree(head) {
+            Some(tree) => tree,
+            None => return Err(ReceiveError::NoHead(head)),
+        },
+    };
+    if let Some(expected) = expected {
+        check_descends(&commits, known, head, expected)?;
+    }
+    let (changed, catchment) = validate_tree(head_tree, &by_id, known, record_limits)?;
+    drop(by_id);
+    // Objects the repository already has need not be stored twice (one
+    // missed here is stored in the new pack too: harmless).
+    Ok((
+        objects
+            .into_iter()
+            .filter(|o| !known.has_cheap(o.id))
+            .collect(),
+        changed,
+        catchment,
+    ))
+}
+
+/// Walks back from `head` through the pack's commits; a parent outside the
+/// pack is asked of the repository.
+fn check_descends(
+    commits: &HashMap<Oid, git::Commit>,
+    known: &Known<'_>,
+    head: Oid,
+    expected: Oid,
+) -> Result<(), ReceiveError> {
+    let mut stack = vec![head];
+    let mut seen = HashSet::new();
+    while let Some(next) = stack.pop() {
+        if next == expected {
+            return Ok(());
+        }
+        if !seen.insert(next) {
+            continue;
+        }
+        match commits.get(&next) {
+            Some(commit) => stack.extend(commit.parents.iter().copied()),
+            None => {
+                if let Some(repo) = known.repo.get()
+                    && repo.graph_descendant_of(next, expected).unwrap_or(false)
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(ReceiveError::NotDescendant { head, expected })
+}
+
+/// Validates the record at `tree` like a local write: paths, kinds, sizes,
+/// and the content of every file that is new in this pack.
+fn validate_tree(
+    tree: Oid,
+    in_pack: &HashMap<Oid, &Object>,
+    known: &Known<'_>,
+    limits: &crate::validate::Limits,
+) -> Result<(Files, Option<String>), ReceiveError> {
+    let mut changed = Files::new();
+    let mut catchment = None;
+    let mut files: Vec<(String, Oid)> = Vec::new();
+    let mut stack = vec![(String::new(), tree)];
+    while let Some((prefix, tree)) = stack.pop() {
+        let data = match in_pack.get(&tree) {
+            Some(o) => o.data.clone(),
+            None => known
+                .read(tree)
+                .map(|o| o.data)
+                .ok_or(ReceiveError::Missing {
+                    missing: tree,
+                    by: tree,
+                })?,
+        };
+        let entries =
+            git::parse_tree(&data).map_err(|source| ReceiveError::Object { id: tree, source })?;
+        for entry in entries {
+            let path = format!("{prefix}{}", entry.name);
+            match entry.mode {
+                MODE_DIR => stack.push((format!("{path}/"), entry.id)),
+                MODE_FILE | MODE_EXEC => files.push((path, entry.id)),
+                mode => return Err(InvalidRecord::UnsupportedEntry { file: path, mode }.into()),
+            }
+            if files.len() > limits.max_files {
+                return Err(InvalidRecord::TooManyFiles {
+                    count: files.len(),
+                    max: limits.max_files,
+                }
+                .into());
+            }
+        }
+    }
+    files.sort();
+    validate_paths(files.iter().map(|(p, _)| p.as_str())).map_err(InvalidRecord::from)?;
+    let mut sizes = Vec::with_capacity(files.len());
+    for (path, blob) in &files {
+        match in_pack.get(blob) {
+            Some(object) => {
+                let text = std::str::from_utf8(&object.data)
+                    .map_err(|_| InvalidRecord::NotText { file: path.clone() })?;
+                sizes.push((path.as_str(), text.len()));
+                if text.len() <= limits.max_file_bytes
+                    && let Some(c) = check_content(path, text)?
+                {
+                    catchment = Some(c);
+                }
+                changed.insert(path.clone(), text.to_string());
+            }
+            None => sizes.push((
+                path.as_str(),
+                known.size(*blob).ok_or(ReceiveError::Missing {
+                    missing: *blob,
+                    by: tree,
+                })?,
+            )),
+        }
+    }
+    check_sizes(sizes, limits)?;
+    Ok((changed, catchment))
+}
