@@ -74,6 +74,9 @@ pub async fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> std::io:
     Tls::from_pem_file(cert, key).await
 }
 
+/// How long shutdown waits for a repack in progress.
+const UPKEEP_EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Serves central on `listener` (with TLS if given) until `shutdown`
 /// completes; requests in flight (writes included) are finished first. Also
 /// runs repository upkeep.
@@ -84,8 +87,13 @@ pub async fn serve<D: CentralDb>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (queue, receiver) = tokio::sync::mpsc::channel(4096);
+    let (stop_upkeep, upkeep_stop) = tokio::sync::watch::channel(false);
     central.set_upkeep(queue);
-    let upkeep = tokio::spawn(crate::upkeep::run(Arc::clone(&central), receiver));
+    let upkeep = tokio::spawn(crate::upkeep::run(
+        Arc::clone(&central),
+        receiver,
+        upkeep_stop,
+    ));
     let app = router(Arc::clone(&central));
     let result = match tls {
         None => {
@@ -107,6 +115,16 @@ pub async fn serve<D: CentralDb>(
         }
     };
     central.clear_upkeep();
-    upkeep.abort();
+    // One way to stop: the signal, then wait for a repack in progress to
+    // finish and release its patient lease. Past the deadline the task is
+    // left to the runtime's shutdown; its lease then expires as after a
+    // crash.
+    let _ = stop_upkeep.send(true);
+    if tokio::time::timeout(UPKEEP_EXIT_DEADLINE, upkeep)
+        .await
+        .is_err()
+    {
+        tracing::warn!("repository upkeep did not stop within its deadline");
+    }
     result
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chartsync_protocol::PatientId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::Central;
 use crate::db::CentralDb;
@@ -65,14 +65,26 @@ pub async fn repack_one<D: CentralDb>(central: &Arc<Central<D>>, id: PatientId) 
     done
 }
 
-/// Runs upkeep until the queue closes: queued records right away, and a
-/// slow sweep over every record every `sweep_secs`.
-pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut queue: mpsc::Receiver<PatientId>) {
+/// Runs upkeep until `stop` turns true or the queue closes: queued records
+/// right away, and a slow sweep over every record every `sweep_secs`.
+///
+/// Stopping never interrupts a repack: `stop` is looked at between records
+/// only, so a repack that holds a patient lease always finishes and
+/// releases it (the caller waits for this task, with a deadline).
+pub async fn run<D: CentralDb>(
+    central: Arc<Central<D>>,
+    mut queue: mpsc::Receiver<PatientId>,
+    mut stop: watch::Receiver<bool>,
+) {
     let sweep = central.config.upkeep.sweep_secs;
     let mut timer = tokio::time::interval(Duration::from_secs(sweep.max(1)));
     timer.tick().await;
     loop {
+        if *stop.borrow() {
+            return;
+        }
         tokio::select! {
+            _ = stop.changed() => return,
             next = queue.recv() => match next {
                 Some(id) => {
                     repack_one(&central, id).await;
@@ -87,6 +99,9 @@ pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut queue: mpsc::Receiv
                 };
                 let threshold = central.config.upkeep.repack_after_packs.max(2);
                 for id in ids {
+                    if *stop.borrow() {
+                        return;
+                    }
                     if central.store.pack_count(&id).unwrap_or(0) >= threshold {
                         repack_one(&central, id).await;
                     }

@@ -18,19 +18,6 @@ pub struct LocalApi(pub Arc<Satellite>);
 
 pub(crate) use chartsync_http::blocking;
 
-/// Runs blocking database work off the async threads.
-pub(crate) async fn spawn_db<T: Send + 'static, E: Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, crate::jobs::JobError>
-where
-    crate::jobs::JobError: From<E>,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| crate::jobs::JobError::Task(e.to_string()))?
-        .map_err(crate::jobs::JobError::from)
-}
-
 impl RecordService for LocalApi {
     type Caller = ();
 

@@ -39,8 +39,7 @@ async fn deliver_acks(
     loop {
         let s = Arc::clone(sat);
         let pending =
-            crate::api::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH))
-                .await?;
+            super::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH)).await?;
         if pending.is_empty() {
             return Ok(());
         }
@@ -55,7 +54,7 @@ async fn deliver_acks(
         let stored = store_page(sat, client, reply.moved).await?;
         stored.count(summary);
         let s = Arc::clone(sat);
-        crate::api::spawn_db(move || {
+        super::spawn_db(move || {
             s.db.commit_sync(&stored.states, &[], &[])?;
             s.db.clear_acks(&pending)
         })
@@ -71,7 +70,7 @@ pub(crate) async fn run(
 ) -> Result<Summary, JobError> {
     let mut summary = Summary::default();
     let s = Arc::clone(sat);
-    let (mut cursor, mut epoch) = crate::api::spawn_db(move || {
+    let (mut cursor, mut epoch) = super::spawn_db(move || {
         Ok::<_, crate::db::DbError>((
             s.db.state(CURSOR)?.max(0) as u64,
             s.db.state(EPOCH)?.max(0) as u64,
@@ -81,8 +80,7 @@ pub(crate) async fn run(
     loop {
         let s = Arc::clone(sat);
         let pending =
-            crate::api::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH))
-                .await?;
+            super::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH)).await?;
         let request = FetchNewRequest {
             cursor,
             epoch,
@@ -93,7 +91,7 @@ pub(crate) async fn run(
         // Central has the acknowledgements now.
         let s = Arc::clone(sat);
         let delivered = pending.clone();
-        crate::api::spawn_db(move || s.db.clear_acks(&delivered)).await?;
+        super::spawn_db(move || s.db.clear_acks(&delivered)).await?;
         let mut updates = page.moved;
         updates.extend(page.records);
         let stored = store_page(sat, client, updates).await?;
@@ -103,7 +101,7 @@ pub(crate) async fn run(
         // Everything stored from this page is acknowledged next time.
         let held: Vec<(PatientId, CommitId)> =
             stored.states.iter().map(|s| (s.id, s.head)).collect();
-        crate::api::spawn_db(move || {
+        super::spawn_db(move || {
             s.db.commit_sync(
                 &stored.states,
                 &[(CURSOR, next as i64), (EPOCH, next_epoch as i64)],
@@ -138,7 +136,7 @@ pub async fn fetch_one(sat: &Arc<Satellite>, id: PatientId) -> Result<CommitId, 
         .ok_or_else(|| JobError::Protocol(format!("central's copy of {id} could not be stored")))?;
     let s = Arc::clone(sat);
     let ack = vec![(id, head)];
-    crate::api::spawn_db(move || s.db.commit_sync(&stored.states, &[], &ack)).await?;
+    super::spawn_db(move || s.db.commit_sync(&stored.states, &[], &ack)).await?;
     let mut summary = Summary::default();
     deliver_acks(sat, &client, &mut summary).await?;
     Ok(head)

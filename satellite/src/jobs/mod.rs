@@ -19,6 +19,19 @@ pub use apply::JobError;
 pub use fetch::fetch_one;
 pub use lock::{JobLock, LockError};
 
+/// Runs blocking database work off the async threads.
+pub(crate) async fn spawn_db<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, JobError>
+where
+    JobError: From<E>,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| JobError::Task(e.to_string()))?
+        .map_err(JobError::from)
+}
+
 use crate::Satellite;
 use crate::client::CentralClient;
 
@@ -146,7 +159,7 @@ async fn run_one(
     progress: Progress,
 ) -> Result<Summary, JobError> {
     let s = Arc::clone(sat);
-    let run = crate::api::spawn_db(move || s.db.start_run(job.name())).await?;
+    let run = spawn_db(move || s.db.start_run(job.name())).await?;
     let start = Instant::now();
     let before = (
         client.bytes_sent.load(Ordering::Relaxed),
@@ -178,7 +191,7 @@ async fn run_one(
         }
     };
     let s = Arc::clone(sat);
-    if let Err(e) = crate::api::spawn_db(move || s.db.finish_run(run, ok, &detail)).await {
+    if let Err(e) = spawn_db(move || s.db.finish_run(run, ok, &detail)).await {
         tracing::warn!(error = %e, "could not log the end of a run");
     }
     match &out {

@@ -63,9 +63,7 @@ pub(crate) async fn run(
 ) -> Result<Summary, JobError> {
     let mut summary = Summary::default();
     let s = Arc::clone(sat);
-    let mut cursor = crate::api::spawn_db(move || s.db.state(CURSOR))
-        .await?
-        .max(0) as u64;
+    let mut cursor = super::spawn_db(move || s.db.state(CURSOR)).await?.max(0) as u64;
     loop {
         let request = PullRequest {
             cursor,
@@ -87,7 +85,7 @@ pub(crate) async fn run(
         let s = Arc::clone(sat);
         let next = page.cursor;
         let created: Vec<_> = stored.created.clone();
-        crate::api::spawn_db(move || {
+        super::spawn_db(move || {
             s.db.commit_sync(&stored.states, &[(CURSOR, next as i64)], &created)
         })
         .await?;
