@@ -400,6 +400,18 @@ async fn satellite_status(config: PathBuf, json: bool) -> anyhow::Result<ExitCod
                 run.detail
             );
         }
+        if !status.set_aside.is_empty() {
+            println!(
+                "set aside:       {} record(s) could not be stored here; everything else syncs",
+                status.set_aside.len()
+            );
+            for r in &status.set_aside {
+                println!(
+                    "  {} ({}, since {}, {} attempt(s), next {}): {}",
+                    r.patient, r.job, r.since, r.attempts, r.retry_at, r.reason
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

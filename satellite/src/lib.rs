@@ -84,7 +84,26 @@ pub fn status(sat: &Satellite) -> Result<chartsync_protocol::api::StatusBody, db
         open_conflicts,
         cursor: sat.db.state("pull_cursor")?.max(0) as u64,
         last_runs: sat.db.last_runs()?,
+        set_aside: sat
+            .db
+            .set_aside_list()?
+            .into_iter()
+            .map(|r| chartsync_protocol::api::SetAsideRecord {
+                patient: r.patient,
+                job: r.job,
+                reason: r.reason,
+                since: rfc3339(r.since),
+                attempts: r.attempts.max(0) as u64,
+                retry_at: rfc3339(r.retry_at),
+            })
+            .collect(),
     })
+}
+
+fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 /// An error and its causes on one line.

@@ -69,6 +69,14 @@ async fn metrics(State(api): State<LocalApi>) -> Result<Response, ApiError> {
             "Conflicts waiting for a clinician.",
             conflicts as f64,
         );
+        let aside = sat.db.set_aside_count().map_err(|e| ApiError::internal(&e))?;
+        sample(
+            &mut out,
+            "chartsync_satellite_set_aside_records",
+            "gauge",
+            "Records that could not be stored or merged here, set aside (see `chartsync satellite status`).",
+            aside as f64,
+        );
         for run in sat.db.run_totals().map_err(|e| ApiError::internal(&e))? {
             let job = run.job.replace('-', "_");
             if let Some(t) = run.last_success {

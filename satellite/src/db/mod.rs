@@ -15,11 +15,18 @@ use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The satellite's migrations (`migrations/satellite/`).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/satellite/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/satellite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "set_aside",
+        sql: include_str!("../../../migrations/satellite/0002_set_aside.sql"),
+    },
+];
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +168,10 @@ impl Db {
 
 mod conflicts;
 mod runs;
+mod set_aside;
 mod sync;
 
 pub use conflicts::NewConflict;
 pub use runs::RunRow;
+pub use set_aside::{NO_ASIDE, SetAside, SetAsideRow};
 pub use sync::{CentralState, DirtyRecord};

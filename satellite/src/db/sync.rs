@@ -11,6 +11,7 @@
 use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::params;
 
+use super::set_aside::SetAside;
 use super::{Db, DbError, head_from, id_from, sql};
 
 /// A record with local changes to push.
@@ -22,6 +23,9 @@ pub struct DirtyRecord {
     pub central_head: Option<CommitId>,
     /// The local head central refused, if it did.
     pub refused_head: Option<CommitId>,
+    /// The local head set aside (central's changes could not be merged
+    /// with it), if it is.
+    pub aside_head: Option<CommitId>,
     /// The local-change counter when read.
     pub changes: i64,
 }
@@ -49,8 +53,9 @@ impl Db {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT patient, central_head, refused_head, changes FROM records
-                 WHERE dirty = 1 AND patient > ?1 ORDER BY patient LIMIT ?2",
+                "SELECT r.patient, r.central_head, r.refused_head, r.changes, s.local_head
+                 FROM records r LEFT JOIN set_aside s ON s.patient = r.patient
+                 WHERE r.dirty = 1 AND r.patient > ?1 ORDER BY r.patient LIMIT ?2",
             )
             .map_err(sql("listing changed records"))?;
         let after: Vec<u8> = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
@@ -61,16 +66,19 @@ impl Db {
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                 ))
             })
             .map_err(sql("listing changed records"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, head, refused, changes) = row.map_err(sql("listing changed records"))?;
+            let (id, head, refused, changes, aside) =
+                row.map_err(sql("listing changed records"))?;
             out.push(DirtyRecord {
                 id: id_from(id)?,
                 central_head: head_from(head)?,
                 refused_head: head_from(refused)?,
+                aside_head: head_from(aside)?,
                 changes,
             });
         }
@@ -150,17 +158,24 @@ impl Db {
     }
 
     /// Records what central has, saves cursors and pending
-    /// acknowledgements, all in one transaction. Creates rows for records
-    /// new here (not marked changed).
+    /// acknowledgements, and the records set aside by `aside.0` (the job),
+    /// all in one transaction, so that a cursor never moves past a record
+    /// that was neither stored nor set aside. Creates rows for records new
+    /// here (not marked changed); records in `states` are no longer set
+    /// aside.
     pub fn commit_sync(
         &self,
         states: &[CentralState],
         cursors: &[(&str, i64)],
         acks: &[(PatientId, CommitId)],
+        aside: (&str, &[SetAside]),
     ) -> Result<(), DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(sql("saving sync progress"))?;
         {
+            let synced: Vec<PatientId> = states.iter().map(|s| s.id).collect();
+            super::set_aside::clear(&tx, &synced)?;
+            super::set_aside::record(&tx, aside.0, aside.1)?;
             let mut upsert = tx
                 .prepare_cached(
                     "INSERT INTO records (patient, central_head, central_seq, synced_at, dirty)
@@ -246,7 +261,7 @@ impl Db {
 
     /// Sets one state value.
     pub fn set_state(&self, key: &str, value: i64) -> Result<(), DbError> {
-        self.commit_sync(&[], &[(key, value)], &[])
+        self.commit_sync(&[], &[(key, value)], &[], super::NO_ASIDE)
     }
 }
 

@@ -8,7 +8,7 @@ use chartsync_store::{CommitMeta, Flush, MergeOutcome, Prepared, Received, Store
 
 use crate::Satellite;
 use crate::client::SyncError;
-use crate::db::{CentralState, DbError, NewConflict};
+use crate::db::{CentralState, DbError, NewConflict, SetAside};
 
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +48,8 @@ pub(crate) struct Stored {
     pub merged: u64,
     /// Conflicts queued.
     pub conflicts: u64,
-    /// Records refused (bad data from central).
-    pub refused: u64,
+    /// Records that could not be stored here, set aside (see `db/set_aside.rs`).
+    pub set_aside: Vec<SetAside>,
 }
 
 impl Stored {
@@ -58,7 +58,54 @@ impl Stored {
         summary.records_received += self.received;
         summary.merged += self.merged;
         summary.conflicts += self.conflicts;
-        summary.refused += self.refused;
+        summary.set_aside += self.set_aside.len() as u64;
+    }
+
+    /// Adds what a second pass stored.
+    pub(crate) fn extend(&mut self, other: Stored) {
+        self.states.extend(other.states);
+        self.refetch.extend(other.refetch);
+        self.created.extend(other.created);
+        self.received += other.received;
+        self.merged += other.merged;
+        self.conflicts += other.conflicts;
+        self.set_aside.extend(other.set_aside);
+    }
+}
+
+/// Why a store error is this record's trouble rather than the store's, or
+/// `None` when it is the store's: an I/O error (a full disk, a failing
+/// disk) stops the job, which is retried; anything else about one record
+/// (central's version invalid here, too large once merged, damaged, busy)
+/// sets that record aside and the job goes on with the others.
+pub(crate) fn record_trouble(error: &StoreError) -> Option<String> {
+    match error {
+        StoreError::Io { .. } => None,
+        StoreError::Git { source, .. } if source.class() == git2::ErrorClass::Os => None,
+        StoreError::Invalid(e) => Some(format!(
+            "central's changes cannot be stored with this clinic's: {}; correct the record (here or at central) and it syncs again",
+            crate::error_chain(e)
+        )),
+        StoreError::Busy { .. } => {
+            Some("the record was being written here for too long; it is tried again".to_string())
+        }
+        other => Some(crate::error_chain(other)),
+    }
+}
+
+/// A record set aside for `reason`, with central's head and the local head.
+pub(crate) fn aside(
+    sat: &Satellite,
+    id: PatientId,
+    central: Option<CommitId>,
+    reason: String,
+) -> SetAside {
+    tracing::warn!(patient = %id, reason, "record set aside; the others go on");
+    SetAside {
+        id,
+        reason,
+        central_head: central,
+        local_head: sat.store.head(&id).ok().flatten(),
     }
 }
 
@@ -92,8 +139,8 @@ enum Staged {
     Current(CentralState),
     /// Fetch it whole.
     Refetch(PatientId),
-    /// Central sent data that does not verify.
-    Refused,
+    /// Cannot be stored here: set aside.
+    Aside(SetAside),
 }
 
 /// Phase 1 for one update: verify and store objects, stage what can be.
@@ -106,10 +153,6 @@ fn stage(sat: &Satellite, u: RecordUpdate) -> Result<Staged, JobError> {
         return match store.prepare_received(&u.id, None, u.head, &u.pack, Flush::Deferred) {
             Ok(Received::Ready(p)) => Ok(Staged::Create(p, state(&u))),
             Ok(Received::Stale { .. }) => Ok(Staged::Refetch(u.id)),
-            Err(StoreError::Received(e)) => {
-                tracing::warn!(patient = %u.id, error = %e, "central sent a record that does not verify");
-                Ok(Staged::Refused)
-            }
             Err(e) => Err(e.into()),
         };
     }
@@ -140,13 +183,28 @@ fn stage(sat: &Satellite, u: RecordUpdate) -> Result<Staged, JobError> {
     }
 }
 
+/// Phase 1 for one update; a record's own trouble sets it aside.
+fn stage_or_aside(sat: &Satellite, u: RecordUpdate) -> Result<Staged, JobError> {
+    let (id, head) = (u.id, u.head);
+    match stage(sat, u) {
+        Err(JobError::Store(e)) => match record_trouble(&e) {
+            Some(reason) => Ok(Staged::Aside(aside(sat, id, Some(head), reason))),
+            None => Err(e.into()),
+        },
+        other => other,
+    }
+}
+
 /// Phase 1 over a page, on all cores.
 fn stage_all(sat: &Satellite, updates: Vec<RecordUpdate>) -> Result<Vec<Staged>, JobError> {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     if updates.len() < 16 || threads == 1 {
-        return updates.into_iter().map(|u| stage(sat, u)).collect();
+        return updates
+            .into_iter()
+            .map(|u| stage_or_aside(sat, u))
+            .collect();
     }
     let per = updates.len().div_ceil(threads);
     let mut parts: Vec<Vec<RecordUpdate>> = Vec::new();
@@ -158,7 +216,11 @@ fn stage_all(sat: &Satellite, updates: Vec<RecordUpdate>) -> Result<Vec<Staged>,
         let workers: Vec<_> = parts
             .into_iter()
             .map(|part| {
-                scope.spawn(move || part.into_iter().map(|u| stage(sat, u)).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    part.into_iter()
+                        .map(|u| stage_or_aside(sat, u))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         let mut out = Vec::new();
@@ -174,6 +236,29 @@ fn stage_all(sat: &Satellite, updates: Vec<RecordUpdate>) -> Result<Vec<Staged>,
         }
         Ok(out)
     })
+}
+
+/// Merges central's head into the local one (again if a local write moves
+/// the head meanwhile); `None` when the record is gone here.
+fn merge_one(
+    sat: &Satellite,
+    u: &RecordUpdate,
+    meta: &CommitMeta,
+) -> Result<Option<(MergeOutcome, CommitId)>, StoreError> {
+    for _ in 0..5 {
+        let Some(ours) = sat.store.head(&u.id)? else {
+            return Ok(None);
+        };
+        match sat
+            .store
+            .prepare_merge(&u.id, ours, u.head, meta, Flush::Deferred)?
+        {
+            Ok(outcome) => return Ok(Some((outcome, ours))),
+            // A local write moved the head meanwhile: merge again.
+            Err(_) => continue,
+        }
+    }
+    Err(StoreError::Busy { id: u.id })
 }
 
 /// Stores a page of central's versions (see the module documentation). The
@@ -194,7 +279,7 @@ pub(crate) fn store_updates(
             Staged::Held(u) => held.push(u),
             Staged::Current(s) => out.states.push(s),
             Staged::Refetch(id) => out.refetch.push(id),
-            Staged::Refused => out.refused += 1,
+            Staged::Aside(a) => out.set_aside.push(a),
         }
     }
     let staged_at = timer.elapsed();
@@ -206,23 +291,13 @@ pub(crate) fn store_updates(
     let meta = merge_meta(sat);
     let mut merges: Vec<(MergeOutcome, CommitId, RecordUpdate)> = Vec::new();
     for u in held {
-        let mut staged = None;
-        for _ in 0..5 {
-            let Some(ours) = store.head(&u.id)? else {
-                break;
-            };
-            match store.prepare_merge(&u.id, ours, u.head, &meta, Flush::Deferred)? {
-                Ok(outcome) => {
-                    staged = Some((outcome, ours));
-                    break;
-                }
-                // A local write moved the head meanwhile: merge again.
-                Err(_) => continue,
-            }
-        }
-        match staged {
-            Some((outcome, ours)) => merges.push((outcome, ours, u)),
-            None => out.refetch.push(u.id),
+        match merge_one(sat, &u, &meta) {
+            Ok(Some((outcome, ours))) => merges.push((outcome, ours, u)),
+            Ok(None) => out.refetch.push(u.id),
+            Err(e) => match record_trouble(&e) {
+                Some(reason) => out.set_aside.push(aside(sat, u.id, Some(u.head), reason)),
+                None => return Err(e.into()),
+            },
         }
     }
     let mut dirty = Vec::new();
@@ -275,13 +350,23 @@ pub(crate) fn store_updates(
                 out.received += 1;
             }
             Err(StoreError::Exists { .. }) => out.refetch.push(id),
-            Err(e) => return Err(e.into()),
+            Err(e) => match record_trouble(&e) {
+                Some(reason) => out.set_aside.push(aside(sat, id, Some(state.head), reason)),
+                None => return Err(e.into()),
+            },
         }
     }
     for (outcome, _, u) in merges {
-        store.publish(outcome.prepared, Flush::Deferred)?;
-        out.states.push(state(&u));
-        out.received += 1;
+        match store.publish(outcome.prepared, Flush::Deferred) {
+            Ok(_) => {
+                out.states.push(state(&u));
+                out.received += 1;
+            }
+            Err(e) => match record_trouble(&e) {
+                Some(reason) => out.set_aside.push(aside(sat, u.id, Some(u.head), reason)),
+                None => return Err(e.into()),
+            },
+        }
     }
     let published_at = timer.elapsed();
     if any {

@@ -55,7 +55,7 @@ async fn deliver_acks(
         stored.count(summary);
         let s = Arc::clone(sat);
         super::spawn_db(move || {
-            s.db.commit_sync(&stored.states, &[], &[])?;
+            s.db.commit_sync(&stored.states, &[], &[], ("fetch-new", &stored.set_aside))?;
             s.db.clear_acks(&pending)
         })
         .await?;
@@ -106,6 +106,7 @@ pub(crate) async fn run(
                 &stored.states,
                 &[(CURSOR, next as i64), (EPOCH, next_epoch as i64)],
                 &held,
+                ("fetch-new", &stored.set_aside),
             )
         })
         .await?;
@@ -128,15 +129,22 @@ pub async fn fetch_one(sat: &Arc<Satellite>, id: PatientId) -> Result<CommitId, 
         .call("/v1/sync/fetch", &FetchOneRequest { id })
         .await?;
     let stored = store_page(sat, &client, vec![reply.record]).await?;
-    let head = stored
-        .states
-        .iter()
-        .find(|s| s.id == id)
-        .map(|s| s.head)
-        .ok_or_else(|| JobError::Protocol(format!("central's copy of {id} could not be stored")))?;
+    let Some(head) = stored.states.iter().find(|s| s.id == id).map(|s| s.head) else {
+        let why = stored
+            .set_aside
+            .iter()
+            .find(|a| a.id == id)
+            .map_or("no reason given", |a| a.reason.as_str());
+        return Err(JobError::Protocol(format!(
+            "central's copy of {id} could not be stored: {why}"
+        )));
+    };
     let s = Arc::clone(sat);
     let ack = vec![(id, head)];
-    super::spawn_db(move || s.db.commit_sync(&stored.states, &[], &ack)).await?;
+    super::spawn_db(move || {
+        s.db.commit_sync(&stored.states, &[], &ack, crate::db::NO_ASIDE)
+    })
+    .await?;
     let mut summary = Summary::default();
     deliver_acks(sat, &client, &mut summary).await?;
     Ok(head)

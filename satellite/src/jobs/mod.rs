@@ -77,6 +77,10 @@ pub struct Summary {
     pub refused: u64,
     /// Records left for the next run (central busy).
     pub deferred: u64,
+    /// Records that could not be stored or merged here, set aside with a
+    /// reason (`chartsync satellite status`); every other record went on.
+    #[serde(default)]
+    pub set_aside: u64,
     /// Request bytes on the wire.
     pub bytes_sent: u64,
     /// Reply bytes on the wire.
@@ -95,6 +99,7 @@ impl Summary {
         self.conflicts += other.conflicts;
         self.refused += other.refused;
         self.deferred += other.deferred;
+        self.set_aside += other.set_aside;
         self.bytes_sent += other.bytes_sent;
         self.bytes_received += other.bytes_received;
         self.round_trips += other.round_trips;
@@ -104,7 +109,7 @@ impl Summary {
     /// One line for people.
     pub fn line(&self) -> String {
         format!(
-            "{}: sent {}, received {}, merged {}, conflicts {}, refused {}, deferred {}; {} bytes up, {} bytes down, {} round trips, {:.2} s",
+            "{}: sent {}, received {}, merged {}, conflicts {}, refused {}, deferred {}, set aside {}; {} bytes up, {} bytes down, {} round trips, {:.2} s",
             self.job,
             self.records_sent,
             self.records_received,
@@ -112,6 +117,7 @@ impl Summary {
             self.conflicts,
             self.refused,
             self.deferred,
+            self.set_aside,
             self.bytes_sent,
             self.bytes_received,
             self.round_trips,
@@ -145,11 +151,22 @@ pub async fn run_locked(
         },
         ..Summary::default()
     };
+    // Every job runs, whatever became of the one before: a failed push
+    // must not keep central's changes from reaching the clinic. The first
+    // failure is the run's result.
+    let mut failure = None;
     for job in jobs {
-        let summary = run_one(sat, &client, *job, progress.clone()).await?;
-        total.add(&summary);
+        match run_one(sat, &client, *job, progress.clone()).await {
+            Ok(summary) => total.add(&summary),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
     }
-    Ok(total)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }
 
 async fn run_one(

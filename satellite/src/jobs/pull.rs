@@ -3,18 +3,24 @@
 
 use std::sync::Arc;
 
-use chartsync_protocol::sync::{PullRequest, PullResponse, RecordUpdate};
+use chartsync_protocol::PatientId;
+use chartsync_protocol::sync::{
+    FetchOneRequest, FetchOneResponse, PullRequest, PullResponse, RecordUpdate,
+};
 
-use super::apply::{JobError, Stored, store_updates};
+use super::apply::{JobError, Stored, aside, store_updates};
 use super::{Progress, Summary};
 use crate::Satellite;
-use crate::client::CentralClient;
+use crate::client::{CentralClient, SyncError};
+use crate::db::SetAside;
 
 /// The state key of the pull cursor.
 pub(crate) const CURSOR: &str = "pull_cursor";
 
 /// Stores a page of updates (fetching whole any record whose update could
-/// not be applied) and returns what it did.
+/// not be applied) and returns what it did. A record that cannot be stored
+/// even whole, or that central will not send, is set aside: it never stops
+/// the page.
 pub(crate) async fn store_page(
     sat: &Arc<Satellite>,
     client: &Arc<CentralClient>,
@@ -24,35 +30,93 @@ pub(crate) async fn store_page(
     let mut stored = tokio::task::spawn_blocking(move || store_updates(&s, updates))
         .await
         .map_err(|e| JobError::Task(e.to_string()))??;
-    if !stored.refetch.is_empty() {
-        let mut whole = Vec::new();
-        for id in std::mem::take(&mut stored.refetch) {
-            let reply: chartsync_protocol::sync::FetchOneResponse = client
-                .call(
-                    "/v1/sync/fetch",
-                    &chartsync_protocol::sync::FetchOneRequest { id },
-                )
-                .await?;
-            whole.push(reply.record);
-        }
-        let s = Arc::clone(sat);
-        let again = tokio::task::spawn_blocking(move || store_updates(&s, whole))
+    let refetch = std::mem::take(&mut stored.refetch);
+    if refetch.is_empty() {
+        return Ok(stored);
+    }
+    let (whole, refused) = fetch_whole(sat, client, refetch).await?;
+    stored.set_aside.extend(refused);
+    let s = Arc::clone(sat);
+    let mut again = tokio::task::spawn_blocking(move || store_updates(&s, whole))
+        .await
+        .map_err(|e| JobError::Task(e.to_string()))??;
+    for id in std::mem::take(&mut again.refetch) {
+        let reason = "central's copy could not be stored here even when fetched whole".to_string();
+        again.set_aside.push(aside(sat, id, None, reason));
+    }
+    stored.extend(again);
+    Ok(stored)
+}
+
+/// Fetches records whole from central, one request each. A record central
+/// refuses to send (out of scope now, unknown) is set aside; losing the
+/// link stops the job.
+async fn fetch_whole(
+    sat: &Satellite,
+    client: &CentralClient,
+    ids: Vec<PatientId>,
+) -> Result<(Vec<RecordUpdate>, Vec<SetAside>), JobError> {
+    let mut whole = Vec::new();
+    let mut refused = Vec::new();
+    for id in ids {
+        match client
+            .call::<_, FetchOneResponse>("/v1/sync/fetch", &FetchOneRequest { id })
             .await
-            .map_err(|e| JobError::Task(e.to_string()))??;
-        stored.states.extend(again.states);
-        stored.created.extend(again.created);
-        stored.received += again.received;
-        stored.merged += again.merged;
-        stored.conflicts += again.conflicts;
-        stored.refused += again.refused;
-        if !again.refetch.is_empty() {
-            return Err(JobError::Protocol(format!(
-                "{} record(s) could not be stored even when fetched whole",
-                again.refetch.len()
-            )));
+        {
+            Ok(reply) => whole.push(reply.record),
+            Err(SyncError::Refused {
+                status,
+                code,
+                message,
+            }) => refused.push(aside(
+                sat,
+                id,
+                None,
+                format!("central would not send the record ({status} {code}): {message}"),
+            )),
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(stored)
+    Ok((whole, refused))
+}
+
+/// Tries again, whole, records set aside whose next attempt is due; at
+/// most this many a run.
+const RETRIES_PER_RUN: usize = 20;
+
+async fn retry_set_aside(
+    sat: &Arc<Satellite>,
+    client: &Arc<CentralClient>,
+    summary: &mut Summary,
+) -> Result<(), JobError> {
+    let s = Arc::clone(sat);
+    let due = super::spawn_db(move || s.db.set_aside_due(RETRIES_PER_RUN)).await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<PatientId> = due.into_iter().map(|(id, _)| id).collect();
+    let (whole, refused) = fetch_whole(sat, client, ids).await?;
+    let s = Arc::clone(sat);
+    let mut stored = tokio::task::spawn_blocking(move || store_updates(&s, whole))
+        .await
+        .map_err(|e| JobError::Task(e.to_string()))??;
+    stored.set_aside.extend(refused);
+    for id in std::mem::take(&mut stored.refetch) {
+        let reason = "central's copy could not be stored here even when fetched whole".to_string();
+        stored.set_aside.push(aside(sat, id, None, reason));
+    }
+    stored.count(summary);
+    let s = Arc::clone(sat);
+    super::spawn_db(move || {
+        s.db.commit_sync(
+            &stored.states,
+            &[],
+            &stored.created,
+            ("pull", &stored.set_aside),
+        )
+    })
+    .await?;
+    Ok(())
 }
 
 /// Runs pull.
@@ -64,6 +128,7 @@ pub(crate) async fn run(
     let mut summary = Summary::default();
     let s = Arc::clone(sat);
     let mut cursor = super::spawn_db(move || s.db.state(CURSOR)).await?.max(0) as u64;
+    retry_set_aside(sat, client, &mut summary).await?;
     loop {
         let request = PullRequest {
             cursor,
@@ -86,7 +151,12 @@ pub(crate) async fn run(
         let next = page.cursor;
         let created: Vec<_> = stored.created.clone();
         super::spawn_db(move || {
-            s.db.commit_sync(&stored.states, &[(CURSOR, next as i64)], &created)
+            s.db.commit_sync(
+                &stored.states,
+                &[(CURSOR, next as i64)],
+                &created,
+                ("pull", &stored.set_aside),
+            )
         })
         .await?;
         tracing::debug!(

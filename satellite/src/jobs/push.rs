@@ -14,7 +14,7 @@ use super::apply::{JobError, store_updates};
 use super::{Progress, Summary};
 use crate::Satellite;
 use crate::client::CentralClient;
-use crate::db::{CentralState, DirtyRecord};
+use crate::db::{CentralState, DirtyRecord, NO_ASIDE};
 
 /// Builds the push records of a page, skipping records with nothing to
 /// push (their marks are cleared if no local write happened since the page
@@ -39,6 +39,12 @@ fn build(
         }
         if Some(local) == d.refused_head {
             summary.refused += 1;
+            continue;
+        }
+        // Central's changes could not be merged with this head: pushing it
+        // again would only bring the same answer. Pull tries it again.
+        if Some(local) == d.aside_head {
+            summary.set_aside += 1;
             continue;
         }
         let haves: Vec<CommitId> = d.central_head.into_iter().collect();
@@ -122,7 +128,7 @@ fn handle(
     // Applied: central has our head. Record it, then clear the marks of
     // records whose head did not move since.
     let states: Vec<CentralState> = applied.iter().map(|(s, _)| s.clone()).collect();
-    sat.db.commit_sync(&states, &[], &[])?;
+    sat.db.commit_sync(&states, &[], &[], NO_ASIDE)?;
     summary.records_sent += applied.len() as u64;
     let clean: Vec<(PatientId, i64)> = applied
         .iter()
@@ -134,16 +140,19 @@ fn handle(
     if !conflicts.is_empty() {
         let ids: Vec<PatientId> = conflicts.iter().map(|u| u.id).collect();
         let stored = store_updates(sat, conflicts)?;
-        summary.merged += stored.merged;
-        summary.conflicts += stored.conflicts;
-        sat.db.commit_sync(&stored.states, &[], &[])?;
+        sat.db
+            .commit_sync(&stored.states, &[], &[], ("push", &stored.set_aside))?;
         if !stored.refetch.is_empty() {
             tracing::warn!(
                 count = stored.refetch.len(),
                 "could not merge central's answer; the next pull will"
             );
         }
-        again.extend(ids);
+        stored.count(summary);
+        again.extend(
+            ids.into_iter()
+                .filter(|id| !stored.set_aside.iter().any(|a| a.id == *id)),
+        );
     }
     Ok(again)
 }
@@ -228,6 +237,7 @@ pub(crate) async fn run(
                             id,
                             central_head: state.central_head,
                             refused_head: None,
+                            aside_head: None,
                             changes: state.changes,
                         });
                     }
@@ -282,5 +292,6 @@ async fn send(
     summary.merged += local.merged;
     summary.conflicts += local.conflicts;
     summary.refused += local.refused;
+    summary.set_aside += local.set_aside;
     Ok(again)
 }

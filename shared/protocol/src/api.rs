@@ -161,6 +161,27 @@ pub struct StatusBody {
     pub cursor: u64,
     /// The latest run of each job.
     pub last_runs: Vec<JobRun>,
+    /// Records set aside: they could not be stored, merged or received
+    /// here; every other record goes on. Each says why.
+    #[serde(default)]
+    pub set_aside: Vec<SetAsideRecord>,
+}
+
+/// A record set aside at a satellite.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SetAsideRecord {
+    /// The record.
+    pub patient: PatientId,
+    /// The job that set it aside.
+    pub job: String,
+    /// Why, and what to do.
+    pub reason: String,
+    /// When it was first set aside, RFC 3339.
+    pub since: String,
+    /// Attempts so far.
+    pub attempts: u64,
+    /// When it is tried again, RFC 3339.
+    pub retry_at: String,
 }
 
 /// One run of a sync job.
