@@ -87,12 +87,14 @@ impl<D: CentralDb> Central<D> {
             path: config.data_dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let holder = format!(
-            "{}:{}:{:016x}",
-            hostname(),
-            std::process::id(),
-            u64::from_le_bytes(holder)
-        );
+        let holder = locks::holder_name(u64::from_le_bytes(holder));
+        // A process on this machine that died (kill -9, a crash) leaves
+        // leases that would block its patients until they expire: drop
+        // them now. Leases of other machines' processes expire as usual.
+        let released = locks::release_dead_holders(&db, &holder).await?;
+        if released > 0 {
+            tracing::warn!(released, "released leases of a stopped central process");
+        }
         let locks = PatientLocks::new(
             holder,
             Duration::from_secs_f64(config.locks.lease_secs),
@@ -194,10 +196,4 @@ impl<D: CentralDb> Central<D> {
             }
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "host".into())
 }

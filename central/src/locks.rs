@@ -145,3 +145,86 @@ impl PatientLocks {
         }
     }
 }
+
+/// The name of a lease holder: `host:pid:random`, unique per process
+/// start.
+pub fn holder_name(random: u64) -> String {
+    format!("{}:{}:{random:016x}", hostname(), std::process::id())
+}
+
+/// This machine's name, as written in lease holders.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// Whether `holder` (another process's lease holder name) is known to be
+/// dead: it ran on this machine and its process is gone, or it is an
+/// earlier start of this very process id. A holder on another machine, or
+/// one whose process id is alive (perhaps reused), is never judged dead:
+/// its leases then expire as usual.
+pub fn holder_is_dead(holder: &str, me: &str) -> bool {
+    if holder == me {
+        return false;
+    }
+    let mut parts = holder.rsplitn(3, ':');
+    let (Some(_random), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != hostname() {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return true;
+    }
+    // /proc tells whether a process id is alive; without it, nothing is
+    // known.
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
+
+/// Releases the leases of processes on this machine that are gone (a
+/// crash, kill -9), so that their patients are writable at once rather
+/// than after the lease expires. Returns how many leases were dropped.
+pub async fn release_dead_holders<D: CentralDb>(db: &D, me: &str) -> Result<u64, DbError> {
+    let mut released = 0;
+    for holder in db.lease_holders().await? {
+        if holder_is_dead(&holder, me) {
+            let n = db.release_leases_of(&holder).await?;
+            tracing::info!(
+                holder,
+                leases = n,
+                "released the leases of a process that is gone"
+            );
+            released += n;
+        }
+    }
+    Ok(released)
+}
+
+#[cfg(test)]
+mod dead_holder_tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_is_dead_only_when_its_process_on_this_machine_is_gone() {
+        let me = holder_name(1);
+        assert!(!holder_is_dead(&me, &me));
+        // An earlier start with the same process id.
+        assert!(holder_is_dead(&holder_name(2), &me));
+        // A process id that does not exist on this machine.
+        let gone = format!("{}:{}:{:016x}", hostname(), u32::MAX - 7, 3);
+        assert!(holder_is_dead(&gone, &me));
+        // Another machine: expiry is the rule.
+        let remote = format!("{}-elsewhere:{}:{:016x}", hostname(), u32::MAX - 7, 3);
+        assert!(!holder_is_dead(&remote, &me));
+        // A live process (pid 1 always exists).
+        let live = format!("{}:1:{:016x}", hostname(), 4);
+        assert!(!holder_is_dead(&live, &me));
+        assert!(!holder_is_dead("garbage", &me));
+    }
+}

@@ -202,6 +202,13 @@ pub trait CentralDb: Send + Sync + 'static {
         holder: &str,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
+    /// Every holder that has a lease now (expired or not).
+    fn lease_holders(&self) -> impl Future<Output = Result<Vec<String>, DbError>> + Send;
+
+    /// Drops every lease `holder` has (a process known to be dead); returns
+    /// how many.
+    fn release_leases_of(&self, holder: &str) -> impl Future<Output = Result<u64, DbError>> + Send;
+
     /// The rows of these records, in order (`None`: no such record).
     fn records(
         &self,

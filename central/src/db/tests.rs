@@ -223,6 +223,17 @@ pub(crate) async fn suite_locks<D: CentralDb>(db: &D) {
         db.try_lock(&[p1], "b", long).await.expect("lock"),
         vec![true]
     );
+    // A dead holder's leases go all at once, others' stay.
+    let mut holders = db.lease_holders().await.expect("holders");
+    holders.sort();
+    assert_eq!(holders, vec!["a".to_string(), "b".to_string()]);
+    db.try_lock(&[p4], "dead", long).await.expect("lock");
+    assert_eq!(db.release_leases_of("dead").await.expect("release"), 1);
+    assert_eq!(
+        db.try_lock(&[p4], "b", long).await.expect("lock"),
+        vec![true]
+    );
+    db.unlock(&[p4], "b").await.expect("unlock");
     // Mixed: p1 is b's, p2 is a's, p3 is free.
     assert_eq!(
         db.try_lock(&[p1, p2, p3], "a", long).await.expect("lock"),

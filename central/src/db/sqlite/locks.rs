@@ -53,3 +53,21 @@ pub(super) fn unlock(tx: &Transaction<'_>, ids: &[PatientId], holder: &str) -> R
     }
     Ok(())
 }
+
+/// Every holder with a lease row.
+pub(super) fn holders(conn: &Transaction<'_>) -> Result<Vec<String>, DbError> {
+    const CTX: &str = "listing lease holders";
+    let mut stmt = conn
+        .prepare_cached("SELECT DISTINCT holder FROM locks")
+        .map_err(sql(CTX))?;
+    let rows = stmt.query_map([], |r| r.get(0)).map_err(sql(CTX))?;
+    rows.collect::<Result<Vec<String>, _>>().map_err(sql(CTX))
+}
+
+/// Drops every lease of `holder`.
+pub(super) fn release_all(tx: &Transaction<'_>, holder: &str) -> Result<u64, DbError> {
+    let n = tx
+        .execute("DELETE FROM locks WHERE holder = ?1", params![holder])
+        .map_err(sql("releasing a dead process's leases"))?;
+    Ok(n as u64)
+}

@@ -103,6 +103,18 @@ impl CentralDb for SqliteDb {
         .await
     }
 
+    async fn lease_holders(&self) -> Result<Vec<String>, DbError> {
+        read(&self.pool, "listing lease holders", locks::holders).await
+    }
+
+    async fn release_leases_of(&self, holder: &str) -> Result<u64, DbError> {
+        let holder = holder.to_owned();
+        write(&self.pool, "releasing a dead process's leases", move |tx| {
+            locks::release_all(tx, &holder)
+        })
+        .await
+    }
+
     async fn unlock(&self, ids: &[PatientId], holder: &str) -> Result<(), DbError> {
         if ids.is_empty() {
             return Ok(());
