@@ -1,4 +1,5 @@
-//! The command line (see CONTRACT: `chartsync demo | central ... | satellite ...`).
+//! The command line: `chartsync demo | bench | central ... | satellite ...`.
+//! Every command and flag is described in `docs/api.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

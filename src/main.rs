@@ -3,6 +3,8 @@
 mod bench;
 mod cli;
 mod demo;
+#[cfg(test)]
+mod openapi_check;
 mod progress;
 
 use std::process::ExitCode;
