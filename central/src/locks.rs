@@ -149,14 +149,18 @@ impl PatientLocks {
 /// The name of a lease holder: `host:pid:random`, unique per process
 /// start.
 pub fn holder_name(random: u64) -> String {
-    format!("{}:{}:{random:016x}", hostname(), std::process::id())
+    let host = hostname().unwrap_or_else(|| "unknown-host".into());
+    format!("{host}:{}:{random:016x}", std::process::id())
 }
 
-/// This machine's name, as written in lease holders.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
+/// This machine's name, as written in lease holders; `None` when it cannot
+/// be told (then no other process is ever judged dead).
+pub fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
         .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "host".into())
+        .find(|s| !s.is_empty())
 }
 
 /// Whether `holder` (another process's lease holder name) is known to be
@@ -172,7 +176,7 @@ pub fn holder_is_dead(holder: &str, me: &str) -> bool {
     let (Some(_random), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    if host != hostname() {
+    if Some(host) != hostname().as_deref() {
         return false;
     }
     let Ok(pid) = pid.parse::<u32>() else {
@@ -217,13 +221,14 @@ mod dead_holder_tests {
         // An earlier start with the same process id.
         assert!(holder_is_dead(&holder_name(2), &me));
         // A process id that does not exist on this machine.
-        let gone = format!("{}:{}:{:016x}", hostname(), u32::MAX - 7, 3);
+        let host = hostname().expect("this machine has a name");
+        let gone = format!("{host}:{}:{:016x}", u32::MAX - 7, 3);
         assert!(holder_is_dead(&gone, &me));
         // Another machine: expiry is the rule.
-        let remote = format!("{}-elsewhere:{}:{:016x}", hostname(), u32::MAX - 7, 3);
+        let remote = format!("{host}-elsewhere:{}:{:016x}", u32::MAX - 7, 3);
         assert!(!holder_is_dead(&remote, &me));
         // A live process (pid 1 always exists).
-        let live = format!("{}:1:{:016x}", hostname(), 4);
+        let live = format!("{host}:1:{:016x}", 4);
         assert!(!holder_is_dead(&live, &me));
         assert!(!holder_is_dead("garbage", &me));
     }

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chartsync_http::{ApiError, openapi_document, record_routes};
+use chartsync_http::{ApiError, ServeLimits, openapi_document, record_routes, serve_app};
 use tokio::net::TcpListener;
 
 use crate::Central;
@@ -67,7 +67,7 @@ async fn metrics<D: CentralDb>(State(api): State<CentralApi<D>>) -> Result<Respo
 }
 
 /// TLS settings for [`serve`].
-pub type Tls = axum_server::tls_rustls::RustlsConfig;
+pub use chartsync_http::Tls;
 
 /// Loads the certificate and key of `[tls]`.
 pub async fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<Tls> {
@@ -95,25 +95,7 @@ pub async fn serve<D: CentralDb>(
         upkeep_stop,
     ));
     let app = router(Arc::clone(&central));
-    let result = match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(config) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(Some(Duration::from_secs(60)));
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-        }
-    };
+    let result = serve_app(listener, app, tls, ServeLimits::default(), shutdown).await;
     central.clear_upkeep();
     // One way to stop: the signal, then wait for a repack in progress to
     // finish and release its patient lease. Past the deadline the task is

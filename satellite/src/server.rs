@@ -45,9 +45,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(sat))
-        .with_graceful_shutdown(shutdown)
-        .await
+    chartsync_http::serve_app(
+        listener,
+        router(sat),
+        None,
+        chartsync_http::ServeLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
 async fn metrics(State(api): State<LocalApi>) -> Result<Response, ApiError> {

@@ -21,8 +21,23 @@ fn linger(body: Body) {
     });
 }
 
+/// Time any body gets, whatever its size.
+const BODY_BASE_SECS: u64 = 30;
+/// The slowest transfer rate a body is given time for (about 64 kbit/s):
+/// a slower client is cut off, so no client can hold a connection and its
+/// buffer by trickling bytes.
+const BODY_MIN_BYTES_PER_SEC: u64 = 8 << 10;
+
+/// The deadline for reading a body of `length` bytes (or of up to `limit`
+/// when its length is not declared).
+pub fn body_deadline(length: Option<u64>, limit: usize) -> std::time::Duration {
+    let bytes = length.unwrap_or(limit as u64).min(limit as u64);
+    std::time::Duration::from_secs(BODY_BASE_SECS + bytes / BODY_MIN_BYTES_PER_SEC)
+}
+
 /// Reads a request body of at most `limit` bytes: refused with 413 from its
-/// `Content-Length` before reading, or as soon as the stream passes the limit.
+/// `Content-Length` before reading, or as soon as the stream passes the
+/// limit; 408 when it does not arrive within [`body_deadline`].
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -42,7 +57,24 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         }
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let deadline = body_deadline(length, limit);
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s; send it faster or in smaller batches",
+                    deadline.as_secs()
+                ),
+            )
+        })?;
+    read.map_err(|e| {
         // to_bytes reports the limit as a "length limit exceeded" error
         // wrapped in the body error; anything else is a broken connection.
         let text = format!("{e:?}");

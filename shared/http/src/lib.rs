@@ -10,10 +10,12 @@
 mod body;
 mod error;
 mod records;
+mod serve;
 
 pub use body::{author_from_headers, read_body};
 pub use error::ApiError;
 pub use records::{RecordService, WriteRequest, record_routes};
+pub use serve::{ServeLimits, Tls, serve_app};
 
 /// Runs blocking store or database work off the async threads; a task that
 /// dies becomes a 500.
