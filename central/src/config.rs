@@ -29,6 +29,11 @@ pub struct CentralConfig {
     /// records is far below).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Most sync batches handled at once; more get 503 with `Retry-After`.
+    /// Each may hold up to `max_body_bytes` plus 64 MiB decoded in memory,
+    /// so this bounds central's memory under load.
+    #[serde(default = "default_max_concurrent_sync")]
+    pub max_concurrent_sync: usize,
     /// The database.
     #[serde(default)]
     pub database: DatabaseConfig,
@@ -115,6 +120,10 @@ fn default_listen() -> SocketAddr {
 fn default_max_body() -> usize {
     16 << 20
 }
+fn default_max_concurrent_sync() -> usize {
+    4
+}
+
 fn default_lease() -> f64 {
     30.0
 }

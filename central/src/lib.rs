@@ -68,6 +68,8 @@ pub struct Central<D> {
     pub auth: Authenticator,
     /// Counters.
     pub metrics: metrics::Metrics,
+    /// Sync batches being handled (see `max_concurrent_sync`).
+    pub sync_slots: Arc<tokio::sync::Semaphore>,
     instances: RwLock<HashMap<u32, Instance>>,
     upkeep: RwLock<Option<upkeep::UpkeepQueue>>,
 }
@@ -119,6 +121,9 @@ impl<D: CentralDb> Central<D> {
         }
         let admin = config.admin_token()?;
         let central = Central {
+            sync_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_sync.max(1),
+            )),
             auth: Authenticator::new(admin.as_ref().map(|s| s.0.as_str())),
             config,
             store,

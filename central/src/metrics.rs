@@ -36,6 +36,8 @@ pub struct Metrics {
     pub fetch_records: Counter,
     /// Repositories repacked.
     pub repacks: Counter,
+    /// Sync requests turned away (503) because every sync slot was taken.
+    pub sync_busy: Counter,
 }
 
 impl Metrics {
@@ -57,6 +59,12 @@ impl Metrics {
             "chartsync_conflicts_total",
             "Writes refused because the record had moved.",
             &self.conflicts,
+        );
+        c(
+            &mut out,
+            "chartsync_sync_busy_total",
+            "Sync requests turned away with 503 because every sync slot was taken (raise max_concurrent_sync if this grows while memory allows).",
+            &self.sync_busy,
         );
         c(
             &mut out,

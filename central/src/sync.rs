@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -15,8 +17,8 @@ use chartsync_http::{ApiError, RecordService, read_body};
 use chartsync_protocol::envelope;
 use chartsync_protocol::sync::{
     AckRequest, AckResponse, CONTENT_TYPE, FetchNewRequest, FetchNewResponse, FetchOneRequest,
-    FetchOneResponse, MAX_BATCH, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse,
-    PushOutcome, PushRequest, PushResponse, PushResult, RecordUpdate,
+    FetchOneResponse, MAX_BATCH, MAX_REQUEST_BYTES, PAGE_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, PushResult, RecordUpdate,
 };
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Serialize;
@@ -27,8 +29,8 @@ use crate::auth::Caller;
 use crate::db::{CentralDb, Instance, RecordRow, Seq};
 use crate::records::CentralApi;
 
-/// Most bytes a batch may decompress to.
-const MAX_DECODED: usize = 512 << 20;
+/// Seconds a satellite is told to wait when every sync slot is taken.
+const SYNC_RETRY_AFTER_SECS: u64 = 2;
 
 /// The sync routes.
 pub fn sync_routes<D: CentralDb>() -> Router<CentralApi<D>> {
@@ -40,12 +42,15 @@ pub fn sync_routes<D: CentralDb>() -> Router<CentralApi<D>> {
         .route("/v1/sync/fetch", post(fetch_one::<D>))
 }
 
-/// Authenticates an instance and decodes its batch.
+/// Authenticates an instance, takes one of the sync slots (503 with
+/// `Retry-After` when all are taken: a bounded number of batches is held in
+/// memory at once) and decodes its batch. The slot is held until the reply
+/// is built.
 async fn request<D: CentralDb, T: DeserializeOwned>(
     api: &CentralApi<D>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Instance, T), ApiError> {
+) -> Result<(Instance, T, OwnedSemaphorePermit), ApiError> {
     let instance = match api.caller(headers).await? {
         Caller::Instance(i) => i,
         Caller::Admin => {
@@ -66,10 +71,19 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             ));
         }
     }
+    let slot = Arc::clone(&api.0.sync_slots)
+        .try_acquire_owned()
+        .map_err(|_| {
+            api.0.metrics.sync_busy.inc();
+            ApiError::busy(
+                "central is handling as many sync batches as it may at once; try again shortly",
+                SYNC_RETRY_AFTER_SECS,
+            )
+        })?;
     let bytes = read_body(headers, body, api.0.config.max_body_bytes).await?;
-    let message = envelope::decode(&bytes, MAX_DECODED)
+    let message = envelope::decode(&bytes, MAX_REQUEST_BYTES)
         .map_err(|e| ApiError::bad_request("bad_batch", e.to_string()))?;
-    Ok((instance, message))
+    Ok((instance, message, slot))
 }
 
 fn reply<T: Serialize>(message: &T) -> Result<Response, ApiError> {
@@ -108,7 +122,8 @@ async fn push<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request): (Instance, PushRequest) = request(&api, &headers, body).await?;
+    let (instance, request, _slot): (Instance, PushRequest, _) =
+        request(&api, &headers, body).await?;
     check_batch(request.records.iter().map(|r| r.id))?;
     let c = &api.0;
     c.metrics.push_batches.inc();
@@ -161,6 +176,33 @@ async fn push<D: CentralDb>(
         })
         .collect();
     reply(&PushResponse { results })
+}
+
+/// Packs for a page of records, in order, until their packs pass
+/// `budget` bytes (a page holds at least one record, so every page makes
+/// progress). Returns the updates and, when the page was cut short, the
+/// sequence number of the last record in it: the page's cursor.
+async fn updates_within<D: CentralDb>(
+    api: &CentralApi<D>,
+    rows: Vec<(RecordRow, Option<CommitId>)>,
+    budget: usize,
+) -> Result<(Vec<RecordUpdate>, Option<Seq>), ApiError> {
+    const CHUNK: usize = 64;
+    let mut out: Vec<RecordUpdate> = Vec::with_capacity(rows.len());
+    let mut bytes = 0usize;
+    let mut rest = rows.into_iter().peekable();
+    while rest.peek().is_some() {
+        let chunk: Vec<_> = rest.by_ref().take(CHUNK).collect();
+        for update in updates(api, chunk).await? {
+            if !out.is_empty() && bytes + update.pack.len() > budget {
+                let last = out.last().map(|u| u.seq);
+                return Ok((out, last));
+            }
+            bytes += update.pack.len();
+            out.push(update);
+        }
+    }
+    Ok((out, None))
 }
 
 /// Packs for a page of records: from `base(row)` (which the receiver has)
@@ -218,7 +260,8 @@ async fn pull<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request): (Instance, PullRequest) = request(&api, &headers, body).await?;
+    let (instance, request, _slot): (Instance, PullRequest, _) =
+        request(&api, &headers, body).await?;
     let c = &api.0;
     let limit = limit(request.limit);
     let rows =
@@ -262,8 +305,12 @@ async fn pull<D: CentralDb>(
         };
         page.push((row, base));
     }
-    let mut updates = updates(&api, page).await?;
-    updates.extend(own);
+    let (mut updates, cut) = updates_within(&api, page, PAGE_BYTES).await?;
+    let (cursor, more) = match cut {
+        Some(last) => (last, true),
+        None => (cursor, more),
+    };
+    updates.extend(own.into_iter().filter(|u| u.seq <= cursor));
     updates.sort_by_key(|u| u.seq);
     c.metrics.pull_batches.inc();
     c.metrics.pull_records.add(updates.len() as u64);
@@ -319,7 +366,8 @@ async fn fetch_new<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request): (Instance, FetchNewRequest) = request(&api, &headers, body).await?;
+    let (instance, request, _slot): (Instance, FetchNewRequest, _) =
+        request(&api, &headers, body).await?;
     let c = &api.0;
     let moved = take_acks(&api, &instance, &request.acks).await?;
     let acked: HashSet<PatientId> = request.acks.iter().map(|a| a.id).collect();
@@ -341,7 +389,11 @@ async fn fetch_new<D: CentralDb>(
         .filter(|r| !r.holders.contains(instance.id) && !acked.contains(&r.id))
         .map(|r| (r, None))
         .collect();
-    let records = updates(&api, page).await?;
+    let (records, cut) = updates_within(&api, page, PAGE_BYTES).await?;
+    let (cursor, more) = match cut {
+        Some(last) => (last, true),
+        None => (cursor, more),
+    };
     c.metrics.fetch_batches.inc();
     c.metrics.fetch_records.add(records.len() as u64);
     reply(&FetchNewResponse {
@@ -358,7 +410,8 @@ async fn ack<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request): (Instance, AckRequest) = request(&api, &headers, body).await?;
+    let (instance, request, _slot): (Instance, AckRequest, _) =
+        request(&api, &headers, body).await?;
     let moved = take_acks(&api, &instance, &request.acks).await?;
     reply(&AckResponse { moved })
 }
@@ -368,7 +421,8 @@ async fn fetch_one<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request): (Instance, FetchOneRequest) = request(&api, &headers, body).await?;
+    let (instance, request, _slot): (Instance, FetchOneRequest, _) =
+        request(&api, &headers, body).await?;
     let c = &api.0;
     let row =
         c.db.records(&[request.id])

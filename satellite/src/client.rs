@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use chartsync_protocol::api::ErrorBody;
 use chartsync_protocol::envelope::{self, EnvelopeError};
-use chartsync_protocol::sync::{CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use chartsync_protocol::sync::{CONTENT_TYPE, MAX_REPLY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION};
+
+/// How often a call is tried again while central is busy.
+const BUSY_RETRIES: u32 = 5;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE as CT};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, SatelliteConfig};
-
-/// Most bytes a reply may decompress to.
-const MAX_DECODED: usize = 512 << 20;
 
 /// Why a request to central failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,14 @@ pub enum SyncError {
         status: u16,
         /// Error code.
         code: String,
+        /// Central's message.
+        message: String,
+    },
+    /// Central is busy (503 with `Retry-After`), still after a few tries.
+    #[error("central is busy: {message} (asked to retry after {retry_after} s)")]
+    Busy {
+        /// Seconds central asked to wait.
+        retry_after: u64,
         /// Central's message.
         message: String,
     },
@@ -126,13 +134,32 @@ impl CentralClient {
         &self.base
     }
 
-    /// One round trip to a sync endpoint.
+    /// One round trip to a sync endpoint. When central says it is busy
+    /// (503, every sync slot taken), waits as long as it asks (`Retry-After`,
+    /// at most 30 s) and tries again, a few times.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &str,
         request: &Req,
     ) -> Result<Resp, SyncError> {
         let body = envelope::encode(request).map_err(SyncError::Encode)?;
+        let mut attempt = 0;
+        loop {
+            match self.call_once(path, body.clone()).await {
+                Err(SyncError::Busy { retry_after, .. }) if attempt < BUSY_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(retry_after.clamp(1, 30))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Resp, SyncError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |source| SyncError::Unreachable {
             url: self.base.clone(),
@@ -152,6 +179,11 @@ impl CentralClient {
             .await
             .map_err(unreachable)?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let bytes = response.bytes().await.map_err(unreachable)?;
         self.bytes_received
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -163,12 +195,20 @@ impl CentralClient {
                     String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
                 ),
             };
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                && let Some(retry_after) = retry_after
+            {
+                return Err(SyncError::Busy {
+                    retry_after,
+                    message,
+                });
+            }
             return Err(SyncError::Refused {
                 status: status.as_u16(),
                 code,
                 message,
             });
         }
-        envelope::decode(&bytes, MAX_DECODED).map_err(SyncError::BadReply)
+        envelope::decode(&bytes, MAX_REPLY_BYTES).map_err(SyncError::BadReply)
     }
 }

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chartsync_protocol::sync::{PushOutcome, PushRecord, PushRequest, PushResponse, RecordUpdate};
+use chartsync_protocol::sync::{
+    MAX_REQUEST_BYTES, PUSH_BATCH_BYTES, PushOutcome, PushRecord, PushRequest, PushResponse,
+    RecordUpdate,
+};
 use chartsync_protocol::{CommitId, PatientId};
 
 use super::apply::{JobError, store_updates};
@@ -18,16 +21,26 @@ use crate::db::{CentralState, DirtyRecord, NO_ASIDE};
 
 /// Builds the push records of a page, skipping records with nothing to
 /// push (their marks are cleared if no local write happened since the page
-/// was read: see `db/sync.rs`).
+/// was read: see `db/sync.rs`). Stops once the packs pass
+/// [`PUSH_BATCH_BYTES`]; returns the records and how many of the page's
+/// entries were looked at (the rest go in the next batch). A record too
+/// large to send in one batch is set aside.
 fn build(
     sat: &Satellite,
     page: &[DirtyRecord],
     summary: &mut Summary,
-) -> Result<Vec<PushRecord>, JobError> {
+) -> Result<(Vec<PushRecord>, usize), JobError> {
     let store = &sat.store;
     let mut out = Vec::with_capacity(page.len());
     let mut clean = Vec::new();
+    let mut aside = Vec::new();
+    let mut bytes = 0usize;
+    let mut looked = 0;
     for d in page {
+        if bytes >= PUSH_BATCH_BYTES {
+            break;
+        }
+        looked += 1;
         let Some(local) = store.head(&d.id)? else {
             // Marked before a creation that never completed.
             clean.push((d.id, d.changes));
@@ -49,6 +62,17 @@ fn build(
         }
         let haves: Vec<CommitId> = d.central_head.into_iter().collect();
         let pack = store.pack_since(&d.id, local, &haves)?;
+        if pack.len() > MAX_REQUEST_BYTES / 2 {
+            let reason = format!(
+                "its changes take {} MiB, more than one sync batch may carry ({} MiB); split the record or ask HQ",
+                pack.len() >> 20,
+                MAX_REQUEST_BYTES >> 21
+            );
+            aside.push(super::apply::aside(sat, d.id, None, reason));
+            summary.set_aside += 1;
+            continue;
+        }
+        bytes += pack.len();
         out.push(PushRecord {
             id: d.id,
             expected: d.central_head,
@@ -57,7 +81,8 @@ fn build(
         });
     }
     sat.db.clear_dirty_if(&clean)?;
-    Ok(out)
+    sat.db.set_aside("push", &aside)?;
+    Ok((out, looked))
 }
 
 /// Handles central's answers; returns the ids to push again in this run.
@@ -162,6 +187,7 @@ struct Built {
     records: Vec<PushRecord>,
     counters: HashMap<PatientId, i64>,
     refused: u64,
+    set_aside: u64,
     last: Option<PatientId>,
     took: Duration,
 }
@@ -185,12 +211,16 @@ fn build_page(
 ) -> Result<Built, JobError> {
     let counters: HashMap<PatientId, i64> = page.iter().map(|d| (d.id, d.changes)).collect();
     let mut local = Summary::default();
-    let records = build(sat, &page, &mut local)?;
+    let (records, looked) = build(sat, &page, &mut local)?;
     Ok(Built {
         records,
         counters,
         refused: local.refused,
-        last: page.last().map(|d| d.id),
+        set_aside: local.set_aside,
+        last: looked
+            .checked_sub(1)
+            .and_then(|i| page.get(i))
+            .map(|d| d.id),
         took: timer.elapsed(),
     })
 }
@@ -246,6 +276,12 @@ pub(crate) async fn run(
             })
             .await
             .map_err(|e| JobError::Task(e.to_string()))??;
+            // What did not fit in this batch is tried in the next round.
+            if let Some(last) = built.last
+                && let Some(at) = chunk.iter().position(|id| *id == last)
+            {
+                again.extend_from_slice(&chunk[at + 1..]);
+            }
             again.extend(send(sat, client, built, &mut summary).await?);
         }
         retry = again;
@@ -262,6 +298,7 @@ async fn send(
     summary: &mut Summary,
 ) -> Result<Vec<PatientId>, JobError> {
     summary.refused += built.refused;
+    summary.set_aside += built.set_aside;
     if built.records.is_empty() {
         return Ok(Vec::new());
     }

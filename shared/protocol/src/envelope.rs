@@ -39,6 +39,17 @@ pub enum EnvelopeError {
         /// The limit.
         limit: usize,
     },
+    /// The frame does not say how large it is.
+    #[error("batch frame does not declare its decompressed size")]
+    UndeclaredSize,
+    /// The frame holds more or less than it declares.
+    #[error("batch frame declares {declared} bytes but holds {actual} or more")]
+    SizeMismatch {
+        /// What the frame header says.
+        declared: usize,
+        /// What decompressing gave (stopped just past the declaration).
+        actual: usize,
+    },
     /// The message inside does not decode.
     #[error("batch message is malformed")]
     Decode(#[source] rmp_serde::decode::Error),
@@ -59,21 +70,41 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, EnvelopeError> {
 }
 
 /// Decodes a message, refusing anything that decompresses to more than
-/// `limit` bytes (without allocating more than that).
+/// `limit` bytes. The zstd frame must declare its size (every encoder of
+/// ours does): a larger declaration is refused before anything is
+/// decompressed, and exactly the declared size is allocated, so a small
+/// request can never make the receiver allocate more than `limit`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, EnvelopeError> {
     let rest = bytes.strip_prefix(&MAGIC).ok_or(EnvelopeError::Marker)?;
     let (&version, frame) = rest.split_first().ok_or(EnvelopeError::Marker)?;
     if version != PROTOCOL_VERSION {
         return Err(EnvelopeError::Version(version));
     }
+    let declared = match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Err(EnvelopeError::UndeclaredSize),
+        Err(_) => {
+            return Err(EnvelopeError::Compression(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a zstd frame",
+            )));
+        }
+    };
+    let size = usize::try_from(declared)
+        .ok()
+        .filter(|&n| n <= limit)
+        .ok_or(EnvelopeError::TooLarge { limit })?;
     let decoder = zstd::stream::read::Decoder::new(frame).map_err(EnvelopeError::Compression)?;
-    let mut raw = Vec::new();
+    let mut raw = Vec::with_capacity(size);
     let read = decoder
-        .take(limit as u64 + 1)
+        .take(size as u64 + 1)
         .read_to_end(&mut raw)
         .map_err(EnvelopeError::Compression)?;
-    if read > limit {
-        return Err(EnvelopeError::TooLarge { limit });
+    if read != size {
+        return Err(EnvelopeError::SizeMismatch {
+            declared: size,
+            actual: read,
+        });
     }
     rmp_serde::from_slice(&raw).map_err(EnvelopeError::Decode)
 }
@@ -151,6 +182,48 @@ mod tests {
         assert!(matches!(
             decode::<PushResponse>(&bomb, 1 << 20),
             Err(EnvelopeError::TooLarge { .. })
+        ));
+    }
+
+    fn framed(zstd_frames: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.push(PROTOCOL_VERSION);
+        out.extend_from_slice(zstd_frames);
+        out
+    }
+
+    #[test]
+    fn a_bomb_is_refused_from_its_declared_size_before_decompressing() {
+        // 600 MiB of zeros compress to a few KiB.
+        let raw = vec![0u8; 600 << 20];
+        let bomb = framed(&zstd::bulk::compress(&raw, 3).expect("compress"));
+        drop(raw);
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        assert!(matches!(
+            decode::<PushResponse>(&bomb, 64 << 20),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_frame_without_a_declared_size_or_with_a_false_one_is_refused() {
+        let message = rmp_serde::to_vec_named(&sample()).expect("encode");
+        let mut streamed = Vec::new();
+        {
+            let mut encoder = zstd::stream::write::Encoder::new(&mut streamed, 3).expect("encoder");
+            std::io::Write::write_all(&mut encoder, &message).expect("write");
+            encoder.finish().expect("finish");
+        }
+        assert!(matches!(
+            decode::<PushResponse>(&framed(&streamed), 1 << 20),
+            Err(EnvelopeError::UndeclaredSize)
+        ));
+        // Two frames: the first declares its own size, the second adds more.
+        let mut two = zstd::bulk::compress(&message, 3).expect("compress");
+        two.extend(zstd::bulk::compress(&vec![7u8; 1 << 20], 3).expect("compress"));
+        assert!(matches!(
+            decode::<PushResponse>(&framed(&two), 1 << 20),
+            Err(EnvelopeError::SizeMismatch { .. })
         ));
     }
 }
