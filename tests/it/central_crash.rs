@@ -4,8 +4,6 @@
 //! agree, pushes whose answer was lost complete when pushed again, and at
 //! the end every repository passes `git fsck --strict`.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,9 +18,10 @@ use chartsync_protocol::sync::{
     CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, PushOutcome, PushRecord, PushResponse,
 };
 use chartsync_protocol::{CommitId, PatientId};
-use support::wire::{Scratch, admin_head, encode_push, files};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chartsync");
+use crate::support::wire::{Scratch, admin_head, encode_push, files};
+use crate::support::{self, EXE, free_port, git};
+
 /// Set to keep the data folder of the kill -9 test for a post-mortem.
 const KEEP_ENV: &str = "CHARTSYNC_CRASH_KEEP";
 const ADMIN: &str = "crash-test-admin-token";
@@ -45,14 +44,6 @@ struct Server {
     log: Arc<Mutex<String>>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("central.toml");
     std::fs::write(
@@ -70,7 +61,7 @@ impl Server {
     fn start(dir: &Path) -> Server {
         let port = free_port();
         let config = write_config(dir, port);
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(EXE)
             .args(["central", "serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -136,7 +127,7 @@ impl Drop for Server {
 
 fn instance_add(dir: &Path) -> String {
     let config = write_config(dir, free_port());
-    let out = Command::new(BIN)
+    let out = Command::new(EXE)
         .args(["central", "instance", "add", "--config"])
         .arg(&config)
         .args(["--name", "crash-north", "--catchment", "north"])
@@ -334,12 +325,7 @@ fn repo_path(data: &Path, id: PatientId) -> PathBuf {
 fn git_ref(data: &Path, id: PatientId, with_git: bool) -> Option<CommitId> {
     let repo = repo_path(data, id);
     if with_git {
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(&repo)
-            .args(["rev-parse", "--verify", "-q", "refs/heads/main"])
-            .output()
-            .expect("git rev-parse");
+        let out = git(&repo, &["rev-parse", "--verify", "-q", "refs/heads/main"]);
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
@@ -708,12 +694,7 @@ async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
     }
     assert_eq!(repos.len(), client.order.len(), "one repository per record");
     for repo in &repos {
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(repo)
-            .args(["fsck", "--strict", "--no-dangling"])
-            .output()
-            .expect("git fsck");
+        let out = git(repo, &["fsck", "--strict", "--no-dangling"]);
         assert!(
             out.status.success(),
             "{}: {}",

@@ -2,17 +2,13 @@
 //! configuration, its schedule, one-shot runs from system cron, and TLS with
 //! HQ's own certificate authority.
 
-mod support;
-
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{TestCentral, client, crypto};
 
-const EXE: &str = env!("CARGO_BIN_EXE_chartsync");
+use crate::support::{EXE, KillOnDrop, TestCentral, client, crypto, free_port};
 
 /// The example configuration with this test's paths, central and token,
 /// and (to run within a test) schedules that fire every second.
@@ -51,22 +47,6 @@ fn example_config(dir: &std::path::Path, central: &str, id: u32, token: &str, po
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn status(http: &reqwest::Client, url: &str) -> Value {
     http.get(format!("{url}/v1/status"))
         .send()
@@ -80,7 +60,9 @@ async fn status(http: &reqwest::Client, url: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_config_runs_its_jobs_on_schedule_and_one_shot_runs_never_overlap() {
     let dir = tempfile::tempdir().expect("tmp");
-    let central = TestCentral::start(&dir.path().join("central"), "").await;
+    let central = TestCentral::builder(dir.path().join("central"))
+        .start()
+        .await;
     let (id, token) = central.add_instance("clinic", &["north"]).await;
     let port = free_port();
     let config = dir.path().join("satellite.toml");
@@ -89,7 +71,7 @@ async fn the_example_config_runs_its_jobs_on_schedule_and_one_shot_runs_never_ov
         example_config(dir.path(), &central.url, id, &token, port),
     )
     .expect("config");
-    let _daemon = Daemon(
+    let _daemon = KillOnDrop(
         Command::new(EXE)
             .args(["satellite", "run", "--config"])
             .arg(&config)
@@ -265,42 +247,12 @@ async fn tls_with_hq_certificate_authority() {
     .expect("tls config");
 
     // Central over TLS.
-    let data = dir.path().join("central");
-    std::fs::create_dir_all(&data).expect("dir");
-    let config = chartsync_central::CentralConfig::parse(
-        &format!("data_dir = \"{}\"\nadmin_token = \"adm\"\n", data.display()),
-        &data.join("central.toml"),
-    )
-    .expect("config");
-    let db =
-        chartsync_central::db::sqlite::SqliteDb::open(&data.join("central.sqlite")).expect("db");
-    let central = chartsync_central::Central::open(config, db)
-        .await
-        .expect("central");
-    let (instance, token) = chartsync_central::auth::register_instance(
-        &central.db,
-        None,
-        "tls-clinic".into(),
-        vec!["north".into()],
-    )
-    .await
-    .expect("instance");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "https://localhost:{}",
-        listener.local_addr().expect("addr").port()
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(chartsync_central::serve(
-        Arc::clone(&central),
-        listener,
-        Some(tls),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let central = TestCentral::builder(dir.path().join("central"))
+        .tls(tls)
+        .start()
+        .await;
+    let (instance_id, token) = central.add_instance("tls-clinic", &["north"]).await;
+    let url = &central.url;
 
     let satellite = |name: &str, ca: Option<&std::path::Path>| {
         let ca_line = ca
@@ -309,7 +261,7 @@ async fn tls_with_hq_certificate_authority() {
         let text = format!(
             "data_dir = \"{}\"\n[central]\nurl = \"{url}\"\ninstance_id = {}\ntoken = \"{token}\"\ntimeout_secs = 10\n{ca_line}",
             dir.path().join(name).display(),
-            instance.id
+            instance_id
         );
         let config = chartsync_satellite::SatelliteConfig::parse(
             &text,
@@ -358,6 +310,5 @@ async fn tls_with_hq_certificate_authority() {
         text.contains("cannot reach central") && text.contains("certificate"),
         "{text}"
     );
-    let _ = stop.send(());
-    server.await.expect("join").expect("serve");
+    central.stop().await;
 }

@@ -8,17 +8,16 @@
 //! same shape (so they land in the headers, the middle and the end of each
 //! request and reply), and printed; nothing is random.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chartsync_protocol::PatientId;
-use chartsync_satellite::jobs::{Job, JobError, Summary, no_progress, run_once};
+use chartsync_satellite::jobs::{Job, JobError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::proxy::{At, ConnStats, Fault, Proxy};
-use support::{TestCentral, TestSatellite, client};
+
+use crate::support::proxy::{At, ConnStats, Fault, Msg, Proxy};
+use crate::support::{SatelliteBuilder, TestCentral, TestSatellite, client, git, patient_doc};
 
 /// Central, a proxy in front of it, and the satellites.
 struct Net {
@@ -31,7 +30,9 @@ struct Net {
 impl Net {
     async fn start() -> Net {
         let dir = tempfile::tempdir().expect("tmp");
-        let central = TestCentral::start(&dir.path().join("central"), "").await;
+        let central = TestCentral::builder(dir.path().join("central"))
+            .start()
+            .await;
         let proxy = Proxy::start(&central.url).await;
         Net {
             dir,
@@ -43,29 +44,29 @@ impl Net {
 
     /// A satellite in `catchment`, reaching central through the proxy or
     /// directly.
-    async fn satellite(
+    async fn satellite(&self, name: &str, catchment: &str, via_proxy: bool) -> TestSatellite {
+        self.satellite_builder(name, catchment, via_proxy)
+            .await
+            .start()
+            .await
+    }
+
+    /// The same, to configure further before it starts.
+    async fn satellite_builder(
         &self,
         name: &str,
         catchment: &str,
         via_proxy: bool,
-        extra: &str,
-        central_extra: &str,
-    ) -> TestSatellite {
+    ) -> SatelliteBuilder {
         let (id, token) = self.central.add_instance(name, &[catchment]).await;
         let url = if via_proxy {
             &self.proxy.url
         } else {
             &self.central.url
         };
-        TestSatellite::start_configured(
-            &self.dir.path().join(name),
-            url,
-            id,
-            &token,
-            extra,
-            central_extra,
-        )
-        .await
+        TestSatellite::builder(self.dir.path().join(name))
+            .central(url)
+            .instance(id, &token)
     }
 
     /// Central's acknowledged head, its ref, its files and its history
@@ -140,63 +141,16 @@ fn visits(doc: &Value) -> Vec<String> {
     v
 }
 
-async fn run(sat: &TestSatellite, jobs: &[Job]) -> Result<Summary, JobError> {
-    run_once(&sat.sat, jobs, Duration::from_secs(30), no_progress()).await
-}
-
-async fn clean(sat: &TestSatellite, jobs: &[Job]) -> Summary {
-    run(sat, jobs)
-        .await
-        .unwrap_or_else(|e| panic!("clean run failed: {}", chartsync_satellite::error_chain(&e)))
-}
-
-/// Creates a record through the satellite's local API (acknowledged by its
-/// 201); returns its id.
-async fn create(http: &reqwest::Client, sat: &TestSatellite, yaml: &str) -> String {
-    let r = http
-        .post(format!("{}/v1/patients", sat.url))
-        .json(&json!({"files": {"patient.yaml": yaml}}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let body: Value = r.json().await.expect("json");
-    body["id"].as_str().expect("id").to_string()
-}
-
 /// Appends a visit to a record through the local API (acknowledged by its
 /// 200).
 async fn add_visit(http: &reqwest::Client, sat: &TestSatellite, id: &str, visit: &str) {
-    let r = http
-        .get(format!("{}/v1/patients/{id}", sat.url))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status(), StatusCode::OK);
-    let etag = r.headers()["etag"].to_str().expect("etag").to_string();
-    let body: Value = r.json().await.expect("json");
-    let doc = yaml(
-        body["files"]["patient.yaml"]
-            .as_str()
-            .expect("patient.yaml"),
-    );
+    let (status, body, etag) = sat.get(http, id).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc = patient_doc(&body);
     let mut list = doc["visits"].as_array().cloned().unwrap_or_default();
     list.push(json!(visit));
-    let r = http
-        .patch(format!("{}/v1/patients/{id}", sat.url))
-        .header("content-type", "application/merge-patch+json")
-        .header("if-match", etag)
-        .json(&json!({"patient.yaml": {"visits": list}}))
-        .send()
-        .await
-        .expect("patch");
-    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
-}
-
-fn pending_push(sat: &TestSatellite) -> u64 {
-    chartsync_satellite::status(&sat.sat)
-        .expect("status")
-        .pending_push
+    sat.patch(http, id, &etag, json!({"patient.yaml": {"visits": list}}))
+        .await;
 }
 
 /// Runs `jobs` with `fault` on the next connection to central: the run
@@ -205,7 +159,7 @@ fn pending_push(sat: &TestSatellite) -> u64 {
 async fn run_through(net: &Net, sat: &TestSatellite, jobs: &[Job], fault: Fault) {
     net.proxy.take_connections();
     net.proxy.next(1, fault);
-    let result = run(sat, jobs).await;
+    let result = sat.run(jobs).await;
     let conns = net.proxy.take_connections();
     match result {
         Ok(s) => panic!("the run succeeded through {fault:?}: {s:?}; {conns:?}"),
@@ -245,7 +199,7 @@ fn cut_points(
     reply_points: &[Point],
     per_reply: usize,
 ) -> Vec<Fault> {
-    let at = |m: &support::proxy::Msg, p: Point| match p {
+    let at = |m: &Msg, p: Point| match p {
         Point::Head(f) => At::Start((m.head as f64 * f) as u64),
         Point::Body(f) => At::Start(m.head + ((m.len - m.head) as f64 * f) as u64),
         Point::BeforeEnd(n) => At::End(n),
@@ -282,17 +236,18 @@ struct Expect {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
     let net = Net::start().await;
-    let a = net.satellite("a", "north", true, "", "").await;
-    let b = net.satellite("b", "north", false, "", "").await;
+    let a = net.satellite("a", "north", true).await;
+    let b = net.satellite("b", "north", false).await;
     let mut model: BTreeMap<String, Expect> = BTreeMap::new();
     let mut old = Vec::new();
     for i in 0..20 {
-        let id = create(
-            &net.http,
-            &a,
-            &format!("name: Old {i}\ncatchment: north\nvisits: []\n"),
-        )
-        .await;
+        let id = a
+            .create(
+                &net.http,
+                &format!("name: Old {i}\ncatchment: north\nvisits: []\n"),
+            )
+            .await
+            .0;
         model.insert(
             id.clone(),
             Expect {
@@ -302,17 +257,17 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
         );
         old.push(id);
     }
-    clean(&a, &[Job::Push]).await;
-    assert_eq!(clean(&b, &[Job::FetchNew]).await.records_received, 20);
+    a.sync(&[Job::Push]).await;
+    assert_eq!(b.sync(&[Job::FetchNew]).await.records_received, 20);
     let x = old[0].clone();
 
     // One round: B edits X and pushes it; A creates 10 and edits all 20 old
     // records (X too). Returns the ids A changed.
     let round = async |k: usize, model: &mut BTreeMap<String, Expect>| -> Vec<String> {
-        clean(&b, &[Job::Pull]).await;
+        b.sync(&[Job::Pull]).await;
         let visit = format!("b-{k}");
         add_visit(&net.http, &b, &x, &visit).await;
-        clean(&b, &[Job::Push]).await;
+        b.sync(&[Job::Push]).await;
         let e = model.get_mut(&x).expect("x");
         e.visits.push(visit);
         e.commits += 2; // B's edit and A's merge.
@@ -326,12 +281,13 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
         }
         for i in 0..10 {
             let visit = format!("new-{k}");
-            let id = create(
-                &net.http,
-                &a,
-                &format!("name: New {k}.{i}\ncatchment: north\nvisits: [{visit}]\n"),
-            )
-            .await;
+            let id = a
+                .create(
+                    &net.http,
+                    &format!("name: New {k}.{i}\ncatchment: north\nvisits: [{visit}]\n"),
+                )
+                .await
+                .0;
             model.insert(
                 id.clone(),
                 Expect {
@@ -361,15 +317,15 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
             assert_eq!(c_history, model[id].commits, "{id}: central's history");
             assert_eq!(history, model[id].commits, "{id}: A's history");
         }
-        assert_eq!(pending_push(&a), 0);
-        let status = chartsync_satellite::status(&a.sat).expect("status");
+        assert_eq!(a.status().pending_push, 0);
+        let status = a.status();
         assert_eq!(status.open_conflicts, 0);
     };
 
     // Round 0 passes through, to measure the run's messages.
     let changed = round(0, &mut model).await;
     net.proxy.take_connections();
-    let s = clean(&a, &[Job::Push]).await;
+    let s = a.sync(&[Job::Push]).await;
     assert_eq!(
         (s.merged, s.round_trips, s.records_sent),
         (1, 2, 30),
@@ -408,7 +364,7 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
         let changed = round(k + 1, &mut model).await;
         run_through(&net, &a, &[Job::Push], fault).await;
         // A is consistent and lost nothing of its own.
-        assert!(pending_push(&a) > 0, "{fault:?}");
+        assert!(a.status().pending_push > 0, "{fault:?}");
         for id in &changed {
             let (_, doc, _) = local_state(&a, id);
             let have = visits(&doc);
@@ -428,7 +384,7 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
             e.visits.push(visit);
             e.commits += 1;
         }
-        clean(&a, &[Job::Push]).await;
+        a.sync(&[Job::Push]).await;
         check(&changed, &model).await;
     }
     // Everything, once more, and git's own check on a sample.
@@ -440,12 +396,7 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
             net.central.central.store.layout().repo(&p),
             a.sat.store.layout().repo(&p),
         ] {
-            let out = std::process::Command::new("git")
-                .arg("--git-dir")
-                .arg(&repo)
-                .args(["fsck", "--strict", "--no-progress"])
-                .output()
-                .expect("git fsck");
+            let out = git(&repo, &["fsck", "--strict", "--no-progress"]);
             assert!(out.status.success(), "git fsck {}: {out:?}", repo.display());
         }
     }
@@ -460,31 +411,36 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once() {
     let net = Net::start().await;
-    let w = net.satellite("writer", "north", false, "", "").await;
-    let south = net.satellite("south", "south", false, "", "").await;
+    let w = net.satellite("writer", "north", false).await;
+    let south = net.satellite("south", "south", false).await;
     let c = net
-        .satellite("reader", "north", true, "[sync]\nbatch_size = 4\n", "")
+        .satellite_builder("reader", "north", true)
+        .await
+        .config("[sync]\nbatch_size = 4")
+        .start()
         .await;
     let c_id = c.sat.config.central.instance_id;
     let mut north = Vec::new();
     for i in 0..12 {
-        north.push(create(&net.http, &w, &format!("name: N{i}\ncatchment: north\n")).await);
+        north.push(
+            w.create(&net.http, &format!("name: N{i}\ncatchment: north\n"))
+                .await
+                .0,
+        );
     }
-    clean(&w, &[Job::Push]).await;
+    w.sync(&[Job::Push]).await;
     let mut south_ids = BTreeSet::new();
     for i in 0..3 {
         south_ids.insert(
-            create(
-                &net.http,
-                &south,
-                &format!("name: S{i}\ncatchment: south\n"),
-            )
-            .await,
+            south
+                .create(&net.http, &format!("name: S{i}\ncatchment: south\n"))
+                .await
+                .0,
         );
     }
-    clean(&south, &[Job::Push]).await;
-    assert_eq!(clean(&c, &[Job::FetchNew]).await.records_received, 12);
-    clean(&c, &[Job::Pull]).await;
+    south.sync(&[Job::Push]).await;
+    assert_eq!(c.sync(&[Job::FetchNew]).await.records_received, 12);
+    c.sync(&[Job::Pull]).await;
 
     // The writer's changes before the reader's (faulty) run: 4 new records,
     // 6 edits; and before its clean run: 3 edits, one of a new record.
@@ -500,18 +456,16 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
         // Edits first, new records after: central numbers the changes in
         // that order, so every round has the same pages (fetch-new: 4
         // edits, 2 edits + 2 new, 2 new; pull: 4, 2 (+ 2 not held), none).
-        clean(&w, &[Job::Push]).await;
+        w.sync(&[Job::Push]).await;
         for i in 0..4 {
-            let id = create(
-                &net.http,
-                &w,
-                &format!("name: N{k}.{i}\ncatchment: north\n"),
-            )
-            .await;
+            let id = w
+                .create(&net.http, &format!("name: N{k}.{i}\ncatchment: north\n"))
+                .await
+                .0;
             north.push(id.clone());
             touched.push(id);
         }
-        clean(&w, &[Job::Push]).await;
+        w.sync(&[Job::Push]).await;
         touched
     };
     let meanwhile = async |k: usize, north: &[String], touched: &mut Vec<String>| {
@@ -524,7 +478,7 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
             add_visit(&net.http, &w, &id, &format!("w2-{k}")).await;
             touched.push(id);
         }
-        clean(&w, &[Job::Push]).await;
+        w.sync(&[Job::Push]).await;
     };
     let check = async |north: &[String], ids: &[String]| {
         let held: BTreeSet<String> = c
@@ -546,24 +500,24 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
             assert_eq!(history, c_history, "{id}: the same history, nothing twice");
             assert!(net.holders(id).await.contains(c_id), "{id}: acknowledged");
         }
-        let s = clean(&c, &[Job::Pull, Job::FetchNew]).await;
+        let s = c.sync(&[Job::Pull, Job::FetchNew]).await;
         assert_eq!(s.records_received, 0, "nothing more: {s:?}");
         assert!(
             c.sat.db.pending_acks(1000).expect("acks").is_empty(),
             "acknowledgements delivered"
         );
-        assert_eq!(pending_push(&c), 0);
+        assert_eq!(c.status().pending_push, 0);
     };
 
     // Round 0 passes through, to measure.
     let mut touched = before(0, &mut north).await;
     net.proxy.take_connections();
-    let s = clean(&c, &[Job::Pull, Job::FetchNew]).await;
+    let s = c.sync(&[Job::Pull, Job::FetchNew]).await;
     assert_eq!(s.records_received, 10, "{s:?}");
     let conns = net.proxy.take_connections();
     assert_eq!(conns.len(), 1, "one connection per run: {conns:?}");
     meanwhile(0, &north, &mut touched).await;
-    clean(&c, &[Job::Pull, Job::FetchNew]).await;
+    c.sync(&[Job::Pull, Job::FetchNew]).await;
     check(&north, &north).await;
     // One cut per request (in turn: in the headers, the middle of the
     // body, right after its end), two per reply (in turn through the
@@ -595,7 +549,7 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
         let mut touched = before(k, &mut north).await;
         run_through(&net, &c, &[Job::Pull, Job::FetchNew], fault).await;
         meanwhile(k, &north, &mut touched).await;
-        clean(&c, &[Job::Pull, Job::FetchNew]).await;
+        c.sync(&[Job::Pull, Job::FetchNew]).await;
         check(&north, &touched).await;
     }
     check(&north, &north).await;
@@ -606,28 +560,29 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_new_whose_reply_was_dropped_and_is_repeated_stores_each_record_once() {
     let net = Net::start().await;
-    let w = net.satellite("writer", "north", false, "", "").await;
+    let w = net.satellite("writer", "north", false).await;
     let mut ids = Vec::new();
     for i in 0..10 {
-        ids.push(create(&net.http, &w, &format!("name: N{i}\ncatchment: north\n")).await);
+        ids.push(
+            w.create(&net.http, &format!("name: N{i}\ncatchment: north\n"))
+                .await
+                .0,
+        );
     }
-    clean(&w, &[Job::Push]).await;
+    w.sync(&[Job::Push]).await;
     // Pages of 4, 4, 2, then the acknowledgement of the last page.
     for msg in 0..4 {
         let r = net
-            .satellite(
-                &format!("reader-{msg}"),
-                "north",
-                true,
-                "[sync]\nbatch_size = 4\n",
-                "",
-            )
+            .satellite_builder(&format!("reader-{msg}"), "north", true)
+            .await
+            .config("[sync]\nbatch_size = 4")
+            .start()
             .await;
         let fault = Fault::DropReply { msg };
         run_through(&net, &r, &[Job::FetchNew], fault).await;
         let stored_before = r.sat.store.list().expect("list").len();
         assert_eq!(stored_before, (4 * msg).min(10), "{fault:?}");
-        let s = clean(&r, &[Job::FetchNew]).await;
+        let s = r.sync(&[Job::FetchNew]).await;
         assert_eq!(
             s.records_received as usize,
             10 - stored_before,
@@ -640,7 +595,7 @@ async fn a_fetch_new_whose_reply_was_dropped_and_is_repeated_stores_each_record_
             assert_eq!((head, history), (c_head, c_history), "{fault:?}: {id}");
             assert!(net.holders(id).await.contains(r_id));
         }
-        assert_eq!(clean(&r, &[Job::FetchNew]).await.records_received, 0);
+        assert_eq!(r.sync(&[Job::FetchNew]).await.records_received, 0);
     }
 }
 
@@ -651,23 +606,33 @@ async fn a_fetch_new_whose_reply_was_dropped_and_is_repeated_stores_each_record_
 async fn delays_within_the_timeout_succeed_and_beyond_it_are_retried_harmlessly() {
     let net = Net::start().await;
     let a = net
-        .satellite("a", "north", true, "", "timeout_secs = 2\n")
+        .satellite_builder("a", "north", true)
+        .await
+        .central_config("timeout_secs = 2")
+        .start()
         .await;
     let b = net
-        .satellite("b", "north", true, "", "timeout_secs = 2\n")
+        .satellite_builder("b", "north", true)
+        .await
+        .central_config("timeout_secs = 2")
+        .start()
         .await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(create(&net.http, &a, &format!("name: D{i}\ncatchment: north\n")).await);
+        ids.push(
+            a.create(&net.http, &format!("name: D{i}\ncatchment: north\n"))
+                .await
+                .0,
+        );
     }
     let delay = Duration::from_millis(300);
     net.proxy.set(Fault::Delay(delay));
     let started = Instant::now();
-    assert_eq!(clean(&a, &[Job::Push]).await.records_sent, 3);
-    assert_eq!(clean(&b, &[Job::FetchNew]).await.records_received, 3);
+    assert_eq!(a.sync(&[Job::Push]).await.records_sent, 3);
+    assert_eq!(b.sync(&[Job::FetchNew]).await.records_received, 3);
     add_visit(&net.http, &a, &ids[0], "slow").await;
-    clean(&a, &[Job::Push]).await;
-    assert_eq!(clean(&b, &[Job::Pull]).await.records_received, 1);
+    a.sync(&[Job::Push]).await;
+    assert_eq!(b.sync(&[Job::Pull]).await.records_received, 1);
     assert!(
         started.elapsed() >= delay * 2 * 4,
         "each run waited twice: {:?}",
@@ -678,13 +643,13 @@ async fn delays_within_the_timeout_succeed_and_beyond_it_are_retried_harmlessly(
     add_visit(&net.http, &a, &ids[1], "too slow").await;
     net.proxy.set(Fault::Pass);
     net.proxy.next(1, Fault::Delay(Duration::from_secs(3)));
-    let err = run(&a, &[Job::Push]).await.expect_err("timed out");
+    let err = a.run(&[Job::Push]).await.expect_err("timed out");
     assert!(
         matches!(&err, JobError::Sync(e) if e.is_transient()),
         "{}",
         chartsync_satellite::error_chain(&err)
     );
-    assert_eq!(pending_push(&a), 1);
+    assert_eq!(a.status().pending_push, 1);
     // Let the late request reach central first (it is harmless either way).
     let deadline = Instant::now() + Duration::from_secs(10);
     while net.proxy.connections().last().is_none_or(|c| c.up == 0) {
@@ -694,9 +659,9 @@ async fn delays_within_the_timeout_succeed_and_beyond_it_are_retried_harmlessly(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    clean(&a, &[Job::Push]).await;
-    assert_eq!(pending_push(&a), 0);
-    clean(&b, &[Job::Pull]).await;
+    a.sync(&[Job::Push]).await;
+    assert_eq!(a.status().pending_push, 0);
+    b.sync(&[Job::Pull]).await;
     for id in &ids {
         let (head, doc, history) = local_state(&a, id);
         let (c_head, c_ref, c_doc, c_history) = net.central_state(id).await;
@@ -713,16 +678,19 @@ async fn delays_within_the_timeout_succeed_and_beyond_it_are_retried_harmlessly(
 /// 0.5 ms around the first of those (where the database accepts the heads).
 /// Each time central accepts the batch whole or not at all, its refs follow
 /// its database, and the next run completes. (This found the bug that
-/// central/tests/cancelled_writes.rs pins down; hitting its window here takes
+/// tests/it/central_cancelled.rs pins down; hitting its window here takes
 /// some luck, the test there does not.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_whose_client_hung_up_midway_is_applied_whole_or_not_at_all() {
     let net = Net::start().await;
-    let a = net.satellite("a", "north", true, "", "").await;
+    let a = net.satellite("a", "north", true).await;
     let mut model: BTreeMap<String, Expect> = BTreeMap::new();
     let mut old = Vec::new();
     for i in 0..8 {
-        let id = create(&net.http, &a, &format!("name: H{i}\ncatchment: north\n")).await;
+        let id = a
+            .create(&net.http, &format!("name: H{i}\ncatchment: north\n"))
+            .await
+            .0;
         model.insert(
             id.clone(),
             Expect {
@@ -732,7 +700,7 @@ async fn a_push_whose_client_hung_up_midway_is_applied_whole_or_not_at_all() {
         );
         old.push(id);
     }
-    clean(&a, &[Job::Push]).await;
+    a.sync(&[Job::Push]).await;
     // One round: 8 edits and 8 new records, pushed with a hang-up `after`
     // the request; returns whether central had accepted them when the
     // failed run returned.
@@ -747,7 +715,7 @@ async fn a_push_whose_client_hung_up_midway_is_applied_whole_or_not_at_all() {
         }
         for i in 0..8 {
             let yaml = format!("name: H{k}.{i}\ncatchment: north\n");
-            let id = create(&net.http, &a, &yaml).await;
+            let id = a.create(&net.http, &yaml).await.0;
             let expect = Expect {
                 visits: Vec::new(),
                 commits: 1,
@@ -777,8 +745,8 @@ async fn a_push_whose_client_hung_up_midway_is_applied_whole_or_not_at_all() {
             "{fault:?}: {accepted} of {} accepted",
             changed.len()
         );
-        clean(&a, &[Job::Push]).await;
-        assert_eq!(pending_push(&a), 0);
+        a.sync(&[Job::Push]).await;
+        assert_eq!(a.status().pending_push, 0);
         for id in &changed {
             let (head, files, history) = local_state(&a, id);
             let (c_head, c_ref, c_doc, c_history) = net.central_state(id).await;

@@ -3,8 +3,6 @@
 //! blocks other patients. The dead holder is a real second process, killed
 //! with SIGKILL.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,8 +10,9 @@ use std::time::{Duration, Instant};
 use chartsync_central::db::CentralDb;
 use chartsync_protocol::PatientId;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use support::TestCentral;
+use serde_json::json;
+
+use crate::support::{self, KillOnDrop, TestCentral};
 
 const CHILD_ENV: &str = "CHARTSYNC_LOCK_CHILD";
 const LEASE: Duration = Duration::from_secs(3);
@@ -25,6 +24,14 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970");
     i64::try_from(since.as_millis()).expect("fits")
+}
+
+/// The child's test name, as libtest knows it (its module path without the
+/// crate's name).
+fn lease_holder_child_name() -> String {
+    let module = module_path!();
+    let module = module.split_once("::").map_or(module, |(_, m)| m);
+    format!("{module}::lease_holder_child")
 }
 
 /// The child: takes patient P's lease in central's database for `LEASE`,
@@ -54,30 +61,6 @@ fn lease_holder_child() {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
-}
-
-/// A child process killed (SIGKILL) when the test ends, even by a panic.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn create(http: &reqwest::Client, c: &TestCentral, yaml: &str) -> (PatientId, String) {
-    let r = http
-        .post(format!("{}/v1/patients", c.url))
-        .bearer_auth(&c.admin)
-        .json(&json!({"files": {"patient.yaml": yaml}}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let etag = r.headers()["etag"].to_str().expect("etag").to_string();
-    let body: Value = r.json().await.expect("json");
-    (body["id"].as_str().expect("id").parse().expect("id"), etag)
 }
 
 /// One PUT: status, new ETag (on 200), Retry-After (on 503).
@@ -111,17 +94,6 @@ async fn put(
     )
 }
 
-async fn history_len(http: &reqwest::Client, c: &TestCentral, id: PatientId) -> usize {
-    let r = http
-        .get(format!("{}/v1/patients/{id}/history", c.url))
-        .bearer_auth(&c.admin)
-        .send()
-        .await
-        .expect("history");
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json::<Vec<Value>>().await.expect("json").len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_process_holding_a_patient_lock_blocks_it_no_longer_than_the_lease_and_no_one_else()
 {
@@ -129,24 +101,21 @@ async fn a_dead_process_holding_a_patient_lock_blocks_it_no_longer_than_the_leas
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let c = TestCentral::start(
-        dir.path(),
-        &format!("[locks]\nwait_secs = {WAIT_SECS}\nlease_secs = 30\n"),
-    )
-    .await;
+    let c = TestCentral::builder(dir.path())
+        .config(&format!(
+            "[locks]\nwait_secs = {WAIT_SECS}\nlease_secs = 30\n"
+        ))
+        .start()
+        .await;
     let http = support::client();
-    let (p, p_etag) = create(&http, &c, "name: P\n").await;
-    let (q, mut q_etag) = create(&http, &c, "name: Q\n").await;
+    let (p, p_etag) = c.create(&http, "name: P\n").await;
+    let (q, mut q_etag) = c.create(&http, "name: Q\n").await;
 
     // The child takes P's lease, says so, and is killed with SIGKILL.
     let mut child = KillOnDrop(
         Command::new(std::env::current_exe().expect("exe"))
-            .args([
-                "lease_holder_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .arg(lease_holder_child_name())
+            .args(["--exact", "--nocapture", "--test-threads=1"])
             .env(
                 CHILD_ENV,
                 format!("{}|{p}", dir.path().join("central.sqlite").display()),
@@ -161,7 +130,8 @@ async fn a_dead_process_holding_a_patient_lock_blocks_it_no_longer_than_the_leas
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            // libtest prints "test lease_holder_child ... " before it.
+            // libtest prints "test central_locks::lease_holder_child ... "
+            // before it.
             if let Some((_, at)) = line.rsplit_once("locked ") {
                 let _ = tx.send(at.trim().parse().expect("unix ms"));
             }
@@ -265,7 +235,7 @@ async fn a_dead_process_holding_a_patient_lock_blocks_it_no_longer_than_the_leas
         assert!(*took < LEASE, "a write to Q took {took:?}");
     }
     // P's write is there, once.
-    assert_eq!(history_len(&http, &c, p).await, 2);
-    assert_eq!(history_len(&http, &c, q).await, 1 + q_writes.len());
+    assert_eq!(c.history_len(&http, p).await, 2);
+    assert_eq!(c.history_len(&http, q).await, 1 + q_writes.len());
     c.stop().await;
 }

@@ -3,8 +3,6 @@
 //! edge of `/v1/sync/push`, built by hand from a scratch store and git
 //! plumbing.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,11 +14,12 @@ use chartsync_protocol::{CommitId, PatientId};
 use chartsync_store::Flush;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::TestCentral;
-use support::wire::{
+
+use crate::support::wire::{
     Scratch, admin_head, commit_tree, craft_commit, craft_commit_bytes, encode_push, error_code,
     pack_of, push, push_raw,
 };
+use crate::support::{self, TestCentral, patient_doc};
 
 // ---------------------------------------------------------------------------
 // Many read-modify-write clients on one patient
@@ -40,26 +39,8 @@ struct Append {
     puts: Vec<Duration>,
 }
 
-async fn create_admin(http: &reqwest::Client, c: &TestCentral, yaml: &str) -> PatientId {
-    let r = http
-        .post(format!("{}/v1/patients", c.url))
-        .bearer_auth(&c.admin)
-        .json(&json!({"files": {"patient.yaml": yaml}}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let body: Value = r.json().await.expect("json");
-    body["id"].as_str().expect("id").parse().expect("id")
-}
-
 fn items_of(body: &Value) -> Vec<String> {
-    let doc = chartsync_merge::parse_yaml(
-        body["files"]["patient.yaml"]
-            .as_str()
-            .expect("patient.yaml"),
-    )
-    .expect("yaml");
+    let doc = patient_doc(body);
     doc["items"]
         .as_array()
         .map(|a| {
@@ -155,15 +136,7 @@ async fn record_of(http: &reqwest::Client, c: &TestCentral, id: PatientId) -> (V
         .expect("get");
     assert_eq!(r.status(), StatusCode::OK);
     let items = items_of(&r.json().await.expect("json"));
-    let r = http
-        .get(format!("{}/v1/patients/{id}/history", c.url))
-        .bearer_auth(&c.admin)
-        .send()
-        .await
-        .expect("history");
-    assert_eq!(r.status(), StatusCode::OK);
-    let history: Vec<Value> = r.json().await.expect("json");
-    (items, history.len())
+    (items, c.history_len(http, id).await)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -177,12 +150,12 @@ async fn sixteen_writers_on_one_patient_lose_and_duplicate_nothing_and_block_no_
     const APPENDS: usize = 3;
     const OTHERS: usize = 4;
     let dir = tempfile::tempdir().expect("tmp");
-    let c = Arc::new(TestCentral::start(dir.path(), "").await);
+    let c = Arc::new(TestCentral::builder(dir.path()).start().await);
     let http = support::client();
-    let contended = create_admin(&http, &c, &yaml_with(&[])).await;
+    let (contended, _) = c.create(&http, &yaml_with(&[])).await;
     let mut others = Vec::new();
     for _ in 0..OTHERS {
-        others.push(create_admin(&http, &c, &yaml_with(&[])).await);
+        others.push(c.create(&http, &yaml_with(&[])).await.0);
     }
 
     let contention_over = Arc::new(AtomicBool::new(false));
@@ -314,7 +287,10 @@ struct PushWorld {
 /// Central with a 1 MiB body limit, a "north" and a "south" instance.
 async fn push_world() -> PushWorld {
     let dir = tempfile::tempdir().expect("tmp");
-    let c = TestCentral::start(dir.path(), "max_body_bytes = 1048576").await;
+    let c = TestCentral::builder(dir.path())
+        .config("max_body_bytes = 1048576")
+        .start()
+        .await;
     let (_, north) = c.add_instance("north", &["north"]).await;
     let (_, south) = c.add_instance("south", &["south"]).await;
     PushWorld {

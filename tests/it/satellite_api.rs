@@ -2,11 +2,10 @@
 //! 127.0.0.1:0 with a real HTTP client. Central does not exist here: the
 //! satellite works offline.
 
-mod support;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{TestSatellite, client};
+
+use crate::support::{TestSatellite, client, git};
 
 const PATIENT: &str =
     "name: Amina Diallo\nborn: 1987-03-14\nphone: '0700 000 001'\nweight_kg: 61\n";
@@ -23,7 +22,11 @@ fn etag(r: &reqwest::Response) -> String {
 async fn start() -> (tempfile::TempDir, TestSatellite) {
     let dir = tempfile::tempdir().expect("tmp");
     // Central is unreachable: nothing listens on port 9 of localhost.
-    let sat = TestSatellite::start(dir.path(), "http://127.0.0.1:9", 1, "").await;
+    let sat = TestSatellite::builder(dir.path())
+        .central("http://127.0.0.1:9")
+        .instance(1, "unused")
+        .start()
+        .await;
     (dir, sat)
 }
 
@@ -198,12 +201,7 @@ async fn the_record_api_walk() {
     // The repository on disk, read back with plain git.
     let pid: chartsync_protocol::PatientId = id.parse().expect("id");
     let repo = sat.sat.store.layout().repo(&pid);
-    let out = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&repo)
-        .args(["log", "--format=%H %an <%ae> %s"])
-        .output()
-        .expect("git log");
+    let out = git(&repo, &["log", "--format=%H %an <%ae> %s"]);
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stdout);
     assert_eq!(log.lines().count(), 4);
@@ -212,12 +210,7 @@ async fn the_record_api_walk() {
         "{log}"
     );
     assert!(log.starts_with(tag4.trim_matches('"')));
-    let fsck = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&repo)
-        .args(["fsck", "--strict", "--full"])
-        .output()
-        .expect("git fsck");
+    let fsck = git(&repo, &["fsck", "--strict", "--full"]);
     assert!(
         fsck.status.success(),
         "{}",
