@@ -11,5 +11,6 @@ mod central_crash;
 mod central_locks;
 mod daemon;
 mod faults;
+mod poison;
 mod satellite_api;
 mod sync;
