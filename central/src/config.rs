@@ -30,8 +30,9 @@ pub struct CentralConfig {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// Most sync batches handled at once; more get 503 with `Retry-After`.
-    /// Each may hold up to `max_body_bytes` plus 64 MiB decoded in memory,
-    /// so this bounds central's memory under load.
+    /// Each holds at most about `max_body_bytes` + 128 MiB in memory (the
+    /// body, its decoded message and the packs rebuilt from it), so this
+    /// bounds central's memory under load: about 580 MiB with the defaults.
     #[serde(default = "default_max_concurrent_sync")]
     pub max_concurrent_sync: usize,
     /// The database.

@@ -21,8 +21,8 @@ use crate::db::{CentralState, DirtyRecord, NO_ASIDE};
 
 /// Builds the push records of a page, skipping records with nothing to
 /// push (their marks are cleared if no local write happened since the page
-/// was read: see `db/sync.rs`). Stops once the packs pass
-/// [`PUSH_BATCH_BYTES`]; returns the records and how many of the page's
+/// was read: see `db/sync.rs`). Stops before the packs would pass
+/// [`PUSH_BATCH_BYTES`] (a batch holds at least one record); returns the records and how many of the page's
 /// entries were looked at (the rest go in the next batch). A record too
 /// large to send in one batch is set aside.
 fn build(
@@ -37,9 +37,6 @@ fn build(
     let mut bytes = 0usize;
     let mut looked = 0;
     for d in page {
-        if bytes >= PUSH_BATCH_BYTES {
-            break;
-        }
         looked += 1;
         let Some(local) = store.head(&d.id)? else {
             // Marked before a creation that never completed.
@@ -71,6 +68,11 @@ fn build(
             aside.push(super::apply::aside(sat, d.id, None, reason));
             summary.set_aside += 1;
             continue;
+        }
+        if !out.is_empty() && bytes + pack.len() > PUSH_BATCH_BYTES {
+            // The next batch starts with it.
+            looked -= 1;
+            break;
         }
         bytes += pack.len();
         out.push(PushRecord {

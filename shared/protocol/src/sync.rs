@@ -20,16 +20,19 @@ pub const CONTENT_TYPE: &str = "application/vnd.chartsync.batch";
 pub const MAX_BATCH: usize = 1000;
 /// Most bytes a request batch may decompress to (central refuses more,
 /// from the frame's declared size, before decompressing). A satellite
-/// keeps its push batches under half of it.
-pub const MAX_REQUEST_BYTES: usize = 64 << 20;
+/// keeps its push batches under half of it. With the request body
+/// (`max_body_bytes`, 16 MiB by default), its decoded message and the
+/// packs rebuilt from it, one sync request holds at most about
+/// `max_body_bytes + 4 * MAX_REQUEST_BYTES` (144 MiB) at central.
+pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 /// Most bytes a reply batch may decompress to (the satellite refuses more).
 pub const MAX_REPLY_BYTES: usize = 256 << 20;
 /// Central stops adding records to a pull or fetch-new page once their
 /// packs pass this many bytes (a page holds at least one record).
 pub const PAGE_BYTES: usize = 16 << 20;
-/// A satellite stops adding records to a push batch once their packs pass
-/// this many bytes; a single record larger than `MAX_REQUEST_BYTES / 2`
-/// is set aside, never sent.
+/// A satellite stops adding records to a push batch before their packs
+/// pass this many bytes; a single record larger than
+/// `MAX_REQUEST_BYTES / 2` is set aside, never sent.
 pub const PUSH_BATCH_BYTES: usize = 16 << 20;
 
 /// `POST /v1/sync/push`: records changed at the satellite.
