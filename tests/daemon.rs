@@ -81,7 +81,7 @@ async fn status(http: &reqwest::Client, url: &str) -> Value {
 async fn the_example_config_runs_its_jobs_on_schedule_and_one_shot_runs_never_overlap() {
     let dir = tempfile::tempdir().expect("tmp");
     let central = TestCentral::start(&dir.path().join("central"), "").await;
-    let (id, token) = central.add_instance("clinic", &["north"]).await;
+    let (id, token) = central.add_instance("clinic-north", &["north"]).await;
     let port = free_port();
     let config = dir.path().join("satellite.toml");
     std::fs::write(
@@ -268,7 +268,10 @@ async fn tls_with_hq_certificate_authority() {
     let data = dir.path().join("central");
     std::fs::create_dir_all(&data).expect("dir");
     let config = chartsync_central::CentralConfig::parse(
-        &format!("data_dir = \"{}\"\nadmin_token = \"adm\"\n", data.display()),
+        &format!(
+            "data_dir = \"{}\"\nadmin_token = \"daemon-test-admin-token-0123456789\"\n",
+            data.display()
+        ),
         &data.join("central.toml"),
     )
     .expect("config");

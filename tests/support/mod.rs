@@ -32,6 +32,8 @@ pub struct TestSatellite {
 
 impl TestSatellite {
     /// Starts one with its data in `dir`; `extra` is appended to the config.
+    /// Its commits name it `satellite-<instance_id>` (no `name` is set),
+    /// which central accepts from that instance whatever it was registered as.
     pub async fn start(
         dir: &Path,
         central_url: &str,
@@ -63,7 +65,7 @@ impl TestSatellite {
         central_extra: &str,
     ) -> TestSatellite {
         let text = format!(
-            "data_dir = \"{}\"\nname = \"clinic-{instance_id}\"\n{extra}\n[central]\nurl = \"{central_url}\"\ninstance_id = {instance_id}\ntoken = \"{token}\"\n{central_extra}\n",
+            "data_dir = \"{}\"\n{extra}\n[central]\nurl = \"{central_url}\"\ninstance_id = {instance_id}\ntoken = \"{token}\"\n{central_extra}\n",
             dir.display()
         );
         let config = SatelliteConfig::parse(&text, &dir.join("satellite.toml")).expect("config");
@@ -117,7 +119,7 @@ impl TestCentral {
     /// Starts central on `addr` (to restart it where satellites expect it).
     pub async fn start_on(dir: &Path, addr: &str, extra: &str) -> TestCentral {
         crypto();
-        let admin = "test-admin-token".to_string();
+        let admin = "test-admin-token-0123456789abcdef".to_string();
         let text = format!(
             "data_dir = \"{}\"\nadmin_token = \"{admin}\"\n{extra}\n",
             dir.display()
