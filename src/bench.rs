@@ -431,7 +431,7 @@ async fn world(tag: &str) -> anyhow::Result<World> {
     write_config(
         &central_toml,
         &format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"central\"\nadmin_token = \"bench\"\nmax_body_bytes = 134217728\n[upkeep]\nsweep_secs = 0\n"
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"central\"\nadmin_token = \"bench-admin-token-only-for-127.0.0.1\"\nmax_body_bytes = 134217728\n[upkeep]\nsweep_secs = 0\n"
         ),
     )?;
     let config = chartsync_central::CentralConfig::load(&central_toml)?;

@@ -92,6 +92,44 @@ enum InstanceCommand {
         #[arg(long = "catchment")]
         catchments: Vec<String>,
     },
+    /// Lists the registered satellites: id, name, catchments, whether
+    /// revoked, and when each was last seen (about a minute's precision).
+    /// Works whether or not central is running.
+    ///
+    /// Example: chartsync central instance list --config central.toml --json
+    List {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a satellite: its token stops working at once, also on a
+    /// running central (within about a second). Its id, name and history
+    /// stay; revocation is final. Works whether or not central is running.
+    ///
+    /// Example: chartsync central instance revoke 3 --config central.toml
+    Revoke {
+        /// The instance id (see `instance list`).
+        id: u32,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Gives a satellite a new token and prints one JSON line {"id": N,
+    /// "token": "..."}; the old token stops working at once, also on a
+    /// running central (within about a second). Works whether or not
+    /// central is running.
+    ///
+    /// Example: chartsync central instance rotate 3 --config central.toml
+    Rotate {
+        /// The instance id (see `instance list`).
+        id: u32,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +266,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 id,
                 catchments,
             })) => instance_add(config, name, id, catchments).await,
+            Command::Central(CentralCommand::Instance(InstanceCommand::List { config, json })) => {
+                instance_list(config, json).await
+            }
+            Command::Central(CentralCommand::Instance(InstanceCommand::Revoke { id, config })) => {
+                instance_revoke(config, id).await
+            }
+            Command::Central(CentralCommand::Instance(InstanceCommand::Rotate { id, config })) => {
+                instance_rotate(config, id).await
+            }
             Command::Satellite(SatelliteCommand::Run { config }) => satellite_run(config).await,
             Command::Satellite(SatelliteCommand::Sync {
                 job,
@@ -257,15 +304,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Opens central's database as configured.
+/// Loads central's configuration and checks its admin token (too short, or
+/// in a file others may read: refused), for every `central` command.
+fn load_central(path: &std::path::Path) -> anyhow::Result<chartsync_central::CentralConfig> {
+    let config = chartsync_central::CentralConfig::load(path)?;
+    config.admin_token()?;
+    Ok(config)
+}
+
+/// Opens central's database as configured (creating its data folder,
+/// private to its owner).
 async fn open_db(
     config: &chartsync_central::CentralConfig,
 ) -> anyhow::Result<chartsync_central::db::sqlite::SqliteDb> {
     use chartsync_central::config::DatabaseUrl;
     match config.database() {
         DatabaseUrl::Sqlite(path) => {
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+            chartsync_common::private::private_dir(&config.data_dir)?;
             Ok(chartsync_central::db::sqlite::SqliteDb::open(&path)
                 .with_context(|| format!("cannot open the database {}", path.display()))?)
         }
@@ -279,7 +334,7 @@ async fn open_db(
 
 async fn central_serve(config: PathBuf) -> anyhow::Result<ExitCode> {
     crate::cli::install_crypto();
-    let config = chartsync_central::CentralConfig::load(&config)?;
+    let config = load_central(&config)?;
     let listen = config.listen;
     let tls = match &config.tls {
         Some(tls) => Some(
@@ -307,13 +362,72 @@ async fn instance_add(
     id: Option<u32>,
     catchments: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    let config = chartsync_central::CentralConfig::load(&config)?;
-    if name.trim().is_empty() {
-        anyhow::bail!("--name must not be empty");
-    }
+    let config = load_central(&config)?;
     let db = open_db(&config).await?;
     let (instance, token) =
         chartsync_central::auth::register_instance(&db, id, name, catchments).await?;
+    println!("{}", serde_json::json!({"id": instance.id, "token": token}));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn instance_list(config: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    use chartsync_central::db::CentralDb;
+    let config = load_central(&config)?;
+    let db = open_db(&config).await?;
+    let instances = db.instances().await?;
+    let seen = |at: Option<i64>| {
+        at.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    if json {
+        let list: Vec<serde_json::Value> = instances
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "id": i.id,
+                    "name": i.name,
+                    "catchments": i.catchments,
+                    "revoked": i.revoked,
+                    "last_seen": seen(i.last_seen),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>5}  {:<24} {:<8} {:<20}  catchments",
+        "id", "name", "status", "last seen (UTC)"
+    );
+    for i in &instances {
+        println!(
+            "{:>5}  {:<24} {:<8} {:<20}  {}",
+            i.id,
+            i.name,
+            if i.revoked { "revoked" } else { "active" },
+            seen(i.last_seen).unwrap_or_else(|| "never".into()),
+            i.catchments.join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn instance_revoke(config: PathBuf, id: u32) -> anyhow::Result<ExitCode> {
+    use chartsync_central::db::CentralDb;
+    let config = load_central(&config)?;
+    let db = open_db(&config).await?;
+    let instance = db.revoke_instance(id).await?;
+    println!(
+        "{}",
+        serde_json::json!({"id": instance.id, "name": instance.name, "revoked": instance.revoked})
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn instance_rotate(config: PathBuf, id: u32) -> anyhow::Result<ExitCode> {
+    let config = load_central(&config)?;
+    let db = open_db(&config).await?;
+    let (instance, token) = chartsync_central::auth::rotate_token(&db, id).await?;
     println!("{}", serde_json::json!({"id": instance.id, "token": token}));
     Ok(ExitCode::SUCCESS)
 }
@@ -327,6 +441,9 @@ async fn satellite_run(config: PathBuf) -> anyhow::Result<ExitCode> {
     install_crypto();
     let config = chartsync_satellite::SatelliteConfig::load(&config)?;
     let listen = config.listen;
+    config.check_listen(listen)?;
+    // A token file others may read is refused now, not at the first job.
+    config.token()?;
     let sat = chartsync_satellite::Satellite::open(config)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -353,6 +470,7 @@ async fn satellite_sync(
     use chartsync_satellite::jobs::{Job, run_once};
     install_crypto();
     let config = chartsync_satellite::SatelliteConfig::load(&config)?;
+    config.token()?;
     let sat = chartsync_satellite::Satellite::open(config)?;
     let jobs: &[Job] = match job {
         SyncJob::Push => &[Job::Push],
@@ -424,6 +542,7 @@ async fn satellite_status(config: PathBuf, json: bool) -> anyhow::Result<ExitCod
 async fn satellite_fetch(config: PathBuf, id: String) -> anyhow::Result<ExitCode> {
     install_crypto();
     let config = chartsync_satellite::SatelliteConfig::load(&config)?;
+    config.token()?;
     let sat = chartsync_satellite::Satellite::open(config)?;
     let id: chartsync_protocol::PatientId = id.parse()?;
     let head = chartsync_satellite::jobs::fetch_one(&sat, id)

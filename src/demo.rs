@@ -193,7 +193,7 @@ pub async fn run(patients: usize) -> anyhow::Result<()> {
         "HQ registers two clinics in catchment \"valley\" (central is not running yet)",
     );
     let central_config = chartsync_central::CentralConfig::parse(
-        "data_dir = \"central\"\nadmin_token = \"demo-admin\"\n",
+        "data_dir = \"central\"\nadmin_token = \"demo-admin-token-only-for-127.0.0.1\"\n",
         &dir.path().join("central.toml"),
     )?;
     std::fs::create_dir_all(&central_config.data_dir)?;

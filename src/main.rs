@@ -12,6 +12,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Everything chartsync writes (records, databases, locks, logs of the
+    // demo) is patient data or guards it: readable by this user only,
+    // whatever umask the shell, cron or service manager gave us.
+    // SAFETY: umask(2) only replaces the process's file-creation mask and
+    // cannot fail; no other thread exists yet.
+    unsafe {
+        libc::umask(0o077);
+    }
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose, args.is_demo());
     match cli::run(args) {

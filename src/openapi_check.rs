@@ -179,7 +179,7 @@ async fn listener() -> (TcpListener, String) {
 async fn start_central(dir: &Path) -> Running {
     std::fs::create_dir_all(dir).expect("central's folder");
     let text = format!(
-        "data_dir = \"{}\"\nadmin_token = \"openapi-check-admin\"\n",
+        "data_dir = \"{}\"\nadmin_token = \"openapi-check-admin-token-0123456789\"\n",
         dir.display()
     );
     let config = chartsync_central::CentralConfig::parse(&text, &dir.join("central.toml"))

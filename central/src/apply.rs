@@ -32,7 +32,9 @@ use std::sync::Arc;
 use chartsync_http::ApiError;
 use chartsync_protocol::{CommitId, PatientId};
 use chartsync_store::validate::PATIENT_FILE;
-use chartsync_store::{Change, CommitMeta, Condition, Flush, Prepared, Received, StoreError};
+use chartsync_store::{
+    Attribution, Change, CommitMeta, Condition, Flush, Prepared, Received, StoreError,
+};
 
 use crate::Central;
 use crate::auth::Caller;
@@ -164,10 +166,7 @@ async fn apply_locked<D: CentralDb>(
         if let Some(row) = &row
             && !central.in_scope(caller, row).await?
         {
-            outcomes[index] = Some(Outcome::Failed(ApiError::forbidden(format!(
-                "patient record {} is outside this instance's scope",
-                row.id
-            ))));
+            outcomes[index] = Some(Outcome::Failed(out_of_scope(&write)));
             continue;
         }
         work.push((index, write, row));
@@ -177,7 +176,7 @@ async fn apply_locked<D: CentralDb>(
     let by = caller.instance_id();
     let timer = std::time::Instant::now();
     let records = work.len();
-    let staged = stage_all(Arc::clone(central), work, by).await;
+    let staged = stage_all(Arc::clone(central), work, caller.clone()).await;
     let staged_at = timer.elapsed();
     let mut ready = Vec::new();
     for (index, row, staged) in staged {
@@ -291,12 +290,38 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The answer to a write to a record outside the caller's scope: what the
+/// same write to an unknown record would get, so that the answer does not
+/// tell a clinic which ids exist elsewhere. (A creation with a chosen id
+/// cannot hide that the id is taken: it gets `exists`, without the
+/// record's content.)
+fn out_of_scope(write: &Write) -> ApiError {
+    let id = write.id;
+    match &write.kind {
+        WriteKind::Api {
+            condition: Condition::MustCreate,
+            ..
+        }
+        | WriteKind::Push { expected: None, .. } => ApiError::from(StoreError::Exists { id }),
+        WriteKind::Api { .. } => crate::records::no_such_record(id),
+        WriteKind::Push { .. } => unknown_pushed(id),
+    }
+}
+
+/// The answer to a push that updates a record central does not have.
+fn unknown_pushed(id: PatientId) -> ApiError {
+    ApiError::not_found(format!(
+        "patient record {id} does not exist at central; push it as a new record"
+    ))
+}
+
 /// Stages every write, spread over the available cores.
 async fn stage_all<D: CentralDb>(
     central: Arc<Central<D>>,
     work: Vec<(usize, Write, Option<RecordRow>)>,
-    by: Option<u32>,
+    caller: Caller,
 ) -> Vec<(usize, Option<RecordRow>, Staged)> {
+    let caller = Arc::new(caller);
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
@@ -309,10 +334,11 @@ async fn stage_all<D: CentralDb>(
     let mut tasks = Vec::new();
     for part in chunks {
         let c = Arc::clone(&central);
+        let caller = Arc::clone(&caller);
         tasks.push(tokio::task::spawn_blocking(move || {
             part.into_iter()
                 .map(|(index, write, row)| {
-                    let staged = stage_one(&c, write, row.as_ref(), by);
+                    let staged = stage_one(&c, write, row.as_ref(), &caller);
                     (index, row, staged)
                 })
                 .collect::<Vec<_>>()
@@ -332,16 +358,26 @@ fn stage_one<D: CentralDb>(
     central: &Central<D>,
     write: Write,
     row: Option<&RecordRow>,
-    by: Option<u32>,
+    caller: &Caller,
 ) -> Staged {
     let id = write.id;
+    let by = caller.instance_id();
     let store = &central.store;
     let prepared = match write.kind {
+        // The commit names who wrote through central: the instance whose
+        // token was used, or HQ.
         WriteKind::Api {
             condition,
             change,
             meta,
-        } => match store.prepare(&id, condition, change, &meta, Flush::Deferred) {
+        } => match store.prepare_as(
+            caller.commit_name(),
+            &id,
+            condition,
+            change,
+            &meta,
+            Flush::Deferred,
+        ) {
             Ok(p) => p,
             Err(e) => return Staged::Done(Outcome::Failed(ApiError::from(e))),
         },
@@ -362,13 +398,29 @@ fn stage_one<D: CentralDb>(
                 (None, Some(row)) => return conflict(central, row, &[]),
                 (Some(e), Some(row)) if row.head != e => return conflict(central, row, &[e]),
                 (Some(_), None) => {
-                    return Staged::Done(Outcome::Failed(ApiError::not_found(format!(
-                        "patient record {id} does not exist at central; push it as a new record"
-                    ))));
+                    return Staged::Done(Outcome::Failed(unknown_pushed(id)));
                 }
                 _ => {}
             }
-            match store.prepare_received(&id, expected, head, &pack, Flush::Deferred) {
+            // Every new commit must name the pushing instance (the audit
+            // trail cannot be forged); only instances push.
+            let Caller::Instance(instance) = caller else {
+                return Staged::Done(Outcome::Failed(ApiError::forbidden(
+                    "the sync endpoints are for satellites",
+                )));
+            };
+            let attribution = Attribution {
+                names: crate::auth::commit_names(instance),
+                sender: format!("instance {} ({})", instance.id, instance.name),
+            };
+            match store.prepare_received_from(
+                &id,
+                expected,
+                head,
+                &pack,
+                Flush::Deferred,
+                &attribution,
+            ) {
                 Ok(Received::Ready(p)) => p,
                 Ok(Received::Stale { current }) => {
                     tracing::error!(patient = %id, ?current, "the ref disagrees with the database");

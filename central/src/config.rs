@@ -210,14 +210,45 @@ impl CentralConfig {
     }
 
     /// The admin token: `CHARTSYNC_ADMIN_TOKEN`, else `admin_token_file`,
-    /// else `admin_token`.
+    /// else `admin_token`. Refused if shorter than [`MIN_ADMIN_TOKEN`]
+    /// characters or still the example configuration's value, and (from a
+    /// file) if users other than the file's owner may read the file.
     pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
-        secret(
+        let token = secret(
             "CHARTSYNC_ADMIN_TOKEN",
             self.admin_token_file.as_deref(),
             self.admin_token.as_ref(),
-        )
+        )?;
+        if let Some(token) = &token {
+            check_admin_token(&token.0)?;
+        }
+        Ok(token)
     }
+}
+
+/// The shortest admin token accepted, in characters.
+pub const MIN_ADMIN_TOKEN: usize = 32;
+
+/// The admin token of `config/central.toml`, refused as a real one.
+const EXAMPLE_ADMIN_TOKEN: &str = "replace-with-a-long-random-admin-token";
+
+fn check_admin_token(token: &str) -> Result<(), ConfigError> {
+    let weak = |problem: String| ConfigError::WeakSecret {
+        what: "the admin token (admin_token, admin_token_file or CHARTSYNC_ADMIN_TOKEN)",
+        problem,
+    };
+    let length = token.chars().count();
+    if length < MIN_ADMIN_TOKEN {
+        return Err(weak(format!(
+            "it is {length} characters long and must be at least {MIN_ADMIN_TOKEN}"
+        )));
+    }
+    if token == EXAMPLE_ADMIN_TOKEN {
+        return Err(weak(
+            "it is still the example configuration's value".to_string(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -231,6 +262,35 @@ mod tests {
         assert_eq!(config.listen, default_listen());
         assert!(matches!(config.database(), DatabaseUrl::Sqlite(_)));
         assert!(format!("{config:?}").contains("****"));
+    }
+
+    #[test]
+    fn short_or_example_admin_tokens_are_refused() {
+        let p = Path::new("x/central.toml");
+        let with = |token: &str| {
+            CentralConfig::parse(&format!("data_dir = \"d\"\nadmin_token = \"{token}\"\n"), p)
+                .expect("parses")
+        };
+        for bad in ["tiny-token", &"x".repeat(31), EXAMPLE_ADMIN_TOKEN] {
+            let err = with(bad).admin_token().expect_err("refused");
+            let line = err.to_string();
+            assert!(
+                line.contains("openssl rand -hex 32") && !line.contains('\n'),
+                "{line}"
+            );
+            assert!(
+                !line.contains(bad),
+                "the token itself is never shown: {line}"
+            );
+        }
+        let good = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            with(good).admin_token().expect("accepted").map(|s| s.0),
+            Some(good.to_string())
+        );
+        // No admin token at all: no admin access, nothing to refuse.
+        let none = CentralConfig::parse("data_dir = \"d\"\n", p).expect("parses");
+        assert!(none.admin_token().expect("fine").is_none());
     }
 
     #[test]

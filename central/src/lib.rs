@@ -15,8 +15,8 @@ pub mod sync;
 pub mod upkeep;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chartsync_store::{RecordStore, StoreError, StoreOptions};
 
@@ -30,15 +30,12 @@ use locks::PatientLocks;
 /// What can stop central from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The data folder cannot be created.
-    #[error("cannot create the data folder {path}")]
-    DataDir {
-        /// The folder.
-        path: std::path::PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The data folder cannot be created or made private.
+    #[error("cannot create the data folder")]
+    DataDir(#[from] chartsync_common::private::PrivateError),
+    /// No randomness for this process's lock-holder name.
+    #[error("cannot make a random lock-holder name")]
+    Random(#[from] getrandom::Error),
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
@@ -72,23 +69,27 @@ pub struct Central<D> {
     pub sync_slots: Arc<tokio::sync::Semaphore>,
     instances: RwLock<HashMap<u32, Instance>>,
     upkeep: RwLock<Option<upkeep::UpkeepQueue>>,
+    /// When each instance's last-seen time was last written.
+    seen: Mutex<HashMap<u32, Instant>>,
 }
+
+/// How often an instance's last-seen time is written, at most.
+const SEEN_EVERY: Duration = Duration::from_secs(60);
 
 impl<D: CentralDb> Central<D> {
     /// Opens central on an open database: the store, crash repair, then
-    /// removal of half-built records of dead processes.
+    /// removal of half-built records of dead processes. Refuses a weak
+    /// admin token ([`CentralConfig::admin_token`]); makes the data folder
+    /// private to its owner (0700) if it is not.
     pub async fn open(config: CentralConfig, db: D) -> Result<Arc<Central<D>>, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        let admin = config.admin_token()?;
+        chartsync_common::private::private_dir(&config.data_dir)?;
+        // Commits central makes are HQ's (instances' writes through the
+        // record API name the instance: see `records.rs`).
         let store =
-            RecordStore::open_keep_tmp(StoreOptions::new(config.data_dir.clone(), "central"))?;
+            RecordStore::open_keep_tmp(StoreOptions::new(config.data_dir.clone(), auth::HQ_NAME))?;
         let mut holder = [0u8; 8];
-        getrandom::fill(&mut holder).map_err(|e| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        getrandom::fill(&mut holder)?;
         let holder = locks::holder_name(u64::from_le_bytes(holder));
         // A process on this machine that died (kill -9, a crash) leaves
         // leases that would block its patients until they expire: drop
@@ -119,7 +120,6 @@ impl<D: CentralDb> Central<D> {
             // staging folder: keep tmp/ until they are repaired.
             tracing::warn!("kept tmp/ for records whose refs are not repaired yet");
         }
-        let admin = config.admin_token()?;
         let central = Central {
             sync_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_sync.max(1),
@@ -132,6 +132,7 @@ impl<D: CentralDb> Central<D> {
             metrics: metrics::Metrics::default(),
             instances: RwLock::new(HashMap::new()),
             upkeep: RwLock::new(None),
+            seen: Mutex::new(HashMap::new()),
         };
         central.refresh_instances().await?;
         Ok(Arc::new(central))
@@ -170,10 +171,32 @@ impl<D: CentralDb> Central<D> {
         }
     }
 
-    /// Remembers an instance seen at authentication.
-    pub fn remember(&self, instance: &Instance) {
-        let mut map = self.instances.write().unwrap_or_else(|p| p.into_inner());
-        map.insert(instance.id, instance.clone());
+    /// Remembers an instance seen at authentication, and notes in the
+    /// database when it was seen (at most every minute per instance; a
+    /// failure is logged, never the request's).
+    pub async fn remember(&self, instance: &Instance) {
+        {
+            let mut map = self.instances.write().unwrap_or_else(|p| p.into_inner());
+            map.insert(instance.id, instance.clone());
+        }
+        let due = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let due = seen
+                .get(&instance.id)
+                .is_none_or(|at| at.elapsed() >= SEEN_EVERY);
+            if due {
+                seen.insert(instance.id, Instant::now());
+            }
+            due
+        };
+        if due
+            && let Err(e) = self
+                .db
+                .touch_instance(instance.id, chrono::Utc::now().timestamp())
+                .await
+        {
+            tracing::warn!(instance = instance.id, error = %e, "could not note when an instance was seen");
+        }
     }
 
     /// The default catchment of records an instance creates.

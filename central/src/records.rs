@@ -25,27 +25,41 @@ impl<D> Clone for CentralApi<D> {
 
 pub(crate) use chartsync_http::blocking;
 
+/// The answer to a record the caller may not see: the same as for a record
+/// that does not exist (a 403 would tell a clinic which ids exist
+/// elsewhere).
+pub fn no_such_record(id: PatientId) -> ApiError {
+    ApiError::not_found(format!("patient record {id} does not exist"))
+}
+
 impl<D: CentralDb> CentralApi<D> {
-    /// The record's row, if the caller may see it.
+    /// The record's row, if the caller may see it; otherwise the same 404
+    /// whether it does not exist or is outside the caller's scope. An
+    /// instance asking for an unknown id pays the scope check's grant
+    /// look-up all the same, so the two cost about the same time.
     async fn visible(&self, caller: &Caller, id: PatientId) -> Result<RecordRow, ApiError> {
         let c = &self.0;
-        let row = c
-            .db
-            .records(&[id])
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .into_iter()
-            .next()
-            .flatten()
-            .ok_or_else(|| ApiError::not_found(format!("patient record {id} does not exist")))?;
+        let row =
+            c.db.records(&[id])
+                .await
+                .map_err(|e| ApiError::internal(&e))?
+                .into_iter()
+                .next()
+                .flatten();
+        let Some(row) = row else {
+            if let Caller::Instance(instance) = caller {
+                c.db.has_grant(instance.id, &id)
+                    .await
+                    .map_err(|e| ApiError::internal(&e))?;
+            }
+            return Err(no_such_record(id));
+        };
         if !c
             .in_scope(caller, &row)
             .await
             .map_err(|e| ApiError::internal(&e))?
         {
-            return Err(ApiError::forbidden(format!(
-                "patient record {id} is outside this instance's scope (fetch it by id to hold it)"
-            )));
+            return Err(no_such_record(id));
         }
         Ok(row)
     }
@@ -65,7 +79,7 @@ impl<D: CentralDb> RecordService for CentralApi<D> {
     async fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let caller = self.0.auth.caller(&self.0.db, headers).await?;
         if let Caller::Instance(instance) = &caller {
-            self.0.remember(instance);
+            self.0.remember(instance).await;
         }
         Ok(caller)
     }

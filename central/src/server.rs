@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chartsync_http::{ApiError, ServeLimits, openapi_document, record_routes, serve_app};
+use chartsync_http::{
+    ApiError, RecordService, ServeLimits, openapi_document, record_routes, serve_app,
+};
 use tokio::net::TcpListener;
 
 use crate::Central;
+use crate::auth::Caller;
 use crate::db::CentralDb;
 use crate::records::CentralApi;
 
@@ -51,7 +54,17 @@ async fn count<D: CentralDb>(
     response
 }
 
-async fn metrics<D: CentralDb>(State(api): State<CentralApi<D>>) -> Result<Response, ApiError> {
+/// Prometheus text, for HQ only: it needs the admin token (instances'
+/// tokens get 403), since its counts describe every clinic's traffic.
+async fn metrics<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Caller::Instance(_) = api.caller(&headers).await? {
+        return Err(ApiError::forbidden(
+            "/metrics needs HQ's admin token (scrape it with Authorization: Bearer <admin token>)",
+        ));
+    }
     let counts = api
         .0
         .db
@@ -77,15 +90,30 @@ pub async fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> std::io:
 /// How long shutdown waits for a repack in progress.
 const UPKEEP_EXIT_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The warning logged at every start when central would serve plain HTTP
+/// on an address other machines can reach (tokens and patient records
+/// would cross the network unencrypted).
+pub fn plain_http_warning(address: std::net::SocketAddr, tls: bool) -> Option<String> {
+    (!tls && !address.ip().is_loopback()).then(|| {
+        format!(
+            "central serves plain HTTP on {address}, which other machines can reach: tokens and patient records cross the network unencrypted; add a [tls] section, or listen on 127.0.0.1 behind a TLS-terminating proxy"
+        )
+    })
+}
+
 /// Serves central on `listener` (with TLS if given) until `shutdown`
 /// completes; requests in flight (writes included) are finished first. Also
-/// runs repository upkeep.
+/// runs repository upkeep. Warns (every start) when it serves plain HTTP
+/// on a non-loopback address.
 pub async fn serve<D: CentralDb>(
     central: Arc<Central<D>>,
     listener: TcpListener,
     tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Some(warning) = plain_http_warning(listener.local_addr()?, tls.is_some()) {
+        tracing::warn!("{warning}");
+    }
     let (queue, receiver) = tokio::sync::mpsc::channel(4096);
     let (stop_upkeep, upkeep_stop) = tokio::sync::watch::channel(false);
     central.set_upkeep(queue);
@@ -109,4 +137,24 @@ pub async fn serve<D: CentralDb>(
         tracing::warn!("repository upkeep did not stop within its deadline");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_warning;
+
+    #[test]
+    fn plain_http_off_loopback_is_warned_about() {
+        for open in ["0.0.0.0:7700", "[::]:7700", "10.1.2.3:7700"] {
+            let warning = plain_http_warning(open.parse().expect("addr"), false).expect(open);
+            assert!(
+                warning.contains("[tls]") && !warning.contains('\n'),
+                "{warning}"
+            );
+            assert!(plain_http_warning(open.parse().expect("addr"), true).is_none());
+        }
+        for local in ["127.0.0.1:7700", "[::1]:7700"] {
+            assert!(plain_http_warning(local.parse().expect("addr"), false).is_none());
+        }
+    }
 }

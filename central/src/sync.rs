@@ -431,11 +431,11 @@ async fn fetch_one<D: CentralDb>(
             .into_iter()
             .next()
             .flatten()
-            .ok_or_else(|| {
-                ApiError::not_found(format!("patient record {} does not exist", request.id))
-            })?;
-    // Fetching by id is what brings a visiting patient into scope; it is
-    // recorded (the grant) for audit.
+            .ok_or_else(|| crate::records::no_such_record(request.id))?;
+    // Fetching by id is what brings a visiting patient into scope (ids are
+    // random UUIDs: knowing one is knowing the patient); it is recorded
+    // (the grant) for audit. So no record is out of scope here: an
+    // unknown id gets the same 404 as everywhere else.
     c.db.grant(instance.id, &row.id, "fetched")
         .await
         .map_err(|e| ApiError::internal(&e))?;

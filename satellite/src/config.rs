@@ -27,7 +27,9 @@ pub struct SatelliteConfig {
     /// Largest request body of the local API (default 16 MiB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// If set, local API clients must send `Authorization: Bearer <api_token>`.
+    /// If set, local API clients (and `/metrics`) must send
+    /// `Authorization: Bearer <api_token>`. Required when `listen` is not a
+    /// loopback address.
     #[serde(default)]
     pub api_token: Option<Secret>,
     /// How to reach central.
@@ -38,6 +40,16 @@ pub struct SatelliteConfig {
     /// Batching.
     #[serde(default)]
     pub sync: SyncConfig,
+}
+
+/// Why the satellite refuses to serve its local API.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "listen = {address} is not a loopback address, so the local record API would be open to the network without a password; set api_token in the satellite's configuration (clients then send Authorization: Bearer <api_token>), or listen on 127.0.0.1"
+)]
+pub struct ExposedApi {
+    /// The address it would listen on.
+    pub address: SocketAddr,
 }
 
 /// `[central]`.
@@ -151,6 +163,15 @@ impl SatelliteConfig {
                 config.sync.batch_size
             )));
         }
+        if config
+            .api_token
+            .as_ref()
+            .is_some_and(|t| t.0.trim().is_empty())
+        {
+            return Err(invalid(
+                "api_token is empty; set a long random value, or leave the line out to serve on a loopback address without one".into(),
+            ));
+        }
         if config.sync.max_attempts == 0 {
             return Err(invalid("[sync] max_attempts must be at least 1".into()));
         }
@@ -168,6 +189,16 @@ impl SatelliteConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Refuses to serve the local API on `address` (the configured `listen`
+    /// or the address actually bound) when it is reachable from other
+    /// machines and no `api_token` is set.
+    pub fn check_listen(&self, address: SocketAddr) -> Result<(), ExposedApi> {
+        if address.ip().is_loopback() || self.api_token.is_some() {
+            return Ok(());
+        }
+        Err(ExposedApi { address })
     }
 
     /// The name written into commits made here.
@@ -215,6 +246,36 @@ mod tests {
     }
 
     #[test]
+    fn a_non_loopback_listen_needs_an_api_token() {
+        let text = |extra: &str| {
+            format!(
+                "{extra}\ndata_dir = \"d\"\n[central]\nurl = \"http://127.0.0.1:7700\"\ninstance_id = 1\ntoken = \"t\"\n"
+            )
+        };
+        let p = Path::new("x/satellite.toml");
+        for listen in ["127.0.0.1:7800", "[::1]:7800", "127.0.0.2:7800"] {
+            let config =
+                SatelliteConfig::parse(&text(&format!("listen = \"{listen}\"")), p).expect("parse");
+            config.check_listen(config.listen).expect(listen);
+        }
+        for listen in ["0.0.0.0:7800", "[::]:7800", "192.168.1.10:7800"] {
+            let open =
+                SatelliteConfig::parse(&text(&format!("listen = \"{listen}\"")), p).expect("parse");
+            let err = open.check_listen(open.listen).expect_err(listen);
+            let line = err.to_string();
+            assert!(line.contains("api_token") && !line.contains('\n'), "{line}");
+            let guarded = SatelliteConfig::parse(
+                &text(&format!(
+                    "listen = \"{listen}\"\napi_token = \"a-long-local-token\""
+                )),
+                p,
+            )
+            .expect("parse");
+            guarded.check_listen(guarded.listen).expect(listen);
+        }
+    }
+
+    #[test]
     fn refuses_bad_values() {
         let base = r#"
             data_dir = "d"
@@ -229,6 +290,7 @@ mod tests {
             ("[sync]\nbatch_size = 1001\n", "batch"),
             ("[schedule]\npush = \"every minute\"\n", "cron"),
             ("bogus = 1\n", "unknown key"),
+            ("api_token = \"  \"\n", "empty api_token"),
         ] {
             let text = format!("{base}\n{extra}");
             assert!(SatelliteConfig::parse(&text, p).is_err(), "{why} accepted");

@@ -23,15 +23,9 @@ pub use server::serve;
 /// What can stop a satellite from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The data folder cannot be created.
-    #[error("cannot create the data folder {path}")]
-    DataDir {
-        /// The folder.
-        path: std::path::PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The data folder cannot be created or made private.
+    #[error("cannot create the data folder")]
+    DataDir(#[from] chartsync_common::private::PrivateError),
     /// The record store cannot be opened.
     #[error("cannot open the record store")]
     Store(#[from] StoreError),
@@ -55,12 +49,10 @@ pub struct Satellite {
 
 impl Satellite {
     /// Opens the data folder (creating the store and database on first
-    /// start, and migrating the database).
+    /// start, and migrating the database). The data folder is made private
+    /// to its owner (0700) if it is not.
     pub fn open(config: SatelliteConfig) -> Result<Arc<Satellite>, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        chartsync_common::private::private_dir(&config.data_dir)?;
         let store = RecordStore::open(StoreOptions::new(
             config.data_dir.clone(),
             config.instance_name(),

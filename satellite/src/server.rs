@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chartsync_common::metrics::sample;
-use chartsync_http::{ApiError, record_routes};
+use chartsync_http::{ApiError, RecordService, record_routes};
 use tokio::net::TcpListener;
 
 use crate::Satellite;
@@ -39,12 +39,16 @@ async fn count(State(sat): State<Arc<Satellite>>, request: Request, next: Next) 
 }
 
 /// Serves the local API on `listener` until `shutdown` completes; requests
-/// in flight are finished first.
+/// in flight are finished first. Refuses (before serving anything) a
+/// listener that is not on a loopback address when no `api_token` is set.
 pub async fn serve(
     sat: Arc<Satellite>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    sat.config
+        .check_listen(listener.local_addr()?)
+        .map_err(std::io::Error::other)?;
     chartsync_http::serve_app(
         listener,
         router(sat),
@@ -55,7 +59,10 @@ pub async fn serve(
     .await
 }
 
-async fn metrics(State(api): State<LocalApi>) -> Result<Response, ApiError> {
+/// Prometheus text; behind `api_token` when one is set, like the rest of
+/// the local API.
+async fn metrics(State(api): State<LocalApi>, headers: HeaderMap) -> Result<Response, ApiError> {
+    api.caller(&headers).await?;
     let sat = Arc::clone(&api.0);
     blocking(move || {
         let (pending, conflicts) = sat.db.counts().map_err(|e| ApiError::internal(&e))?;

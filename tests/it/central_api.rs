@@ -690,9 +690,10 @@ async fn bad_pushes_are_refused_and_store_nothing() {
 
     // Out of scope: a south record, pushed to by north (as an update, and
     // as a "new" record with the same id, which must not leak south's
-    // commits in a conflict answer).
+    // commits in a conflict answer). The update gets what an update of an
+    // unknown record gets (a 403 would say the id exists elsewhere).
     let s = PatientId::random();
-    let south_sat = Scratch::new();
+    let south_sat = Scratch::named("south");
     let s1 = south_sat.create(s, "name: S\ncatchment: south\n");
     let r = w.push(&w.south, vec![south_sat.record(s, None)]).await;
     applied(&r, 0);
@@ -702,14 +703,34 @@ async fn bad_pushes_are_refused_and_store_nothing() {
     w.refused(
         &w.north,
         south_sat.record(s, Some(s1)),
-        "forbidden",
+        "not_found",
         &scoped,
     )
     .await;
     let north_sat = Scratch::new();
     north_sat.create(s, "name: S\ncatchment: north\n");
-    w.refused(&w.north, north_sat.record(s, None), "forbidden", &scoped)
+    w.refused(&w.north, north_sat.record(s, None), "exists", &scoped)
         .await;
+    let unknown = PatientId::random();
+    let ghost = Scratch::new();
+    let g1 = ghost.create(unknown, "name: G\n");
+    ghost.update(unknown, "name: G\nphone: '1'\n");
+    let (out_of_scope, not_there) = (
+        w.push(&w.north, vec![south_sat.record(s, Some(s1))]).await,
+        w.push(&w.north, vec![ghost.record(unknown, Some(g1))])
+            .await,
+    );
+    let refusal = |r: &PushResponse, id: PatientId| match &r.results[0].outcome {
+        PushOutcome::Refused { code, message } => {
+            (code.clone(), message.replace(&id.to_string(), "<id>"))
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        refusal(&out_of_scope, s),
+        refusal(&not_there, unknown),
+        "out of scope and unknown look the same"
+    );
 
     // Every refusal above stored nothing; the good push still applies.
     let r = w.push(&w.north, vec![good]).await;

@@ -45,6 +45,18 @@ impl CentralDb for PausingDb {
     async fn instances(&self) -> Result<Vec<Instance>, DbError> {
         self.inner.instances().await
     }
+    async fn revoke_instance(&self, id: u32) -> Result<Instance, DbError> {
+        self.inner.revoke_instance(id).await
+    }
+    async fn rotate_token(&self, id: u32, token_hash: [u8; 32]) -> Result<Instance, DbError> {
+        self.inner.rotate_token(id, token_hash).await
+    }
+    async fn touch_instance(&self, id: u32, at: i64) -> Result<(), DbError> {
+        self.inner.touch_instance(id, at).await
+    }
+    async fn instances_version(&self) -> Result<u64, DbError> {
+        self.inner.instances_version().await
+    }
     async fn try_lock(
         &self,
         ids: &[PatientId],
@@ -132,7 +144,7 @@ fn applied_head(outcome: &Outcome) -> CommitId {
 async fn a_write_whose_caller_hung_up_after_the_database_accepted_it_still_moves_its_refs() {
     let dir = tempfile::tempdir().expect("tmp");
     let text = format!(
-        "data_dir = \"{}\"\nadmin_token = \"test-admin-token\"\n",
+        "data_dir = \"{}\"\nadmin_token = \"test-admin-token-of-at-least-32-chars\"\n",
         dir.path().display()
     );
     let config = chartsync_central::CentralConfig::parse(&text, &dir.path().join("central.toml"))

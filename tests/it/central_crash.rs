@@ -24,7 +24,7 @@ use crate::support::{self, EXE, free_port, git};
 
 /// Set to keep the data folder of the kill -9 test for a post-mortem.
 const KEEP_ENV: &str = "CHARTSYNC_CRASH_KEEP";
-const ADMIN: &str = "crash-test-admin-token";
+const ADMIN: &str = "crash-test-admin-token-0123456789abcdef";
 /// Kills (and restarts).
 const ROUNDS: usize = 24;
 /// New records per batch; the rest are updates of acknowledged records.
@@ -527,7 +527,7 @@ async fn kill_9_during_batch_pushes_loses_nothing_acknowledged() {
     let token = instance_add(dir.path());
     let http = support::client();
     let mut client = Client {
-        sat: Scratch::new(),
+        sat: Scratch::named("crash-north"),
         recs: HashMap::new(),
         order: Vec::new(),
         next_update: 0,

@@ -63,7 +63,7 @@ async fn the_example_config_runs_its_jobs_on_schedule_and_one_shot_runs_never_ov
     let central = TestCentral::builder(dir.path().join("central"))
         .start()
         .await;
-    let (id, token) = central.add_instance("clinic", &["north"]).await;
+    let (id, token) = central.add_instance("clinic-north", &["north"]).await;
     let port = free_port();
     let config = dir.path().join("satellite.toml");
     std::fs::write(

@@ -13,4 +13,5 @@ mod daemon;
 mod faults;
 mod poison;
 mod satellite_api;
+mod security;
 mod sync;

@@ -196,7 +196,7 @@ async fn the_record_api_walk() {
     assert_eq!(commits, vec![tag4.clone(), tag3, tag2, tag1.clone()]);
     assert_eq!(history[3]["message"], "Register patient");
     assert_eq!(history[3]["author"], "Dr. Ada Obi <ada@clinic.example>");
-    assert_eq!(history[3]["instance"], "clinic-1");
+    assert_eq!(history[3]["instance"], "satellite-1");
 
     // The repository on disk, read back with plain git.
     let pid: chartsync_protocol::PatientId = id.parse().expect("id");

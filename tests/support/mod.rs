@@ -101,7 +101,9 @@ impl SatelliteBuilder {
     }
 
     /// The instance id and token central knows it by (by default 1 and a
-    /// token central refuses). Its name is `clinic-<id>`.
+    /// token central refuses). Its commits name it `satellite-<id>` (no `name`
+    /// is set), which central accepts from that instance whatever it was
+    /// registered as.
     pub fn instance(mut self, id: u32, token: &str) -> Self {
         self.instance_id = id;
         self.token = token.to_string();
@@ -133,7 +135,7 @@ impl SatelliteBuilder {
             central_extra,
         } = self;
         let text = format!(
-            "data_dir = \"{}\"\nname = \"clinic-{instance_id}\"\n{extra}\n[central]\nurl = \"{central}\"\ninstance_id = {instance_id}\ntoken = \"{token}\"\n{central_extra}\n",
+            "data_dir = \"{}\"\n{extra}\n[central]\nurl = \"{central}\"\ninstance_id = {instance_id}\ntoken = \"{token}\"\n{central_extra}\n",
             dir.display()
         );
         let config = SatelliteConfig::parse(&text, &dir.join("satellite.toml")).expect("config");
@@ -297,7 +299,7 @@ impl CentralBuilder {
             tls,
         } = self;
         crypto();
-        let admin = "test-admin-token".to_string();
+        let admin = "test-admin-token-0123456789abcdef".to_string();
         let text = format!(
             "data_dir = \"{}\"\nadmin_token = \"{admin}\"\n{extra}\n",
             dir.display()

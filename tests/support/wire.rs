@@ -22,11 +22,21 @@ pub struct Scratch {
     _dir: tempfile::TempDir,
 }
 
+/// The instance name of [`Scratch::new`] and of crafted commits: what
+/// central accepts from the instance registered as "north".
+pub const SCRATCH_NAME: &str = "north";
+
 impl Scratch {
-    /// An empty scratch store.
+    /// An empty scratch store standing in for the instance registered as
+    /// "north" (its commits name it, as central requires of north's pushes).
     pub fn new() -> Scratch {
+        Self::named(SCRATCH_NAME)
+    }
+
+    /// An empty scratch store whose commits name `instance`.
+    pub fn named(instance: &str) -> Scratch {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = RecordStore::open(StoreOptions::new(dir.path().join("store"), "scratch"))
+        let store = RecordStore::open(StoreOptions::new(dir.path().join("store"), instance))
             .expect("scratch store");
         Scratch { store, _dir: dir }
     }
@@ -119,22 +129,43 @@ pub fn craft_commit_bytes(
 }
 
 /// A commit of `tree` (whose objects are `objects`) with these parents: the
-/// objects with the commit last, and the commit's id.
+/// objects with the commit last, and the commit's id. It names
+/// [`SCRATCH_NAME`] as the instance it was made on.
 pub fn commit_tree(
+    tree: git2::Oid,
+    objects: Vec<Object>,
+    parents: &[CommitId],
+) -> (CommitId, Vec<Object>) {
+    commit_tree_with(
+        tree,
+        objects,
+        parents,
+        &format!("crafted\n\nChartsync-Instance: {SCRATCH_NAME}\n"),
+        &format!("chartsync@{SCRATCH_NAME}"),
+    )
+}
+
+/// Like [`commit_tree`], with any message and committer email (to claim
+/// another instance, or none).
+pub fn commit_tree_with(
     tree: git2::Oid,
     mut objects: Vec<Object>,
     parents: &[CommitId],
+    message: &str,
+    committer_email: &str,
 ) -> (CommitId, Vec<Object>) {
     let sig = Signature::new("Crafted", "crafted@test", 1_767_225_600, 0).expect("signature");
+    let committer =
+        Signature::new("chartsync", committer_email, 1_767_225_600, 0).expect("signature");
     let commit = Commit {
         tree,
         parents: parents
             .iter()
             .map(|p| git2::Oid::from_bytes(p.as_bytes()).expect("oid"))
             .collect(),
-        author: sig.clone(),
-        committer: sig,
-        message: "crafted\n".to_string(),
+        author: sig,
+        committer,
+        message: message.to_string(),
     };
     let object = Object::new(Kind::Commit, git::encode_commit(&commit));
     let id = CommitId::from_slice(object.id.as_bytes()).expect("commit id");
@@ -240,4 +271,23 @@ pub async fn admin_head(
             response.text().await.unwrap_or_default()
         ),
     }
+}
+
+/// Sends `/v1/sync/fetch` (fetch one record by id) with an instance token.
+pub async fn fetch_one(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: PatientId,
+) -> reqwest::Response {
+    let body = envelope::encode(&chartsync_protocol::sync::FetchOneRequest { id }).expect("encode");
+    http.post(format!("{url}/v1/sync/fetch"))
+        .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+        .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(60))
+        .body(body)
+        .send()
+        .await
+        .expect("fetch request")
 }

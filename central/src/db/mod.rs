@@ -36,6 +36,9 @@ pub struct Instance {
     pub scope_epoch: u64,
     /// Revoked instances are refused.
     pub revoked: bool,
+    /// When it last made an authenticated request (Unix seconds, about a
+    /// minute's precision; `None`: never), as of when this was read.
+    pub last_seen: Option<i64>,
 }
 
 /// An instance to register.
@@ -160,6 +163,31 @@ pub enum DbError {
     /// indexed by instance id, so ids are kept small).
     #[error("instance id {0} is out of range (ids are 0 to {MAX_INSTANCE_ID})")]
     IdOutOfRange(u32),
+    /// Another instance (revoked ones included) has this name: names
+    /// appear in every commit's history, so each names one instance.
+    #[error(
+        "instance {id} is already named {name:?}; choose another name (see chartsync central instance list)"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The instance that has it.
+        id: u32,
+    },
+    /// No instance has this id.
+    #[error("no instance {id} is registered (see chartsync central instance list)")]
+    NoSuchInstance {
+        /// The id asked for.
+        id: u32,
+    },
+    /// The instance is revoked, and revocation is final.
+    #[error(
+        "instance {id} is revoked and stays revoked; register the clinic again with chartsync central instance add"
+    )]
+    Revoked {
+        /// The instance.
+        id: u32,
+    },
 }
 
 /// The highest instance id.
@@ -170,11 +198,40 @@ pub const MAX_INSTANCE_ID: u32 = 65_535;
 pub trait CentralDb: Send + Sync + 'static {
     /// Registers an instance. Ids are unique; `None` takes the lowest free id.
     /// Ids above [`MAX_INSTANCE_ID`] are refused here and wherever an
-    /// instance id is written (`apply`'s `by`, `add_holder`).
+    /// instance id is written (`apply`'s `by`, `add_holder`). Names are
+    /// unique too, revoked instances included ([`DbError::NameTaken`]).
+    /// Moves [`CentralDb::instances_version`].
     fn add_instance(
         &self,
         new: NewInstance,
     ) -> impl Future<Output = Result<Instance, DbError>> + Send;
+
+    /// Revokes an instance: from now on its token finds nothing (its id,
+    /// name, grants and holder bits stay, for the audit trail). Revoking a
+    /// revoked instance changes nothing. Moves
+    /// [`CentralDb::instances_version`] (when it revokes).
+    /// [`DbError::NoSuchInstance`] for an unknown id.
+    fn revoke_instance(&self, id: u32) -> impl Future<Output = Result<Instance, DbError>> + Send;
+
+    /// Gives a not revoked instance a new token (its hash): the old one
+    /// finds nothing from now on. Moves [`CentralDb::instances_version`].
+    /// [`DbError::NoSuchInstance`], [`DbError::Revoked`].
+    fn rotate_token(
+        &self,
+        id: u32,
+        token_hash: [u8; 32],
+    ) -> impl Future<Output = Result<Instance, DbError>> + Send;
+
+    /// Notes that the instance made an authenticated request at `at` (Unix
+    /// seconds); a time before the one stored is ignored. Does not move
+    /// [`CentralDb::instances_version`]. Unknown ids are ignored.
+    fn touch_instance(&self, id: u32, at: i64) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// A number that changes whenever who may authenticate changes (an
+    /// instance added, revoked, or given a new token), in this process or
+    /// any other sharing the database. Servers poll it (it must be cheap)
+    /// and drop cached token lookups when it moves.
+    fn instances_version(&self) -> impl Future<Output = Result<u64, DbError>> + Send;
 
     /// The (not revoked) instance whose token hashes to `token_hash`.
     fn instance_by_token(

@@ -113,7 +113,7 @@ pub(crate) async fn suite_instances<D: CentralDb>(db: &D) {
     let mut ids = Vec::new();
     for n in 2..=4 {
         ids.push(
-            db.add_instance(new_instance(None, "auto", &["south"], n))
+            db.add_instance(new_instance(None, &format!("auto-{n}"), &["south"], n))
                 .await
                 .expect("add")
                 .id,
@@ -155,7 +155,7 @@ pub(crate) async fn suite_instances<D: CentralDb>(db: &D) {
     );
     for id in [1023, MAX_INSTANCE_ID] {
         assert_eq!(
-            db.add_instance(new_instance(Some(id), "high", &[], id))
+            db.add_instance(new_instance(Some(id), &format!("high-{id}"), &[], id))
                 .await
                 .expect("high")
                 .id,
@@ -192,6 +192,104 @@ pub(crate) async fn suite_instances<D: CentralDb>(db: &D) {
     assert_eq!(all[1], one);
     assert_eq!(all[0].catchments, vec!["south"]);
     assert!(all.iter().all(|i| !i.revoked && i.scope_epoch >= 1));
+    assert!(all.iter().all(|i| i.last_seen.is_none()));
+    // Names are unique: the instance that has one is named in the error.
+    assert!(matches!(
+        db.add_instance(new_instance(None, "one", &[], 30)).await,
+        Err(DbError::NameTaken { name, id: 1 }) if name == "one"
+    ));
+}
+
+/// Revoking, new tokens, last seen, and the version servers poll.
+pub(crate) async fn suite_instance_admin<D: CentralDb>(db: &D) {
+    let v0 = db.instances_version().await.expect("version");
+    let north = db
+        .add_instance(new_instance(None, "north", &["north"], 1))
+        .await
+        .expect("add north");
+    let south = db
+        .add_instance(new_instance(None, "south", &["south"], 2))
+        .await
+        .expect("add south");
+    let v1 = db.instances_version().await.expect("version");
+    assert_ne!(v1, v0, "adding moves the version");
+
+    // Last seen: stored, never moved backwards, not a version change.
+    db.touch_instance(north.id, 1_700_000_100)
+        .await
+        .expect("touch");
+    db.touch_instance(north.id, 1_700_000_000)
+        .await
+        .expect("touch older");
+    db.touch_instance(60_000, 1_700_000_000)
+        .await
+        .expect("unknown ids are ignored");
+    let seen = db
+        .instances()
+        .await
+        .expect("instances")
+        .into_iter()
+        .find(|i| i.id == north.id)
+        .expect("north");
+    assert_eq!(seen.last_seen, Some(1_700_000_100));
+    assert_eq!(db.instances_version().await.expect("version"), v1);
+
+    // A new token: the old one finds nothing, the new one finds it.
+    let rotated = db.rotate_token(north.id, token(11)).await.expect("rotate");
+    assert_eq!(rotated.id, north.id);
+    assert!(db.instance_by_token(token(1)).await.expect("old").is_none());
+    assert_eq!(
+        db.instance_by_token(token(11))
+            .await
+            .expect("new")
+            .expect("found")
+            .id,
+        north.id
+    );
+    let v2 = db.instances_version().await.expect("version");
+    assert_ne!(v2, v1, "a new token moves the version");
+
+    // Revoked: the token finds nothing, it stays listed, its name stays
+    // taken, a second revocation changes nothing, and it gets no new token.
+    let revoked = db.revoke_instance(south.id).await.expect("revoke");
+    assert!(revoked.revoked);
+    assert!(
+        db.instance_by_token(token(2))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    let v3 = db.instances_version().await.expect("version");
+    assert_ne!(v3, v2, "revoking moves the version");
+    assert!(db.revoke_instance(south.id).await.expect("again").revoked);
+    assert_eq!(db.instances_version().await.expect("version"), v3);
+    assert!(matches!(
+        db.rotate_token(south.id, token(12)).await,
+        Err(DbError::Revoked { id }) if id == south.id
+    ));
+    assert!(
+        db.instance_by_token(token(12))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(matches!(
+        db.add_instance(new_instance(None, "south", &[], 13)).await,
+        Err(DbError::NameTaken { id, .. }) if id == south.id
+    ));
+    let listed = db.instances().await.expect("instances");
+    assert!(listed.iter().any(|i| i.id == south.id && i.revoked));
+    assert!(listed.iter().any(|i| i.id == north.id && !i.revoked));
+
+    // Unknown ids.
+    assert!(matches!(
+        db.revoke_instance(999).await,
+        Err(DbError::NoSuchInstance { id: 999 })
+    ));
+    assert!(matches!(
+        db.rotate_token(999, token(14)).await,
+        Err(DbError::NoSuchInstance { id: 999 })
+    ));
 }
 
 /// Leases: exclusive, renewable by their holder, freed by expiry or unlock.
@@ -907,6 +1005,7 @@ mod sqlite {
 
     on_sqlite!(
         suite_instances,
+        suite_instance_admin,
         suite_locks,
         suite_apply,
         suite_ref_pending,

@@ -46,6 +46,9 @@ pub enum DbError {
     /// A stored value is damaged.
     #[error("sync-state database holds a damaged value in {0}")]
     Damaged(&'static str),
+    /// The database file cannot be made private to its owner.
+    #[error(transparent)]
+    Private(#[from] chartsync_common::private::PrivateError),
 }
 
 pub(crate) fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> DbError {
@@ -85,8 +88,10 @@ pub(crate) fn head_from(text: Option<String>) -> Result<Option<CommitId>, DbErro
 }
 
 impl Db {
-    /// Opens (creating and migrating) the database.
+    /// Opens (creating and migrating) the database. The file and its
+    /// `-wal` and `-shm` files are readable by their owner only.
     pub fn open(path: &Path) -> Result<Db, DbError> {
+        chartsync_common::private::private_database(path)?;
         let mut conn = Connection::open(path).map_err(sql("opening the database"))?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(sql("setting the busy timeout"))?;

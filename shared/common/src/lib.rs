@@ -2,10 +2,11 @@
 //! layer of the record: reading configuration files (with secrets from
 //! files and clear TOML errors), numbered SQLite migrations applied in one
 //! transaction, and Prometheus text exposition for a few counters and
-//! gauges.
+//! gauges, and folders and files private to their owner.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod metrics;
+pub mod private;
 pub mod sqlite;

@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// When the bytes written by an operation reach the disk.
@@ -17,13 +17,33 @@ pub enum Flush {
     Deferred,
 }
 
+/// Mode of every file the store creates: records are patient data, readable
+/// by the owner only (whatever the process umask).
+pub const FILE_MODE: u32 = 0o600;
+
+/// Mode of every folder the store creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates a folder (and missing parents) with [`DIR_MODE`].
+pub(crate) fn create_dir_all(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+}
+
+/// Creates one folder (its parent must exist) with [`DIR_MODE`].
+pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new().mode(DIR_MODE).create(path)
+}
+
 /// Writes a whole new file at `path` (which must not exist), durably if
 /// `flush` is [`Flush::Now`].
 pub(crate) fn write_new(path: &Path, bytes: &[u8], flush: Flush) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(FILE_MODE)
         .open(path)?;
     file.write_all(bytes)?;
     if flush == Flush::Now {

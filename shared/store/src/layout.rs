@@ -15,7 +15,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::durable::{Flush, sync_dir, write_new};
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::durable::{FILE_MODE, Flush, create_dir, create_dir_all, sync_dir, write_new};
 use chartsync_protocol::id::PatientId;
 
 /// The name of every record's one branch.
@@ -53,10 +55,15 @@ impl Layout {
         let mut rand = [0u8; 8];
         getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
         let name = format!("{:016x}", u64::from_le_bytes(rand));
-        let lock = fs::File::create(self.tmp().join(format!("{name}.lock")))?;
+        let lock = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(self.tmp().join(format!("{name}.lock")))?;
         lock.lock()?;
         let dir = self.tmp().join(format!("{name}.session"));
-        fs::create_dir(&dir)?;
+        create_dir(&dir)?;
         self.session = Some(std::sync::Arc::new(Session { dir, _lock: lock }));
         Ok(())
     }
@@ -96,8 +103,8 @@ impl Layout {
 
     /// Creates the root folders.
     pub fn init(&self) -> io::Result<()> {
-        fs::create_dir_all(self.repos())?;
-        fs::create_dir_all(self.tmp())?;
+        create_dir_all(&self.repos())?;
+        create_dir_all(&self.tmp())?;
         Ok(())
     }
 
@@ -156,9 +163,9 @@ impl Layout {
         getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
         let name = format!("{id}.{:016x}.git", u64::from_le_bytes(rand));
         let dir = self.session_dir().join(name);
-        fs::create_dir(&dir)?;
-        fs::create_dir_all(dir.join("objects/pack"))?;
-        fs::create_dir(dir.join("refs"))?;
+        create_dir(&dir)?;
+        create_dir_all(&dir.join("objects/pack"))?;
+        create_dir(&dir.join("refs"))?;
         write_new(&dir.join("HEAD"), HEAD, flush)?;
         if flush == Flush::Now {
             for sub in ["objects/pack", "objects", "refs", ""] {
@@ -179,7 +186,7 @@ impl Layout {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.repos());
         let parent_existed = parent.is_dir();
-        fs::create_dir_all(&shard)?;
+        create_dir_all(&shard)?;
         if flush == Flush::Now {
             sync_dir(&parent)?;
             if !parent_existed {

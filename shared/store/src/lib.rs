@@ -37,7 +37,8 @@ pub use error::{Conflict, StoreError};
 pub use layout::{BRANCH, Layout};
 pub use maintenance::RepackStats;
 pub use merge_op::MergeOutcome;
-pub use receive::{ReceiveError, Received};
+pub use objects::INSTANCE_TRAILER;
+pub use receive::{Attribution, ReceiveError, Received};
 pub use write::{Change, CommitMeta, Condition};
 
 use cache::RepoCache;

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use git2::Repository;
 
-use super::objects::write_objects;
+use super::objects::{INSTANCE_TRAILER, write_objects};
 use super::refs::{RefError, RefLock};
 use super::{Flush, Prepared, RecordStore, Stage, StoreError, commit_id, oid};
 use crate::path::validate_paths;
@@ -59,6 +59,58 @@ pub enum ReceiveError {
     /// The final tree is not a valid record.
     #[error("the new version is not a valid record: {0}")]
     Invalid(#[from] InvalidRecord),
+    /// A new commit does not name its sender as the instance it was made
+    /// on (see [`Attribution`]).
+    #[error(
+        "commit {commit} says it was made on {claimed}, but {sender} pushed it; a satellite may push only commits made on it (set its `name` to the name its instance was registered with, or leave `name` out)"
+    )]
+    ForgedInstance {
+        /// The commit.
+        commit: Oid,
+        /// The instance it names (quoted), or "no instance".
+        claimed: String,
+        /// Who sent it.
+        sender: String,
+    },
+}
+
+/// Who sent a pack, and so which instance names its new commits may carry
+/// in their `Chartsync-Instance` trailer (and `chartsync@<name>` as their
+/// committer's email). Central checks every commit of a push it does not
+/// have yet, so that history cannot be attributed to another instance.
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    /// The names the sender's commits may carry.
+    pub names: Vec<String>,
+    /// The sender, for the error message (say `instance 3 (clinic-north)`).
+    pub sender: String,
+}
+
+impl Attribution {
+    /// Checks one new commit.
+    fn check(&self, id: Oid, commit: &git::Commit) -> Result<(), ReceiveError> {
+        let shown = git::commit_trailer(&commit.message, INSTANCE_TRAILER);
+        let allowed = |name: &str| self.names.iter().any(|n| n == name);
+        // Every line that could read as the trailer (to any tool), not only
+        // the one chartsync shows.
+        let every_claim_is_ours = commit.message.lines().all(|line| {
+            line.split_once(':').is_none_or(|(key, value)| {
+                !key.trim().eq_ignore_ascii_case(INSTANCE_TRAILER) || allowed(value.trim())
+            })
+        });
+        let ok = every_claim_is_ours
+            && shown.is_some_and(|name| {
+                allowed(name) && commit.committer.email == format!("chartsync@{name}")
+            });
+        if ok {
+            return Ok(());
+        }
+        Err(ReceiveError::ForgedInstance {
+            commit: id,
+            claimed: shown.map_or_else(|| "no instance".to_string(), |n| format!("{n:?}")),
+            sender: self.sender.clone(),
+        })
+    }
 }
 
 impl ReceiveError {
@@ -71,6 +123,7 @@ impl ReceiveError {
             ReceiveError::Missing { .. } | ReceiveError::NoHead(_) => "incomplete_pack",
             ReceiveError::NotDescendant { .. } => "not_descendant",
             ReceiveError::Invalid(e) => e.code(),
+            ReceiveError::ForgedInstance { .. } => "forged_instance",
         }
     }
 }
@@ -201,6 +254,34 @@ impl RecordStore {
         pack: &[u8],
         flush: Flush,
     ) -> Result<Received, StoreError> {
+        self.receive(id, expected, head, pack, flush, None)
+    }
+
+    /// Like [`RecordStore::prepare_received`], refusing the pack
+    /// ([`ReceiveError::ForgedInstance`], nothing stored) unless every
+    /// commit in it that this repository does not have yet names the
+    /// sender as the instance it was made on.
+    pub fn prepare_received_from(
+        &self,
+        id: &PatientId,
+        expected: Option<CommitId>,
+        head: CommitId,
+        pack: &[u8],
+        flush: Flush,
+        attribution: &Attribution,
+    ) -> Result<Received, StoreError> {
+        self.receive(id, expected, head, pack, flush, Some(attribution))
+    }
+
+    fn receive(
+        &self,
+        id: &PatientId,
+        expected: Option<CommitId>,
+        head: CommitId,
+        pack: &[u8],
+        flush: Flush,
+        attribution: Option<&Attribution>,
+    ) -> Result<Received, StoreError> {
         let guard = self.local_lock(*id)?;
         let head_oid = oid(head);
         let Some(expected) = expected else {
@@ -217,6 +298,7 @@ impl RecordStore {
                 head_oid,
                 None,
                 &self.limits,
+                attribution,
             )?;
             let tmp = self.stage_new_repo(id, &objects, head_oid, flush)?;
             return Ok(Received::Ready(Prepared {
@@ -260,6 +342,7 @@ impl RecordStore {
             head_oid,
             Some(oid(expected)),
             &self.limits,
+            attribution,
         )?;
         drop(known);
         write_objects(&path, &objects, self.pack_level, flush)?;
@@ -302,6 +385,7 @@ impl RecordStore {
             oid(head),
             None,
             &self.limits,
+            None,
         )?
         .0;
         drop(known);
@@ -322,7 +406,8 @@ pub enum Received {
 }
 
 /// Parses and verifies a pack; returns the objects to store and the files
-/// whose content is new in it.
+/// whose content is new in it. With an attribution, every commit the
+/// repository does not have yet must name the sender.
 fn verify(
     pack: &[u8],
     limits: &PackLimits,
@@ -330,6 +415,7 @@ fn verify(
     head: Oid,
     expected: Option<Oid>,
     record_limits: &crate::validate::Limits,
+    attribution: Option<&Attribution>,
 ) -> Result<(Vec<Object>, Files, Option<String>), ReceiveError> {
     let objects = git::parse_pack(pack, limits, &mut |base| known.read(base))?;
     let by_id: HashMap<Oid, &Object> = objects.iter().map(|o| (o.id, o)).collect();
@@ -385,6 +471,19 @@ fn verify(
         check_descends(&commits, known, head, expected)?;
     }
     let (changed, catchment) = validate_tree(head_tree, &by_id, known, record_limits)?;
+    if let Some(attribution) = attribution {
+        // In a stable order, so the same pack is always refused for the
+        // same commit. Commits already stored here were checked when they
+        // came (or written here).
+        let mut new: Vec<(&Oid, &git::Commit)> = commits
+            .iter()
+            .filter(|(id, _)| !known.has_cheap(**id))
+            .collect();
+        new.sort_by_key(|(id, _)| **id);
+        for (id, commit) in new {
+            attribution.check(*id, commit)?;
+        }
+    }
     drop(by_id);
     // Objects the repository already has need not be stored twice (one
     // missed here is stored in the new pack too: harmless).

@@ -130,7 +130,7 @@ fn take_lock_file(lock: &Path, deadline: Instant) -> Result<File, RefError> {
         match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(super::durable::FILE_MODE)
             .open(lock)
         {
             Ok(file) => {
@@ -320,13 +320,14 @@ pub fn set_aux_ref(repo: &Path, name: &str, value: Oid) -> Result<(), RefError> 
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| repo.join("refs"));
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    super::durable::create_dir_all(&dir).map_err(io_err(&dir))?;
     let tmp = path.with_extension("lock");
     {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(super::durable::FILE_MODE)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         file.write_all(format!("{value}\n").as_bytes())

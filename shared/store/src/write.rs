@@ -61,6 +61,18 @@ impl CommitMeta {
     }
 }
 
+/// A new commit made on `instance`.
+fn new_commit<'a>(instance: &'a str, meta: &'a CommitMeta, parents: Vec<Oid>) -> NewCommit<'a> {
+    NewCommit {
+        parents,
+        author_name: &meta.author_name,
+        author_email: &meta.author_email,
+        instance,
+        message: &meta.message,
+        time: now(),
+    }
+}
+
 pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -80,9 +92,23 @@ impl RecordStore {
     }
 
     /// Does all the work of a write but moving the head (see the module
-    /// documentation).
+    /// documentation). The commit names this store's instance.
     pub fn prepare(
         &self,
+        id: &PatientId,
+        condition: Condition,
+        change: Change,
+        meta: &CommitMeta,
+        flush: Flush,
+    ) -> Result<Prepared, StoreError> {
+        self.prepare_as(&self.instance, id, condition, change, meta, flush)
+    }
+
+    /// Like [`RecordStore::prepare`], with the commit naming `instance`
+    /// (central writes on behalf of whoever called its record API).
+    pub fn prepare_as(
+        &self,
+        instance: &str,
         id: &PatientId,
         condition: Condition,
         change: Change,
@@ -97,7 +123,7 @@ impl RecordStore {
             let files = apply_change(&Files::new(), &change)?;
             let catchment = validate_files(&files, &self.limits)?;
             let (new, objects) =
-                build_commit(&files, &self.new_commit(meta, vec![]), &HashSet::new())?;
+                build_commit(&files, &new_commit(instance, meta, vec![]), &HashSet::new())?;
             let tmp = self.stage_new_repo(id, &objects, new, flush)?;
             return Ok(Prepared {
                 id: *id,
@@ -154,7 +180,7 @@ impl RecordStore {
                 .collect();
             let (new, objects) = build_commit(
                 &target,
-                &self.new_commit(meta, vec![current]),
+                &new_commit(instance, meta, vec![current]),
                 &now_contents.objects,
             )?;
             Ok((new, objects, changed, catchment))
@@ -183,19 +209,13 @@ impl RecordStore {
         })
     }
 
+    /// A new commit made on this store's instance.
     pub(crate) fn new_commit<'a>(
         &'a self,
         meta: &'a CommitMeta,
         parents: Vec<Oid>,
     ) -> NewCommit<'a> {
-        NewCommit {
-            parents,
-            author_name: &meta.author_name,
-            author_email: &meta.author_email,
-            instance: &self.instance,
-            message: &meta.message,
-            time: now(),
-        }
+        new_commit(&self.instance, meta, parents)
     }
 
     /// Builds a complete new repository in `tmp/` holding `objects`, with

@@ -713,3 +713,198 @@ fn a_lock_left_by_a_dead_writer_is_taken_over() {
     assert_ne!(h, h2);
     assert!(!lock.exists());
 }
+
+/// A commit of `yaml` on `parent` with this message and committer email,
+/// as a hostile satellite could build it: its objects and id.
+fn forged(
+    yaml: &str,
+    parents: &[CommitId],
+    message: &str,
+    committer: &str,
+) -> (CommitId, Vec<chartsync_git::Object>) {
+    use chartsync_git::{self as git, Commit, Kind, Object, Signature};
+    let map: BTreeMap<String, Vec<u8>> = [("patient.yaml".to_string(), yaml.as_bytes().to_vec())]
+        .into_iter()
+        .collect();
+    let (tree, mut objects) = git::build_tree(&map).expect("tree");
+    let sig = |email: &str| Signature::new("chartsync", email, 1_767_225_600, 0).expect("sig");
+    let commit = Commit {
+        tree,
+        parents: parents
+            .iter()
+            .map(|p| git2::Oid::from_bytes(p.as_bytes()).expect("oid"))
+            .collect(),
+        author: sig("dr@clinic.example"),
+        committer: sig(committer),
+        message: message.to_string(),
+    };
+    let object = Object::new(Kind::Commit, git::encode_commit(&commit));
+    let id = CommitId::from_slice(object.id.as_bytes()).expect("id");
+    objects.push(object);
+    (id, objects)
+}
+
+fn receive_from(
+    central: &RecordStore,
+    id: &PatientId,
+    expected: Option<CommitId>,
+    head: CommitId,
+    pack: &[u8],
+    from: &chartsync_store::Attribution,
+) -> Result<CommitId, StoreError> {
+    match central.prepare_received_from(id, expected, head, pack, Flush::Now, from)? {
+        Received::Ready(p) => central.publish(p, Flush::Now),
+        Received::Stale { current } => panic!("stale at {current:?}"),
+    }
+}
+
+fn forged_code(result: Result<CommitId, StoreError>) -> (String, String) {
+    match result {
+        Err(StoreError::Received(e)) => (e.code().to_string(), e.to_string()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn received_commits_must_name_their_sender() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = store(dir.path(), "hq");
+    let north = store(dir.path(), "north");
+    let from_north = chartsync_store::Attribution {
+        names: vec!["north".into(), "satellite-1".into()],
+        sender: "instance 1 (north)".into(),
+    };
+    let from_south = chartsync_store::Attribution {
+        names: vec!["south".into()],
+        sender: "instance 2 (south)".into(),
+    };
+    let id = PatientId::random();
+    let h0 = north
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("patient.yaml", "name: A\nphone: '1'\n")])),
+            &meta("create"),
+        )
+        .expect("create");
+    let full = north.pack_since(&id, h0, &[]).expect("pack");
+    // Someone else's commits are refused, for a new record too.
+    let (code, message) = forged_code(receive_from(&central, &id, None, h0, &full, &from_south));
+    assert_eq!(code, "forged_instance");
+    assert!(
+        message.contains("\"north\"") && message.contains("instance 2 (south)"),
+        "{message}"
+    );
+    assert!(!central.exists(&id), "a refusal stores nothing");
+    receive_from(&central, &id, None, h0, &full, &from_north).expect("north's own");
+
+    // A forged commit under an honest head: every new commit is checked.
+    let (f, mut objects) = forged(
+        "name: A\nphone: '2'\n",
+        &[h0],
+        "Edit\n\nChartsync-Instance: south\n",
+        "chartsync@south",
+    );
+    let (h, more) = forged(
+        "name: A\nphone: '3'\n",
+        &[f],
+        "Edit\n\nChartsync-Instance: north\n",
+        "chartsync@north",
+    );
+    objects.extend(more);
+    let pack = chartsync_git::write_pack_only(&objects, 0);
+    let (code, message) = forged_code(receive_from(&central, &id, Some(h0), h, &pack, &from_north));
+    assert_eq!(code, "forged_instance");
+    assert!(
+        message.contains(&f.to_string()),
+        "names the forged commit: {message}"
+    );
+    assert!(message.contains("\"south\""), "{message}");
+    // Other disguises: no trailer; the right trailer but another committer;
+    // two trailer lines (one read as the instance, one not).
+    for (message, committer) in [
+        ("Edit\n", "chartsync@north"),
+        ("Edit\n\nChartsync-Instance: north\n", "chartsync@south"),
+        (
+            "Edit\n\nChartsync-Instance: south\nChartsync-Instance: north\n",
+            "chartsync@north",
+        ),
+        ("Edit\n\nchartsync-instance : south\n", "chartsync@south"),
+    ] {
+        let (c, objects) = forged("name: A\nphone: '4'\n", &[h0], message, committer);
+        let pack = chartsync_git::write_pack_only(&objects, 0);
+        let (code, _) = forged_code(receive_from(&central, &id, Some(h0), c, &pack, &from_north));
+        assert_eq!(code, "forged_instance", "{message:?} by {committer}");
+    }
+    assert_eq!(central.head(&id).expect("head"), Some(h0), "nothing moved");
+    // Its other name (the default of a satellite without `name`) is its own.
+    let (c, objects) = forged(
+        "name: A\nphone: '5'\n",
+        &[h0],
+        "Edit\n\nChartsync-Instance: satellite-1\n",
+        "chartsync@satellite-1",
+    );
+    let pack = chartsync_git::write_pack_only(&objects, 0);
+    let h1 =
+        receive_from(&central, &id, Some(h0), c, &pack, &from_north).expect("own default name");
+
+    // Commits central already has are not checked again: HQ's edit comes
+    // back inside north's merge, whose commits all name north.
+    let theirs = central
+        .write(
+            &id,
+            Condition::MatchHead(h1),
+            Change::Replace(files(&[(
+                "patient.yaml",
+                "name: A\nphone: '5'\nallergy: latex\n",
+            )])),
+            &meta("HQ edit"),
+        )
+        .expect("hq edit");
+    north
+        .ingest(
+            &id,
+            h1,
+            &central.pack_since(&id, h1, &[h0]).expect("pack"),
+            Flush::Now,
+        )
+        .expect("ingest h1");
+    let ours = north
+        .write(
+            &id,
+            Condition::MatchHead(h0),
+            Change::Replace(files(&[("patient.yaml", "name: B\nphone: '1'\n")])),
+            &meta("north edit"),
+        )
+        .expect("north edit");
+    north
+        .ingest(
+            &id,
+            theirs,
+            &central.pack_since(&id, theirs, &[h0]).expect("pack"),
+            Flush::Now,
+        )
+        .expect("ingest theirs");
+    let merge = north
+        .prepare_merge(&id, ours, theirs, &meta("Merge central"), Flush::Now)
+        .expect("merge")
+        .expect("head unchanged");
+    let merged = north.publish(merge.prepared, Flush::Now).expect("publish");
+    // The whole history, central's commits included.
+    let everything = north.pack_since(&id, merged, &[]).expect("pack");
+    receive_from(
+        &central,
+        &id,
+        Some(theirs),
+        merged,
+        &everything,
+        &from_north,
+    )
+    .expect("an honest merge");
+    let history = central.history(&id).expect("history");
+    assert_eq!(
+        history[0].instance.as_deref(),
+        Some("north"),
+        "the merge is north's"
+    );
+}

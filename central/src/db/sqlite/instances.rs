@@ -13,10 +13,11 @@ struct InstanceRow {
     name: String,
     scope_epoch: i64,
     revoked: bool,
+    last_seen: Option<i64>,
 }
 
 impl InstanceRow {
-    const COLUMNS: &'static str = "id, name, scope_epoch, revoked_at IS NOT NULL";
+    const COLUMNS: &'static str = "id, name, scope_epoch, revoked_at IS NOT NULL, last_seen";
 
     fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
         Ok(InstanceRow {
@@ -24,6 +25,7 @@ impl InstanceRow {
             name: row.get(1)?,
             scope_epoch: row.get(2)?,
             revoked: row.get(3)?,
+            last_seen: row.get(4)?,
         })
     }
 
@@ -35,8 +37,88 @@ impl InstanceRow {
             scope_epoch: u64::try_from(self.scope_epoch)
                 .map_err(|_| DbError::Damaged("instances.scope_epoch"))?,
             revoked: self.revoked,
+            last_seen: self.last_seen,
         })
     }
+}
+
+/// The counter that moves whenever who may authenticate changes.
+const VERSION: &str = "instances";
+
+/// Moves the instances version (see `CentralDb::instances_version`).
+fn bump_version(tx: &Transaction<'_>, context: &'static str) -> Result<(), DbError> {
+    tx.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = ?1")
+        .and_then(|mut s| s.execute(params![VERSION]))
+        .map_err(sql(context))?;
+    Ok(())
+}
+
+/// The instances version.
+pub(super) fn version(tx: &Transaction<'_>) -> Result<u64, DbError> {
+    let value: i64 = tx
+        .prepare_cached("SELECT value FROM counters WHERE name = ?1")
+        .and_then(|mut s| s.query_row(params![VERSION], |r| r.get(0)))
+        .map_err(sql("reading the instances version"))?;
+    u64::try_from(value).map_err(|_| DbError::Damaged("counters.instances"))
+}
+
+/// One instance by id.
+fn by_id(tx: &Transaction<'_>, id: u32, context: &'static str) -> Result<Instance, DbError> {
+    let row = tx
+        .prepare_cached(&format!(
+            "SELECT {} FROM instances WHERE id = ?1",
+            InstanceRow::COLUMNS
+        ))
+        .and_then(|mut s| s.query_row(params![id], InstanceRow::read).optional())
+        .map_err(sql(context))?
+        .ok_or(DbError::NoSuchInstance { id })?;
+    let catchments = catchments_of(tx, row.id)?;
+    row.with_catchments(catchments)
+}
+
+/// Revokes an instance (idempotent).
+pub(super) fn revoke(tx: &Transaction<'_>, id: u32) -> Result<Instance, DbError> {
+    const CTX: &str = "revoking an instance";
+    let instance = by_id(tx, id, CTX)?;
+    if instance.revoked {
+        return Ok(instance);
+    }
+    tx.prepare_cached("UPDATE instances SET revoked_at = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, chrono::Utc::now().timestamp()]))
+        .map_err(sql(CTX))?;
+    bump_version(tx, CTX)?;
+    Ok(Instance {
+        revoked: true,
+        ..instance
+    })
+}
+
+/// Replaces a not revoked instance's token hash.
+pub(super) fn rotate(
+    tx: &Transaction<'_>,
+    id: u32,
+    token_hash: &[u8; 32],
+) -> Result<Instance, DbError> {
+    const CTX: &str = "giving an instance a new token";
+    let instance = by_id(tx, id, CTX)?;
+    if instance.revoked {
+        return Err(DbError::Revoked { id });
+    }
+    tx.prepare_cached("UPDATE instances SET token_hash = ?2, token_rotated_at = ?3 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, &token_hash[..], chrono::Utc::now().timestamp()]))
+        .map_err(sql(CTX))?;
+    bump_version(tx, CTX)?;
+    Ok(instance)
+}
+
+/// Notes when an instance was last seen (never backwards).
+pub(super) fn touch(tx: &Transaction<'_>, id: u32, at: i64) -> Result<(), DbError> {
+    tx.prepare_cached(
+        "UPDATE instances SET last_seen = ?2 WHERE id = ?1 AND (last_seen IS NULL OR last_seen < ?2)",
+    )
+    .and_then(|mut s| s.execute(params![id, at]))
+    .map_err(sql("noting when an instance was seen"))?;
+    Ok(())
 }
 
 /// An instance id read from the database.
@@ -63,6 +145,16 @@ pub(super) fn add(tx: &Transaction<'_>, new: &NewInstance) -> Result<Instance, D
         }
         None => lowest_free(tx)?,
     };
+    let holder: Option<i64> = tx
+        .prepare_cached("SELECT id FROM instances WHERE name = ?1")
+        .and_then(|mut s| s.query_row(params![new.name], |r| r.get(0)).optional())
+        .map_err(sql(CTX))?;
+    if let Some(holder) = holder {
+        return Err(DbError::NameTaken {
+            name: new.name.clone(),
+            id: instance_id(holder)?,
+        });
+    }
     tx.prepare_cached(
         "INSERT INTO instances (id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
     )
@@ -91,12 +183,14 @@ pub(super) fn add(tx: &Transaction<'_>, new: &NewInstance) -> Result<Instance, D
             .execute(params![id, catchment, position as i64])
             .map_err(sql(CTX))?;
     }
+    bump_version(tx, CTX)?;
     Ok(Instance {
         id,
         name: new.name.clone(),
         catchments,
         scope_epoch: 1,
         revoked: false,
+        last_seen: None,
     })
 }
 

@@ -31,11 +31,18 @@ use super::{
 };
 
 /// Central's SQLite migrations (`migrations/central/sqlite/`).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../../migrations/central/sqlite/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../../migrations/central/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "instance_admin",
+        sql: include_str!("../../../../migrations/central/sqlite/0002_instance_admin.sql"),
+    },
+];
 
 /// Read-only connections per handle.
 const READERS: usize = 4;
@@ -50,7 +57,12 @@ impl SqliteDb {
     /// Opens the database at `path`, creating and migrating it if needed.
     /// Blocks (opening and migrating touch the disk): call it at start-up
     /// or on a blocking thread.
+    /// The file (and its `-wal` and `-shm` files) is private to its owner.
     pub fn open(path: &Path) -> Result<SqliteDb, DbError> {
+        chartsync_common::private::private_database(path).map_err(|e| DbError::Backend {
+            context: "making the database private to its owner",
+            source: Box::new(e),
+        })?;
         Ok(SqliteDb {
             pool: Arc::new(Pool::open(path, READERS)?),
         })
@@ -85,6 +97,36 @@ impl CentralDb for SqliteDb {
 
     async fn instances(&self) -> Result<Vec<Instance>, DbError> {
         read(&self.pool, "listing instances", instances::all).await
+    }
+
+    async fn revoke_instance(&self, id: u32) -> Result<Instance, DbError> {
+        write(&self.pool, "revoking an instance", move |tx| {
+            instances::revoke(tx, id)
+        })
+        .await
+    }
+
+    async fn rotate_token(&self, id: u32, token_hash: [u8; 32]) -> Result<Instance, DbError> {
+        write(&self.pool, "giving an instance a new token", move |tx| {
+            instances::rotate(tx, id, &token_hash)
+        })
+        .await
+    }
+
+    async fn touch_instance(&self, id: u32, at: i64) -> Result<(), DbError> {
+        write(&self.pool, "noting when an instance was seen", move |tx| {
+            instances::touch(tx, id, at)
+        })
+        .await
+    }
+
+    async fn instances_version(&self) -> Result<u64, DbError> {
+        read(
+            &self.pool,
+            "reading the instances version",
+            instances::version,
+        )
+        .await
     }
 
     async fn try_lock(

@@ -227,7 +227,7 @@ async fn reopening_keeps_everything_and_migrates_once() {
     let versions: i64 = raw(&path)
         .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
         .expect("versions");
-    assert_eq!(versions, 1);
+    assert_eq!(versions, super::MIGRATIONS.len() as i64);
     let mode: String = raw(&path)
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .expect("mode");
@@ -251,4 +251,54 @@ async fn handles_opened_at_once_on_a_new_file_all_work() {
         let db = opener.join().expect("thread").expect("open");
         assert_eq!(db.counts().await.expect("counts").seq, 0);
     }
+}
+
+#[tokio::test]
+async fn a_database_of_the_first_schema_upgrades_with_its_instances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("central.sqlite");
+    {
+        let mut conn = Connection::open(&path).expect("open");
+        chartsync_common::sqlite::migrate(&mut conn, &super::MIGRATIONS[..1]).expect("schema 1");
+        conn.execute(
+            "INSERT INTO instances (id, name, token_hash, created_at) VALUES (4, 'old', ?1, 0)",
+            params![&token(4)[..]],
+        )
+        .expect("an instance of the old schema");
+    }
+    let db = SqliteDb::open(&path).expect("upgrade");
+    let old = db
+        .instance_by_token(token(4))
+        .await
+        .expect("lookup")
+        .expect("kept");
+    assert_eq!((old.id, old.name.as_str(), old.last_seen), (4, "old", None));
+    let before = db.instances_version().await.expect("version");
+    db.revoke_instance(4).await.expect("revoke");
+    assert_ne!(db.instances_version().await.expect("version"), before);
+    assert!(
+        db.instance_by_token(token(4))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_database_and_its_wal_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, path, db) = fresh();
+    db.apply(&[create(PatientId::random(), new_commit(), None, None)])
+        .await
+        .expect("a write, so the WAL exists");
+    for name in ["central.sqlite", "central.sqlite-wal", "central.sqlite-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .expect(name)
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+    drop(db);
+    drop(path);
 }
