@@ -27,8 +27,6 @@
 //! record rules (only plain files and non-empty folders) are the receiver's
 //! business: see `chartsync-store`'s `receive` module.
 
-use git2::Oid;
-
 use super::commit::{Commit, parse_commit};
 use super::error::FsckError;
 use super::object::{Kind, oid_from_raw, parse_hex_oid};
@@ -733,9 +731,4 @@ fn check_signature(line: usize, first: &[u8], rest: &[&[u8]]) -> Result<(), Fsck
         return bad("has armor lines inside the signature");
     }
     Ok(())
-}
-
-/// The ids a checked commit refers to: its tree, then its parents.
-pub fn commit_links(commit: &Commit) -> impl Iterator<Item = Oid> + '_ {
-    std::iter::once(commit.tree).chain(commit.parents.iter().copied())
 }

@@ -425,7 +425,7 @@ fn verify(
         },
     };
     let new_commits = check_links(head, &objects, &by_id, &commits, &trees, known)?;
-    check_shapes(
+    let stored_trees = check_shapes(
         head,
         head_tree,
         &new_commits,
@@ -437,7 +437,13 @@ fn verify(
     if let Some(expected) = expected {
         check_descends(&commits, known, head, expected)?;
     }
-    let (changed, catchment) = validate_tree(head_tree, &by_id, &trees, known, record_limits)?;
+    let (changed, catchment) = validate_tree(
+        head_tree,
+        &by_id,
+        [&trees, &stored_trees],
+        known,
+        record_limits,
+    )?;
     drop(by_id);
     // Objects the repository already has need not be stored twice (one
     // missed here is stored in the new pack too: harmless).
@@ -525,7 +531,8 @@ fn check_links(
 
 /// Checks that every version the pack brings has a record's shape
 /// ([`Shapes`]): the head's tree (as [`ReceiveError::Invalid`]), then each
-/// other new commit's (as [`ReceiveError::InvalidVersion`]).
+/// other new commit's (as [`ReceiveError::InvalidVersion`]). Returns the
+/// stored trees it read (the head's walk reads them next).
 fn check_shapes(
     head: Oid,
     head_tree: Oid,
@@ -534,20 +541,15 @@ fn check_shapes(
     trees: &HashMap<Oid, Vec<TreeEntry>>,
     known: &Known<'_>,
     limits: &crate::validate::Limits,
-) -> Result<(), ReceiveError> {
+) -> Result<HashMap<Oid, Vec<TreeEntry>>, ReceiveError> {
+    let mut stored: HashMap<Oid, Vec<TreeEntry>> = HashMap::new();
     let read = |id: Oid| -> Result<Vec<TreeEntry>, ReceiveError> {
         if let Some(entries) = trees.get(&id) {
             return Ok(entries.clone());
         }
-        let object = known.read(id).ok_or(ReceiveError::Missing {
-            missing: id,
-            by: id,
-        })?;
-        git::parse_tree(&object.data).map_err(|source| ReceiveError::Stored {
-            id,
-            kind: "tree",
-            source,
-        })
+        let entries = read_stored_tree(known, id)?;
+        stored.insert(id, entries.clone());
+        Ok(entries)
     };
     let mut shapes = Shapes::new(read, limits.max_files);
     let roots = std::iter::once((head, head_tree)).chain(
@@ -563,7 +565,21 @@ fn check_shapes(
             ShapeError::Invalid(source) => ReceiveError::InvalidVersion { commit, source },
         })?;
     }
-    Ok(())
+    drop(shapes);
+    Ok(stored)
+}
+
+/// A tree the repository holds.
+fn read_stored_tree(known: &Known<'_>, id: Oid) -> Result<Vec<TreeEntry>, ReceiveError> {
+    let object = known.read(id).ok_or(ReceiveError::Missing {
+        missing: id,
+        by: id,
+    })?;
+    git::parse_tree(&object.data).map_err(|source| ReceiveError::Stored {
+        id,
+        kind: "tree",
+        source,
+    })
 }
 
 /// Walks back from `head` through the pack's commits; a parent outside the
@@ -603,7 +619,7 @@ fn check_descends(
 fn validate_tree(
     tree: Oid,
     in_pack: &HashMap<Oid, &Object>,
-    pack_trees: &HashMap<Oid, Vec<TreeEntry>>,
+    read_trees: [&HashMap<Oid, Vec<TreeEntry>>; 2],
     known: &Known<'_>,
     limits: &crate::validate::Limits,
 ) -> Result<(Files, Option<String>), ReceiveError> {
@@ -612,22 +628,9 @@ fn validate_tree(
     let mut files: Vec<(String, Oid)> = Vec::new();
     let mut stack = vec![(String::new(), tree)];
     while let Some((prefix, tree)) = stack.pop() {
-        let entries = match pack_trees.get(&tree) {
+        let entries = match read_trees.iter().find_map(|t| t.get(&tree)) {
             Some(entries) => entries.clone(),
-            None => {
-                let data = known
-                    .read(tree)
-                    .map(|o| o.data)
-                    .ok_or(ReceiveError::Missing {
-                        missing: tree,
-                        by: tree,
-                    })?;
-                git::parse_tree(&data).map_err(|source| ReceiveError::Stored {
-                    id: tree,
-                    kind: "tree",
-                    source,
-                })?
-            }
+            None => read_stored_tree(known, tree)?,
         };
         for entry in entries {
             let path = format!("{prefix}{}", entry.name);
