@@ -535,6 +535,7 @@ fn every_pack_the_receiver_accepts_passes_git_fsck() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     let accepted = accepted.into_inner();
+    eprintln!("{accepted} of {cases} mutated packs accepted, each clean under git fsck --strict");
     // Not vacuous: a fair share of the cases get through to git.
     assert!(
         accepted * 5 >= cases as usize,
