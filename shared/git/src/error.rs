@@ -300,3 +300,289 @@ fn describe_actual(actual: Option<u64>, declared: u64) -> String {
         None => format!("more than {declared}"),
     }
 }
+
+/// An object `git fsck --strict` would flag (or that chartsync's stricter
+/// rules refuse; see [`crate::fsck`]). Each variant is one of fsck's
+/// messages; [`FsckError::msg_id`] gives its id as fsck prints it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsckError {
+    /// The header part of a commit holds a NUL byte.
+    #[error("commit header has a NUL byte at offset {offset}")]
+    NulInHeader {
+        /// Byte offset inside the object.
+        offset: usize,
+    },
+    /// The commit's last header line does not end in a newline.
+    #[error("commit header is not terminated by a newline")]
+    UnterminatedHeader,
+    /// The commit does not start with a `tree` line.
+    #[error("commit does not start with a \"tree <id>\" line")]
+    MissingTree,
+    /// The `tree` line's id is not 40 lowercase hex digits.
+    #[error("commit's tree line does not hold 40 lowercase hex digits")]
+    BadTreeSha1,
+    /// A `parent` line's id is not 40 lowercase hex digits.
+    #[error("commit's parent line {line} does not hold 40 lowercase hex digits")]
+    BadParentSha1 {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// No `author` line after the tree and parents.
+    #[error("commit has no \"author\" line after its tree and parent lines")]
+    MissingAuthor,
+    /// More than one `author` line.
+    #[error("commit has more than one \"author\" line")]
+    MultipleAuthors,
+    /// No `committer` line right after the author.
+    #[error("commit has no \"committer\" line right after its author line")]
+    MissingCommitter,
+    /// The identity starts with `<`.
+    #[error("{who} line has no name before the email (\"Name <email> 123 +0000\")")]
+    MissingNameBeforeEmail {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// The identity has no `<email>`.
+    #[error("{who} line has no \"<email>\"")]
+    MissingEmail {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// The name holds a `>`.
+    #[error("{who} line has a '>' in the name")]
+    BadName {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// No space between the name and `<`.
+    #[error("{who} line has no space between the name and '<'")]
+    MissingSpaceBeforeEmail {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// The email holds a `<` or is not closed by `>`.
+    #[error("{who} line has an email with '<' or without a closing '>'")]
+    BadEmail {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// No space after `>`.
+    #[error("{who} line has no space between '>' and the date")]
+    MissingSpaceBeforeDate {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// The date is not a decimal number followed by a space.
+    #[error("{who} line's date is not a number of seconds followed by a space")]
+    BadDate {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// The date starts with `0` but is not `0`.
+    #[error("{who} line's date is zero-padded")]
+    ZeroPaddedDate {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// The date does not fit a signed 64-bit time.
+    #[error("{who} line's date overflows a 64-bit time")]
+    BadDateOverflow {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// The time zone is not `+hhmm` or `-hhmm` ending the line.
+    #[error("{who} line's time zone is not [+-]hhmm at the end of the line")]
+    BadTimezone {
+        /// "author" or "committer".
+        who: &'static str,
+    },
+    /// The commit (header or message) holds a NUL byte.
+    #[error("commit has a NUL byte at offset {offset}")]
+    NulInCommit {
+        /// Byte offset inside the object.
+        offset: usize,
+    },
+    /// A header continuation line (starting with a space) follows no
+    /// header that takes one.
+    #[error("commit header line {line} is a continuation line without a header to continue")]
+    BadHeaderContinuation {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A header after the committer that records never carry.
+    #[error(
+        "commit header line {line} is an unexpected {key:?} header (only \"encoding\" and \"gpgsig\" may follow the committer)"
+    )]
+    ExtraHeader {
+        /// 1-based line number.
+        line: usize,
+        /// The header's key (lossy UTF-8).
+        key: String,
+    },
+    /// A header after the committer appears twice.
+    #[error("commit header line {line} repeats the {key:?} header")]
+    DuplicateHeader {
+        /// 1-based line number.
+        line: usize,
+        /// The header's key (lossy UTF-8).
+        key: String,
+    },
+    /// An `encoding` header not in its form.
+    #[error("commit's encoding header on line {line} {reason}")]
+    BadEncoding {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A `gpgsig` header not in its form.
+    #[error("commit's signature header on line {line} {reason}")]
+    BadGpgsig {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Passes fsck but not chartsync's stricter commit parse.
+    #[error("commit is not in chartsync's strict form: {source}")]
+    Format {
+        /// The parser's complaint.
+        #[source]
+        source: FormatError,
+    },
+    /// Tree data cannot be parsed as entries.
+    #[error("tree cannot be parsed: at byte {offset}, {reason}")]
+    BadTree {
+        /// Byte offset of the entry.
+        offset: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An entry points at the all-zero id.
+    #[error("tree entry {name:?} points to the null id")]
+    NullSha1 {
+        /// The entry name (lossy UTF-8).
+        name: String,
+    },
+    /// An entry name holds a `/`.
+    #[error("tree entry {name:?} is a full path (contains '/')")]
+    FullPathname {
+        /// The entry name (lossy UTF-8).
+        name: String,
+    },
+    /// An entry named `.`.
+    #[error("tree has an entry named \".\"")]
+    HasDot,
+    /// An entry named `..`.
+    #[error("tree has an entry named \"..\"")]
+    HasDotdot,
+    /// An entry named `.git` or a look-alike.
+    #[error(
+        "tree entry {name:?} is \".git\" or a name NTFS or HFS+ reads as \".git\" (short name \"git~1\", trailing dots or spaces, an \":\" stream, ignorable Unicode)"
+    )]
+    HasDotgit {
+        /// The entry name (lossy UTF-8).
+        name: String,
+    },
+    /// An entry named like one of git's control files.
+    #[error("tree entry {name:?} is {file} or a look-alike; records hold no git control files")]
+    GitControlFile {
+        /// The entry name (lossy UTF-8).
+        name: String,
+        /// Which control file.
+        file: &'static str,
+    },
+    /// A mode written with a leading zero.
+    #[error("tree entry {name:?} has the zero-padded mode {mode:?}")]
+    ZeroPaddedFilemode {
+        /// The entry name (lossy UTF-8).
+        name: String,
+        /// The mode text.
+        mode: String,
+    },
+    /// A mode other than the five git writes.
+    #[error(
+        "tree entry {name:?} has mode {mode:?}; only 100644, 100755, 40000, 120000 and 160000 are valid"
+    )]
+    BadFilemode {
+        /// The entry name (lossy UTF-8).
+        name: String,
+        /// The mode text.
+        mode: String,
+    },
+    /// An entry name longer than fsck allows.
+    #[error("tree has an entry name of {len} bytes; at most 4096 are allowed")]
+    LargePathname {
+        /// The name's length.
+        len: usize,
+    },
+    /// Entries out of git's order.
+    #[error("tree entry {name:?} is out of git's order")]
+    TreeNotSorted {
+        /// The first entry found out of order (lossy UTF-8).
+        name: String,
+    },
+    /// Two entries of one name (a file and a folder count).
+    #[error("tree has two entries named {name:?}")]
+    DuplicateEntries {
+        /// The duplicated name (lossy UTF-8).
+        name: String,
+    },
+    /// An entry name that is not UTF-8.
+    #[error("tree entry {name:?} is not UTF-8")]
+    NameNotUtf8 {
+        /// The entry name (lossy UTF-8).
+        name: String,
+    },
+    /// A tag object.
+    #[error("tag objects are refused: records have no tags")]
+    TagObject,
+}
+
+impl FsckError {
+    /// The id `git fsck` prints for this problem (`None` for chartsync's
+    /// own, stricter rules).
+    pub fn msg_id(&self) -> Option<&'static str> {
+        Some(match self {
+            FsckError::NulInHeader { .. } => "nulInHeader",
+            FsckError::UnterminatedHeader => "unterminatedHeader",
+            FsckError::MissingTree => "missingTree",
+            FsckError::BadTreeSha1 => "badTreeSha1",
+            FsckError::BadParentSha1 { .. } => "badParentSha1",
+            FsckError::MissingAuthor => "missingAuthor",
+            FsckError::MultipleAuthors => "multipleAuthors",
+            FsckError::MissingCommitter => "missingCommitter",
+            FsckError::MissingNameBeforeEmail { .. } => "missingNameBeforeEmail",
+            FsckError::MissingEmail { .. } => "missingEmail",
+            FsckError::BadName { .. } => "badName",
+            FsckError::MissingSpaceBeforeEmail { .. } => "missingSpaceBeforeEmail",
+            FsckError::BadEmail { .. } => "badEmail",
+            FsckError::MissingSpaceBeforeDate { .. } => "missingSpaceBeforeDate",
+            FsckError::BadDate { .. } => "badDate",
+            FsckError::ZeroPaddedDate { .. } => "zeroPaddedDate",
+            FsckError::BadDateOverflow { .. } => "badDateOverflow",
+            FsckError::BadTimezone { .. } => "badTimezone",
+            FsckError::NulInCommit { .. } => "nulInCommit",
+            FsckError::BadHeaderContinuation { .. } => "badHeaderContinuation",
+            FsckError::ExtraHeader { .. } => "extraHeaderEntry",
+            FsckError::BadGpgsig { .. } => "badGpgsig",
+            FsckError::BadTree { .. } => "badTree",
+            FsckError::NullSha1 { .. } => "nullSha1",
+            FsckError::FullPathname { .. } => "fullPathname",
+            FsckError::HasDot => "hasDot",
+            FsckError::HasDotdot => "hasDotdot",
+            FsckError::HasDotgit { .. } => "hasDotgit",
+            FsckError::ZeroPaddedFilemode { .. } => "zeroPaddedFilemode",
+            FsckError::BadFilemode { .. } => "badFilemode",
+            FsckError::LargePathname { .. } => "largePathname",
+            FsckError::TreeNotSorted { .. } => "treeNotSorted",
+            FsckError::DuplicateEntries { .. } => "duplicateEntries",
+            FsckError::DuplicateHeader { .. }
+            | FsckError::BadEncoding { .. }
+            | FsckError::Format { .. }
+            | FsckError::GitControlFile { .. }
+            | FsckError::NameNotUtf8 { .. }
+            | FsckError::TagObject => return None,
+        })
+    }
+}

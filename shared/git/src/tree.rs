@@ -65,24 +65,11 @@ fn git_order(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool) -> Ordering {
     end(a, a_dir).cmp(&end(b, b_dir))
 }
 
-/// Checks one entry name; `Err` carries the reason.
+/// Checks one entry name with fsck's name rules ([`crate::fsck::check_name`]:
+/// empty, '/', NUL, ".", "..", ".git" and its NTFS/HFS+ look-alikes, git's
+/// control files, over-long names); `Err` carries the reason.
 fn check_name(name: &[u8]) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("empty name");
-    }
-    if name == b"." || name == b".." {
-        return Err("\".\" and \"..\" are not allowed");
-    }
-    if name.eq_ignore_ascii_case(b".git") {
-        return Err("\".git\" is not allowed");
-    }
-    if name.contains(&b'/') {
-        return Err("contains '/'");
-    }
-    if name.contains(&0) {
-        return Err("contains NUL");
-    }
-    Ok(())
+    crate::fsck::check_name(name).map_err(|rule| rule.reason())
 }
 
 fn bad_name(name: &[u8], reason: &'static str) -> FormatError {

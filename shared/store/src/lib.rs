@@ -23,6 +23,7 @@ mod objects;
 mod read;
 mod receive;
 pub mod refs;
+mod shape;
 mod write;
 
 pub mod path;

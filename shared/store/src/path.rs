@@ -2,7 +2,12 @@
 //!
 //! A record is a small tree of text documents. Paths are checked before any
 //! write: relative, `/`-separated, a small charset, nothing hidden (so no
-//! `.git`, `..` or `.gitattributes`), bounded length and depth.
+//! `.git`, `..` or `.gitattributes`), bounded length and depth. Each
+//! component also passes git fsck's name rules
+//! ([`chartsync_git::fsck::check_name`]: `.git` and its NTFS and HFS+
+//! look-alikes such as `git~1`, git's control files), the one place those
+//! rules live, so a path rule can never let through a name that the checks
+//! on received trees refuse.
 
 /// Longest path, in bytes.
 pub const MAX_PATH_BYTES: usize = 200;
@@ -38,6 +43,16 @@ pub enum PathError {
     /// Too long or too deep.
     #[error("path {0:?} is too long (at most {MAX_PATH_BYTES} bytes and {MAX_DEPTH} levels)")]
     TooLong(String),
+    /// A component git fsck refuses as a tree entry name.
+    #[error("path {path:?} has the component {component:?}, which git refuses: it {reason}")]
+    GitName {
+        /// The path.
+        path: String,
+        /// The component.
+        component: String,
+        /// Why git refuses it.
+        reason: &'static str,
+    },
     /// A file and a folder of the same name (`a.yaml` and `a.yaml/b.yaml`).
     #[error("path {0:?} is used both as a file and as a folder")]
     FileAndFolder(String),
@@ -66,6 +81,13 @@ pub fn validate_path(path: &str) -> Result<(), PathError> {
         }
         if component.starts_with('.') {
             return Err(PathError::Hidden(owned()));
+        }
+        if let Err(rule) = chartsync_git::fsck::check_name(component.as_bytes()) {
+            return Err(PathError::GitName {
+                path: owned(),
+                component: component.to_string(),
+                reason: rule.reason(),
+            });
         }
     }
     if depth > MAX_DEPTH {
@@ -128,6 +150,61 @@ mod tests {
             assert!(validate_path(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_path(&"a".repeat(MAX_PATH_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn refuses_every_name_git_fsck_refuses() {
+        for name in [
+            ".git",
+            "GIT~1",
+            "git~1",
+            ".git.",
+            ".git ",
+            ".git::$INDEX_ALLOCATION",
+            "\u{200c}.git",
+            ".gitmodules",
+            "gitmod~1",
+            "gi7eba~1",
+            ".mailmap",
+            "a\\.git",
+            ".",
+            "..",
+        ] {
+            assert!(chartsync_git::fsck::check_name(name.as_bytes()).is_err());
+            assert!(validate_path(name).is_err(), "{name:?} accepted");
+            assert!(
+                validate_path(&format!("a/{name}/b.yaml")).is_err(),
+                "{name:?} accepted"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever fsck's name rules refuse, the path rules refuse too.
+        #[test]
+        fn path_rules_cover_the_fsck_name_rules(
+            name in proptest::collection::vec(
+                proptest::sample::select(&b"gitGIT.~1 :\\modulesa-_"[..]),
+                1..12,
+            )
+        ) {
+            let name = String::from_utf8(name).expect("ASCII");
+            if chartsync_git::fsck::check_name(name.as_bytes()).is_err() {
+                proptest::prop_assert!(validate_path(&name).is_err(), "{:?} accepted", name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_git_name_rule_explains_itself() {
+        let err = PathError::GitName {
+            path: "a/git~1/b.yaml".into(),
+            component: "git~1".into(),
+            reason: chartsync_git::fsck::NameRule::DotGit.reason(),
+        };
+        assert!(err.to_string().starts_with(
+            "path \"a/git~1/b.yaml\" has the component \"git~1\", which git refuses: it is \".git\""
+        ));
     }
 
     #[test]

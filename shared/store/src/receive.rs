@@ -11,9 +11,12 @@ use super::objects::{INSTANCE_TRAILER, write_objects};
 use super::refs::{RefError, RefLock};
 use super::{Flush, Prepared, RecordStore, Stage, StoreError, commit_id, oid};
 use crate::path::validate_paths;
+use crate::shape::{ShapeError, Shapes};
 use crate::validate::{InvalidRecord, check_content, check_sizes};
+use chartsync_git::fsck::{self, Checked};
 use chartsync_git::{
-    self as git, Kind, Lookup, MODE_DIR, MODE_EXEC, MODE_FILE, Object, PackLimits, PackReader,
+    self as git, Kind, Lookup, MODE_DIR, MODE_EXEC, MODE_FILE, MODE_GITLINK, Object, PackLimits,
+    PackReader, TreeEntry,
 };
 use chartsync_protocol::id::PatientId;
 use chartsync_protocol::{CommitId, Files};
@@ -25,11 +28,25 @@ pub enum ReceiveError {
     /// The pack does not parse or verify.
     #[error("corrupt pack data: {0}")]
     Pack(#[from] git::PackError),
-    /// An object in the pack is malformed.
-    #[error("malformed object {id}: {source}")]
+    /// An object in the pack is one `git fsck --strict` would flag (or a
+    /// tag, or not in chartsync's strict form).
+    #[error("{kind} {id} in the pack is malformed: {source}")]
     Object {
         /// The object.
         id: Oid,
+        /// Its kind ("commit", "tree", ...).
+        kind: &'static str,
+        /// What is wrong.
+        #[source]
+        source: git::FsckError,
+    },
+    /// An object already stored here does not parse (the store is damaged).
+    #[error("stored {kind} {id} does not parse: {source}")]
+    Stored {
+        /// The object.
+        id: Oid,
+        /// What it was read as.
+        kind: &'static str,
         /// What is wrong.
         #[source]
         source: git::FormatError,
@@ -42,6 +59,31 @@ pub enum ReceiveError {
         /// Who refers to it.
         by: Oid,
     },
+    /// An object is referred to as another kind than it is (a folder entry
+    /// naming a blob, a parent naming a tree, ...).
+    #[error("object {by} refers to {id} as a {expected}, but {id} is a {found}")]
+    WrongKind {
+        /// The object referred to.
+        id: Oid,
+        /// Who refers to it.
+        by: Oid,
+        /// The kind the reference calls for.
+        expected: &'static str,
+        /// The kind it has.
+        found: &'static str,
+    },
+    /// An object of the pack that the new history does not use.
+    #[error(
+        "{kind} {id} in the pack is not reachable from the new head {head} through the pack's commits; a pack carries the new history and nothing else"
+    )]
+    Unreferenced {
+        /// The object.
+        id: Oid,
+        /// Its kind.
+        kind: &'static str,
+        /// The new head.
+        head: Oid,
+    },
     /// The claimed head is not a commit in the pack or the repository.
     #[error("the new head {0} is not a commit the pack provides")]
     NoHead(Oid),
@@ -53,12 +95,18 @@ pub enum ReceiveError {
         /// The expected head.
         expected: Oid,
     },
-    /// A tag or other object kind records do not use.
-    #[error("object {0} has a kind records do not use")]
-    UnexpectedKind(Oid),
     /// The final tree is not a valid record.
     #[error("the new version is not a valid record: {0}")]
     Invalid(#[from] InvalidRecord),
+    /// A commit of the pack before the new head is not a valid record.
+    #[error("commit {commit} in the pack is not a valid record version: {source}")]
+    InvalidVersion {
+        /// The commit.
+        commit: Oid,
+        /// What is wrong with its tree.
+        #[source]
+        source: InvalidRecord,
+    },
     /// A new commit does not name its sender as the instance it was made
     /// on (see [`Attribution`]).
     #[error(
@@ -117,12 +165,12 @@ impl ReceiveError {
     /// A short machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            ReceiveError::Pack(_)
-            | ReceiveError::Object { .. }
-            | ReceiveError::UnexpectedKind(_) => "corrupt_pack",
+            ReceiveError::Pack(_) | ReceiveError::Stored { .. } => "corrupt_pack",
+            ReceiveError::Object { .. } | ReceiveError::WrongKind { .. } => "invalid_object",
+            ReceiveError::Unreferenced { .. } => "unreferenced_object",
             ReceiveError::Missing { .. } | ReceiveError::NoHead(_) => "incomplete_pack",
             ReceiveError::NotDescendant { .. } => "not_descendant",
-            ReceiveError::Invalid(e) => e.code(),
+            ReceiveError::Invalid(e) | ReceiveError::InvalidVersion { source: e, .. } => e.code(),
             ReceiveError::ForgedInstance { .. } => "forged_instance",
         }
     }
@@ -186,19 +234,25 @@ impl<'a> Known<'a> {
         })
     }
 
-    fn has(&self, id: Oid) -> bool {
-        self.has_cheap(id)
-            || self
-                .repo
-                .get()
-                .and_then(|r| r.odb().ok())
-                .is_some_and(|odb| odb.exists(id))
-    }
-
-    /// Like [`Known::has`], from the packs alone. For questions where a
-    /// false "no" is harmless.
+    /// Whether the packs hold `id` (libgit2 not asked). For questions where
+    /// a false "no" is harmless.
     fn has_cheap(&self, id: Oid) -> bool {
         self.packs.as_ref().is_some_and(|p| p.contains(id))
+    }
+
+    /// An object's kind, if it is here.
+    fn kind(&self, id: Oid) -> Option<Kind> {
+        if let Some(Lookup::Found((kind, _))) = self.packs.as_ref().map(|p| p.header(id)) {
+            return Some(kind);
+        }
+        let (_, kind) = self.repo.get()?.odb().ok()?.read_header(id).ok()?;
+        match kind {
+            git2::ObjectType::Commit => Some(Kind::Commit),
+            git2::ObjectType::Tree => Some(Kind::Tree),
+            git2::ObjectType::Blob => Some(Kind::Blob),
+            git2::ObjectType::Tag => Some(Kind::Tag),
+            _ => None,
+        }
     }
 
     fn read(&self, id: Oid) -> Option<Object> {
@@ -406,8 +460,18 @@ pub enum Received {
 }
 
 /// Parses and verifies a pack; returns the objects to store and the files
-/// whose content is new in it. With an attribution, every commit the
-/// repository does not have yet must name the sender.
+/// whose content is new in it.
+///
+/// In order: every object passes `git fsck --strict`'s checks (tags are
+/// refused); the head is a commit of the pack or of the repository; every
+/// object of the pack is reachable from the head through the pack's own
+/// objects, and everything they refer to is here or in the pack with the
+/// kind the reference calls for; every version the pack brings (the head's
+/// and each new commit's tree) has a record's shape; the head descends from
+/// `expected`; the head's files pass the record's checks.
+///
+/// With an attribution, every commit the repository does not have yet
+/// must name the sender.
 fn verify(
     pack: &[u8],
     limits: &PackLimits,
@@ -419,58 +483,55 @@ fn verify(
 ) -> Result<(Vec<Object>, Files, Option<String>), ReceiveError> {
     let objects = git::parse_pack(pack, limits, &mut |base| known.read(base))?;
     let by_id: HashMap<Oid, &Object> = objects.iter().map(|o| (o.id, o)).collect();
-    let present = |id: Oid| by_id.contains_key(&id) || known.has(id);
     let mut commits: HashMap<Oid, git::Commit> = HashMap::new();
-    // Connectivity: everything an object refers to is in the pack or here.
+    let mut trees: HashMap<Oid, Vec<TreeEntry>> = HashMap::new();
     for object in &objects {
-        match object.kind {
-            Kind::Commit => {
-                let commit =
-                    git::parse_commit(&object.data).map_err(|source| ReceiveError::Object {
-                        id: object.id,
-                        source,
-                    })?;
-                for needed in std::iter::once(commit.tree).chain(commit.parents.iter().copied()) {
-                    if !present(needed) {
-                        return Err(ReceiveError::Missing {
-                            missing: needed,
-                            by: object.id,
-                        });
-                    }
-                }
+        let checked = fsck::check_object(object.kind, &object.data).map_err(|source| {
+            ReceiveError::Object {
+                id: object.id,
+                kind: object.kind.name(),
+                source,
+            }
+        })?;
+        match checked {
+            Checked::Commit(commit) => {
                 commits.insert(object.id, commit);
             }
-            Kind::Tree => {
-                let entries =
-                    git::parse_tree(&object.data).map_err(|source| ReceiveError::Object {
-                        id: object.id,
-                        source,
-                    })?;
-                for entry in entries {
-                    if !present(entry.id) {
-                        return Err(ReceiveError::Missing {
-                            missing: entry.id,
-                            by: object.id,
-                        });
-                    }
-                }
+            Checked::Tree(entries) => {
+                trees.insert(object.id, entries);
             }
-            Kind::Blob => {}
-            Kind::Tag => return Err(ReceiveError::UnexpectedKind(object.id)),
+            Checked::Blob => {}
         }
     }
     // The head is a commit we can read.
     let head_tree = match commits.get(&head) {
         Some(c) => c.tree,
+        None if by_id.contains_key(&head) => return Err(ReceiveError::NoHead(head)),
         None => match known.commit_tree(head) {
             Some(tree) => tree,
             None => return Err(ReceiveError::NoHead(head)),
         },
     };
+    let new_commits = check_links(head, &objects, &by_id, &commits, &trees, known)?;
+    let stored_trees = check_shapes(
+        head,
+        head_tree,
+        &new_commits,
+        &commits,
+        &trees,
+        known,
+        record_limits,
+    )?;
     if let Some(expected) = expected {
         check_descends(&commits, known, head, expected)?;
     }
-    let (changed, catchment) = validate_tree(head_tree, &by_id, known, record_limits)?;
+    let (changed, catchment) = validate_tree(
+        head_tree,
+        &by_id,
+        [&trees, &stored_trees],
+        known,
+        record_limits,
+    )?;
     if let Some(attribution) = attribution {
         // In a stable order, so the same pack is always refused for the
         // same commit. Commits already stored here were checked when they
@@ -495,6 +556,131 @@ fn verify(
         changed,
         catchment,
     ))
+}
+
+/// Walks the pack's objects from `head`: everything an object refers to is
+/// in the pack or here, with the kind the reference calls for (a commit's
+/// tree, its parents, a folder entry, a file entry); every object of the
+/// pack is reached. Returns the pack's commits, head first.
+fn check_links(
+    head: Oid,
+    objects: &[Object],
+    by_id: &HashMap<Oid, &Object>,
+    commits: &HashMap<Oid, git::Commit>,
+    trees: &HashMap<Oid, Vec<TreeEntry>>,
+    known: &Known<'_>,
+) -> Result<Vec<Oid>, ReceiveError> {
+    let need = |id: Oid, expected: Kind, by: Oid| -> Result<bool, ReceiveError> {
+        let (found, in_pack) = match by_id.get(&id) {
+            Some(object) => (object.kind, true),
+            None => match known.kind(id) {
+                Some(kind) => (kind, false),
+                None => return Err(ReceiveError::Missing { missing: id, by }),
+            },
+        };
+        if found != expected {
+            return Err(ReceiveError::WrongKind {
+                id,
+                by,
+                expected: expected.name(),
+                found: found.name(),
+            });
+        }
+        Ok(in_pack)
+    };
+    let mut reached: HashSet<Oid> = HashSet::with_capacity(objects.len());
+    let mut new_commits = Vec::new();
+    let mut stack = vec![head];
+    while let Some(id) = stack.pop() {
+        if !by_id.contains_key(&id) || !reached.insert(id) {
+            continue;
+        }
+        if let Some(commit) = commits.get(&id) {
+            new_commits.push(id);
+            if need(commit.tree, Kind::Tree, id)? {
+                stack.push(commit.tree);
+            }
+            for parent in &commit.parents {
+                if need(*parent, Kind::Commit, id)? {
+                    stack.push(*parent);
+                }
+            }
+        } else if let Some(entries) = trees.get(&id) {
+            for entry in entries {
+                let expected = match entry.mode {
+                    MODE_DIR => Kind::Tree,
+                    // A submodule's commit lives in another repository
+                    // (the record's shape refuses gitlinks).
+                    MODE_GITLINK => continue,
+                    _ => Kind::Blob,
+                };
+                if need(entry.id, expected, id)? {
+                    stack.push(entry.id);
+                }
+            }
+        }
+    }
+    if let Some(stray) = objects.iter().find(|o| !reached.contains(&o.id)) {
+        return Err(ReceiveError::Unreferenced {
+            id: stray.id,
+            kind: stray.kind.name(),
+            head,
+        });
+    }
+    Ok(new_commits)
+}
+
+/// Checks that every version the pack brings has a record's shape
+/// ([`Shapes`]): the head's tree (as [`ReceiveError::Invalid`]), then each
+/// other new commit's (as [`ReceiveError::InvalidVersion`]). Returns the
+/// stored trees it read (the head's walk reads them next).
+fn check_shapes(
+    head: Oid,
+    head_tree: Oid,
+    new_commits: &[Oid],
+    commits: &HashMap<Oid, git::Commit>,
+    trees: &HashMap<Oid, Vec<TreeEntry>>,
+    known: &Known<'_>,
+    limits: &crate::validate::Limits,
+) -> Result<HashMap<Oid, Vec<TreeEntry>>, ReceiveError> {
+    let mut stored: HashMap<Oid, Vec<TreeEntry>> = HashMap::new();
+    let read = |id: Oid| -> Result<Vec<TreeEntry>, ReceiveError> {
+        if let Some(entries) = trees.get(&id) {
+            return Ok(entries.clone());
+        }
+        let entries = read_stored_tree(known, id)?;
+        stored.insert(id, entries.clone());
+        Ok(entries)
+    };
+    let mut shapes = Shapes::new(read, limits.max_files);
+    let roots = std::iter::once((head, head_tree)).chain(
+        new_commits
+            .iter()
+            .filter(|&&c| c != head)
+            .filter_map(|c| commits.get(c).map(|commit| (*c, commit.tree))),
+    );
+    for (commit, root) in roots {
+        shapes.check_root(root).map_err(|e| match e {
+            ShapeError::Read(e) => e,
+            ShapeError::Invalid(source) if commit == head => ReceiveError::Invalid(source),
+            ShapeError::Invalid(source) => ReceiveError::InvalidVersion { commit, source },
+        })?;
+    }
+    drop(shapes);
+    Ok(stored)
+}
+
+/// A tree the repository holds.
+fn read_stored_tree(known: &Known<'_>, id: Oid) -> Result<Vec<TreeEntry>, ReceiveError> {
+    let object = known.read(id).ok_or(ReceiveError::Missing {
+        missing: id,
+        by: id,
+    })?;
+    git::parse_tree(&object.data).map_err(|source| ReceiveError::Stored {
+        id,
+        kind: "tree",
+        source,
+    })
 }
 
 /// Walks back from `head` through the pack's commits; a parent outside the
@@ -529,10 +715,12 @@ fn check_descends(
 }
 
 /// Validates the record at `tree` like a local write: paths, kinds, sizes,
-/// and the content of every file that is new in this pack.
+/// and the content of every file that is new in this pack. (Its shape was
+/// checked by [`check_shapes`], so the walk is bounded.)
 fn validate_tree(
     tree: Oid,
     in_pack: &HashMap<Oid, &Object>,
+    read_trees: [&HashMap<Oid, Vec<TreeEntry>>; 2],
     known: &Known<'_>,
     limits: &crate::validate::Limits,
 ) -> Result<(Files, Option<String>), ReceiveError> {
@@ -541,18 +729,10 @@ fn validate_tree(
     let mut files: Vec<(String, Oid)> = Vec::new();
     let mut stack = vec![(String::new(), tree)];
     while let Some((prefix, tree)) = stack.pop() {
-        let data = match in_pack.get(&tree) {
-            Some(o) => o.data.clone(),
-            None => known
-                .read(tree)
-                .map(|o| o.data)
-                .ok_or(ReceiveError::Missing {
-                    missing: tree,
-                    by: tree,
-                })?,
+        let entries = match read_trees.iter().find_map(|t| t.get(&tree)) {
+            Some(entries) => entries.clone(),
+            None => read_stored_tree(known, tree)?,
         };
-        let entries =
-            git::parse_tree(&data).map_err(|source| ReceiveError::Object { id: tree, source })?;
         for entry in entries {
             let path = format!("{prefix}{}", entry.name);
             match entry.mode {

@@ -83,6 +83,13 @@ pub enum InvalidRecord {
         /// The file.
         file: String,
     },
+    /// A folder without files (git keeps none; a record's folders exist only
+    /// for the files in them).
+    #[error("folder {folder:?} is empty; a record's folders hold files")]
+    EmptyFolder {
+        /// The folder's path.
+        folder: String,
+    },
     /// A tree entry that is not a plain file or folder.
     #[error("{file} is not a plain file (mode {mode:o}); records hold only plain files")]
     UnsupportedEntry {
@@ -107,6 +114,7 @@ impl InvalidRecord {
             InvalidRecord::Yaml { .. } => "invalid_yaml",
             InvalidRecord::PatchNotYaml { .. } => "invalid_patch",
             InvalidRecord::UnsupportedEntry { .. } => "unsupported_entry",
+            InvalidRecord::EmptyFolder { .. } => "empty_folder",
         }
     }
 }

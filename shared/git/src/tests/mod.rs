@@ -1,5 +1,6 @@
 //! Tests, including interoperability checks against the `git` command.
 
+mod fsck;
 mod hostile;
 mod objects;
 mod pack_parser;
