@@ -159,8 +159,9 @@ impl Db {
     }
 
     /// Records with central's changes not stored here whose next attempt is
-    /// due, or whose local head moved since (someone fixed them): at most
-    /// `limit`, longest waiting first. Each comes with the local head it
+    /// due: at most `limit`, longest waiting first. (A record fixed here
+    /// meanwhile needs no retry: its new head is pushed, and push merges
+    /// central's changes.) Each comes with the local head it
     /// was set aside at.
     pub fn set_aside_due(
         &self,
