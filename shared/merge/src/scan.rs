@@ -234,6 +234,18 @@ unsafe fn c_string(ptr: *const u8) -> Option<String> {
 /// Checks a record file's text against the rules in the module
 /// documentation. Time and memory are linear in the text's length.
 pub(crate) fn check(text: &str) -> Result<(), YamlError> {
+    check_counting(text).0
+}
+
+/// [`check`], and how many events it read: the measure of its work that
+/// tests assert on (the scan stops at the first refusal).
+fn check_counting(text: &str) -> (Result<(), YamlError>, usize) {
+    let mut events = 0usize;
+    let result = check_events(text, &mut events);
+    (result, events)
+}
+
+fn check_events(text: &str, events: &mut usize) -> Result<(), YamlError> {
     let Some(mut parser) = EventParser::new(text.as_bytes()) else {
         return Err(YamlError::Syntax {
             message: "the YAML parser could not be set up".to_owned(),
@@ -247,6 +259,7 @@ pub(crate) fn check(text: &str) -> Result<(), YamlError> {
             // Not valid YAML from here on: the full parse says why.
             return Ok(());
         };
+        *events += 1;
         match event {
             Event::StreamEnd => return Ok(()),
             Event::DocumentStart => {
@@ -323,5 +336,56 @@ pub(crate) fn shorten(s: &str) -> String {
     match s.char_indices().nth(MAX_QUOTED) {
         Some((cut, _)) => format!("{}...", &s[..cut]),
         None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bombs are refused after reading a handful of events, however
+    /// long the text: the work is bounded by where the refusal is, not by
+    /// the size of the input (asserted on events read, not on time).
+    #[test]
+    fn bombs_are_refused_after_a_bounded_number_of_events() {
+        let mib = 1 << 20;
+        let alias_bomb = format!(
+            "a: &x \"{}\"\nb: [{}]\n",
+            "x".repeat(mib / 2),
+            vec!["*x"; mib / 8].join(",")
+        );
+        let bombs = [
+            ("alias bomb", alias_bomb),
+            ("flow mappings", "{a: ".repeat(mib / 4)),
+            ("flow sequences", "[".repeat(mib)),
+            ("block sequences", "- ".repeat(mib / 2)),
+            ("tags", "- !t x\n".repeat(mib / 7)),
+        ];
+        for (what, bomb) in bombs {
+            let (result, events) = check_counting(&bomb);
+            assert!(result.is_err(), "{what}");
+            assert!(events <= 2 * MAX_DEPTH + 8, "{what}: {events} events read");
+        }
+        // An ordinary document is read to its end.
+        let (result, events) = check_counting("a: [1, {b: 2}]\n");
+        assert_eq!(result, Ok(()));
+        // Stream, document, mapping, a, sequence, 1, mapping, b, 2, and the
+        // four ends.
+        assert_eq!(events, 14);
+    }
+
+    #[test]
+    fn tags_are_shown_as_written() {
+        assert_eq!(display_tag("tag:yaml.org,2002:binary"), "!!binary");
+        assert_eq!(display_tag("!local"), "!local");
+        assert_eq!(
+            display_tag("tag:example.com,2000:x"),
+            "!<tag:example.com,2000:x>"
+        );
+        assert_eq!(shorten("abc"), "abc");
+        assert_eq!(
+            shorten(&"é".repeat(100)),
+            format!("{}...", "é".repeat(MAX_QUOTED))
+        );
     }
 }
