@@ -623,6 +623,33 @@ async fn bad_pushes_are_refused_and_store_nothing() {
             ],
             "invalid_yaml",
         ),
+        // Records are plain data: no anchors, aliases or tags, bounded
+        // nesting, numbers kept exactly.
+        (
+            vec![
+                ("patient.yaml", "name: A\n"),
+                ("encounters/e.yaml", "a: &x [1, 2]\nb: [*x, *x, *x]\n"),
+            ],
+            "invalid_yaml",
+        ),
+        (
+            vec![
+                ("patient.yaml", "name: A\n"),
+                ("encounters/e.yaml", "a: !!binary aGk=\n"),
+            ],
+            "invalid_yaml",
+        ),
+        (
+            vec![(
+                "patient.yaml",
+                "name: A\nx: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n",
+            )],
+            "invalid_yaml",
+        ),
+        (
+            vec![("patient.yaml", "name: A\nnid: 12345678901234567890123\n")],
+            "invalid_yaml",
+        ),
     ] {
         let (head, objects) = craft_commit(&files, &[a1]);
         w.refused(&w.north, record(head, pack_of(&objects)), code, &ids)

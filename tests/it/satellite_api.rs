@@ -345,6 +345,34 @@ async fn bad_input_is_refused_and_changes_nothing() {
             400,
             "invalid_yaml",
         ),
+        put(
+            "YAML alias bomb",
+            json!({"files": {"patient.yaml": format!(
+                "name: A\nnote: &n \"{}\"\nnotes: [{}]\n",
+                "x".repeat(50_000),
+                vec!["*n"; 10_000].join(", ")
+            )}}),
+            400,
+            "invalid_yaml",
+        ),
+        put(
+            "YAML tag",
+            json!({"files": {"patient.yaml": "x: !!python/object/apply:os.system [ls]\n"}}),
+            400,
+            "invalid_yaml",
+        ),
+        put(
+            "YAML nesting bomb",
+            json!({"files": {"patient.yaml": "{a: ".repeat(100_000)}}),
+            400,
+            "invalid_yaml",
+        ),
+        put(
+            "YAML number that cannot be kept",
+            json!({"files": {"patient.yaml": "nid: 12345678901234567890123\n"}}),
+            400,
+            "invalid_yaml",
+        ),
         put("no files", json!({"files": {}}), 400, "empty_record"),
         put("files not a map", json!({"files": ["a"]}), 400, "bad_json"),
         put(
@@ -451,6 +479,28 @@ async fn bad_input_is_refused_and_changes_nothing() {
             body: json!({"notes.txt": {"a": 1}}).to_string(),
             status: 400,
             code: "invalid_patch",
+        },
+        Case {
+            what: "PATCH with a number JSON cannot keep",
+            method: "PATCH",
+            url: url.clone(),
+            headers: vec![patch_ct.clone(), if_match.clone()],
+            body: r#"{"patient.yaml": {"nid": 12345678901234567890123}}"#.into(),
+            status: 400,
+            code: "inexact_number",
+        },
+        Case {
+            what: "PATCH nesting deeper than records allow",
+            method: "PATCH",
+            url: url.clone(),
+            headers: vec![patch_ct.clone(), if_match.clone()],
+            body: format!(
+                "{{\"patient.yaml\": {}1{}}}",
+                "{\"a\": ".repeat(70),
+                "}".repeat(70)
+            ),
+            status: 400,
+            code: "invalid_yaml",
         },
         Case {
             what: "PATCH path trick",

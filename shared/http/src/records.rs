@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::{ApiError, author_from_headers, read_body};
+use chartsync_merge::number::{JsonError, parse_json_exact};
 use chartsync_protocol::CommitId;
 use chartsync_protocol::api::{FilesBody, HistoryEntry, RecordBody, parse_patch_body};
 use chartsync_protocol::id::PatientId;
@@ -237,8 +238,15 @@ async fn patch<S: RecordService>(
     }
     let condition = condition(&headers)?;
     let bytes = read_body(&headers, body, service.body_limit()).await?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}"))
+    // Numbers that JSON parsing would silently round (a 23-digit id becomes
+    // 1.2345678901234568e22) are refused, not stored changed.
+    let value = parse_json_exact(&bytes).map_err(|e| match e {
+        JsonError::Syntax { message } => {
+            ApiError::bad_request("bad_json", format!("the body is not valid JSON: {message}"))
+        }
+        inexact @ JsonError::InexactNumber { .. } => {
+            ApiError::bad_request("inexact_number", inexact.to_string())
+        }
     })?;
     let patch = parse_patch_body(value).map_err(|m| ApiError::bad_request("bad_patch", m))?;
     let meta = author_from_headers(&headers, service.default_author(), "Update record")?;

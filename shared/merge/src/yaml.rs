@@ -2,15 +2,24 @@
 //!
 //! Record files must fit the JSON data model exactly, so that merging,
 //! diffing and re-serialising them can never change what they say: one
-//! document, string mapping keys (no duplicates), finite numbers, 64-bit
-//! integers and no local (`!name`) tags. Anything else is a [`YamlError`]
-//! rather than a silently altered value.
+//! document, string mapping keys (no duplicates), finite numbers stored
+//! exactly (64-bit integers, decimals that survive a 64-bit float). Records
+//! are plain data: anchors, aliases and tags of any form are refused, and
+//! so is nesting deeper than [`MAX_DEPTH`] mappings and sequences (see
+//! [`crate::scan`]). Anything else is a [`YamlError`] rather than a
+//! silently altered value.
+//!
+//! Reading costs time and memory linear in the text: the rules above are
+//! checked on the parser's event stream, which stops at the first refusal,
+//! before `yaml_serde` builds anything.
 
 use std::fmt;
 
 use serde_json::{Map, Number, Value};
 
-use super::pointer;
+use super::{pointer, scan};
+
+pub use super::scan::MAX_DEPTH;
 
 pub use super::emit::to_yaml;
 
@@ -81,13 +90,57 @@ pub enum YamlError {
         /// JSON pointer of the number.
         path: String,
     },
-    /// A node carries a local tag such as `!secret`.
-    #[error("YAML tag {tag} {} is not supported in record files", node(.path))]
+    /// A node carries an anchor (`&name`); records are plain data.
+    #[error(
+        "{position}: YAML anchor &{name} refused: record files are plain data, without anchors or aliases (write the value out in full)"
+    )]
+    Anchor {
+        /// The anchor's name (cut if long).
+        name: String,
+        /// Where the anchored node starts.
+        position: Position,
+    },
+    /// An alias (`*name`) repeats an anchored node; records are plain data,
+    /// and aliases expand in memory.
+    #[error(
+        "{position}: YAML alias *{name} refused: record files are plain data, without anchors or aliases (write the value out in full)"
+    )]
+    Alias {
+        /// The anchor it refers to (cut if long).
+        name: String,
+        /// Where the alias is.
+        position: Position,
+    },
+    /// A node carries a tag of any form: `!secret`, `!!binary`,
+    /// `!!python/object/apply:...`, `!<tag:...>`, `!`.
+    #[error(
+        "{position}: YAML tag {tag} refused: record files are plain data, without tags (remove the tag; quote the value to keep it as text)"
+    )]
     Tag {
-        /// The tag, with its leading `!`.
+        /// The tag, with `!!` for the standard prefix (cut if long).
         tag: String,
-        /// JSON pointer of the tagged node.
-        path: String,
+        /// Where the tagged node starts.
+        position: Position,
+    },
+    /// Mappings and sequences nested deeper than [`MAX_DEPTH`].
+    #[error(
+        "{position}: nesting deeper than {max} mappings and sequences refused: record files nest at most {max} levels deep"
+    )]
+    TooDeep {
+        /// The limit, [`MAX_DEPTH`].
+        max: usize,
+        /// Where the first collection beyond the limit starts.
+        position: Position,
+    },
+    /// A number that would not be stored exactly (see [`crate::number`]).
+    #[error(
+        "{position}: number {number} refused: it cannot be stored exactly (records keep integers of at most 64 bits and decimals that survive a 64-bit float); quote it to keep it as text"
+    )]
+    InexactNumber {
+        /// The number as written (cut if long).
+        number: String,
+        /// Where it is.
+        position: Position,
     },
 }
 
@@ -105,8 +158,16 @@ pub fn is_yaml_path(path: &str) -> bool {
 /// Parses exactly one YAML document into the JSON data model.
 ///
 /// An empty text (or one holding only comments) is `Null`. See the module
-/// documentation for what is rejected.
+/// documentation for what is rejected. Time and memory are linear in the
+/// length of `text`, whatever it holds.
 pub fn parse_yaml(text: &str) -> Result<Value, YamlError> {
+    scan::check(text)?;
+    parse_scanned(text)
+}
+
+/// [`parse_yaml`] without the scan: only for texts that passed it, or that
+/// cannot hold what it refuses (the emitter's short candidate strings).
+pub(crate) fn parse_scanned(text: &str) -> Result<Value, YamlError> {
     let yaml: yaml_serde::Value = yaml_serde::from_str(text).map_err(|err| {
         let message = err.to_string();
         if message.starts_with(MULTI_DOCUMENT_MESSAGE) {
@@ -156,10 +217,16 @@ fn convert(yaml: yaml_serde::Value, path: &str) -> Result<Value, YamlError> {
             }
             Value::Object(map)
         }
+        // The scan refuses every tag before this parse; this is defence
+        // in depth only, without a position.
         yaml_serde::Value::Tagged(tagged) => {
-            return Err(YamlError::Tag {
-                tag: tagged.tag.to_string(),
-                path: path.to_owned(),
+            return Err(YamlError::Syntax {
+                message: format!(
+                    "YAML tag {} {} refused: record files are plain data, without tags",
+                    scan::shorten(&tagged.tag.to_string()),
+                    node(path)
+                ),
+                position: None,
             });
         }
     })

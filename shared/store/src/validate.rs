@@ -66,8 +66,11 @@ pub enum InvalidRecord {
         /// The file.
         file: String,
     },
-    /// A YAML file that does not parse.
-    #[error("{file} is not valid YAML: {source}")]
+    /// A YAML file that does not parse, or holds what records may not
+    /// (anchors, aliases, tags, deep nesting, inexact numbers: see
+    /// [`chartsync_merge::yaml`]). The message names the file, then the
+    /// line and column and what is wrong there.
+    #[error("{file}: {source}")]
     Yaml {
         /// The file.
         file: String,
@@ -223,6 +226,48 @@ mod tests {
         assert_eq!(declared("visits/1.yaml", "catchment: north\n"), None);
         assert_eq!(declared("notes.txt", "catchment: north\n"), None);
         assert!(check_content("patient.yaml", "catchment: [\n").is_err());
+    }
+
+    #[test]
+    fn refusals_name_the_file_the_line_and_what_is_refused() {
+        let message = |file: &str, text: &str| match check_content(file, text) {
+            Ok(c) => panic!("{text:?} accepted ({c:?})"),
+            Err(e) => {
+                assert_eq!(e.code(), "invalid_yaml");
+                e.to_string()
+            }
+        };
+        let bomb = format!(
+            "name: A\nnote: &n \"{}\"\nnotes: [{}]\n",
+            "x".repeat(50_000),
+            vec!["*n"; 10_000].join(", ")
+        );
+        assert_eq!(
+            message("visits/1.yaml", &bomb),
+            "visits/1.yaml: line 2, column 7: YAML anchor &n refused: record files are plain data, without anchors or aliases (write the value out in full)"
+        );
+        assert!(
+            message("patient.yaml", "a: 1\nb: *x\n")
+                .starts_with("patient.yaml: line 2, column 4: YAML alias *x refused"),
+        );
+        assert!(
+            message("p.yml", "x: !!python/object/apply:os.system [ls]\n").starts_with(
+                "p.yml: line 1, column 4: YAML tag !!python/object/apply:os.system refused"
+            )
+        );
+        assert!(message("p.yaml", &"{a: ".repeat(100_000)).starts_with(
+            "p.yaml: line 1, column 257: nesting deeper than 64 mappings and sequences refused"
+        ));
+        assert!(
+            message("p.yaml", "nid: 12345678901234567890123\n")
+                .starts_with("p.yaml: line 1, column 6: number 12345678901234567890123 refused")
+        );
+        assert!(message("p.yaml", "a: [\n").starts_with("p.yaml: invalid YAML: "));
+        // Only YAML files are read as YAML.
+        assert_eq!(
+            check_content("notes.txt", "&x *x !!binary\n").ok(),
+            Some(None)
+        );
     }
 
     #[test]

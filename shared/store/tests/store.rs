@@ -248,6 +248,10 @@ fn invalid_candidates_change_nothing() {
         files(&[("a//b.yaml", "a: 1\n")]),
         files(&[("patient.yaml", "name: [unclosed\n")]),
         files(&[("patient.yaml", "a: 1\n---\nb: 2\n")]),
+        files(&[("patient.yaml", "a: &x 1\nb: *x\n")]),
+        files(&[("patient.yaml", "a: !!str 1\n")]),
+        files(&[("patient.yaml", "[".repeat(1000).as_str())]),
+        files(&[("patient.yaml", "nid: 12345678901234567890123\n")]),
         files(&[("notes.txt", big.as_str())]),
         files(&[]),
     ] {
@@ -508,6 +512,108 @@ fn records_travel_as_packs_and_bad_packs_change_nothing() {
         Received::Stale { current: Some(h) } if h == h2
     ));
     fsck(&b.layout().repo(&id));
+}
+
+/// Commits `files` (top-level names only) on top of `parent` in a bare
+/// repository with plain git, as another implementation might.
+fn git_commit(repo: &Path, parent: CommitId, files: &[(&str, &str)]) -> CommitId {
+    let mut tree = String::new();
+    for (name, content) in files {
+        let path = repo.join(format!("blob-{name}"));
+        std::fs::write(&path, content).expect("write blob");
+        let path = path.to_str().expect("utf-8 path");
+        let blob = git(repo, &["hash-object", "-w", path]);
+        tree.push_str(&format!("100644 blob {}\t{name}\n", blob.trim()));
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '{tree}' | git --git-dir \"$0\" mktree | xargs git --git-dir \"$0\" commit-tree -p {parent} -m crafted"
+        ))
+        .arg(repo)
+        .env("GIT_AUTHOR_NAME", "x")
+        .env("GIT_AUTHOR_EMAIL", "x@example.org")
+        .env("GIT_COMMITTER_NAME", "x")
+        .env("GIT_COMMITTER_EMAIL", "x@example.org")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("commit id")
+}
+
+/// Received packs are checked like writes: anchors and aliases, tags, deep
+/// nesting and inexact numbers are refused with the file and line, and
+/// nothing is stored.
+#[test]
+fn received_yaml_is_checked_like_written_yaml() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = store(dir.path(), "a");
+    let b = store(dir.path(), "b");
+    let id = PatientId::random();
+    let h1 = a
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(files(&[("patient.yaml", PATIENT)])),
+            &meta("c"),
+        )
+        .expect("create");
+    let whole = a.pack_since(&id, h1, &[]).expect("pack");
+    let Received::Ready(p) = b
+        .prepare_received(&id, None, h1, &whole, Flush::Now)
+        .expect("verify")
+    else {
+        panic!("fresh record is not stale")
+    };
+    b.publish(p, Flush::Now).expect("publish");
+
+    let bomb = format!(
+        "note: &n \"{}\"\nnotes: [{}]\n",
+        "x".repeat(50_000),
+        vec!["*n"; 10_000].join(", ")
+    );
+    let deep = "{a: ".repeat(100_000);
+    for (content, expected) in [
+        (
+            bomb.as_str(),
+            "visit.yaml: line 1, column 7: YAML anchor &n refused",
+        ),
+        (
+            "x: !!binary aGk=\n",
+            "visit.yaml: line 1, column 4: YAML tag !!binary refused",
+        ),
+        (
+            deep.as_str(),
+            "visit.yaml: line 1, column 257: nesting deeper than 64",
+        ),
+        (
+            "nid: 12345678901234567890123\n",
+            "visit.yaml: line 1, column 6: number",
+        ),
+    ] {
+        let repo = a.layout().repo(&id);
+        let crafted = git_commit(
+            &repo,
+            h1,
+            &[("patient.yaml", PATIENT), ("visit.yaml", content)],
+        );
+        let pack = a.pack_since(&id, crafted, &[h1]).expect("pack");
+        match b.prepare_received(&id, Some(h1), crafted, &pack, Flush::Now) {
+            Err(StoreError::Received(e)) => {
+                assert_eq!(e.code(), "invalid_yaml");
+                assert!(e.to_string().contains(expected), "{e}");
+            }
+            other => panic!("{expected}: {other:?}"),
+        }
+        assert_eq!(b.read(&id).expect("read").head, h1);
+    }
 }
 
 #[test]
