@@ -11,6 +11,7 @@ mod central_crash;
 mod central_locks;
 mod daemon;
 mod faults;
+mod hostile;
 mod poison;
 mod satellite_api;
 mod security;

@@ -4,15 +4,14 @@
 //! and new tokens with the real binary (central running or not), and an
 //! audit trail a clinic cannot forge.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use crate::support::daemon::{Daemon, command, wait_healthy};
 use crate::support::wire::{Scratch, commit_tree_with, craft_commit, pack_of, push};
-use crate::support::{EXE as BIN, TestCentral, TestSatellite, client, free_port};
+use crate::support::{TestCentral, TestSatellite, client, free_port};
 use chartsync_protocol::PatientId;
 use chartsync_protocol::sync::{PushOutcome, PushRecord};
 use reqwest::StatusCode;
@@ -23,26 +22,6 @@ const ADMIN: &str = "security-test-admin-token-0123456789";
 /// Runs the binary with `args` (under `umask 000` when `open_umask`).
 fn run(args: &[&str], open_umask: bool) -> Output {
     command(args, open_umask).output().expect("run chartsync")
-}
-
-fn command(args: &[&str], open_umask: bool) -> Command {
-    let mut cmd = if open_umask {
-        let mut sh = Command::new("sh");
-        sh.arg("-c")
-            .arg("umask 000; exec \"$0\" \"$@\"")
-            .arg(BIN)
-            .args(args);
-        sh
-    } else {
-        let mut direct = Command::new(BIN);
-        direct.args(args);
-        direct
-    };
-    cmd.env("NO_COLOR", "1")
-        .env_remove("CHARTSYNC_ADMIN_TOKEN")
-        .env_remove("CHARTSYNC_CENTRAL_TOKEN")
-        .stdin(Stdio::null());
-    cmd
 }
 
 /// The one line of a failed command's stderr.
@@ -90,72 +69,6 @@ fn satellite_config(dir: &Path, port: u16, central: &str, id: u64, token_line: &
     )
     .expect("satellite.toml");
     path
-}
-
-/// A child process killed when dropped, with its stderr collected.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(args: &[&str], open_umask: bool) -> Daemon {
-        let mut child = command(args, open_umask)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon { child, lines }
-    }
-
-    /// Waits for a log line containing `text`; returns it.
-    fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = String::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(line) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no log line with {text:?}; the log so far:\n{seen}");
-    }
-
-    /// The log lines received so far.
-    fn drain(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits until `url/healthz` answers.
-async fn wait_healthy(http: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{url}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "{url} did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Every file not 0600 and folder not 0700 under `root` (root included).

@@ -1,6 +1,7 @@
 //! Starting real satellites and centrals on 127.0.0.1:0 for end-to-end tests,
 //! and the helpers the test modules share.
 
+pub mod daemon;
 pub mod proxy;
 pub mod wire;
 
