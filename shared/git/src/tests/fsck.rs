@@ -878,3 +878,70 @@ fn git_fsck_agrees() {
         }
     }
 }
+
+/// The `.git` look-alike rule says the same as `git fsck --strict` on
+/// hundreds of names made from the characters that matter (both ways:
+/// nothing git flags is missed, nothing else is flagged as `.git`).
+#[test]
+fn dotgit_rule_matches_git_on_random_names() {
+    const PARTS: [&str; 22] = [
+        ".", ".", "g", "i", "t", "G", "I", "T", "~", "1", "2", " ", ":", "\\", "a", "m", "o", "d",
+        "\u{200c}", "\u{feff}", "\u{202e}", "\u{e9}",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut names: Vec<String> = Vec::new();
+    while names.len() < 400 {
+        // Mostly near misses: start from a look-alike and change a part.
+        let mut name: Vec<&str> = match next(4) {
+            0 | 1 => vec![".", "g", "i", "t"],
+            2 => vec!["g", "i", "t", "~", "1"],
+            _ => (0..1 + next(6)).map(|_| PARTS[next(PARTS.len())]).collect(),
+        };
+        if next(3) == 0 {
+            let at = next(name.len() + 1);
+            name.insert(at, PARTS[next(PARTS.len())]);
+        }
+        if next(4) == 0 {
+            let at = next(name.len());
+            name.remove(at);
+        }
+        // Often a tail NTFS ignores, or a stream.
+        if next(2) == 0 {
+            name.push([" ", ".", ". .", ":", "::$INDEX_ALLOCATION", "\\x"][next(6)]);
+        }
+        let name = name.concat();
+        let bad = name.is_empty() || name == "." || name == "..";
+        if !bad && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let trees: Vec<(Kind, Vec<u8>)> = names
+        .iter()
+        .map(|n| (Kind::Tree, file(n.as_bytes())))
+        .collect();
+    let reported = git_fsck(&trees);
+    let mut flagged = 0;
+    for (name, (kind, data)) in names.iter().zip(&trees) {
+        let hex = hash_object(*kind, data).to_string();
+        let git_says = reported
+            .get(&hex)
+            .is_some_and(|ids| ids.contains("hasDotgit"));
+        let we_say = check_name(name.as_bytes()) == Err(NameRule::DotGit);
+        assert_eq!(
+            we_say, git_says,
+            "{name:?}: we say {we_say}, git says {git_says}"
+        );
+        flagged += usize::from(we_say);
+    }
+    // The sample holds both kinds.
+    assert!(
+        flagged >= 20 && flagged <= names.len() - 20,
+        "{flagged} flagged"
+    );
+}
