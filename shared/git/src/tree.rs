@@ -109,8 +109,9 @@ pub fn encode_tree(entries: &[TreeEntry]) -> Vec<u8> {
     out
 }
 
-/// Like [`encode_tree`], but first refuses unknown modes, invalid names
-/// (empty, ".", "..", ".git", containing '/' or NUL) and duplicate names.
+/// Like [`encode_tree`], but first refuses unknown modes, names git fsck
+/// refuses ([`crate::fsck::check_name`]: empty, ".", "..", '/', NUL,
+/// ".git" and its look-alikes, git's control files) and duplicate names.
 pub fn encode_tree_checked(entries: &[TreeEntry]) -> Result<Vec<u8>, FormatError> {
     let mut seen = HashSet::with_capacity(entries.len());
     for entry in entries {

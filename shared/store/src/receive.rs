@@ -85,8 +85,11 @@ pub enum ReceiveError {
         head: Oid,
     },
     /// The claimed head is not a commit in the pack or the repository.
-    #[error("the new head {0} is not a commit the pack provides")]
-    NoHead(Oid),
+    #[error("the new head {head} is not a commit the pack provides")]
+    NoHead {
+        /// The claimed head.
+        head: Oid,
+    },
     /// The new head does not descend from the expected one.
     #[error("the new head {head} does not descend from the expected head {expected}")]
     NotDescendant {
@@ -168,7 +171,7 @@ impl ReceiveError {
             ReceiveError::Pack(_) | ReceiveError::Stored { .. } => "corrupt_pack",
             ReceiveError::Object { .. } | ReceiveError::WrongKind { .. } => "invalid_object",
             ReceiveError::Unreferenced { .. } => "unreferenced_object",
-            ReceiveError::Missing { .. } | ReceiveError::NoHead(_) => "incomplete_pack",
+            ReceiveError::Missing { .. } | ReceiveError::NoHead { .. } => "incomplete_pack",
             ReceiveError::NotDescendant { .. } => "not_descendant",
             ReceiveError::Invalid(e) | ReceiveError::InvalidVersion { source: e, .. } => e.code(),
             ReceiveError::ForgedInstance { .. } => "forged_instance",
@@ -506,10 +509,10 @@ fn verify(
     // The head is a commit we can read.
     let head_tree = match commits.get(&head) {
         Some(c) => c.tree,
-        None if by_id.contains_key(&head) => return Err(ReceiveError::NoHead(head)),
+        None if by_id.contains_key(&head) => return Err(ReceiveError::NoHead { head }),
         None => match known.commit_tree(head) {
             Some(tree) => tree,
-            None => return Err(ReceiveError::NoHead(head)),
+            None => return Err(ReceiveError::NoHead { head }),
         },
     };
     let new_commits = check_links(head, &objects, &by_id, &commits, &trees, known)?;

@@ -78,8 +78,8 @@ fn an_empty_subtree_named_git_tilde_1_is_refused() {
     let patient = c.blob("name: A\n");
     let empty = c.tree(&[]);
     let root = c.tree(&[
-        ("100644", "patient.yaml", patient),
         ("40000", "git~1", empty),
+        ("100644", "patient.yaml", patient),
     ]);
     let head = c.commit(root, &[]);
     let err = refused(&s, &id, None, head, &c.objects);
@@ -115,22 +115,20 @@ fn a_subtree_name_that_skipped_the_path_check_is_refused() {
     let id = PatientId::random();
     let h1 = support::create(&s, &id);
 
-    // In the head, a folder whose files are all in a deeper folder with a
-    // bad name was checked only through its files' paths; now each name
-    // is checked where it is, files or not.
+    // Only the head's file paths were checked, so a folder holding no
+    // file (here only an empty folder) never met the path rules.
     let mut c = Craft::default();
     let patient = c.blob("name: A\n");
-    let note = c.blob("x: 1\n");
-    let inner = c.tree(&[("100644", "n.yaml", note)]);
-    let hidden = c.tree(&[("40000", "a b", inner)]);
+    let empty = c.tree(&[]);
+    let holder = c.tree(&[("40000", "inner", empty)]);
     let root = c.tree(&[
-        ("40000", "notes", hidden),
+        ("40000", "a b", holder),
         ("100644", "patient.yaml", patient),
     ]);
     let head = c.commit(root, &[oid(h1)]);
     let err = refused(&s, &id, Some(h1), head, &c.objects);
     assert!(
-        matches!(&err, ReceiveError::Invalid(InvalidRecord::Path(PathError::Charset { path, ch: ' ' })) if path == "notes/a b"),
+        matches!(&err, ReceiveError::Invalid(InvalidRecord::Path(PathError::Charset { path, ch: ' ' })) if path == "a b"),
         "{err:?}"
     );
 
