@@ -1,4 +1,4 @@
-//! The record API of CONTRACT.md, walked against a real satellite on
+//! The record API (docs/api.md), walked against a real satellite on
 //! 127.0.0.1:0 with a real HTTP client. Central does not exist here: the
 //! satellite works offline.
 
