@@ -12,11 +12,13 @@ fn check(set: usize, min_precision: f64, min_recall: f64) {
     let rows = febrl::load(files);
     let (q, _) = febrl::measure(&rows, DEFAULT_MIN_SCORE);
     eprintln!(
-        "{name}: precision {:.4}, recall {:.4}, kept by blocking {:.4}, compared {}",
+        "{name}: precision {:.4}, recall {:.4}, kept by blocking {:.4}, compared {}, missed {}, wrongly found {}",
         q.precision(),
         q.recall(),
         q.blocking_recall(),
-        q.compared
+        q.compared,
+        q.misses.len(),
+        q.false_pairs.len()
     );
     assert!(q.true_pairs > 0);
     assert!(
@@ -30,7 +32,9 @@ fn check(set: usize, min_precision: f64, min_recall: f64) {
     assert!(
         q.compared * 50 < all,
         "{name}: {} of {all} pairs compared",
-        q.compared
+        q.compared,
+        q.misses.len(),
+        q.false_pairs.len()
     );
 }
 
