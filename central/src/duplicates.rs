@@ -4,11 +4,12 @@
 //! the records sharing a key), and the routes that list and dismiss pairs.
 //!
 //! Indexing runs beside serving, never in a write's path: a push is
-//! acknowledged as fast as before and considered within seconds. The
-//! cursor moves with each record in the same transaction as its keys and
-//! pairs, so a crash repeats at most one record's work; a record that
-//! cannot be read is indexed as having no identifying fields and logged,
-//! so it never stops the others.
+//! acknowledged as fast as before and considered within seconds. It writes
+//! one transaction per batch of records, with the cursor, so a crash
+//! repeats at most one batch; and it waits while sync batches are being
+//! handled, so it takes no time from them. A record that cannot be read
+//! is indexed as having no identifying fields and logged, so it never
+//! stops the others.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,10 @@ const BATCH: usize = 256;
 /// Pause when there is nothing to index.
 const IDLE: Duration = Duration::from_secs(1);
 
+/// Pause while sync batches are being handled (at most [`MAX_DEFER`]).
+const DEFER: Duration = Duration::from_millis(100);
+const MAX_DEFER: Duration = Duration::from_secs(10);
+
 /// Most pairs a request lists.
 const MAX_LIMIT: usize = 1000;
 
@@ -53,6 +58,17 @@ pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut stop: watch::Receiv
     loop {
         if *stop.borrow() {
             return;
+        }
+        // Sync traffic first: wait while batches are being handled (for a
+        // while; then index anyway, so a busy central still gets there).
+        let mut deferred = Duration::ZERO;
+        while central.sync_slots.available_permits() < central.config.max_concurrent_sync.max(1)
+            && deferred < MAX_DEFER
+        {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(DEFER) => deferred += DEFER,
+            }
         }
         let done = match index_pending(&central, BATCH).await {
             Ok(n) => n,
@@ -80,11 +96,24 @@ pub async fn index_pending<D: CentralDb>(
 ) -> Result<usize, DbError> {
     let cursor = central.db.duplicates_cursor().await?;
     let changed = central.db.changed_after(cursor, limit).await?;
+    let mut batch: Vec<Indexed> = Vec::with_capacity(changed.len());
+    let mut updates = Vec::with_capacity(changed.len());
     for &(seq, id, head) in &changed {
-        let update = index_one(central, seq, id, head).await?;
-        central.db.index_duplicates(update).await?;
+        let (update, indexed) = index_one(central, seq, id, head, &batch).await?;
+        updates.push(update);
+        batch.extend(indexed);
+    }
+    if !updates.is_empty() {
+        central.db.index_duplicates(updates).await?;
     }
     Ok(changed.len())
+}
+
+/// A record indexed earlier in the same batch (not in the database yet).
+struct Indexed {
+    id: PatientId,
+    keys: Vec<String>,
+    person: Person,
 }
 
 /// The identifying fields of the record at `head`, or `None` (logged) when
@@ -122,28 +151,38 @@ async fn index_one<D: CentralDb>(
     seq: Seq,
     id: PatientId,
     head: CommitId,
-) -> Result<DuplicateUpdate, DbError> {
+    batch: &[Indexed],
+) -> Result<(DuplicateUpdate, Option<Indexed>), DbError> {
     let Some(person) = person_at(central, id, head).await else {
-        return Ok(DuplicateUpdate {
+        let update = DuplicateUpdate {
             id,
             seq,
             entry: None,
             pairs: Vec::new(),
-        });
+        };
+        return Ok((update, None));
     };
     let keys = blocking_keys(&person);
-    let candidates = central
+    let stored = central
         .db
         .duplicate_candidates(keys.clone(), MAX_BLOCK)
         .await?;
+    let mut candidates: Vec<(PatientId, Person)> = stored
+        .into_iter()
+        .filter(|(other, _)| !batch.iter().any(|b| b.id == *other))
+        .filter_map(|(other, json)| Some((other, serde_json::from_str::<Person>(&json).ok()?)))
+        .collect();
+    candidates.extend(
+        batch
+            .iter()
+            .filter(|b| b.keys.iter().any(|k| keys.contains(k)))
+            .map(|b| (b.id, b.person.clone())),
+    );
     let mut pairs = Vec::new();
-    for (other, stored) in candidates {
+    for (other, other_person) in candidates {
         if other == id {
             continue;
         }
-        let Ok(other_person) = serde_json::from_str::<Person>(&stored) else {
-            continue;
-        };
         // The pair is stored with its ids in byte order; its fields'
         // values follow the same order.
         let (a, b, pa, pb) = if other.as_bytes() < id.as_bytes() {
@@ -162,14 +201,18 @@ async fn index_one<D: CentralDb>(
             });
         }
     }
-    let person =
+    let json =
         serde_json::to_string(&person).map_err(|_| DbError::Damaged("duplicate_people.person"))?;
-    Ok(DuplicateUpdate {
+    let update = DuplicateUpdate {
         id,
         seq,
-        entry: Some(DuplicateEntry { person, keys }),
+        entry: Some(DuplicateEntry {
+            person: json,
+            keys: keys.clone(),
+        }),
         pairs,
-    })
+    };
+    Ok((update, Some(Indexed { id, keys, person })))
 }
 
 /// `GET /v1/duplicates` and `POST /v1/duplicates/dismiss`.

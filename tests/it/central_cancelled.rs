@@ -134,8 +134,8 @@ impl CentralDb for PausingDb {
     ) -> Result<Vec<(PatientId, String)>, DbError> {
         self.inner.duplicate_candidates(keys, max_block).await
     }
-    async fn index_duplicates(&self, update: DuplicateUpdate) -> Result<(), DbError> {
-        self.inner.index_duplicates(update).await
+    async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
+        self.inner.index_duplicates(updates).await
     }
     async fn duplicate_pairs(
         &self,

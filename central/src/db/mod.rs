@@ -368,12 +368,12 @@ pub trait CentralDb: Send + Sync + 'static {
         max_block: usize,
     ) -> impl Future<Output = Result<Vec<(PatientId, String)>, DbError>> + Send;
 
-    /// Replaces what is indexed of one record, its keys and its pairs
-    /// (dismissed pairs are not stored), and moves the cursor to
-    /// `update.seq` if that is later: one transaction.
+    /// Replaces what is indexed of each record, its keys and its pairs
+    /// (dismissed pairs are not stored), in order, and moves the cursor to
+    /// the last `seq` if that is later: one transaction.
     fn index_duplicates(
         &self,
-        update: DuplicateUpdate,
+        updates: Vec<DuplicateUpdate>,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// Pairs scoring at least `min_score`, highest first, skipping

@@ -313,9 +313,9 @@ impl CentralDb for SqliteDb {
         .await
     }
 
-    async fn index_duplicates(&self, update: DuplicateUpdate) -> Result<(), DbError> {
-        write(&self.pool, "indexing a record for duplicates", move |tx| {
-            duplicates::index(tx, &update)
+    async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
+        write(&self.pool, "indexing records for duplicates", move |tx| {
+            updates.iter().try_for_each(|u| duplicates::index(tx, u))
         })
         .await
     }
