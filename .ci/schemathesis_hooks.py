@@ -5,7 +5,8 @@ record that does not exist. Half of the positive requests to a record's
 routes are pointed at one of the records the script created
 (CHARTSYNC_SEED_IDS), and writes to it carry its current ETag in
 If-Match, so that reads, history and successful writes are checked too.
-Negative requests are left as generated.
+Negative requests are left as generated. Sync bodies (a binary envelope,
+docs/protocol.md) are sent as the bytes generated.
 """
 
 import os
@@ -52,3 +53,12 @@ def map_case(context, case):
             headers["If-Match"] = etag
         case.headers = headers
     return case
+
+
+@schemathesis.serializer("application/vnd.chartsync.batch")
+def batch(context, value):
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return repr(value).encode()
