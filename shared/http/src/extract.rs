@@ -49,7 +49,10 @@ where
                 )
             })?;
         raw.parse().map(PathParam).map_err(|e: T::Err| {
-            ApiError::bad_request("invalid_id", format!("{raw:?} is not a valid id here: {e}"))
+            ApiError::bad_request(
+                "invalid_id",
+                format!("the id in the path is not valid: {e}"),
+            )
         })
     }
 }
