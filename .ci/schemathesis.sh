@@ -83,7 +83,8 @@ instance_token=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["to
 "$bin" central serve --config "$work/central/central.toml" >"$work/central.log" 2>&1 &
 pids+=($!)
 
-# Satellites: $1 name, $2 api_token ("" for none). Prints the URL.
+# Satellites: $1 name, $2 api_token ("" for none). Sets $sat_url (not
+# printed: a command substitution's subshell would keep the pid to itself).
 start_satellite() {
     local name=$1 token=$2 port
     port=$(free_port)
@@ -100,11 +101,13 @@ start_satellite() {
     } >"$work/$name/satellite.toml"
     "$bin" satellite run --config "$work/$name/satellite.toml" >"$work/$name.log" 2>&1 &
     pids+=($!)
-    echo "http://127.0.0.1:$port"
+    sat_url=http://127.0.0.1:$port
 }
-open_url=$(start_satellite open "")
+start_satellite open ""
+open_url=$sat_url
 sat_token=schemathesis-satellite-api-token-0123456789
-closed_url=$(start_satellite closed "$sat_token")
+start_satellite closed "$sat_token"
+closed_url=$sat_url
 
 wait_healthy "$central_url" "$work/central.log"
 wait_healthy "$open_url" "$work/open.log"
