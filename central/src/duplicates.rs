@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare};
-use chartsync_http::{ApiError, RecordService};
+use chartsync_http::{ApiError, Authenticated, read_body};
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,6 +45,9 @@ const IDLE: Duration = Duration::from_secs(1);
 /// Pause while sync batches are being handled (at most [`MAX_DEFER`]).
 const DEFER: Duration = Duration::from_millis(100);
 const MAX_DEFER: Duration = Duration::from_secs(10);
+
+/// Largest dismiss body (two ids and a little white space).
+const MAX_DISMISS_BODY: usize = 4096;
 
 /// Most pairs a request lists.
 const MAX_LIMIT: usize = 1000;
@@ -269,10 +272,9 @@ fn pair_json(pair: &DuplicatePair) -> Value {
 
 async fn list<D: CentralDb>(
     State(api): State<CentralApi<D>>,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated<Caller>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = api.caller(&headers).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let c = &api.0;
     let min_score = query.min_score.unwrap_or(c.config.duplicates.min_score);
@@ -324,10 +326,11 @@ struct DismissBody {
 
 async fn dismiss<D: CentralDb>(
     State(api): State<CentralApi<D>>,
+    Authenticated(caller): Authenticated<Caller>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let caller = api.caller(&headers).await?;
+    let body = read_body(&headers, body, MAX_DISMISS_BODY).await?;
     let body: DismissBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_json",

@@ -33,10 +33,11 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "application/json")],
-                    openapi_document("central"),
+                    openapi_document("central", true),
                 )
             }),
         )
+        .method_not_allowed_fallback(chartsync_http::method_not_allowed::<CentralApi<D>>)
         .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
