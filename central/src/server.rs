@@ -25,6 +25,7 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
     let api = CentralApi(Arc::clone(&central));
     record_routes::<CentralApi<D>>()
         .merge(crate::sync::sync_routes::<D>())
+        .merge(crate::duplicates::routes::<D>())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::<D>))
         .route(
@@ -123,6 +124,10 @@ pub async fn serve<D: CentralDb>(
         receiver,
         upkeep_stop,
     ));
+    let duplicates = tokio::spawn(crate::duplicates::run(
+        Arc::clone(&central),
+        stop_upkeep.subscribe(),
+    ));
     let app = router(Arc::clone(&central));
     let result = serve_app(listener, app, tls, ServeLimits::default(), shutdown).await;
     central.clear_upkeep();
@@ -131,6 +136,7 @@ pub async fn serve<D: CentralDb>(
     // left to the runtime's shutdown; its lease then expires as after a
     // crash.
     let _ = stop_upkeep.send(true);
+    let _ = duplicates.await;
     if tokio::time::timeout(UPKEEP_EXIT_DEADLINE, upkeep)
         .await
         .is_err()
