@@ -143,14 +143,22 @@ pub(crate) fn write_objects(
     if objects.is_empty() {
         return Ok(None);
     }
-    let files = git::write_pack(objects, level);
+    write_pack_files(repo_dir, &git::write_pack(objects, level), flush).map(Some)
+}
+
+/// Stores a written pack and its index as [`write_objects`] does.
+pub(crate) fn write_pack_files(
+    repo_dir: &Path,
+    files: &git::PackFiles,
+    flush: Flush,
+) -> Result<Oid, StoreError> {
     let dir = repo_dir.join("objects/pack");
     let base = format!("pack-{}", files.checksum);
     let pack = dir.join(format!("{base}.pack"));
     let idx = dir.join(format!("{base}.idx"));
     if idx.is_file() {
         // The same objects were written before (a repeated write).
-        return Ok(Some(files.checksum));
+        return Ok(files.checksum);
     }
     // A name no other writer uses (leftovers of a crash are removed by the
     // next repack).
@@ -172,7 +180,7 @@ pub(crate) fn write_objects(
     if flush == Flush::Now {
         sync_dir(&dir).map_err(StoreError::io(&dir))?;
     }
-    Ok(Some(files.checksum))
+    Ok(files.checksum)
 }
 
 /// A suffix unique to this process and call.

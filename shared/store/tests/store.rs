@@ -1014,3 +1014,80 @@ fn received_commits_must_name_their_sender() {
         "the merge is north's"
     );
 }
+
+/// Disk use of a record's packs.
+fn pack_bytes(repo: &Path) -> u64 {
+    std::fs::read_dir(repo.join("objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+        .map(|e| e.metadata().expect("metadata").len())
+        .sum()
+}
+
+#[test]
+fn repacked_records_are_delta_compressed_like_git_does() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = store(dir.path(), "a");
+    let id = PatientId::random();
+    // A visit list that grows by one visit per write, and a folder of
+    // encounters that grows by one file.
+    let mut visits = String::from("name: Jane\nvisits:\n");
+    let mut encounters: Vec<(String, String)> = Vec::new();
+    let mut head: Option<CommitId> = None;
+    for n in 0..120 {
+        visits.push_str(&format!(
+            "- date: 2026-{:02}-{:02}\n  note: visit {n}, fever {} days, advised fluids and rest\n",
+            n % 12 + 1,
+            n % 28 + 1,
+            n % 5
+        ));
+        encounters.push((
+            format!("encounters/{n:04}.yaml"),
+            format!("n: {n}\nbp: 12{}/80\n", n % 10),
+        ));
+        let mut all: Vec<(&str, &str)> = vec![("patient.yaml", visits.as_str())];
+        all.extend(encounters.iter().map(|(p, t)| (p.as_str(), t.as_str())));
+        let condition = head.map_or(Condition::MustCreate, Condition::MatchHead);
+        head = Some(
+            s.write(&id, condition, Change::Replace(files(&all)), &meta("visit"))
+                .expect("write"),
+        );
+        // Packs stay bounded as the record grows.
+        s.repack(&id, 8).expect("repack");
+        assert!(s.pack_count(&id).expect("count") < 8);
+    }
+    let repo = s.layout().repo(&id);
+    s.repack(&id, 2).expect("repack");
+    assert_eq!(s.pack_count(&id).expect("count"), 1);
+    let ours = pack_bytes(&repo);
+    fsck(&repo);
+    let idx = std::fs::read_dir(repo.join("objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+        .expect("an idx")
+        .path();
+    let verify = git(&repo, &["verify-pack", "-v", &idx.display().to_string()]);
+    assert!(verify.contains("chain length = 1"), "no deltas: {verify}");
+    assert!(
+        !verify.contains("chain length = 51"),
+        "chains over 50: {verify}"
+    );
+    // Every version reads back (through the deltas).
+    assert_eq!(s.history(&id).expect("history").len(), 120);
+    assert_eq!(s.read(&id).expect("read").files["patient.yaml"], visits);
+    // Next to git's own repack of the same history.
+    let copy = dir.path().join("copy.git");
+    let st = Command::new("git")
+        .args(["clone", "-q", "--bare", "--no-local"])
+        .arg(&repo)
+        .arg(&copy)
+        .status()
+        .expect("git clone");
+    assert!(st.success());
+    git(&copy, &["repack", "-adfq"]);
+    let theirs = pack_bytes(&copy);
+    assert!(ours <= 2 * theirs, "{ours} bytes, git repack -adf {theirs}");
+    eprintln!("repacked: {ours} bytes, git repack -adf: {theirs}");
+}
