@@ -16,6 +16,7 @@ use super::objects::{read_object, write_pack_files};
 use super::refs::{RefError, RefLock};
 use super::{Flush, RecordStore, StoreError};
 use chartsync_git as git;
+use chartsync_protocol::CommitId;
 use chartsync_protocol::id::PatientId;
 use git2::Oid;
 
@@ -210,6 +211,18 @@ impl RecordStore {
     /// Merges the record's packs into one when [`RecordStore::needs_repack`]
     /// says so.
     pub fn repack(&self, id: &PatientId, min_packs: usize) -> Result<RepackStats, StoreError> {
+        self.repack_keeping(id, min_packs, &[])
+    }
+
+    /// Like [`RecordStore::repack`], also keeping what the commits `keep`
+    /// reach when the repository has them (a satellite keeps central's head
+    /// as it last saw it, the base of its next sync).
+    pub fn repack_keeping(
+        &self,
+        id: &PatientId,
+        min_packs: usize,
+        keep: &[CommitId],
+    ) -> Result<RepackStats, StoreError> {
         let path = self.layout.repo(id);
         let pack_dir = path.join("objects/pack");
         let before = pack_files(&pack_dir)?;
@@ -227,7 +240,14 @@ impl RecordStore {
         let before = pack_files(&pack_dir)?;
         let mut roots: Vec<Oid> = lock.current().into_iter().collect();
         roots.extend(self.aux_refs(&path)?);
-        let (objects, bases) = self.with_repo(id, |repo| collect(repo, id, &roots))?;
+        let (objects, bases) = self.with_repo(id, |repo| {
+            for extra in keep.iter().map(|c| super::oid(*c)) {
+                if repo.find_commit(extra).is_ok() {
+                    roots.push(extra);
+                }
+            }
+            collect(repo, id, &roots)
+        })?;
         let files = git::write_pack_deltified(&objects, &bases, REPACK_LEVEL);
         let checksum = Some(write_pack_files(&path, &files, Flush::Now)?);
         let keep = checksum.map(|c| pack_dir.join(format!("pack-{c}.idx")));
