@@ -37,7 +37,7 @@ pub use self::idx_writer::{IdxEntry, write_idx};
 pub use self::object::{Kind, Object, hash_object};
 pub use self::pack_parser::parse_pack;
 pub use self::pack_reader::{Lookup, PackReader};
-pub use self::pack_split::{join_pack, split_pack};
+pub use self::pack_split::{join_pack, join_pack_entries, split_pack, split_pack_entries};
 pub use self::pack_writer::{PackFiles, write_pack, write_pack_deltified, write_pack_only};
 pub use self::tree::{
     MODE_DIR, MODE_EXEC, MODE_FILE, MODE_GITLINK, MODE_SYMLINK, TreeEntry, build_tree, encode_tree,
