@@ -141,8 +141,11 @@ fn write_all(sat: &Satellite, v: &Variant, create: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sweep(sat: &Arc<Satellite>) -> anyhow::Result<()> {
-    chartsync_satellite::jobs::upkeep::sweep(sat, usize::MAX)?;
+async fn sweep(sat: &Arc<Satellite>) -> anyhow::Result<()> {
+    let lock =
+        chartsync_satellite::jobs::JobLock::acquire(&sat.config.data_dir, Duration::from_secs(60))
+            .await?;
+    chartsync_satellite::jobs::upkeep::sweep(sat, &lock, usize::MAX)?;
     Ok(())
 }
 
@@ -234,8 +237,8 @@ pub async fn run(
                 "pull_up": lu as f64 / n, "pull_down": ld as f64 / n,
             });
             if (edit + 1) % SWEEP_EVERY == 0 {
-                sweep(&a)?;
-                sweep(&b)?;
+                sweep(&a).await?;
+                sweep(&b).await?;
             }
             if (edit + 1) % 50 == 0 {
                 say(format!(
@@ -246,8 +249,8 @@ pub async fn run(
             }
         }
         let seconds = start.elapsed().as_secs_f64();
-        sweep(&a)?;
-        sweep(&b)?;
+        sweep(&a).await?;
+        sweep(&b).await?;
         // Central repacks in its upkeep task: give it a moment.
         let central_dir =
             chartsync_central::CentralConfig::load(&w.dir.join("central.toml"))?.data_dir;

@@ -6,7 +6,7 @@
 //! that finds a run of another process in progress (a one-shot run from
 //! system cron) skips its turn. Repository upkeep (repacking, see
 //! [`crate::jobs::upkeep`]) sweeps the records in the background, a minute
-//! after start and then every [`UPKEEP_EVERY`].
+//! after start and then every [`UPKEEP_EVERY`], between sync runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,10 +92,19 @@ async fn upkeep_loop(sat: Arc<Satellite>, mut stop: watch::Receiver<bool>) {
         if !sleep_or_stop(wait, &mut stop).await {
             return;
         }
+        // Never during a sync run: try again in a minute.
+        let lock = match JobLock::acquire(&sat.config.data_dir, Duration::ZERO).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::debug!(error = %e, "upkeep waits for the sync run");
+                wait = UPKEEP_FIRST;
+                continue;
+            }
+        };
         wait = UPKEEP_EVERY;
         let s = Arc::clone(&sat);
         let done = tokio::task::spawn_blocking(move || {
-            crate::jobs::upkeep::sweep(&s, crate::jobs::upkeep::MAX_REPACKS_PER_SWEEP)
+            crate::jobs::upkeep::sweep(&s, &lock, crate::jobs::upkeep::MAX_REPACKS_PER_SWEEP)
         })
         .await;
         match done {

@@ -691,11 +691,18 @@ async fn an_edit_costs_what_changed_on_the_wire_and_records_stay_small_on_disk()
     }
     for sat in [a, b] {
         let s = std::sync::Arc::clone(&sat.sat);
-        let stats =
-            tokio::task::spawn_blocking(move || chartsync_satellite::jobs::upkeep::sweep(&s, 100))
-                .await
-                .expect("task")
-                .expect("sweep");
+        let lock = chartsync_satellite::jobs::JobLock::acquire(
+            &sat.sat.config.data_dir,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("job lock");
+        let stats = tokio::task::spawn_blocking(move || {
+            chartsync_satellite::jobs::upkeep::sweep(&s, &lock, 100)
+        })
+        .await
+        .expect("task")
+        .expect("sweep");
         assert!(stats.repacked >= 1, "{stats:?}");
     }
     chartsync_central::upkeep::repack_one(&w.central.central, visits_id).await;

@@ -5,12 +5,15 @@
 //! write lock (a write in flight makes it skip the record until the next
 //! sweep), writes the new pack and index durably before removing the old
 //! ones, and keeps central's head as last seen here (the base of the next
-//! sync). A sweep repacks at most a given number of records.
+//! sync). A sweep holds the job lock, so it never runs during a sync run
+//! (which may store central's objects ahead of a merge, not yet reachable
+//! from any ref), and repacks at most a given number of records.
 
 use std::sync::Arc;
 
 use chartsync_store::StoreError;
 
+use super::JobLock;
 use crate::Satellite;
 
 /// Repack a record once it has this many packs (central's default too).
@@ -31,8 +34,13 @@ pub struct UpkeepStats {
 }
 
 /// Looks at every record and repacks those that need it, at most
-/// `max_repacks` of them. Blocking: run it off the async threads.
-pub fn sweep(sat: &Arc<Satellite>, max_repacks: usize) -> Result<UpkeepStats, StoreError> {
+/// `max_repacks` of them, holding the job lock (`_lock`). Blocking: run it
+/// off the async threads.
+pub fn sweep(
+    sat: &Arc<Satellite>,
+    _lock: &JobLock,
+    max_repacks: usize,
+) -> Result<UpkeepStats, StoreError> {
     let mut stats = UpkeepStats::default();
     for id in sat.store.list()? {
         if stats.repacked >= max_repacks {

@@ -99,10 +99,10 @@ fn encode(base: &[u8], target: &[u8], max_len: usize) -> Option<Vec<u8>> {
     let mask = (1u32 << bits) - 1;
     let mut heads = vec![u32::MAX; 1 << bits];
     let mut next = vec![u32::MAX; blocks];
-    for block in 0..blocks {
+    for (block, link) in next.iter_mut().enumerate() {
         let at = block * BLOCK;
         let slot = (window_hash(&base[at..at + BLOCK]) & mask) as usize;
-        next[block] = heads[slot];
+        *link = heads[slot];
         heads[slot] = block as u32;
     }
     // MUL^(BLOCK-1), to drop the oldest byte from the rolling hash.
