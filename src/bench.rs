@@ -28,28 +28,32 @@ pub struct BenchOptions {
     pub baseline_sample: usize,
     /// Print only the JSON object.
     pub json: bool,
+    /// Records for the long-lived-records run; 0 skips it.
+    pub long_records: usize,
+    /// Edits of each record in the long-lived-records run.
+    pub long_edits: usize,
 }
 
 /// A small deterministic generator (xorshift), so runs are comparable.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+    pub(crate) fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[self.below(from.len())]
     }
-    fn words(&mut self, from: &[&str], min: usize, max: usize) -> String {
+    pub(crate) fn words(&mut self, from: &[&str], min: usize, max: usize) -> String {
         let n = min + self.below(max - min + 1);
         (0..n)
             .map(|_| self.pick(from))
@@ -58,18 +62,18 @@ impl Rng {
     }
 }
 
-const FIRST: &[&str] = &[
+pub(crate) const FIRST: &[&str] = &[
     "Amina", "Kofi", "Achieng", "Musa", "Fatou", "Tendai", "Zawadi", "Kwame", "Nia", "Jabari",
     "Imani", "Chidi", "Ayodele", "Wanjiru", "Sekou", "Halima", "Baraka", "Thandiwe", "Olu",
     "Mariam", "Kamau", "Esi", "Lindiwe", "Yaw", "Nomvula", "Ifeoma", "Abdi", "Naledi", "Tariq",
     "Ruth",
 ];
-const LAST: &[&str] = &[
+pub(crate) const LAST: &[&str] = &[
     "Diallo", "Mensah", "Otieno", "Okafor", "Banda", "Nkosi", "Mwangi", "Traore", "Abubakar",
     "Kamara", "Phiri", "Osei", "Ndlovu", "Keita", "Ochieng", "Adeyemi", "Moyo", "Sow", "Asante",
     "Lule",
 ];
-const WORDS: &[&str] = &[
+pub(crate) const WORDS: &[&str] = &[
     "patient",
     "reports",
     "mild",
@@ -200,7 +204,7 @@ const ALLERGIES: &[&str] = &[
     "codeine",
     "eggs",
 ];
-const REASONS: &[&str] = &[
+pub(crate) const REASONS: &[&str] = &[
     "routine review",
     "fever",
     "antenatal",
@@ -319,7 +323,7 @@ fn run_child(mut cmd: Command) -> anyhow::Result<(String, u64, String)> {
 }
 
 /// One satellite job in its own process.
-fn job(config: &Path, job: &str) -> anyhow::Result<(Summary, u64)> {
+pub(crate) fn job(config: &Path, job: &str) -> anyhow::Result<(Summary, u64)> {
     let mut cmd = Command::new(exe()?);
     cmd.args(["satellite", "sync", job, "--json", "--config"])
         .arg(config);
@@ -403,15 +407,15 @@ fn compressed_content(
     Ok((zstd::bulk::compress(&all, 3)?.len() as u64, each))
 }
 
-struct World {
+pub(crate) struct World {
     _dir: tempfile::TempDir,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     central: Central,
-    a: PathBuf,
-    b: PathBuf,
+    pub(crate) a: PathBuf,
+    pub(crate) b: PathBuf,
 }
 
-async fn world(tag: &str) -> anyhow::Result<World> {
+pub(crate) async fn world(tag: &str) -> anyhow::Result<World> {
     let base = std::env::var("CHARTSYNC_BENCH_DIR").unwrap_or_else(|_| ".".into());
     let tmp = tempfile::Builder::new()
         .prefix(&format!("chartsync-bench-{tag}-"))
@@ -540,12 +544,34 @@ fn rate(s: &Summary, n: u64) -> f64 {
 
 /// Runs the benchmark and prints the table and the JSON object.
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
-    let n = options.records;
     let say = |s: String| {
         if !options.json {
             eprintln!("{s}");
         }
     };
+    let mut result = if options.records > 0 {
+        main_run(&options, &say).await?
+    } else {
+        json!({})
+    };
+    if options.long_records > 0 {
+        result["long"] =
+            crate::bench_long::run(options.long_records, options.long_edits, &say).await?;
+    }
+    if !options.json && options.records > 0 {
+        print_table(&result);
+    }
+    println!("{result}");
+    Ok(())
+}
+
+/// The main run: push, fetch-new, edits pushed and pulled, no-change
+/// cycles, plain git.
+async fn main_run(
+    options: &BenchOptions,
+    say: &dyn Fn(String),
+) -> anyhow::Result<serde_json::Value> {
+    let n = options.records;
     say(format!(
         "bench: {n} records of ~2 KB, central and two satellites as separate processes"
     ));
@@ -648,11 +674,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         });
     }
     drop(main_world);
-    if !options.json {
-        print_table(&result);
-    }
-    println!("{result}");
-    Ok(())
+    Ok(result)
 }
 
 fn print_table(r: &serde_json::Value) {

@@ -33,6 +33,8 @@ enum Command {
     /// git, with real processes on 127.0.0.1 and durable writes.
     ///
     /// Example: chartsync bench --records 10000 --large 100000
+    ///
+    /// Long-lived records: chartsync bench --records 0 --long-records 20 --long-edits 300
     Bench {
         /// Records for the main run.
         #[arg(long, default_value_t = 10_000)]
@@ -46,6 +48,14 @@ enum Command {
         /// Print only the JSON object.
         #[arg(long)]
         json: bool,
+        /// Records for the long-lived-records run (each edited
+        /// `--long-edits` times, pushed and pulled after every edit); 0
+        /// skips it. `--records 0` skips the main run.
+        #[arg(long, default_value_t = 0)]
+        long_records: usize,
+        /// Edits per record in the long-lived-records run.
+        #[arg(long, default_value_t = 300)]
+        long_edits: usize,
     },
     /// Central, the HQ server.
     #[command(subcommand)]
@@ -248,6 +258,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 large,
                 baseline_sample,
                 json,
+                long_records,
+                long_edits,
             } => {
                 install_crypto();
                 crate::bench::run(crate::bench::BenchOptions {
@@ -255,6 +267,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     large,
                     baseline_sample,
                     json,
+                    long_records,
+                    long_edits,
                 })
                 .await?;
                 Ok(ExitCode::SUCCESS)

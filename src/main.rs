@@ -1,6 +1,7 @@
 //! `chartsync`: one binary for central, satellites and the demo.
 
 mod bench;
+mod bench_long;
 mod cli;
 mod demo;
 #[cfg(test)]

@@ -157,11 +157,12 @@ impl<D: CentralDb> Central<D> {
         *self.upkeep.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Queues a record for repacking if it has many packs (called after
-    /// writes; never blocks).
+    /// Queues a record for repacking if it has many packs, or packs written
+    /// since its last repack as large as that repack (called after writes;
+    /// never blocks).
     pub fn note_write(&self, id: chartsync_protocol::PatientId) {
         let threshold = self.config.upkeep.repack_after_packs.max(2);
-        if self.store.pack_count(&id).unwrap_or(0) >= threshold
+        if self.store.needs_repack(&id, threshold).unwrap_or(false)
             && let Some(queue) = self
                 .upkeep
                 .read()

@@ -17,8 +17,9 @@ use chartsync_http::{ApiError, RecordService, read_body};
 use chartsync_protocol::envelope;
 use chartsync_protocol::sync::{
     AckRequest, AckResponse, CONTENT_TYPE, FetchNewRequest, FetchNewResponse, FetchOneRequest,
-    FetchOneResponse, MAX_BATCH, MAX_REQUEST_BYTES, PAGE_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION,
-    PullRequest, PullResponse, PushOutcome, PushRequest, PushResponse, PushResult, RecordUpdate,
+    FetchOneResponse, MAX_BATCH, MAX_REQUEST_BYTES, MIN_PROTOCOL_VERSION, PAGE_BYTES,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse, PushOutcome, PushRequest,
+    PushResponse, PushResult, RecordUpdate,
 };
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Serialize;
@@ -42,6 +43,19 @@ pub fn sync_routes<D: CentralDb>() -> Router<CentralApi<D>> {
         .route("/v1/sync/fetch", post(fetch_one::<D>))
 }
 
+/// The protocol version a request speaks (from its `Chartsync-Protocol`
+/// header, `2` or `3`, optionally with a minor part); the reply speaks it
+/// too, so satellites of protocol 2 keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version(u8);
+
+impl Version {
+    /// Whether packs may be thin (deltas on what the receiver holds).
+    fn thin(self) -> bool {
+        self.0 >= 3
+    }
+}
+
 /// Authenticates an instance, takes one of the sync slots (503 with
 /// `Retry-After` when all are taken: a bounded number of batches is held in
 /// memory at once) and decodes its batch. The slot is held until the reply
@@ -50,7 +64,7 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
     api: &CentralApi<D>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Instance, T, OwnedSemaphorePermit), ApiError> {
+) -> Result<(Instance, T, OwnedSemaphorePermit, Version), ApiError> {
     let instance = match api.caller(headers).await? {
         Caller::Instance(i) => i,
         Caller::Admin => {
@@ -59,18 +73,22 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             ));
         }
     };
-    match headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(v) if v.split('.').next() == Some(&PROTOCOL_VERSION.to_string()) => {}
-        other => {
+    let said = headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok());
+    let version = match said
+        .and_then(|v| v.split('.').next())
+        .and_then(|major| major.parse::<u8>().ok())
+    {
+        Some(v) if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&v) => Version(v),
+        _ => {
             return Err(ApiError::bad_request(
                 "protocol_version",
                 format!(
-                    "this central speaks sync protocol {PROTOCOL_VERSION}; the request says {:?} (upgrade the satellite or central)",
-                    other.unwrap_or("nothing")
+                    "this central speaks sync protocols {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; the request says {:?} (upgrade the satellite or central)",
+                    said.unwrap_or("nothing")
                 ),
             ));
         }
-    }
+    };
     let slot = Arc::clone(&api.0.sync_slots)
         .try_acquire_owned()
         .map_err(|_| {
@@ -81,20 +99,26 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             )
         })?;
     let bytes = read_body(headers, body, api.0.config.max_body_bytes).await?;
-    let message = envelope::decode(&bytes, MAX_REQUEST_BYTES)
+    let (message, marked) = envelope::decode_versioned(&bytes, MAX_REQUEST_BYTES)
         .map_err(|e| ApiError::bad_request("bad_batch", e.to_string()))?;
-    Ok((instance, message, slot))
+    if marked != version.0 {
+        return Err(ApiError::bad_request(
+            "protocol_version",
+            format!(
+                "the batch is marked protocol {marked} but the request header says {}",
+                version.0
+            ),
+        ));
+    }
+    Ok((instance, message, slot, version))
 }
 
-fn reply<T: Serialize>(message: &T) -> Result<Response, ApiError> {
-    let bytes = envelope::encode(message).map_err(|e| ApiError::internal(&e))?;
+fn reply<T: Serialize>(message: &T, version: Version) -> Result<Response, ApiError> {
+    let bytes = envelope::encode_as(message, version.0).map_err(|e| ApiError::internal(&e))?;
     let mut response = (StatusCode::OK, bytes).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    h.insert(
-        PROTOCOL_HEADER,
-        HeaderValue::from(u16::from(PROTOCOL_VERSION)),
-    );
+    h.insert(PROTOCOL_HEADER, HeaderValue::from(u16::from(version.0)));
     Ok(response)
 }
 
@@ -122,7 +146,7 @@ async fn push<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot): (Instance, PushRequest, _) =
+    let (instance, request, _slot, version): (Instance, PushRequest, _, _) =
         request(&api, &headers, body).await?;
     check_batch(request.records.iter().map(|r| r.id))?;
     let c = &api.0;
@@ -175,7 +199,7 @@ async fn push<D: CentralDb>(
             },
         })
         .collect();
-    reply(&PushResponse { results })
+    reply(&PushResponse { results }, version)
 }
 
 /// Packs for a page of records, in order, until their packs pass
@@ -186,6 +210,7 @@ async fn updates_within<D: CentralDb>(
     api: &CentralApi<D>,
     rows: Vec<(RecordRow, Option<CommitId>)>,
     budget: usize,
+    version: Version,
 ) -> Result<(Vec<RecordUpdate>, Option<Seq>), ApiError> {
     const CHUNK: usize = 64;
     let mut out: Vec<RecordUpdate> = Vec::with_capacity(rows.len());
@@ -193,7 +218,7 @@ async fn updates_within<D: CentralDb>(
     let mut rest = rows.into_iter().peekable();
     while rest.peek().is_some() {
         let chunk: Vec<_> = rest.by_ref().take(CHUNK).collect();
-        for update in updates(api, chunk).await? {
+        for update in updates(api, chunk, version).await? {
             if !out.is_empty() && bytes + update.pack.len() > budget {
                 let last = out.last().map(|u| u.seq);
                 return Ok((out, last));
@@ -206,10 +231,12 @@ async fn updates_within<D: CentralDb>(
 }
 
 /// Packs for a page of records: from `base(row)` (which the receiver has)
-/// to the head. Built on blocking threads, spread over the cores.
+/// to the head, thin (deltas on the base's files) for protocol 3. Built on
+/// blocking threads, spread over the cores.
 async fn updates<D: CentralDb>(
     api: &CentralApi<D>,
     rows: Vec<(RecordRow, Option<CommitId>)>,
+    version: Version,
 ) -> Result<Vec<RecordUpdate>, ApiError> {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -227,7 +254,12 @@ async fn updates<D: CentralDb>(
             tokio::task::spawn_blocking(move || {
                 part.into_iter()
                     .map(|(row, base)| {
-                        let pack = c.store.pack_since(&row.id, row.head, base.as_slice())?;
+                        let pack = if version.thin() {
+                            c.store
+                                .pack_since_thin(&row.id, row.head, base.as_slice())?
+                        } else {
+                            c.store.pack_since(&row.id, row.head, base.as_slice())?
+                        };
                         Ok(RecordUpdate {
                             id: row.id,
                             head: row.head,
@@ -260,7 +292,7 @@ async fn pull<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot): (Instance, PullRequest, _) =
+    let (instance, request, _slot, version): (Instance, PullRequest, _, _) =
         request(&api, &headers, body).await?;
     let c = &api.0;
     let limit = limit(request.limit);
@@ -305,7 +337,7 @@ async fn pull<D: CentralDb>(
         };
         page.push((row, base));
     }
-    let (mut updates, cut) = updates_within(&api, page, PAGE_BYTES).await?;
+    let (mut updates, cut) = updates_within(&api, page, PAGE_BYTES, version).await?;
     let (cursor, more) = match cut {
         Some(last) => (last, true),
         None => (cursor, more),
@@ -314,11 +346,14 @@ async fn pull<D: CentralDb>(
     updates.sort_by_key(|u| u.seq);
     c.metrics.pull_batches.inc();
     c.metrics.pull_records.add(updates.len() as u64);
-    reply(&PullResponse {
-        updates,
-        cursor,
-        more,
-    })
+    reply(
+        &PullResponse {
+            updates,
+            cursor,
+            more,
+        },
+        version,
+    )
 }
 
 /// Takes acknowledgements: the instance now holds these records. Returns
@@ -327,6 +362,7 @@ async fn take_acks<D: CentralDb>(
     api: &CentralApi<D>,
     instance: &Instance,
     acks: &[chartsync_protocol::sync::Ack],
+    version: Version,
 ) -> Result<Vec<RecordUpdate>, ApiError> {
     if acks.is_empty() {
         return Ok(Vec::new());
@@ -358,7 +394,7 @@ async fn take_acks<D: CentralDb>(
     c.db.add_holder(instance.id, &accepted)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    updates(api, moved).await
+    updates(api, moved, version).await
 }
 
 async fn fetch_new<D: CentralDb>(
@@ -366,10 +402,10 @@ async fn fetch_new<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot): (Instance, FetchNewRequest, _) =
+    let (instance, request, _slot, version): (Instance, FetchNewRequest, _, _) =
         request(&api, &headers, body).await?;
     let c = &api.0;
-    let moved = take_acks(&api, &instance, &request.acks).await?;
+    let moved = take_acks(&api, &instance, &request.acks, version).await?;
     let acked: HashSet<PatientId> = request.acks.iter().map(|a| a.id).collect();
     // A cursor from another scope epoch restarts from the beginning.
     let from: Seq = if request.epoch == instance.scope_epoch {
@@ -389,20 +425,23 @@ async fn fetch_new<D: CentralDb>(
         .filter(|r| !r.holders.contains(instance.id) && !acked.contains(&r.id))
         .map(|r| (r, None))
         .collect();
-    let (records, cut) = updates_within(&api, page, PAGE_BYTES).await?;
+    let (records, cut) = updates_within(&api, page, PAGE_BYTES, version).await?;
     let (cursor, more) = match cut {
         Some(last) => (last, true),
         None => (cursor, more),
     };
     c.metrics.fetch_batches.inc();
     c.metrics.fetch_records.add(records.len() as u64);
-    reply(&FetchNewResponse {
-        records,
-        cursor,
-        epoch: instance.scope_epoch,
-        more,
-        moved,
-    })
+    reply(
+        &FetchNewResponse {
+            records,
+            cursor,
+            epoch: instance.scope_epoch,
+            more,
+            moved,
+        },
+        version,
+    )
 }
 
 async fn ack<D: CentralDb>(
@@ -410,10 +449,10 @@ async fn ack<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot): (Instance, AckRequest, _) =
+    let (instance, request, _slot, version): (Instance, AckRequest, _, _) =
         request(&api, &headers, body).await?;
-    let moved = take_acks(&api, &instance, &request.acks).await?;
-    reply(&AckResponse { moved })
+    let moved = take_acks(&api, &instance, &request.acks, version).await?;
+    reply(&AckResponse { moved }, version)
 }
 
 async fn fetch_one<D: CentralDb>(
@@ -421,7 +460,7 @@ async fn fetch_one<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot): (Instance, FetchOneRequest, _) =
+    let (instance, request, _slot, version): (Instance, FetchOneRequest, _, _) =
         request(&api, &headers, body).await?;
     let c = &api.0;
     let row =
@@ -440,10 +479,10 @@ async fn fetch_one<D: CentralDb>(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     tracing::info!(patient = %row.id, instance = instance.id, "record fetched by id");
-    let mut records = updates(&api, vec![(row, None)]).await?;
+    let mut records = updates(&api, vec![(row, None)], version).await?;
     c.metrics.fetch_records.inc();
     let record = records
         .pop()
         .ok_or_else(|| ApiError::not_found("the record vanished"))?;
-    reply(&FetchOneResponse { record })
+    reply(&FetchOneResponse { record }, version)
 }

@@ -1,8 +1,9 @@
 //! Repository upkeep: every received change adds a pack file to a record's
 //! repository and libgit2 has no garbage collection, so records with many
-//! packs are repacked into one. A write that leaves a record with
-//! `repack_after_packs` packs queues it here; a periodic sweep catches the
-//! rest. Each repack runs under the patient's lock.
+//! packs are repacked into one delta-compressed pack. A write that leaves a
+//! record with `repack_after_packs` packs, or with new packs as large as
+//! its last repack, queues it here; a periodic sweep catches the rest. Each
+//! repack runs under the patient's lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +103,7 @@ pub async fn run<D: CentralDb>(
                     if *stop.borrow() {
                         return;
                     }
-                    if central.store.pack_count(&id).unwrap_or(0) >= threshold {
+                    if central.store.needs_repack(&id, threshold).unwrap_or(false) {
                         repack_one(&central, id).await;
                     }
                     // Gentle: the sweep must not compete with sync traffic.

@@ -1,14 +1,20 @@
 //! The satellite's client of central's sync endpoints.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chartsync_protocol::api::ErrorBody;
 use chartsync_protocol::envelope::{self, EnvelopeError};
-use chartsync_protocol::sync::{CONTENT_TYPE, MAX_REPLY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use chartsync_protocol::sync::{
+    CONTENT_TYPE, MAX_REPLY_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_HEADER, PROTOCOL_VERSION,
+};
 
 /// How often a call is tried again while central is busy.
 const BUSY_RETRIES: u32 = 5;
+
+/// Environment variable naming the sync protocol version to speak (`2` or
+/// `3`; unset: the newest, falling back to 2 when central refuses it).
+pub const PROTOCOL_ENV: &str = "CHARTSYNC_SYNC_PROTOCOL";
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE as CT};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,6 +77,11 @@ pub enum SyncError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
+    /// The protocol version asked for in the environment is not spoken.
+    #[error(
+        "{PROTOCOL_ENV}={0:?}: this satellite speaks sync protocols {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+    )]
+    ProtocolSetting(String),
 }
 
 impl SyncError {
@@ -96,6 +107,8 @@ pub struct CentralClient {
     pub bytes_received: AtomicU64,
     /// Requests made.
     pub round_trips: AtomicU64,
+    /// The sync protocol version spoken.
+    version: AtomicU8,
 }
 
 impl CentralClient {
@@ -119,7 +132,17 @@ impl CentralClient {
                 })?;
             builder = builder.tls_certs_only(certs);
         }
+        let version = match std::env::var(PROTOCOL_ENV) {
+            Ok(v) => v
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(n))
+                .ok_or(SyncError::ProtocolSetting(v))?,
+            Err(_) => PROTOCOL_VERSION,
+        };
         Ok(CentralClient {
+            version: AtomicU8::new(version),
             http: builder.build().map_err(SyncError::Client)?,
             base: config.central.url.trim_end_matches('/').to_string(),
             token,
@@ -134,6 +157,17 @@ impl CentralClient {
         &self.base
     }
 
+    /// The sync protocol version spoken (it drops to 2 when central refuses
+    /// version 3, an older central).
+    pub fn version(&self) -> u8 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Whether packs sent may be thin (deltas on central's version).
+    pub fn thin(&self) -> bool {
+        self.version() >= 3
+    }
+
     /// One round trip to a sync endpoint. When central says it is busy
     /// (503, every sync slot taken), waits as long as it asks (`Retry-After`,
     /// at most 30 s) and tries again, a few times.
@@ -142,10 +176,24 @@ impl CentralClient {
         path: &str,
         request: &Req,
     ) -> Result<Resp, SyncError> {
-        let body = envelope::encode(request).map_err(SyncError::Encode)?;
+        let mut version = self.version();
+        let mut body = envelope::encode_as(request, version).map_err(SyncError::Encode)?;
         let mut attempt = 0;
         loop {
-            match self.call_once(path, body.clone()).await {
+            match self.call_once(path, body.clone(), version).await {
+                // An older central: speak its version from now on.
+                Err(SyncError::Refused {
+                    status: 400, code, ..
+                }) if code == "protocol_version" && version > MIN_PROTOCOL_VERSION => {
+                    tracing::info!(
+                        from = version,
+                        to = MIN_PROTOCOL_VERSION,
+                        "central speaks an older sync protocol"
+                    );
+                    version = MIN_PROTOCOL_VERSION;
+                    self.version.store(version, Ordering::Relaxed);
+                    body = envelope::encode_as(request, version).map_err(SyncError::Encode)?;
+                }
                 Err(SyncError::Busy { retry_after, .. }) if attempt < BUSY_RETRIES => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_secs(retry_after.clamp(1, 30))).await;
@@ -159,6 +207,7 @@ impl CentralClient {
         &self,
         path: &str,
         body: Vec<u8>,
+        version: u8,
     ) -> Result<Resp, SyncError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |source| SyncError::Unreachable {
@@ -172,7 +221,7 @@ impl CentralClient {
             .http
             .post(&url)
             .header(AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .header(PROTOCOL_HEADER, version.to_string())
             .header(CT, CONTENT_TYPE)
             .body(body)
             .send()

@@ -4,7 +4,9 @@
 //! exponential backoff until the next scheduled time. The daemon's own jobs
 //! take turns (jobs due at the same time run one after the other); a job
 //! that finds a run of another process in progress (a one-shot run from
-//! system cron) skips its turn.
+//! system cron) skips its turn. Repository upkeep (repacking, see
+//! [`crate::jobs::upkeep`]) sweeps the records in the background, a minute
+//! after start and then every [`UPKEEP_EVERY`], between sync runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,10 @@ use crate::schedule::Schedule;
 const FIRST_BACKOFF: Duration = Duration::from_secs(15);
 /// Longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// Time between upkeep sweeps.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+/// Delay before the first upkeep sweep.
+const UPKEEP_FIRST: Duration = Duration::from_secs(60);
 
 fn random_below(max_secs: u64) -> Duration {
     if max_secs == 0 {
@@ -43,7 +49,7 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 /// Runs the configured schedules until `stop` turns true.
 pub async fn run(sat: Arc<Satellite>, stop: watch::Receiver<bool>) {
     let turns = Arc::new(tokio::sync::Mutex::new(()));
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(upkeep_loop(Arc::clone(&sat), stop.clone()))];
     for (name, expr) in sat.config.schedules() {
         let Some(expr) = expr else { continue };
         let job = match name {
@@ -74,6 +80,46 @@ pub async fn run(sat: Arc<Satellite>, stop: watch::Receiver<bool>) {
     }
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+/// Sweeps the records for repacking until `stop` turns true. A sweep in
+/// progress is never interrupted (it is bounded: at most
+/// [`crate::jobs::upkeep::MAX_REPACKS_PER_SWEEP`] repacks).
+async fn upkeep_loop(sat: Arc<Satellite>, mut stop: watch::Receiver<bool>) {
+    let mut wait = UPKEEP_FIRST;
+    loop {
+        if !sleep_or_stop(wait, &mut stop).await {
+            return;
+        }
+        // Never during a sync run: try again in a minute.
+        let lock = match JobLock::acquire(&sat.config.data_dir, Duration::ZERO).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::debug!(error = %e, "upkeep waits for the sync run");
+                wait = UPKEEP_FIRST;
+                continue;
+            }
+        };
+        wait = UPKEEP_EVERY;
+        let s = Arc::clone(&sat);
+        let done = tokio::task::spawn_blocking(move || {
+            crate::jobs::upkeep::sweep(&s, &lock, crate::jobs::upkeep::MAX_REPACKS_PER_SWEEP)
+        })
+        .await;
+        match done {
+            Ok(Ok(stats)) if stats.repacked > 0 => {
+                tracing::info!(
+                    checked = stats.checked,
+                    repacked = stats.repacked,
+                    skipped = stats.skipped,
+                    "upkeep sweep"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "upkeep sweep failed"),
+            Err(e) => tracing::warn!(error = %e, "upkeep task failed"),
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use chartsync_satellite::jobs::{Job, no_progress, run_once};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use chartsync_protocol::{Files, PatientId};
+
 use crate::support::{TestCentral, TestSatellite, client, git, patient_doc};
 
 struct World {
@@ -529,4 +531,420 @@ async fn after_central_is_restored_from_a_backup_resync_brings_it_up_to_date() {
     let (_, a1, ea) = w.sats[0].get(&w.http, &r1).await;
     let (_, b1, eb) = w.sats[1].get(&w.http, &r1).await;
     assert_eq!((ea, patient_doc(&a1)), (eb, patient_doc(&b1)));
+}
+
+/// A visit of about 300 bytes, the `n`th.
+fn visit(n: usize) -> String {
+    format!(
+        "  - date: 2026-{:02}-{:02}\n    reason: follow-up\n    bp: 1{:02}/8{}\n    note: visit {n}, reports mild cough since three days, chest clear on auscultation, advised fluids and rest, review in one week if no better\n",
+        n % 12 + 1,
+        n % 28 + 1,
+        n % 60,
+        n % 10
+    )
+}
+
+/// Writes `files` as record `id`'s new version at a satellite (as its API
+/// would: marked changed first), on top of its head if it has one.
+fn write_at(sat: &TestSatellite, id: PatientId, files: chartsync_protocol::Files) {
+    let meta = chartsync_store::CommitMeta::new("Dr. Test", "test@clinic", "visit");
+    sat.sat.db.mark_dirty(&id).expect("mark");
+    let condition = match sat.sat.store.head(&id).expect("head") {
+        Some(head) => chartsync_store::Condition::MatchHead(head),
+        None => chartsync_store::Condition::MustCreate,
+    };
+    sat.sat
+        .store
+        .write(
+            &id,
+            condition,
+            chartsync_store::Change::Replace(files),
+            &meta,
+        )
+        .expect("write");
+}
+
+/// Bytes of a repository's packs, and how many there are.
+fn packs_of(repo: &std::path::Path) -> (u64, usize) {
+    std::fs::read_dir(repo.join("objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+        .fold((0, 0), |(bytes, n), e| {
+            (bytes + e.metadata().expect("metadata").len(), n + 1)
+        })
+}
+
+/// What `git repack -adf` makes of a repository's history.
+fn git_repacked_bytes(repo: &std::path::Path) -> u64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let copy = dir.path().join("copy.git");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare", "--no-local"])
+        .arg(repo)
+        .arg(&copy)
+        .output()
+        .expect("git clone");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = git(&copy, &["repack", "-adfq"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    packs_of(&copy).0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_costs_what_changed_on_the_wire_and_records_stay_small_on_disk() {
+    let w = world().await;
+    let (a, b) = (&w.sats[0], &w.sats[1]);
+    // A record of about 100 KB of visits, and one of 300 encounter files.
+    let visits_id = PatientId::random();
+    let mut yaml = String::from("name: Amina\ncatchment: north\nvisits:\n");
+    let mut n = 0;
+    while yaml.len() < 97_000 {
+        yaml.push_str(&visit(n));
+        n += 1;
+    }
+    write_at(
+        a,
+        visits_id,
+        Files::from([("patient.yaml".to_string(), yaml.clone())]),
+    );
+    let folder_id = PatientId::random();
+    let mut folder = Files::from([(
+        "patient.yaml".to_string(),
+        "name: Kofi\ncatchment: north\n".to_string(),
+    )]);
+    for e in 0..300 {
+        folder.insert(format!("encounters/{e:04}.yaml"), visit(e));
+    }
+    write_at(a, folder_id, folder.clone());
+    assert_eq!(a.sync(&[Job::Push]).await.records_sent, 2);
+    assert_eq!(b.sync(&[Job::FetchNew]).await.records_received, 2);
+
+    for round in 0..3 {
+        // One appended visit.
+        yaml.push_str(&visit(n + round));
+        write_at(
+            a,
+            visits_id,
+            Files::from([("patient.yaml".to_string(), yaml.clone())]),
+        );
+        let up = a.sync(&[Job::Push]).await;
+        assert_eq!(up.records_sent, 1);
+        assert!(
+            up.bytes_sent <= 1024,
+            "appended visit: {} bytes up",
+            up.bytes_sent
+        );
+        let down = b.sync(&[Job::Pull]).await;
+        assert_eq!(down.records_received, 1);
+        assert!(
+            down.bytes_received <= 1024,
+            "appended visit: {} bytes down",
+            down.bytes_received
+        );
+        // One new encounter file.
+        folder.insert(
+            format!("encounters/{:04}.yaml", 300 + round),
+            visit(300 + round),
+        );
+        write_at(a, folder_id, folder.clone());
+        let up = a.sync(&[Job::Push]).await;
+        assert_eq!(up.records_sent, 1);
+        assert!(
+            up.bytes_sent <= 1024,
+            "new encounter: {} bytes up",
+            up.bytes_sent
+        );
+        let down = b.sync(&[Job::Pull]).await;
+        assert_eq!(down.records_received, 1);
+        assert!(
+            down.bytes_received <= 1024,
+            "new encounter: {} bytes down",
+            down.bytes_received
+        );
+    }
+    for id in [visits_id, folder_id] {
+        assert_eq!(
+            b.sat.store.read(&id).expect("read").files,
+            a.sat.store.read(&id).expect("read").files
+        );
+    }
+
+    // Thirty more visits, each synced: then upkeep at every instance.
+    for round in 3..33 {
+        yaml.push_str(&visit(n + round));
+        write_at(
+            a,
+            visits_id,
+            Files::from([("patient.yaml".to_string(), yaml.clone())]),
+        );
+        a.sync(&[Job::Push]).await;
+        b.sync(&[Job::Pull]).await;
+    }
+    for sat in [a, b] {
+        let s = std::sync::Arc::clone(&sat.sat);
+        let lock = chartsync_satellite::jobs::JobLock::acquire(
+            &sat.sat.config.data_dir,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("job lock");
+        let stats = tokio::task::spawn_blocking(move || {
+            chartsync_satellite::jobs::upkeep::sweep(&s, &lock, 100)
+        })
+        .await
+        .expect("task")
+        .expect("sweep");
+        assert!(stats.repacked >= 1, "{stats:?}");
+    }
+    chartsync_central::upkeep::repack_one(&w.central.central, visits_id).await;
+    let central_repo = w.central.central.store.layout().repo(&visits_id);
+    let repos = [
+        ("satellite A", a.sat.store.layout().repo(&visits_id)),
+        ("satellite B", b.sat.store.layout().repo(&visits_id)),
+        ("central", central_repo),
+    ];
+    for (name, repo) in &repos {
+        let (bytes, packs) = packs_of(repo);
+        let theirs = git_repacked_bytes(repo);
+        assert!(packs <= 2, "{name}: {packs} packs");
+        assert!(
+            bytes <= 2 * theirs,
+            "{name}: {bytes} bytes, git repack -adf {theirs}"
+        );
+        let fsck = git(repo, &["fsck", "--strict", "--full", "--no-dangling"]);
+        assert!(
+            fsck.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+    }
+    // Reads and syncs go on from the repacked records.
+    yaml.push_str(&visit(n + 99));
+    write_at(
+        a,
+        visits_id,
+        Files::from([("patient.yaml".to_string(), yaml.clone())]),
+    );
+    let up = a.sync(&[Job::Push]).await;
+    assert!(
+        up.bytes_sent <= 1024,
+        "{} bytes up after repacking",
+        up.bytes_sent
+    );
+    let down = b.sync(&[Job::Pull]).await;
+    assert!(
+        down.bytes_received <= 1024,
+        "{} bytes down after repacking",
+        down.bytes_received
+    );
+    assert_eq!(
+        b.sat.store.read(&visits_id).expect("read").files["patient.yaml"],
+        yaml
+    );
+}
+
+/// A satellite of protocol 2, by hand: its requests and central's answers.
+async fn call_v2<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    path: &str,
+    request: &Req,
+) -> Resp {
+    use chartsync_protocol::envelope;
+    use chartsync_protocol::sync::{CONTENT_TYPE, MAX_REPLY_BYTES, PROTOCOL_HEADER};
+    let r = http
+        .post(format!("{url}{path}"))
+        .bearer_auth(token)
+        .header(PROTOCOL_HEADER, "2")
+        .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+        .body(envelope::encode_as(request, 2).expect("encode"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    assert_eq!(
+        r.headers()
+            .get(PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some("2"),
+        "{path}: the answer speaks version 2"
+    );
+    let bytes = r.bytes().await.expect("body");
+    assert_eq!(
+        bytes.get(3),
+        Some(&2),
+        "{path}: the batch is marked version 2"
+    );
+    envelope::decode(&bytes, MAX_REPLY_BYTES).expect("decode")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_2_satellite_still_syncs_with_central() {
+    use chartsync_protocol::sync::{
+        Ack, AckRequest, AckResponse, FetchNewRequest, FetchNewResponse, PullRequest, PullResponse,
+        PushOutcome, PushRequest, PushResponse,
+    };
+    use chartsync_store::{Flush, Received};
+    let w = world().await;
+    let a = &w.sats[0];
+    // The old satellite is instance north-b, with its own store.
+    let old = crate::support::wire::Scratch::named("north-b");
+    let token = w.sats[1].sat.config.token().expect("token").expect("set").0;
+    let id = PatientId::random();
+    let mut yaml = String::from("name: Amina\ncatchment: north\nvisits:\n");
+    for n in 0..100 {
+        yaml.push_str(&visit(n));
+    }
+    write_at(
+        a,
+        id,
+        Files::from([("patient.yaml".to_string(), yaml.clone())]),
+    );
+    a.sync(&[Job::Push]).await;
+
+    // fetch-new in version 2: whole records, packs of whole objects.
+    let page: FetchNewResponse = call_v2(
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/fetch-new",
+        &FetchNewRequest {
+            cursor: 0,
+            epoch: 0,
+            limit: 100,
+            acks: Vec::new(),
+        },
+    )
+    .await;
+    assert_eq!(page.records.len(), 1);
+    let record = &page.records[0];
+    assert!(chartsync_git::split_pack(&record.pack).is_some());
+    let Received::Ready(p) = old
+        .store
+        .prepare_received(&id, None, record.head, &record.pack, Flush::Now)
+        .expect("stored")
+    else {
+        panic!("new here")
+    };
+    old.store.publish(p, Flush::Now).expect("publish");
+    let _: AckResponse = call_v2(
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/ack",
+        &AckRequest {
+            acks: vec![Ack {
+                id,
+                head: record.head,
+            }],
+        },
+    )
+    .await;
+
+    // An edit at a new satellite reaches it in version 2: no deltas.
+    yaml.push_str(&visit(100));
+    write_at(
+        a,
+        id,
+        Files::from([("patient.yaml".to_string(), yaml.clone())]),
+    );
+    a.sync(&[Job::Push]).await;
+    let pulled: PullResponse = call_v2(
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/pull",
+        &PullRequest {
+            cursor: page.cursor,
+            limit: 100,
+        },
+    )
+    .await;
+    let update = pulled
+        .updates
+        .iter()
+        .find(|u| u.id == id)
+        .expect("the edit");
+    assert!(
+        chartsync_git::split_pack(&update.pack).is_some(),
+        "a version 2 pull carries whole objects only"
+    );
+    let Received::Ready(p) = old
+        .store
+        .prepare_received(&id, update.base, update.head, &update.pack, Flush::Now)
+        .expect("stored")
+    else {
+        panic!("not stale")
+    };
+    old.store.publish(p, Flush::Now).expect("publish");
+    assert_eq!(
+        old.store.read(&id).expect("read").files["patient.yaml"],
+        yaml
+    );
+
+    // Its own edit, pushed in version 2 with a whole pack.
+    yaml.push_str(&visit(101));
+    let expected = old.head(id);
+    let head = old.update_files(
+        id,
+        Files::from([("patient.yaml".to_string(), yaml.clone())]),
+    );
+    let record = old.record(id, Some(expected));
+    assert_eq!(record.head, head);
+    let pushed: PushResponse = call_v2(
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/push",
+        &PushRequest {
+            records: vec![record],
+        },
+    )
+    .await;
+    assert!(
+        matches!(pushed.results[0].outcome, PushOutcome::Applied { .. }),
+        "{:?}",
+        pushed.results[0].outcome
+    );
+    // The new satellite pulls it in version 3.
+    assert_eq!(a.sync(&[Job::Pull]).await.records_received, 1);
+    assert_eq!(
+        a.sat.store.read(&id).expect("read").files["patient.yaml"],
+        yaml
+    );
+
+    // A batch marked with another version than its header is refused.
+    let r = w
+        .http
+        .post(format!("{}/v1/sync/pull", w.central.url))
+        .bearer_auth(&token)
+        .header(chartsync_protocol::sync::PROTOCOL_HEADER, "2")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            chartsync_protocol::sync::CONTENT_TYPE,
+        )
+        .body(
+            chartsync_protocol::envelope::encode_as(
+                &PullRequest {
+                    cursor: 0,
+                    limit: 1,
+                },
+                3,
+            )
+            .expect("encode"),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }

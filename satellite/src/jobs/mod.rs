@@ -8,6 +8,7 @@ mod fetch;
 mod lock;
 mod pull;
 mod push;
+pub mod upkeep;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -29,6 +29,7 @@ fn build(
     sat: &Satellite,
     page: &[DirtyRecord],
     summary: &mut Summary,
+    thin: bool,
 ) -> Result<(Vec<PushRecord>, usize), JobError> {
     let store = &sat.store;
     let mut out = Vec::with_capacity(page.len());
@@ -58,7 +59,12 @@ fn build(
             continue;
         }
         let haves: Vec<CommitId> = d.central_head.into_iter().collect();
-        let pack = store.pack_since(&d.id, local, &haves)?;
+        // Protocol 3: changed files as deltas on central's version.
+        let pack = if thin {
+            store.pack_since_thin(&d.id, local, &haves)?
+        } else {
+            store.pack_since(&d.id, local, &haves)?
+        };
         if pack.len() > MAX_REQUEST_BYTES / 2 {
             let reason = format!(
                 "its changes take {} MiB, more than one sync batch may carry ({} MiB); split the record or ask HQ",
@@ -187,6 +193,8 @@ fn handle(
 /// A page made ready to send.
 struct Built {
     records: Vec<PushRecord>,
+    /// Whether its packs are thin (protocol 3).
+    thin: bool,
     counters: HashMap<PatientId, i64>,
     refused: u64,
     set_aside: u64,
@@ -195,12 +203,16 @@ struct Built {
 }
 
 /// Loads the next page of changed records after `after` and builds its packs.
-async fn load_and_build(sat: Arc<Satellite>, after: Option<PatientId>) -> Result<Built, JobError> {
+async fn load_and_build(
+    sat: Arc<Satellite>,
+    after: Option<PatientId>,
+    thin: bool,
+) -> Result<Built, JobError> {
     let batch = sat.config.sync.batch_size;
     tokio::task::spawn_blocking(move || {
         let timer = std::time::Instant::now();
         let page = sat.db.dirty_page(after, batch)?;
-        build_page(&sat, page, timer)
+        build_page(&sat, page, timer, thin)
     })
     .await
     .map_err(|e| JobError::Task(e.to_string()))?
@@ -210,12 +222,14 @@ fn build_page(
     sat: &Satellite,
     page: Vec<DirtyRecord>,
     timer: std::time::Instant,
+    thin: bool,
 ) -> Result<Built, JobError> {
     let counters: HashMap<PatientId, i64> = page.iter().map(|d| (d.id, d.changes)).collect();
     let mut local = Summary::default();
-    let (records, looked) = build(sat, &page, &mut local)?;
+    let (records, looked) = build(sat, &page, &mut local, thin)?;
     Ok(Built {
         records,
+        thin,
         counters,
         refused: local.refused,
         set_aside: local.set_aside,
@@ -238,11 +252,11 @@ pub(crate) async fn run(
     let attempts = sat.config.sync.max_attempts;
     let mut summary = Summary::default();
     let mut retry: Vec<PatientId> = Vec::new();
-    let mut next = tokio::spawn(load_and_build(Arc::clone(sat), None));
+    let mut next = tokio::spawn(load_and_build(Arc::clone(sat), None, client.thin()));
     loop {
         let built = next.await.map_err(|e| JobError::Task(e.to_string()))??;
         let Some(last) = built.last else { break };
-        next = tokio::spawn(load_and_build(Arc::clone(sat), Some(last)));
+        next = tokio::spawn(load_and_build(Arc::clone(sat), Some(last), client.thin()));
         retry.extend(send(sat, client, built, &mut summary).await?);
         progress("push", summary.records_sent);
     }
@@ -260,6 +274,7 @@ pub(crate) async fn run(
         for chunk in retry.chunks(batch) {
             let ids = chunk.to_vec();
             let s = Arc::clone(sat);
+            let thin = client.thin();
             let built = tokio::task::spawn_blocking(move || {
                 let timer = std::time::Instant::now();
                 let mut page = Vec::new();
@@ -274,7 +289,7 @@ pub(crate) async fn run(
                         });
                     }
                 }
-                build_page(&s, page, timer)
+                build_page(&s, page, timer, thin)
             })
             .await
             .map_err(|e| JobError::Task(e.to_string()))??;
@@ -305,10 +320,31 @@ async fn send(
         return Ok(Vec::new());
     }
     let timer = std::time::Instant::now();
-    let request = PushRequest {
+    let mut request = PushRequest {
         records: built.records,
     };
-    let response: PushResponse = client.call("/v1/sync/push", &request).await?;
+    let response: PushResponse = match client.call("/v1/sync/push", &request).await {
+        // Central turned out to speak protocol 2 only: the same records
+        // again with whole packs.
+        Err(_) if built.thin && !client.thin() => {
+            let s = Arc::clone(sat);
+            let records = request.records;
+            request.records = tokio::task::spawn_blocking(move || {
+                records
+                    .into_iter()
+                    .map(|mut r| {
+                        let haves: Vec<CommitId> = r.expected.into_iter().collect();
+                        r.pack = s.store.pack_since(&r.id, r.head, &haves)?;
+                        Ok(r)
+                    })
+                    .collect::<Result<Vec<_>, JobError>>()
+            })
+            .await
+            .map_err(|e| JobError::Task(e.to_string()))??;
+            client.call("/v1/sync/push", &request).await?
+        }
+        other => other?,
+    };
     let called = timer.elapsed();
     let request_len = request.records.len();
     let counters = built.counters;

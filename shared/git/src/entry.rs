@@ -84,14 +84,6 @@ pub(crate) fn read_type_and_size(bytes: &[u8], mut pos: usize) -> Result<Header,
     })
 }
 
-/// The header of an undeltified entry at `pos`: its kind, inflated size and
-/// where its zlib data starts. `None` for deltas and malformed headers.
-pub(crate) fn read_entry_header(bytes: &[u8], pos: usize) -> Option<(Kind, u64, usize)> {
-    let header = read_type_and_size(bytes, pos).ok()?;
-    let kind = Kind::from_type_code(header.type_code)?;
-    Some((kind, header.size, header.data_at))
-}
-
 /// The payload of one pack entry after inflation.
 pub(crate) enum Payload {
     /// A full object.

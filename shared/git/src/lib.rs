@@ -5,12 +5,13 @@
 //! under [`PackLimits`] (malformed or hostile input is an error, never a
 //! panic or an unbounded allocation); [`PackReader`] reads a record's packs
 //! on disk through their indexes; [`apply_delta`] rebuilds deltified
-//! objects. Nothing here knows about patients, YAML or HTTP.
+//! objects and [`encode_delta`] makes them. Nothing here knows about patients, YAML or HTTP.
 
 #![forbid(unsafe_code)]
 
 mod commit;
 mod delta;
+mod delta_encode;
 mod entry;
 mod error;
 pub mod fsck;
@@ -29,14 +30,15 @@ mod tests;
 
 pub use self::commit::{Commit, Signature, commit_trailer, encode_commit, parse_commit};
 pub use self::delta::{DeltaHeader, apply_delta, delta_header};
+pub use self::delta_encode::{encode_delta, encode_delta_within};
 pub use self::entry::PackLimits;
 pub use self::error::{DeltaError, FormatError, FsckError, PackError};
 pub use self::idx_writer::{IdxEntry, write_idx};
 pub use self::object::{Kind, Object, hash_object};
 pub use self::pack_parser::parse_pack;
 pub use self::pack_reader::{Lookup, PackReader};
-pub use self::pack_split::{join_pack, split_pack};
-pub use self::pack_writer::{PackFiles, write_pack, write_pack_only};
+pub use self::pack_split::{join_pack, join_pack_entries, split_pack, split_pack_entries};
+pub use self::pack_writer::{PackFiles, write_pack, write_pack_deltified, write_pack_only};
 pub use self::tree::{
     MODE_DIR, MODE_EXEC, MODE_FILE, MODE_GITLINK, MODE_SYMLINK, TreeEntry, build_tree, encode_tree,
     encode_tree_checked, parse_tree,

@@ -1,10 +1,13 @@
-//! Writing packs (version 2, undeltified) and their idx files.
+//! Writing packs (version 2) and their idx files: of whole objects, or with
+//! OFS_DELTA entries against earlier entries of the same pack.
 
 use std::collections::HashSet;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 use sha1::{Digest, Sha1};
 
+use super::delta_encode::encode_delta_within;
+use super::entry::OFS_DELTA;
 use super::idx_writer::{IdxEntry, write_idx};
 use super::object::{Object, oid_from_sha1};
 use git2::Oid;
@@ -48,6 +51,93 @@ pub fn write_pack(objects: &[Object], level: u32) -> PackFiles {
 /// Only if given 2^32 or more distinct objects.
 pub fn write_pack_only(objects: &[Object], level: u32) -> Vec<u8> {
     encode_pack(objects, level, None).0
+}
+
+/// Writes `objects` as one pack with its idx, each object either whole or,
+/// when `bases[i]` names an earlier object (by index) of the same kind and
+/// the delta is less than half the object's size, as an OFS_DELTA against
+/// it. Duplicated ids are written once; a base that was itself a duplicate
+/// or is not earlier is ignored. Delta chains are as long as the caller
+/// makes them (git reads up to 4095; keep them short for readers).
+///
+/// # Panics
+///
+/// Only if given 2^32 or more distinct objects, or if `bases` is not as long
+/// as `objects`.
+pub fn write_pack_deltified(objects: &[Object], bases: &[Option<usize>], level: u32) -> PackFiles {
+    assert_eq!(objects.len(), bases.len(), "one base (or none) per object");
+    let capacity = objects
+        .iter()
+        .map(|o| o.data.len() / 4 + 32)
+        .fold(4096, usize::saturating_add);
+    let mut pack = start_pack(capacity);
+    let mut compressor = (level > 0).then(|| Compress::new(Compression::new(level.min(9)), true));
+    // Offset of each written object, by index (None: a duplicate).
+    let mut offsets: Vec<Option<usize>> = vec![None; objects.len()];
+    let mut seen = HashSet::with_capacity(objects.len());
+    let mut entries = Vec::with_capacity(objects.len());
+    let mut count = 0u32;
+    for (i, object) in objects.iter().enumerate() {
+        if !seen.insert(object.id) {
+            continue;
+        }
+        count = count
+            .checked_add(1)
+            .expect("a pack holds fewer than 2^32 objects");
+        let start = pack.len();
+        offsets[i] = Some(start);
+        let delta = bases[i]
+            .filter(|&b| b < i && objects[b].kind == object.kind)
+            .and_then(|b| Some((offsets[b]?, &objects[b])))
+            .and_then(|(at, base)| {
+                let max = object.data.len() / 2;
+                Some((at, encode_delta_within(&base.data, &object.data, max)?))
+            });
+        let payload: &[u8] = match &delta {
+            Some((base_at, delta)) => {
+                write_entry_header(&mut pack, OFS_DELTA, delta.len() as u64);
+                write_ofs_distance(&mut pack, (start - base_at) as u64);
+                delta
+            }
+            None => {
+                write_entry_header(&mut pack, object.kind.type_code(), object.data.len() as u64);
+                &object.data
+            }
+        };
+        match compressor.as_mut() {
+            Some(compressor) => deflate_into(compressor, payload, &mut pack),
+            None => stored_zlib_into(payload, &mut pack),
+        }
+        entries.push(IdxEntry {
+            id: object.id,
+            crc32: crc32fast::hash(&pack[start..]),
+            offset: start as u64,
+        });
+    }
+    let checksum = finish_pack(&mut pack, count);
+    let idx = write_idx(&mut entries, checksum);
+    PackFiles {
+        pack,
+        idx,
+        checksum,
+    }
+}
+
+/// Git's OFS_DELTA distance: big-endian 7-bit groups, each continuation
+/// adding one (so that every distance has exactly one encoding).
+fn write_ofs_distance(out: &mut Vec<u8>, distance: u64) {
+    let mut bytes = [0u8; 10];
+    let mut at = bytes.len() - 1;
+    let mut n = distance;
+    bytes[at] = (n & 0x7f) as u8;
+    n >>= 7;
+    while n != 0 {
+        n -= 1;
+        at -= 1;
+        bytes[at] = 0x80 | (n & 0x7f) as u8;
+        n >>= 7;
+    }
+    out.extend_from_slice(&bytes[at..]);
 }
 
 fn encode_pack(

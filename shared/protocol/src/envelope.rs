@@ -9,7 +9,7 @@ use std::io::Read;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::sync::PROTOCOL_VERSION;
+use super::sync::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 const MAGIC: [u8; 3] = *b"CSB";
 
@@ -27,7 +27,7 @@ pub enum EnvelopeError {
     Marker,
     /// Another major version.
     #[error(
-        "batch protocol version {0} is not supported (this build speaks version {PROTOCOL_VERSION})"
+        "batch protocol version {0} is not supported (this build speaks versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION})"
     )]
     Version(u8),
     /// The zstd frame is broken.
@@ -58,12 +58,19 @@ pub enum EnvelopeError {
     Encode(#[source] rmp_serde::encode::Error),
 }
 
-/// Encodes a message.
+/// Encodes a message (as [`PROTOCOL_VERSION`]).
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, EnvelopeError> {
+    encode_as(message, PROTOCOL_VERSION)
+}
+
+/// Encodes a message marked as protocol `version` (a reply to a peer that
+/// speaks an older version carries that version). The message itself must
+/// be one that version can carry.
+pub fn encode_as<T: Serialize>(message: &T, version: u8) -> Result<Vec<u8>, EnvelopeError> {
     let raw = rmp_serde::to_vec_named(message).map_err(EnvelopeError::Encode)?;
     let mut out = Vec::with_capacity(raw.len() / 3 + 16);
     out.extend_from_slice(&MAGIC);
-    out.push(PROTOCOL_VERSION);
+    out.push(version);
     let compressed = zstd::bulk::compress(&raw, LEVEL).map_err(EnvelopeError::Compression)?;
     out.extend_from_slice(&compressed);
     Ok(out)
@@ -75,9 +82,18 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, EnvelopeError> {
 /// decompressed, and exactly the declared size is allocated, so a small
 /// request can never make the receiver allocate more than `limit`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, EnvelopeError> {
+    decode_versioned(bytes, limit).map(|(message, _)| message)
+}
+
+/// Like [`decode`], also returning the protocol version the batch is
+/// marked with (any from [`MIN_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`]).
+pub fn decode_versioned<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<(T, u8), EnvelopeError> {
     let rest = bytes.strip_prefix(&MAGIC).ok_or(EnvelopeError::Marker)?;
     let (&version, frame) = rest.split_first().ok_or(EnvelopeError::Marker)?;
-    if version != PROTOCOL_VERSION {
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
         return Err(EnvelopeError::Version(version));
     }
     let declared = match zstd::zstd_safe::get_frame_content_size(frame) {
@@ -106,7 +122,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Enve
             actual: read,
         });
     }
-    rmp_serde::from_slice(&raw).map_err(EnvelopeError::Decode)
+    rmp_serde::from_slice(&raw)
+        .map(|message| (message, version))
+        .map_err(EnvelopeError::Decode)
 }
 
 #[cfg(test)]
@@ -161,7 +179,16 @@ mod tests {
             decode::<PushResponse>(b"XXXX1234", 100),
             Err(EnvelopeError::Marker)
         ));
+        // Version 2 batches are still read.
+        let v2 = encode_as(&sample(), 2).expect("encode");
+        let (_, version) = decode_versioned::<PushResponse>(&v2, 1 << 20).expect("decode v2");
+        assert_eq!(version, 2);
         let mut wrong_version = bytes.clone();
+        wrong_version[3] = 1;
+        assert!(matches!(
+            decode::<PushResponse>(&wrong_version, 1 << 20),
+            Err(EnvelopeError::Version(1))
+        ));
         wrong_version[3] = 9;
         assert!(matches!(
             decode::<PushResponse>(&wrong_version, 1 << 20),

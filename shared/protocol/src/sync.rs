@@ -10,8 +10,13 @@ use super::CommitId;
 use crate::id::PatientId;
 
 /// The protocol's major version, in the envelope and the
-/// `Chartsync-Protocol` header. A peer with another major version is refused.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// `Chartsync-Protocol` header. Version 3 packs may be thin: a changed file
+/// or folder travels as a delta (REF_DELTA) on the version the receiver is
+/// known to hold. A peer outside [`MIN_PROTOCOL_VERSION`]..=this is refused.
+pub const PROTOCOL_VERSION: u8 = 3;
+/// The oldest version still spoken: central answers a version 2 request in
+/// version 2 (packs of whole objects), so older satellites keep working.
+pub const MIN_PROTOCOL_VERSION: u8 = 2;
 /// The HTTP header carrying [`PROTOCOL_VERSION`].
 pub const PROTOCOL_HEADER: &str = "chartsync-protocol";
 /// The media type of sync bodies.

@@ -1,16 +1,18 @@
 //! How the sync messages' git packs travel (`#[serde(with = ...)]` on their
 //! `pack` fields). In memory a pack is git pack data; on the wire a pack of
-//! whole objects is sent as its objects, `[kind, content]` each, and
-//! rebuilt on arrival. That drops the pack's framing (headers, Adler-32 and
-//! SHA-1 checksums: about 30 bytes per record that zstd cannot compress)
-//! and loses no safety: the receiver hashes every object to its id and
-//! checks every reference. A pack that is anything else (deltas, or broken)
-//! travels byte for byte, so the receiver refuses exactly what was sent.
+//! whole objects and REF_DELTA entries (a thin pack, protocol 3) is sent as
+//! its entries, `[kind, content]` each (kind 7: a delta, its content the
+//! base's id then the delta), and rebuilt on arrival. That drops the pack's
+//! framing (headers, Adler-32 and SHA-1 checksums: about 30 bytes per
+//! record that zstd cannot compress) and loses no safety: the receiver
+//! rebuilds and hashes every object to its id and checks every reference.
+//! A pack that is anything else (OFS_DELTA entries, or broken) travels byte
+//! for byte, so the receiver refuses exactly what was sent.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::{ByteBuf, Bytes};
 
-use chartsync_git::{self as git, Kind};
+use chartsync_git as git;
 
 #[derive(Serialize)]
 enum WireRef<'a> {
@@ -26,11 +28,11 @@ enum Wire {
 
 /// Serializes a pack.
 pub fn serialize<S: Serializer>(pack: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-    match git::split_pack(pack) {
+    match git::split_pack_entries(pack) {
         Some(parts) => WireRef::Objects(
             parts
                 .iter()
-                .map(|(kind, data)| (kind.type_code(), Bytes::new(data)))
+                .map(|(code, data)| (*code, Bytes::new(data)))
                 .collect(),
         )
         .serialize(serializer),
@@ -43,14 +45,12 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>
     match Wire::deserialize(deserializer)? {
         Wire::Pack(bytes) => Ok(bytes.into_vec()),
         Wire::Objects(parts) => {
-            let mut objects = Vec::with_capacity(parts.len());
-            for (code, data) in &parts {
-                let kind = Kind::from_type_code(*code).ok_or_else(|| {
-                    serde::de::Error::custom(format!("unknown git object kind {code}"))
-                })?;
-                objects.push((kind, data.as_slice()));
-            }
-            Ok(git::join_pack(objects))
+            git::join_pack_entries(parts.iter().map(|(code, data)| (*code, data.as_slice())))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(
+                        "a pack entry of an unknown kind, or a delta without its base id",
+                    )
+                })
         }
     }
 }

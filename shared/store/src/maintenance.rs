@@ -1,22 +1,30 @@
-//! Repository upkeep. Every write adds one pack file and libgit2 has no
-//! garbage collection, so a record's packs are merged into one from time to
-//! time: the objects reachable from its refs are written as one new pack,
-//! then the old packs are removed. It runs holding the record's head lock,
-//! so no write can be between its two phases, while readers go on (a reader
-//! that misses an object re-lists the packs).
+//! Repository upkeep. Every write adds one pack file of whole objects and
+//! libgit2 has no garbage collection, so a record's packs are merged into
+//! one from time to time: the objects reachable from its refs are written
+//! as one new pack, delta-compressed (each version of a file, and of a
+//! folder, stored as a delta on the next newer version of the same path,
+//! chains at most [`MAX_DEPTH`] long, the newest version whole so that
+//! reading the head costs no delta), and made durable before the old packs
+//! are removed. It runs holding the record's head lock, so no write can be
+//! between its two phases, while readers go on (a reader that misses an
+//! object re-lists the packs).
 
-use std::collections::HashSet;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::objects::{read_object, write_objects};
+use super::objects::{read_object, write_pack_files};
 use super::refs::{RefError, RefLock};
 use super::{Flush, RecordStore, StoreError};
-use chartsync_git::{self as git, Kind};
+use chartsync_git as git;
+use chartsync_protocol::CommitId;
 use chartsync_protocol::id::PatientId;
 use git2::Oid;
 
 /// zlib level of repacked packs: they are read often and kept long.
 const REPACK_LEVEL: u32 = 6;
+
+/// Longest delta chain a repack writes (git's default too).
+pub const MAX_DEPTH: u32 = 50;
 
 /// What a repack did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,18 +86,147 @@ fn remove_stale_tmp(dir: &Path) {
     }
 }
 
+fn needs_repack(idx_files: &[PathBuf], min_packs: usize) -> Result<bool, StoreError> {
+    if idx_files.len() < 2 {
+        return Ok(false);
+    }
+    if idx_files.len() >= min_packs.max(2) {
+        return Ok(true);
+    }
+    let mut sizes = Vec::with_capacity(idx_files.len());
+    for idx in idx_files {
+        let pack = idx.with_extension("pack");
+        match std::fs::metadata(&pack) {
+            Ok(m) => sizes.push(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&pack)(e)),
+        }
+    }
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let total: u64 = sizes.iter().sum();
+    Ok(total - largest >= largest)
+}
+
+/// The objects reachable from `roots`, newest commit first, and for each
+/// tree or blob the index of the object it is best stored as a delta on:
+/// the version met just before it at the same path (a newer one), unless
+/// that one's chain is already [`MAX_DEPTH`] long.
+fn collect(
+    repo: &git2::Repository,
+    id: &PatientId,
+    roots: &[Oid],
+) -> Result<(Vec<git::Object>, Vec<Option<usize>>), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { id: *id, detail };
+    let read = |oid: Oid| {
+        read_object(repo, oid).ok_or_else(|| corrupt(format!("object {oid} is missing")))
+    };
+    let mut seen = HashSet::new();
+    let mut objects = Vec::new();
+    let mut bases = Vec::new();
+    let mut depth: Vec<u32> = Vec::new();
+    // Last object stored per (path, is a tree).
+    let mut last: HashMap<(Vec<u8>, bool), usize> = HashMap::new();
+    // Commits newest first.
+    let mut commits: BinaryHeap<(i64, Oid)> = BinaryHeap::new();
+    for root in roots {
+        if seen.insert(*root) {
+            let object = read(*root)?;
+            let c = git::parse_commit(&object.data)
+                .map_err(|e| corrupt(format!("commit {root}: {e}")))?;
+            commits.push((c.committer.time, *root));
+        }
+    }
+    let mut parsed: HashMap<Oid, (git::Object, git::Commit)> = HashMap::new();
+    while let Some((_, next)) = commits.pop() {
+        let (object, commit) = match parsed.remove(&next) {
+            Some(pair) => pair,
+            None => {
+                let object = read(next)?;
+                let commit = git::parse_commit(&object.data)
+                    .map_err(|e| corrupt(format!("commit {next}: {e}")))?;
+                (object, commit)
+            }
+        };
+        for parent in &commit.parents {
+            if seen.insert(*parent) {
+                let object = read(*parent)?;
+                let c = git::parse_commit(&object.data)
+                    .map_err(|e| corrupt(format!("commit {parent}: {e}")))?;
+                commits.push((c.committer.time, *parent));
+                parsed.insert(*parent, (object, c));
+            }
+        }
+        objects.push(object);
+        bases.push(None);
+        depth.push(0);
+        // The commit's tree, depth first, with paths.
+        let mut stack: Vec<(Oid, Vec<u8>, bool)> = vec![(commit.tree, Vec::new(), true)];
+        while let Some((oid, path, is_tree)) = stack.pop() {
+            if !seen.insert(oid) {
+                continue;
+            }
+            let object = read(oid)?;
+            if is_tree {
+                let entries = git::parse_tree(&object.data)
+                    .map_err(|e| corrupt(format!("tree {oid}: {e}")))?;
+                for entry in entries.iter().rev() {
+                    let mut child = path.clone();
+                    if !child.is_empty() {
+                        child.push(b'/');
+                    }
+                    child.extend_from_slice(entry.name.as_bytes());
+                    stack.push((entry.id, child, entry.mode == git::MODE_DIR));
+                }
+            }
+            let index = objects.len();
+            let base = last
+                .get(&(path.clone(), is_tree))
+                .copied()
+                .filter(|&b| objects[b].kind == object.kind && depth[b] < MAX_DEPTH);
+            depth.push(base.map_or(0, |b| depth[b] + 1));
+            bases.push(base);
+            last.insert((path, is_tree), index);
+            objects.push(object);
+        }
+    }
+    Ok((objects, bases))
+}
+
 impl RecordStore {
     /// How many pack files the record has.
     pub fn pack_count(&self, id: &PatientId) -> Result<usize, StoreError> {
         Ok(pack_files(&self.layout.repo(id).join("objects/pack"))?.len())
     }
 
-    /// Merges the record's packs into one when it has at least `min_packs`.
+    /// Whether [`RecordStore::repack`] would repack the record: it has at
+    /// least `min_packs` packs, or more than one and the packs other than
+    /// the largest (whole objects written since the last repack) take as
+    /// much room as the largest; so a record's disk use stays within about
+    /// twice its repacked size however large its files grow.
+    pub fn needs_repack(&self, id: &PatientId, min_packs: usize) -> Result<bool, StoreError> {
+        let pack_dir = self.layout.repo(id).join("objects/pack");
+        needs_repack(&pack_files(&pack_dir)?, min_packs)
+    }
+
+    /// Merges the record's packs into one when [`RecordStore::needs_repack`]
+    /// says so.
     pub fn repack(&self, id: &PatientId, min_packs: usize) -> Result<RepackStats, StoreError> {
+        self.repack_keeping(id, min_packs, &[])
+    }
+
+    /// Like [`RecordStore::repack`], also keeping what the commits `keep`
+    /// reach when the repository has them (a satellite keeps central's head
+    /// as it last saw it, the base of its next sync).
+    pub fn repack_keeping(
+        &self,
+        id: &PatientId,
+        min_packs: usize,
+        keep: &[CommitId],
+    ) -> Result<RepackStats, StoreError> {
         let path = self.layout.repo(id);
         let pack_dir = path.join("objects/pack");
         let before = pack_files(&pack_dir)?;
-        if before.len() < min_packs.max(2) {
+        if !needs_repack(&before, min_packs)? {
             return Ok(RepackStats {
                 packs_before: before.len(),
                 ..RepackStats::default()
@@ -103,43 +240,16 @@ impl RecordStore {
         let before = pack_files(&pack_dir)?;
         let mut roots: Vec<Oid> = lock.current().into_iter().collect();
         roots.extend(self.aux_refs(&path)?);
-        let objects = self.with_repo(id, |repo| {
-            let mut seen = HashSet::new();
-            let mut out = Vec::new();
-            let mut stack = roots.clone();
-            while let Some(next) = stack.pop() {
-                if !seen.insert(next) {
-                    continue;
+        let (objects, bases) = self.with_repo(id, |repo| {
+            for extra in keep.iter().map(|c| super::oid(*c)) {
+                if repo.find_commit(extra).is_ok() {
+                    roots.push(extra);
                 }
-                let object = read_object(repo, next).ok_or_else(|| StoreError::Corrupt {
-                    id: *id,
-                    detail: format!("object {next} is missing"),
-                })?;
-                match object.kind {
-                    Kind::Commit => {
-                        let c =
-                            git::parse_commit(&object.data).map_err(|e| StoreError::Corrupt {
-                                id: *id,
-                                detail: format!("commit {next}: {e}"),
-                            })?;
-                        stack.push(c.tree);
-                        stack.extend(c.parents);
-                    }
-                    Kind::Tree => {
-                        let entries =
-                            git::parse_tree(&object.data).map_err(|e| StoreError::Corrupt {
-                                id: *id,
-                                detail: format!("tree {next}: {e}"),
-                            })?;
-                        stack.extend(entries.into_iter().map(|e| e.id));
-                    }
-                    Kind::Blob | Kind::Tag => {}
-                }
-                out.push(object);
             }
-            Ok(out)
+            collect(repo, id, &roots)
         })?;
-        let checksum = write_objects(&path, &objects, REPACK_LEVEL, Flush::Now)?;
+        let files = git::write_pack_deltified(&objects, &bases, REPACK_LEVEL);
+        let checksum = Some(write_pack_files(&path, &files, Flush::Now)?);
         let keep = checksum.map(|c| pack_dir.join(format!("pack-{c}.idx")));
         self.cache.forget(id);
         for idx in before.iter().filter(|p| Some(*p) != keep.as_ref()) {

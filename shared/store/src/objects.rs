@@ -1,7 +1,7 @@
 //! Reading a record's files through libgit2, and writing new objects as one
 //! pack file plus index per write.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
@@ -143,14 +143,22 @@ pub(crate) fn write_objects(
     if objects.is_empty() {
         return Ok(None);
     }
-    let files = git::write_pack(objects, level);
+    write_pack_files(repo_dir, &git::write_pack(objects, level), flush).map(Some)
+}
+
+/// Stores a written pack and its index as [`write_objects`] does.
+pub(crate) fn write_pack_files(
+    repo_dir: &Path,
+    files: &git::PackFiles,
+    flush: Flush,
+) -> Result<Oid, StoreError> {
     let dir = repo_dir.join("objects/pack");
     let base = format!("pack-{}", files.checksum);
     let pack = dir.join(format!("{base}.pack"));
     let idx = dir.join(format!("{base}.idx"));
     if idx.is_file() {
         // The same objects were written before (a repeated write).
-        return Ok(Some(files.checksum));
+        return Ok(files.checksum);
     }
     // A name no other writer uses (leftovers of a crash are removed by the
     // next repack).
@@ -172,7 +180,7 @@ pub(crate) fn write_objects(
     if flush == Flush::Now {
         sync_dir(&dir).map_err(StoreError::io(&dir))?;
     }
-    Ok(Some(files.checksum))
+    Ok(files.checksum)
 }
 
 /// A suffix unique to this process and call.
@@ -320,6 +328,16 @@ pub(crate) fn pack_since(
     head: Oid,
     haves: &[Oid],
 ) -> Result<Vec<u8>, StoreError> {
+    Ok(git::write_pack(&objects_since_repo(repo, id, head, haves)?, 0).pack)
+}
+
+/// The objects of [`pack_since`], through libgit2.
+pub(crate) fn objects_since_repo(
+    repo: &Repository,
+    id: &PatientId,
+    head: Oid,
+    haves: &[Oid],
+) -> Result<Vec<Object>, StoreError> {
     let mut walk = repo
         .revwalk()
         .map_err(StoreError::git("starting a history walk"))?;
@@ -350,8 +368,117 @@ pub(crate) fn pack_since(
         objects.push(object);
         add_tree(repo, id, tree, &mut seen, &mut objects)?;
     }
-    Ok(git::write_pack(&objects, 0).pack)
+    Ok(objects)
 }
+
+/// A thin wire pack of `objects` (new commits with their new trees and
+/// blobs) for a receiver that has the commit `base`: each tree or blob at a
+/// path where `base` holds another version of the same kind travels as a
+/// REF_DELTA on that version, when the delta is less than half its size;
+/// everything else whole. `read` finds the base's objects (a base it cannot
+/// read only means sending whole).
+pub(crate) fn thin_pack(
+    objects: &[Object],
+    base: Oid,
+    read: &dyn Fn(Oid) -> Option<Object>,
+) -> Vec<u8> {
+    let by_id: HashMap<Oid, &Object> = objects.iter().map(|o| (o.id, o)).collect();
+    // The path of every new tree and blob (the first one met).
+    let mut paths: HashMap<Oid, String> = HashMap::new();
+    for object in objects.iter().filter(|o| o.kind == Kind::Commit) {
+        let Ok(commit) = git::parse_commit(&object.data) else {
+            continue;
+        };
+        let mut stack = vec![(commit.tree, String::new())];
+        while let Some((tree, path)) = stack.pop() {
+            if paths.contains_key(&tree) {
+                continue;
+            }
+            let Some(object) = by_id.get(&tree) else {
+                continue;
+            };
+            paths.insert(tree, path.clone());
+            let Ok(entries) = git::parse_tree(&object.data) else {
+                continue;
+            };
+            for entry in entries {
+                if !by_id.contains_key(&entry.id) {
+                    continue;
+                }
+                let child = if path.is_empty() {
+                    entry.name.clone()
+                } else {
+                    format!("{path}/{}", entry.name)
+                };
+                if entry.mode == git::MODE_DIR {
+                    stack.push((entry.id, child));
+                } else {
+                    paths.entry(entry.id).or_insert(child);
+                }
+            }
+        }
+    }
+    // The base's trees, parsed once each, by folder path.
+    let base_root = read(base)
+        .filter(|o| o.kind == Kind::Commit)
+        .and_then(|o| git::parse_commit(&o.data).ok())
+        .map(|c| c.tree);
+    let mut folders: HashMap<String, Option<Vec<git::TreeEntry>>> = HashMap::new();
+    let mut base_of = |path: &str, kind: Kind| -> Option<Object> {
+        let root = base_root?;
+        if path.is_empty() {
+            return (kind == Kind::Tree).then(|| read(root)).flatten();
+        }
+        let mut tree = root;
+        let mut folder = String::new();
+        let mut parts = path.split('/').peekable();
+        while let Some(name) = parts.next() {
+            let entries = folders
+                .entry(folder.clone())
+                .or_insert_with(|| read(tree).and_then(|o| git::parse_tree(&o.data).ok()))
+                .as_ref()?;
+            let entry = entries.iter().find(|e| e.name == name)?;
+            if parts.peek().is_none() {
+                let is_dir = entry.mode == git::MODE_DIR;
+                return (is_dir == (kind == Kind::Tree))
+                    .then(|| read(entry.id))
+                    .flatten();
+            }
+            if entry.mode != git::MODE_DIR {
+                return None;
+            }
+            tree = entry.id;
+            if !folder.is_empty() {
+                folder.push('/');
+            }
+            folder.push_str(name);
+        }
+        None
+    };
+    let mut entries: Vec<(u8, Vec<u8>)> = Vec::with_capacity(objects.len());
+    for object in objects {
+        let delta = paths
+            .get(&object.id)
+            .and_then(|path| base_of(path, object.kind))
+            .filter(|b| b.kind == object.kind && b.id != object.id)
+            .and_then(|b| {
+                let delta = git::encode_delta_within(&b.data, &object.data, object.data.len() / 2)?;
+                let mut entry = Vec::with_capacity(20 + delta.len());
+                entry.extend_from_slice(b.id.as_bytes());
+                entry.extend_from_slice(&delta);
+                Some(entry)
+            });
+        match delta {
+            Some(entry) => entries.push((REF_DELTA, entry)),
+            None => entries.push((object.kind.type_code(), object.data.clone())),
+        }
+    }
+    git::join_pack_entries(entries.iter().map(|(c, d)| (*c, d.as_slice())))
+        .unwrap_or_else(|| git::write_pack(objects, 0).pack)
+}
+
+/// Type code of a pack entry that is a delta on an object named by id.
+const REF_DELTA: u8 = 7;
 
 fn add_tree(
     repo: &Repository,

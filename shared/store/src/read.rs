@@ -121,6 +121,34 @@ impl RecordStore {
         })
     }
 
+    /// Like [`RecordStore::pack_since`], as a thin pack (sync protocol 3):
+    /// changed files and folders travel as deltas on their versions in the
+    /// first of `haves`, which the receiver must have.
+    pub fn pack_since_thin(
+        &self,
+        id: &PatientId,
+        head: CommitId,
+        haves: &[CommitId],
+    ) -> Result<Vec<u8>, StoreError> {
+        let Some(base) = haves.first().map(|h| oid(*h)) else {
+            return self.pack_since(id, head, haves);
+        };
+        let haves: Vec<git2::Oid> = haves.iter().map(|h| oid(*h)).collect();
+        let dir = self.layout.repo(id).join("objects/pack");
+        let packs = git::PackReader::open(&dir).map_err(StoreError::io(&dir))?;
+        let objects = match super::objects::objects_since(&packs, oid(head), &haves) {
+            Some(objects) => objects,
+            None => self.with_repo(id, |repo| {
+                super::objects::objects_since_repo(repo, id, oid(head), &haves)
+            })?,
+        };
+        let read = |o: git2::Oid| match packs.read(o) {
+            git::Lookup::Found(object) => Some(object),
+            _ => None,
+        };
+        Ok(super::objects::thin_pack(&objects, base, &read))
+    }
+
     /// The common ancestor of two commits, if any.
     pub fn merge_base(
         &self,

@@ -1014,3 +1014,194 @@ fn received_commits_must_name_their_sender() {
         "the merge is north's"
     );
 }
+
+/// Disk use of a record's packs.
+fn pack_bytes(repo: &Path) -> u64 {
+    std::fs::read_dir(repo.join("objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+        .map(|e| e.metadata().expect("metadata").len())
+        .sum()
+}
+
+#[test]
+fn repacked_records_are_delta_compressed_like_git_does() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = store(dir.path(), "a");
+    let id = PatientId::random();
+    // A visit list that grows by one visit per write, and a folder of
+    // encounters that grows by one file.
+    let mut visits = String::from("name: Jane\nvisits:\n");
+    let mut encounters: Vec<(String, String)> = Vec::new();
+    let mut head: Option<CommitId> = None;
+    for n in 0..120 {
+        visits.push_str(&format!(
+            "- date: 2026-{:02}-{:02}\n  note: visit {n}, fever {} days, advised fluids and rest\n",
+            n % 12 + 1,
+            n % 28 + 1,
+            n % 5
+        ));
+        encounters.push((
+            format!("encounters/{n:04}.yaml"),
+            format!("n: {n}\nbp: 12{}/80\n", n % 10),
+        ));
+        let mut all: Vec<(&str, &str)> = vec![("patient.yaml", visits.as_str())];
+        all.extend(encounters.iter().map(|(p, t)| (p.as_str(), t.as_str())));
+        let condition = head.map_or(Condition::MustCreate, Condition::MatchHead);
+        head = Some(
+            s.write(&id, condition, Change::Replace(files(&all)), &meta("visit"))
+                .expect("write"),
+        );
+        // Packs stay bounded as the record grows.
+        s.repack(&id, 8).expect("repack");
+        assert!(s.pack_count(&id).expect("count") < 8);
+    }
+    let repo = s.layout().repo(&id);
+    s.repack(&id, 2).expect("repack");
+    assert_eq!(s.pack_count(&id).expect("count"), 1);
+    let ours = pack_bytes(&repo);
+    fsck(&repo);
+    let idx = std::fs::read_dir(repo.join("objects/pack"))
+        .expect("pack dir")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+        .expect("an idx")
+        .path();
+    let verify = git(&repo, &["verify-pack", "-v", &idx.display().to_string()]);
+    assert!(verify.contains("chain length = 1"), "no deltas: {verify}");
+    assert!(
+        !verify.contains("chain length = 51"),
+        "chains over 50: {verify}"
+    );
+    // Every version reads back (through the deltas).
+    assert_eq!(s.history(&id).expect("history").len(), 120);
+    assert_eq!(s.read(&id).expect("read").files["patient.yaml"], visits);
+    // Next to git's own repack of the same history.
+    let copy = dir.path().join("copy.git");
+    let st = Command::new("git")
+        .args(["clone", "-q", "--bare", "--no-local"])
+        .arg(&repo)
+        .arg(&copy)
+        .status()
+        .expect("git clone");
+    assert!(st.success());
+    git(&copy, &["repack", "-adfq"]);
+    let theirs = pack_bytes(&copy);
+    assert!(ours <= 2 * theirs, "{ours} bytes, git repack -adf {theirs}");
+    eprintln!("repacked: {ours} bytes, git repack -adf: {theirs}");
+}
+
+#[test]
+fn thin_packs_carry_what_changed_and_rebuild_exactly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = store(dir.path(), "a");
+    let b = store(dir.path(), "b");
+    let id = PatientId::random();
+    let mut visits = String::from("name: Jane\nvisits:\n");
+    for n in 0..300 {
+        visits.push_str(&format!(
+            "- date: 2026-{:02}-{:02}\n  note: visit {n}, fever {} days, advised fluids and rest, review in one week\n",
+            n % 12 + 1,
+            n % 28 + 1,
+            n % 5
+        ));
+    }
+    let mut all: Vec<(String, String)> = vec![("patient.yaml".into(), visits.clone())];
+    for n in 0..300 {
+        all.push((
+            format!("encounters/{n:04}.yaml"),
+            format!("n: {n}\nbp: 12{}/80\n", n % 10),
+        ));
+    }
+    let as_files = |all: &[(String, String)]| {
+        files(
+            &all.iter()
+                .map(|(p, t)| (p.as_str(), t.as_str()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let h1 = a
+        .write(
+            &id,
+            Condition::MustCreate,
+            Change::Replace(as_files(&all)),
+            &meta("c"),
+        )
+        .expect("create");
+    let whole = a.pack_since(&id, h1, &[]).expect("pack");
+    let Received::Ready(p) = b
+        .prepare_received(&id, None, h1, &whole, Flush::Now)
+        .expect("verify")
+    else {
+        panic!("fresh record is not stale")
+    };
+    b.publish(p, Flush::Now).expect("publish");
+    // One appended visit and one new encounter.
+    all[0].1.push_str(
+        "- date: 2026-12-02\n  note: a new visit, cough for two days, chest clear, paracetamol\n",
+    );
+    all.push(("encounters/0300.yaml".into(), "n: 300\nbp: 118/76\n".into()));
+    let h2 = a
+        .write(
+            &id,
+            Condition::MatchHead(h1),
+            Change::Replace(as_files(&all)),
+            &meta("u"),
+        )
+        .expect("update");
+    let full = a.pack_since(&id, h2, &[h1]).expect("pack");
+    let thin = a.pack_since_thin(&id, h2, &[h1]).expect("thin pack");
+    // Commit, the new encounter, and three deltas (root, encounters/,
+    // patient.yaml): well under a kilobyte, against the whole file and
+    // folder.
+    assert!(
+        thin.len() < 1000,
+        "{} bytes thin, {} whole",
+        thin.len(),
+        full.len()
+    );
+    assert!(full.len() > 20_000, "{} bytes", full.len());
+    let Received::Ready(p) = b
+        .prepare_received(&id, Some(h1), h2, &thin, Flush::Now)
+        .expect("verify")
+    else {
+        panic!("not stale")
+    };
+    b.publish(p, Flush::Now).expect("publish");
+    assert_eq!(
+        b.read(&id).expect("read").files,
+        a.read(&id).expect("read").files
+    );
+    assert_eq!(b.read(&id).expect("read").head, h2);
+    fsck(&b.layout().repo(&id));
+    // A receiver without the base refuses it and stores nothing.
+    let c = store(dir.path(), "c");
+    let r = c.prepare_received(&id, None, h2, &thin, Flush::Now);
+    assert!(matches!(r, Err(StoreError::Received(_))), "{r:?}");
+    assert!(c.head(&id).expect("head").is_none());
+    // A corrupted delta is refused, the head unmoved.
+    let b2 = store(dir.path(), "b2");
+    let Received::Ready(p) = b2
+        .prepare_received(&id, None, h1, &whole, Flush::Now)
+        .expect("verify")
+    else {
+        panic!("fresh")
+    };
+    b2.publish(p, Flush::Now).expect("publish");
+    // A delta whose last literal byte is changed: a sound pack, whose
+    // rebuilt file no longer has the id the tree names.
+    let mut entries = chartsync_git::split_pack_entries(&thin).expect("splits");
+    let delta = entries
+        .iter_mut()
+        .filter(|(code, _)| *code == 7)
+        .max_by_key(|(_, d)| d.len())
+        .expect("a delta");
+    let last = delta.1.len() - 1;
+    delta.1[last] ^= 0x01;
+    let bad = chartsync_git::join_pack_entries(entries.iter().map(|(c, d)| (*c, d.as_slice())))
+        .expect("joins");
+    let r = b2.prepare_received(&id, Some(h1), h2, &bad, Flush::Now);
+    assert!(matches!(r, Err(StoreError::Received(_))), "{r:?}");
+    assert_eq!(b2.head(&id).expect("head"), Some(h1));
+}

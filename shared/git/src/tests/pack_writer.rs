@@ -186,3 +186,126 @@ fn idx_large_offsets_read_back_by_git_show_index() {
     assert_eq!(got, want);
     assert_eq!(&idx[idx.len() - 40..idx.len() - 20], checksum.as_bytes());
 }
+
+/// A file that grows by one visit per commit, newest first, each older
+/// version a delta on the next newer one (as a repack orders them).
+#[test]
+fn deltified_packs_satisfy_git_libgit2_and_the_reader() {
+    let author = Signature::new("Dr. Ann", "ann@clinic.example", 1_700_000_000, 60).expect("valid");
+    let mut versions = Vec::new();
+    let mut text = String::from("name: Jane Doe\nvisits:\n");
+    for i in 0..60 {
+        text.push_str(&format!(
+            "- date: 2026-01-{:02}\n  note: visit {i} with a few words of text\n",
+            i % 28 + 1
+        ));
+        versions.push(text.clone());
+    }
+    // Commits oldest first, then laid out newest first.
+    let mut per_version = Vec::new();
+    let mut parents = Vec::new();
+    for (round, text) in versions.iter().enumerate() {
+        let mut files = BTreeMap::new();
+        files.insert("patient.yaml".to_owned(), text.as_bytes().to_vec());
+        let (tree, tree_objects) = build_tree(&files).expect("valid files");
+        let commit = Object::new(
+            Kind::Commit,
+            encode_commit(&Commit {
+                tree,
+                parents: parents.clone(),
+                author: author.clone(),
+                committer: author.clone(),
+                message: format!("Visit {round}\n"),
+            }),
+        );
+        parents = vec![commit.id];
+        per_version.push((commit, tree_objects));
+    }
+    let head = parents[0];
+    let mut objects = Vec::new();
+    let mut bases = Vec::new();
+    let mut last_blob: Option<usize> = None;
+    let mut last_tree: Option<usize> = None;
+    for (commit, tree_objects) in per_version.into_iter().rev() {
+        objects.push(commit);
+        bases.push(None);
+        for object in tree_objects {
+            let slot = if object.kind == Kind::Blob {
+                &mut last_blob
+            } else {
+                &mut last_tree
+            };
+            bases.push(*slot);
+            *slot = Some(objects.len());
+            objects.push(object);
+        }
+    }
+    let whole = write_pack(&objects, 6);
+    for level in [0, 6] {
+        let files = write_pack_deltified(&objects, &bases, level);
+        assert!(files.pack.len() < whole.pack.len());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path();
+        git(repo, &["init", "-q", "--bare"]);
+        let base = install(repo, &files);
+        git(repo, &["update-ref", "refs/heads/main", &head.to_string()]);
+        let fsck = git_with(
+            repo,
+            &["fsck", "--strict", "--full", "--no-dangling"],
+            b"",
+            &[],
+        );
+        assert!(fsck.is_empty(), "{}", String::from_utf8_lossy(&fsck));
+        let verify = git(
+            repo,
+            &[
+                "verify-pack",
+                "-v",
+                &base.with_extension("idx").display().to_string(),
+            ],
+        );
+        assert!(verify.contains("chain length = 1"), "{verify}");
+        // git index-pack rebuilds a byte-identical idx.
+        let copy = dir.path().join("copy.pack");
+        std::fs::write(&copy, &files.pack).expect("write copy");
+        let printed = git(repo, &["index-pack", &copy.display().to_string()]);
+        assert_eq!(oid(&printed), files.checksum);
+        assert_eq!(
+            std::fs::read(copy.with_extension("idx")).expect("idx"),
+            files.idx
+        );
+        let lib = git2::Repository::open_bare(repo).expect("open with libgit2");
+        let reader = PackReader::open(&repo.join("objects/pack")).expect("open");
+        for object in &objects {
+            let found = lib.find_object(object.id, None).expect("readable");
+            assert_eq!(found.id(), object.id);
+            match reader.read(object.id) {
+                Lookup::Found(read) => assert_eq!(read, *object),
+                other => panic!("{}: {other:?}", object.id),
+            }
+        }
+        // This test's chains are 60 deep (a repack bounds them at 50).
+        let limits = PackLimits {
+            max_delta_depth: 64,
+            ..PackLimits::default()
+        };
+        let parsed = parse_pack(&files.pack, &limits, &mut |_| None).expect("parses");
+        assert_eq!(parsed.len(), objects.len());
+        if level == 6 {
+            // Within 1.2x of what git itself makes of the same history.
+            git(repo, &["repack", "-adfq"]);
+            let packs = std::fs::read_dir(repo.join("objects/pack")).expect("pack dir");
+            let git_size: u64 = packs
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+                .map(|e| e.metadata().expect("metadata").len())
+                .sum();
+            assert!(
+                files.pack.len() as u64 * 5 <= git_size * 6,
+                "{} bytes against git's {git_size} (whole: {})",
+                files.pack.len(),
+                whole.pack.len()
+            );
+        }
+    }
+}
