@@ -186,7 +186,9 @@ pub fn name_sim(a: &str, b: &str) -> f64 {
         return 1.0;
     }
     let jw = jaro_winkler(a, b);
-    if jw < 0.9 && sounds_alike(a, b) {
+    // Names far apart in spelling are not looked at for sound (it is the
+    // costly part of a comparison, and such names rarely sound alike).
+    if (TEXT_UNRELATED - 0.1..0.9).contains(&jw) && sounds_alike(a, b) {
         0.9
     } else {
         jw

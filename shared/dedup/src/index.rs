@@ -12,7 +12,7 @@ use crate::person::Person;
 /// Blocks larger than this are not searched: a key that many records share
 /// (a very common name in one year) tells nothing, and the record's other
 /// keys still find its duplicates.
-pub const MAX_BLOCK: usize = 2_000;
+pub const MAX_BLOCK: usize = 1_000;
 
 /// Records by blocking key.
 #[derive(Debug, Default)]

@@ -58,46 +58,32 @@ pub(super) fn candidates(
     max_block: usize,
 ) -> Result<Vec<(PatientId, String)>, DbError> {
     const CTX: &str = "reading duplicate candidates";
-    let mut ids = std::collections::BTreeSet::new();
-    let mut count = tx
+    let mut found = std::collections::BTreeMap::new();
+    let mut block = tx
         .prepare_cached(
-            "SELECT count(*) FROM (SELECT 1 FROM duplicate_keys WHERE key = ?1 LIMIT ?2)",
+            "SELECT k.patient, p.person FROM duplicate_keys k
+             JOIN duplicate_people p ON p.patient = k.patient
+             WHERE k.key = ?1 LIMIT ?2",
         )
         .map_err(sql(CTX))?;
-    let mut members = tx
-        .prepare_cached("SELECT patient FROM duplicate_keys WHERE key = ?1")
-        .map_err(sql(CTX))?;
     for key in keys {
-        let n: i64 = count
-            .query_row(params![key, max_block as i64 + 1], |r| r.get(0))
+        let rows = block
+            .query_map(params![key, max_block as i64 + 1], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(sql(CTX))?
+            .collect::<Result<Vec<_>, _>>()
             .map_err(sql(CTX))?;
-        if n as usize > max_block {
+        // A block this large says little; the record's other keys still
+        // find its duplicates.
+        if rows.len() > max_block {
             continue;
         }
-        let rows = members
-            .query_map(params![key], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(sql(CTX))?;
-        for row in rows {
-            ids.insert(patient_from(
-                &row.map_err(sql(CTX))?,
-                "duplicate_keys.patient",
-            )?);
+        for (patient, person) in rows {
+            found.insert(patient_from(&patient, "duplicate_keys.patient")?, person);
         }
     }
-    let mut person = tx
-        .prepare_cached("SELECT person FROM duplicate_people WHERE patient = ?1")
-        .map_err(sql(CTX))?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let p: Option<String> = person
-            .query_row(params![&id.as_bytes()[..]], |r| r.get(0))
-            .optional()
-            .map_err(sql(CTX))?;
-        if let Some(p) = p {
-            out.push((id, p));
-        }
-    }
-    Ok(out)
+    Ok(found.into_iter().collect())
 }
 
 /// A pair's two ids in their stored order.
