@@ -5,14 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::compare::{Comparison, compare};
+use crate::compare::{Comparison, compare_at_least};
 use crate::keys::blocking_keys;
 use crate::person::Person;
 
 /// Blocks larger than this are not searched: a key that many records share
 /// (a very common name in one year) tells nothing, and the record's other
 /// keys still find its duplicates.
-pub const MAX_BLOCK: usize = 1_000;
+pub const MAX_BLOCK: usize = 300;
 
 /// Records by blocking key.
 #[derive(Debug, Default)]
@@ -48,8 +48,9 @@ impl Index {
                 for &other in block.iter() {
                     if seen.insert(other) {
                         self.compared += 1;
-                        let comparison = compare(&self.people[other as usize], &person);
-                        if comparison.score >= min_score {
+                        if let Some(comparison) =
+                            compare_at_least(&self.people[other as usize], &person, min_score)
+                        {
                             found.push(Candidate {
                                 other: other as usize,
                                 comparison,

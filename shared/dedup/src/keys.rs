@@ -68,6 +68,12 @@ pub fn blocking_keys(p: &Person) -> Vec<String> {
         for g in &given {
             let (x, y) = if f <= g { (f, g) } else { (g, f) };
             keys.insert(format!("gf:{x}:{y}"));
+            // Also with the decade of birth: a common pair of names is
+            // shared by thousands in a large population, and its block is
+            // then too large to search, while this one is not.
+            if let Some(year) = year {
+                keys.insert(format!("gfd:{x}:{y}:{}", &year[..3]));
+            }
         }
     }
     for g in &given {

@@ -17,7 +17,7 @@ pub mod keys;
 pub mod normalize;
 pub mod person;
 
-pub use compare::{Comparison, FieldSimilarity, PRIOR_BITS, compare};
+pub use compare::{Comparison, FieldSimilarity, PRIOR_BITS, compare, compare_at_least};
 pub use index::{Candidate, Index, MAX_BLOCK};
 pub use keys::blocking_keys;
 pub use person::{BirthDate, Fields, Person};
