@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::pool::sql;
 use super::records::{head_from, patient_from, seq_from, seq_to_sql};
-use crate::db::{DbError, DuplicatePair, DuplicateUpdate, Seq};
+use crate::db::{DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, Seq};
 
 pub(super) fn cursor(tx: &Transaction<'_>) -> Result<Seq, DbError> {
     let raw: i64 = tx
@@ -50,11 +50,15 @@ pub(super) fn changed_after(
     Ok(out)
 }
 
-/// The records sharing a key with `keys` (blocks of at most `max_block`
-/// records), with their stored fields.
+/// A block member: its id as stored, and its fields (JSON).
+type BlockRow = (Vec<u8>, String);
+
+/// The records sharing a block with `keys` (see
+/// [`crate::db::CentralDb::duplicate_candidates`]), with their stored
+/// fields.
 pub(super) fn candidates(
     tx: &Transaction<'_>,
-    keys: &[String],
+    keys: &[DuplicateKey],
     max_block: usize,
 ) -> Result<Vec<(PatientId, String)>, DbError> {
     const CTX: &str = "reading duplicate candidates";
@@ -66,7 +70,7 @@ pub(super) fn candidates(
              WHERE k.key = ?1 LIMIT ?2",
         )
         .map_err(sql(CTX))?;
-    for key in keys {
+    let mut read = |key: &str| -> Result<Option<Vec<BlockRow>>, DbError> {
         let rows = block
             .query_map(params![key, max_block as i64 + 1], |r| {
                 Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
@@ -74,11 +78,18 @@ pub(super) fn candidates(
             .map_err(sql(CTX))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql(CTX))?;
-        // A block this large says little; the record's other keys still
-        // find its duplicates.
-        if rows.len() > max_block {
-            continue;
-        }
+        Ok((rows.len() <= max_block).then_some(rows))
+    };
+    for key in keys {
+        // A block this large says little: its finer key's block is read
+        // instead (and the record's other keys still find its duplicates).
+        let rows = match read(&key.coarse)? {
+            Some(rows) => rows,
+            None => match &key.fine {
+                Some(fine) => read(fine)?.unwrap_or_default(),
+                None => Vec::new(),
+            },
+        };
         for (patient, person) in rows {
             found.insert(patient_from(&patient, "duplicate_keys.patient")?, person);
         }
