@@ -95,13 +95,51 @@ async fn sync(clinic: &Clinic, jobs: &[Job]) -> anyhow::Result<Summary> {
 }
 
 fn patient_yaml(n: usize, clinic: &str) -> String {
+    // Each clinic's patients have phone numbers of their own (the same
+    // number and birth date at two clinics would be one person).
+    let exchange = if clinic.starts_with("north") { 1 } else { 2 };
     format!(
-        "name: Patient {n} of {clinic}\nborn: 19{:02}-0{}-1{}\ncatchment: valley\nphone: '07{n:08}'\nallergies: []\nencounters:\n  - date: 2026-11-0{}\n    reason: registration\n",
+        "name: Patient {n} of {clinic}\nborn: 19{:02}-0{}-1{}\ncatchment: valley\nphone: '07{exchange}{n:07}'\nallergies: []\nencounters:\n  - date: 2026-11-0{}\n    reason: registration\n",
         n % 100,
         n % 9 + 1,
         n % 10,
         n % 9 + 1
     )
+}
+
+/// The demo's admin token (central listens on 127.0.0.1 only).
+const DEMO_ADMIN_TOKEN: &str = "demo-admin-token-only-for-127.0.0.1";
+
+/// Polls central's duplicate list until it holds the pair `a`, `b`.
+async fn wait_for_pair(
+    http: &reqwest::Client,
+    central: &str,
+    a: &str,
+    b: &str,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = http
+            .get(format!("{central}/v1/duplicates"))
+            .bearer_auth(DEMO_ADMIN_TOKEN)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("GET /v1/duplicates answered {}", r.status());
+        }
+        let body: Value = r.json().await?;
+        let found = body["pairs"].as_array().into_iter().flatten().find(|p| {
+            let ids = [p["a"].as_str(), p["b"].as_str()];
+            ids.contains(&Some(a)) && ids.contains(&Some(b))
+        });
+        if let Some(pair) = found {
+            return Ok(pair.clone());
+        }
+        if Instant::now() > deadline {
+            bail!("central did not list the duplicate pair within 30 s: {body}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 async fn create(
@@ -193,7 +231,7 @@ pub async fn run(patients: usize) -> anyhow::Result<()> {
         "HQ registers two clinics in catchment \"valley\" (central is not running yet)",
     );
     let central_config = chartsync_central::CentralConfig::parse(
-        "data_dir = \"central\"\nadmin_token = \"demo-admin-token-only-for-127.0.0.1\"\n",
+        &format!("data_dir = \"central\"\nadmin_token = \"{DEMO_ADMIN_TOKEN}\"\n"),
         &dir.path().join("central.toml"),
     )?;
     std::fs::create_dir_all(&central_config.data_dir)?;
@@ -408,7 +446,41 @@ pub async fn run(patients: usize) -> anyhow::Result<()> {
         chartsync_satellite::status(&b.sat)?.open_conflicts
     ));
 
-    step(7, "The audit trail is plain git");
+    step(
+        7,
+        "The same woman registers at both clinics before either syncs, her name spelled two ways",
+    );
+    let (amina_a, _) = create(
+        &http,
+        &a,
+        "given_name: Amina\nfamily_name: Odhiambo\nborn: '1990-04-12'\nsex: F\ncatchment: valley\nallergies: [penicillin]\n",
+    )
+    .await?;
+    let (amina_b, _) = create(
+        &http,
+        &b,
+        "given_name: Aminah\nfamily_name: Odiambo\nborn: '1990-04-12'\nsex: F\ncatchment: valley\nallergies: [sulfonamides]\n",
+    )
+    .await?;
+    sync(&a, &[Job::Push]).await?;
+    sync(&b, &[Job::Push]).await?;
+    let pair = wait_for_pair(&http, &central_url, &amina_a, &amina_b).await?;
+    say(&format!(
+        "   HQ's GET /v1/duplicates lists the pair within seconds, score {}:",
+        pair["score"]
+    ));
+    for f in pair["fields"].as_array().into_iter().flatten() {
+        say(&format!(
+            "     {:<12} {:<12} {:<12} similarity {}",
+            f["field"].as_str().unwrap_or_default(),
+            f["a"].as_str().unwrap_or_default(),
+            f["b"].as_str().unwrap_or_default(),
+            f["similarity"]
+        ));
+    }
+    say("   (a clinician checks both charts: each holds an allergy the other lacks)");
+
+    step(8, "The audit trail is plain git");
     let id: chartsync_protocol::PatientId = disputed.parse()?;
     for entry in a.sat.store.history(&id)?.iter().take(5) {
         say(&format!(

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use chartsync_central::db::sqlite::SqliteDb;
 use chartsync_central::db::{CentralDb, DuplicateEntry, DuplicatePair, DuplicateUpdate};
-use chartsync_dedup::{BirthDate, MAX_BLOCK, Person, blocking_keys, compare};
+use chartsync_dedup::{BirthDate, MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan};
 use chartsync_protocol::PatientId;
 
 const GIVEN: &[&str] = &[
@@ -183,7 +183,7 @@ async fn main() {
     for (i, p) in batch.iter().enumerate() {
         let keys = blocking_keys(p);
         let stored = db
-            .duplicate_candidates(keys.clone(), MAX_BLOCK)
+            .duplicate_candidates(key_plan(p), MAX_BLOCK)
             .await
             .expect("candidates");
         candidates += stored.len();
@@ -191,8 +191,7 @@ async fn main() {
         let mut pairs = Vec::new();
         for (other, json) in stored {
             let other_person: Person = serde_json::from_str(&json).expect("person");
-            let c = compare(&other_person, p);
-            if c.score >= 0.5 {
+            if let Some(c) = compare_at_least(&other_person, p, 0.5) {
                 found += usize::from(c.score >= 0.8);
                 pairs.push(DuplicatePair {
                     a: other,

@@ -20,7 +20,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare};
+use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan};
 use chartsync_http::{ApiError, Authenticated, read_body};
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Deserialize;
@@ -168,7 +168,7 @@ async fn index_one<D: CentralDb>(
     let keys = blocking_keys(&person);
     let stored = central
         .db
-        .duplicate_candidates(keys.clone(), MAX_BLOCK)
+        .duplicate_candidates(key_plan(&person), MAX_BLOCK)
         .await?;
     let mut candidates: Vec<(PatientId, Person)> = stored
         .into_iter()
@@ -193,8 +193,7 @@ async fn index_one<D: CentralDb>(
         } else {
             (id, other, &person, &other_person)
         };
-        let comparison = compare(pa, pb);
-        if comparison.score >= KEEP_SCORE {
+        if let Some(comparison) = compare_at_least(pa, pb, KEEP_SCORE) {
             pairs.push(DuplicatePair {
                 a,
                 b,

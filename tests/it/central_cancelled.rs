@@ -20,8 +20,8 @@ use chartsync_central::apply::{Outcome, Write, WriteKind, apply_writes};
 use chartsync_central::auth::Caller;
 use chartsync_central::db::sqlite::SqliteDb;
 use chartsync_central::db::{
-    Applied, CentralDb, Counts, DbError, DuplicatePair, DuplicateUpdate, HeadChange, Instance,
-    NewInstance, RecordRow, RefPending, Seq,
+    Applied, CentralDb, Counts, DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, HeadChange,
+    Instance, NewInstance, RecordRow, RefPending, Seq,
 };
 use chartsync_protocol::{CommitId, Files, PatientId};
 use chartsync_store::{Change, CommitMeta, Condition};
@@ -129,7 +129,7 @@ impl CentralDb for PausingDb {
     }
     async fn duplicate_candidates(
         &self,
-        keys: Vec<String>,
+        keys: Vec<DuplicateKey>,
         max_block: usize,
     ) -> Result<Vec<(PatientId, String)>, DbError> {
         self.inner.duplicate_candidates(keys, max_block).await

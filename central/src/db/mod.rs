@@ -360,11 +360,13 @@ pub trait CentralDb: Send + Sync + 'static {
     /// duplicates.
     fn duplicates_cursor(&self) -> impl Future<Output = Result<Seq, DbError>> + Send;
 
-    /// The indexed records sharing one of `keys`, with their stored fields
-    /// (JSON); blocks of more than `max_block` records are skipped.
+    /// The indexed records sharing a block with one of `keys`, with their
+    /// stored fields (JSON): per key its coarse block, or its fine block
+    /// when the coarse one holds more than `max_block` records (neither
+    /// when both do).
     fn duplicate_candidates(
         &self,
-        keys: Vec<String>,
+        keys: Vec<DuplicateKey>,
         max_block: usize,
     ) -> impl Future<Output = Result<Vec<(PatientId, String)>, DbError>> + Send;
 
@@ -394,6 +396,9 @@ pub trait CentralDb: Send + Sync + 'static {
         at: i64,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 }
+
+/// A blocking key with its finer fallback.
+pub use chartsync_dedup::Key as DuplicateKey;
 
 /// A likely duplicate pair as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -80,6 +80,24 @@ pub struct Comparison {
 
 /// Compares two patients field by field.
 pub fn compare(a: &Person, b: &Person) -> Comparison {
+    compare_at_least(a, b, 0.0).unwrap_or(Comparison {
+        score: 0.0,
+        fields: Vec::new(),
+    })
+}
+
+/// Compares two patients, or says `None` as soon as the score cannot reach
+/// `min_score` (the address, the costly field, is compared last and only
+/// when it could still make the difference).
+pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Comparison> {
+    // score >= m  <=>  evidence >= PRIOR_BITS - log2(1/m - 1)
+    let needed = if min_score <= 0.0 {
+        f64::NEG_INFINITY
+    } else if min_score >= 1.0 {
+        f64::INFINITY
+    } else {
+        PRIOR_BITS - (1.0 / min_score - 1.0).log2()
+    };
     let mut fields = Vec::new();
     let mut evidence = 0.0;
     let mut add =
@@ -146,17 +164,6 @@ pub fn compare(a: &Person, b: &Person) -> Comparison {
         let sim = if sa == sb { 1.0 } else { 0.0 };
         add("sex", SEX, sim, sim, sa.clone(), sb.clone());
     }
-    if let (Some(aa), Some(ab)) = (&a.address, &b.address) {
-        let sim = address_sim(aa, ab);
-        add(
-            "address",
-            ADDRESS,
-            sim,
-            text_agreement(sim),
-            aa.clone(),
-            ab.clone(),
-        );
-    }
     if let (Some(pa), Some(pb)) = (&a.phone, &b.phone) {
         let sim = phone_sim(pa, pb);
         add("phone", PHONE, sim, sim, pa.clone(), pb.clone());
@@ -165,11 +172,32 @@ pub fn compare(a: &Person, b: &Person) -> Comparison {
         let sim = id_sim(ia, ib);
         add("national_id", NATIONAL_ID, sim, sim, ia.clone(), ib.clone());
     }
+    if let (Some(aa), Some(ab)) = (&a.address, &b.address) {
+        if evidence + bits(ADDRESS, 1.0) < needed {
+            return None;
+        }
+        let sim = address_sim(aa, ab);
+        evidence += bits(ADDRESS, text_agreement(sim));
+        // Shown in its place, after the fields that identify a person.
+        let address_at = fields
+            .iter()
+            .take_while(|f| f.field != "phone" && f.field != "national_id")
+            .count();
+        fields.insert(
+            address_at,
+            FieldSimilarity {
+                field: "address",
+                a: aa.clone(),
+                b: ab.clone(),
+                similarity: round(sim),
+            },
+        );
+    }
     let score = 1.0 / (1.0 + (PRIOR_BITS - evidence).exp2());
-    Comparison {
+    (score >= min_score || min_score <= 0.0).then(|| Comparison {
         score: round(score),
         fields,
-    }
+    })
 }
 
 fn round(x: f64) -> f64 {
@@ -186,7 +214,9 @@ pub fn name_sim(a: &str, b: &str) -> f64 {
         return 1.0;
     }
     let jw = jaro_winkler(a, b);
-    if jw < 0.9 && sounds_alike(a, b) {
+    // Names far apart in spelling are not looked at for sound (it is the
+    // costly part of a comparison, and such names rarely sound alike).
+    if (TEXT_UNRELATED - 0.1..0.9).contains(&jw) && sounds_alike(a, b) {
         0.9
     } else {
         jw

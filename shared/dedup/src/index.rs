@@ -5,14 +5,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::compare::{Comparison, compare};
-use crate::keys::blocking_keys;
+use crate::compare::{Comparison, compare_at_least};
+use crate::keys::{blocking_keys, key_plan};
 use crate::person::Person;
 
-/// Blocks larger than this are not searched: a key that many records share
-/// (a very common name in one year) tells nothing, and the record's other
-/// keys still find its duplicates.
-pub const MAX_BLOCK: usize = 2_000;
+/// Blocks larger than this are not searched (the finer key is, see
+/// [`crate::keys::Key`]): a key that many records share (a very common
+/// name in one year) tells little, and the record's other keys still find
+/// its duplicates.
+pub const MAX_BLOCK: usize = 300;
 
 /// Records by blocking key.
 #[derive(Debug, Default)]
@@ -39,26 +40,34 @@ impl Index {
     /// records scoring at least `min_score` against it.
     pub fn insert(&mut self, person: Person, min_score: f64) -> Vec<Candidate> {
         let me = self.people.len() as u32;
-        let keys = blocking_keys(&person);
         let mut seen = HashSet::new();
         let mut found = Vec::new();
-        for key in &keys {
-            let block = self.blocks.entry(key.clone()).or_default();
-            if block.len() < MAX_BLOCK {
-                for &other in block.iter() {
-                    if seen.insert(other) {
-                        self.compared += 1;
-                        let comparison = compare(&self.people[other as usize], &person);
-                        if comparison.score >= min_score {
-                            found.push(Candidate {
-                                other: other as usize,
-                                comparison,
-                            });
-                        }
+        for key in key_plan(&person) {
+            let size = |k: &str| self.blocks.get(k).map_or(0, Vec::len);
+            let searched = if size(&key.coarse) <= MAX_BLOCK {
+                Some(key.coarse)
+            } else {
+                key.fine.filter(|f| size(f) <= MAX_BLOCK)
+            };
+            let Some(block) = searched.and_then(|k| self.blocks.get(&k)) else {
+                continue;
+            };
+            for &other in block.iter() {
+                if seen.insert(other) {
+                    self.compared += 1;
+                    if let Some(comparison) =
+                        compare_at_least(&self.people[other as usize], &person, min_score)
+                    {
+                        found.push(Candidate {
+                            other: other as usize,
+                            comparison,
+                        });
                     }
                 }
             }
-            block.push(me);
+        }
+        for key in blocking_keys(&person) {
+            self.blocks.entry(key).or_default().push(me);
         }
         self.people.push(person);
         found

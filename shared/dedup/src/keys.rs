@@ -18,11 +18,35 @@ use rphonetic::DoubleMetaphone;
 
 use crate::person::Person;
 
-/// The blocking keys of `p`, sorted, without repeats. Each key starts with
-/// the name of the rule that made it, so keys of different rules never
-/// collide.
+/// One way of blocking: a coarse key, and a finer one (the coarse key with
+/// a little more of the record: the initial of the other name, the decade
+/// of birth) to search instead when the coarse block has grown too large
+/// to search, as blocks do in a large population.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub coarse: String,
+    pub fine: Option<String>,
+}
+
+/// Every key of `p` to store (coarse and fine), sorted, without repeats.
+/// Each key starts with the name of the rule that made it, so keys of
+/// different rules never collide.
 pub fn blocking_keys(p: &Person) -> Vec<String> {
     let mut keys = BTreeSet::new();
+    for k in key_plan(p) {
+        keys.insert(k.coarse);
+        keys.extend(k.fine);
+    }
+    keys.into_iter().collect()
+}
+
+/// The keys to search for `p`'s duplicates, each coarse with its finer
+/// fallback.
+pub fn key_plan(p: &Person) -> Vec<Key> {
+    let mut keys = BTreeSet::new();
+    let mut add = |coarse: String, fine: Option<String>| {
+        keys.insert(Key { coarse, fine });
+    };
     let dm = DoubleMetaphone::default();
     let sounds = |name: &Option<String>| -> Vec<String> {
         let Some(name) = name else { return Vec::new() };
@@ -36,8 +60,12 @@ pub fn blocking_keys(p: &Person) -> Vec<String> {
     };
     let given = sounds(&p.given_name);
     let family = sounds(&p.family_name);
+    // The initial sound of each name, to make a key finer.
+    let initial = |codes: &[String]| codes.first().and_then(|c| c.get(..1)).map(str::to_string);
+    let (gi, fi) = (initial(&given), initial(&family));
     let date = p.birth_date.as_ref();
     let year = date.map(|d| d.year());
+    let decade = year.map(|y| &y[..3]);
     // Day and month in either order (a swap is a common slip).
     let day_month = date.map(|d| {
         let (m, dd) = (d.month(), d.day());
@@ -57,48 +85,58 @@ pub fn blocking_keys(p: &Person) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
+    let finer = |key: &str, more: &Option<String>| more.as_ref().map(|m| format!("{key}:{m}"));
 
     for f in &family {
         if let Some(y) = year {
-            keys.insert(format!("fy:{f}:{y}"));
+            let k = format!("fy:{f}:{y}");
+            add(k.clone(), finer(&k, &gi));
         }
         if let Some(dm) = &day_month {
-            keys.insert(format!("fd:{f}:{dm}"));
+            let k = format!("fd:{f}:{dm}");
+            add(k.clone(), finer(&k, &gi));
         }
         for g in &given {
             let (x, y) = if f <= g { (f, g) } else { (g, f) };
-            keys.insert(format!("gf:{x}:{y}"));
+            let k = format!("gf:{x}:{y}");
+            add(k.clone(), finer(&k, &decade.map(str::to_string)));
+        }
+        for n in &numbers {
+            let k = format!("fa:{f}:{n}");
+            add(k.clone(), finer(&k, &gi));
         }
     }
     for g in &given {
         if let Some(y) = year {
-            keys.insert(format!("gy:{g}:{y}"));
+            let k = format!("gy:{g}:{y}");
+            add(k.clone(), finer(&k, &fi));
         }
         if let Some(dm) = &day_month {
-            keys.insert(format!("gd:{g}:{dm}"));
+            let k = format!("gd:{g}:{dm}");
+            add(k.clone(), finer(&k, &fi));
+        }
+        for n in &numbers {
+            let k = format!("ga:{g}:{n}");
+            add(k.clone(), finer(&k, &fi));
         }
     }
     if let (Some(y), Some(dm)) = (year, &day_month) {
-        keys.insert(format!("d:{y}{dm}"));
-    }
-    for n in &numbers {
-        for f in &family {
-            keys.insert(format!("fa:{f}:{n}"));
-        }
-        for g in &given {
-            keys.insert(format!("ga:{g}:{n}"));
-        }
+        let k = format!("d:{y}{dm}");
+        add(k.clone(), finer(&k, &fi));
     }
     if let Some(dm) = &day_month {
         for n in &numbers {
-            keys.insert(format!("da:{dm}:{n}"));
+            add(format!("da:{dm}:{n}"), None);
         }
     }
     if let Some(phone) = p.phone.as_ref().filter(|p| p.len() >= 7) {
-        keys.insert(format!("p:{}", &phone[phone.len().saturating_sub(9)..]));
+        add(
+            format!("p:{}", &phone[phone.len().saturating_sub(9)..]),
+            None,
+        );
     }
     if let Some(id) = &p.national_id {
-        keys.insert(format!("n:{id}"));
+        add(format!("n:{id}"), None);
     }
     keys.into_iter().collect()
 }

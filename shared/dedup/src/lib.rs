@@ -17,9 +17,9 @@ pub mod keys;
 pub mod normalize;
 pub mod person;
 
-pub use compare::{Comparison, FieldSimilarity, PRIOR_BITS, compare};
+pub use compare::{Comparison, FieldSimilarity, PRIOR_BITS, compare, compare_at_least};
 pub use index::{Candidate, Index, MAX_BLOCK};
-pub use keys::blocking_keys;
+pub use keys::{Key, blocking_keys, key_plan};
 pub use person::{BirthDate, Fields, Person};
 
 /// Pairs scoring at or above this are listed unless configured otherwise.

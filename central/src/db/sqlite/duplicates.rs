@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::pool::sql;
 use super::records::{head_from, patient_from, seq_from, seq_to_sql};
-use crate::db::{DbError, DuplicatePair, DuplicateUpdate, Seq};
+use crate::db::{DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, Seq};
 
 pub(super) fn cursor(tx: &Transaction<'_>) -> Result<Seq, DbError> {
     let raw: i64 = tx
@@ -50,54 +50,51 @@ pub(super) fn changed_after(
     Ok(out)
 }
 
-/// The records sharing a key with `keys` (blocks of at most `max_block`
-/// records), with their stored fields.
+/// A block member: its id as stored, and its fields (JSON).
+type BlockRow = (Vec<u8>, String);
+
+/// The records sharing a block with `keys` (see
+/// [`crate::db::CentralDb::duplicate_candidates`]), with their stored
+/// fields.
 pub(super) fn candidates(
     tx: &Transaction<'_>,
-    keys: &[String],
+    keys: &[DuplicateKey],
     max_block: usize,
 ) -> Result<Vec<(PatientId, String)>, DbError> {
     const CTX: &str = "reading duplicate candidates";
-    let mut ids = std::collections::BTreeSet::new();
-    let mut count = tx
+    let mut found = std::collections::BTreeMap::new();
+    let mut block = tx
         .prepare_cached(
-            "SELECT count(*) FROM (SELECT 1 FROM duplicate_keys WHERE key = ?1 LIMIT ?2)",
+            "SELECT k.patient, p.person FROM duplicate_keys k
+             JOIN duplicate_people p ON p.patient = k.patient
+             WHERE k.key = ?1 LIMIT ?2",
         )
         .map_err(sql(CTX))?;
-    let mut members = tx
-        .prepare_cached("SELECT patient FROM duplicate_keys WHERE key = ?1")
-        .map_err(sql(CTX))?;
+    let mut read = |key: &str| -> Result<Option<Vec<BlockRow>>, DbError> {
+        let rows = block
+            .query_map(params![key, max_block as i64 + 1], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(sql(CTX))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql(CTX))?;
+        Ok((rows.len() <= max_block).then_some(rows))
+    };
     for key in keys {
-        let n: i64 = count
-            .query_row(params![key, max_block as i64 + 1], |r| r.get(0))
-            .map_err(sql(CTX))?;
-        if n as usize > max_block {
-            continue;
-        }
-        let rows = members
-            .query_map(params![key], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(sql(CTX))?;
-        for row in rows {
-            ids.insert(patient_from(
-                &row.map_err(sql(CTX))?,
-                "duplicate_keys.patient",
-            )?);
+        // A block this large says little: its finer key's block is read
+        // instead (and the record's other keys still find its duplicates).
+        let rows = match read(&key.coarse)? {
+            Some(rows) => rows,
+            None => match &key.fine {
+                Some(fine) => read(fine)?.unwrap_or_default(),
+                None => Vec::new(),
+            },
+        };
+        for (patient, person) in rows {
+            found.insert(patient_from(&patient, "duplicate_keys.patient")?, person);
         }
     }
-    let mut person = tx
-        .prepare_cached("SELECT person FROM duplicate_people WHERE patient = ?1")
-        .map_err(sql(CTX))?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let p: Option<String> = person
-            .query_row(params![&id.as_bytes()[..]], |r| r.get(0))
-            .optional()
-            .map_err(sql(CTX))?;
-        if let Some(p) = p {
-            out.push((id, p));
-        }
-    }
-    Ok(out)
+    Ok(found.into_iter().collect())
 }
 
 /// A pair's two ids in their stored order.

@@ -27,8 +27,8 @@ use chartsync_protocol::{CommitId, PatientId};
 
 use self::pool::{Pool, read, write};
 use super::{
-    Applied, CentralDb, Counts, DbError, DuplicatePair, DuplicateUpdate, HeadChange, Instance,
-    MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, Seq,
+    Applied, CentralDb, Counts, DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, HeadChange,
+    Instance, MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, Seq,
 };
 
 /// Central's SQLite migrations (`migrations/central/sqlite/`).
@@ -304,7 +304,7 @@ impl CentralDb for SqliteDb {
 
     async fn duplicate_candidates(
         &self,
-        keys: Vec<String>,
+        keys: Vec<DuplicateKey>,
         max_block: usize,
     ) -> Result<Vec<(PatientId, String)>, DbError> {
         read(&self.pool, "reading duplicate candidates", move |tx| {
