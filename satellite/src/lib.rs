@@ -11,6 +11,7 @@ pub mod local;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;
+pub mod words;
 
 use std::sync::Arc;
 

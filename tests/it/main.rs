@@ -10,6 +10,7 @@ mod central_cancelled;
 mod central_crash;
 mod central_locks;
 mod daemon;
+mod disk_full;
 mod faults;
 mod hostile;
 mod poison;

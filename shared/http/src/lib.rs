@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod disk;
 mod error;
 mod records;
 mod serve;
 
 pub use body::{author_from_headers, read_body};
+pub use disk::is_disk_full;
 pub use error::ApiError;
 pub use records::{RecordService, WriteRequest, record_routes};
 pub use serve::{ServeLimits, Tls, serve_app};
