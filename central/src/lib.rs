@@ -10,6 +10,7 @@ pub mod locks;
 pub mod metrics;
 pub mod records;
 pub mod repair;
+pub mod reports;
 pub mod server;
 pub mod sync;
 pub mod upkeep;

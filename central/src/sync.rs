@@ -59,6 +59,7 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             ));
         }
     };
+    crate::reports::note(&api.0, &instance, headers);
     match headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()) {
         Some(v) if v.split('.').next() == Some(&PROTOCOL_VERSION.to_string()) => {}
         other => {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod jobs;
 pub mod local;
+pub mod report;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;

@@ -14,6 +14,7 @@ mod disk_full;
 mod faults;
 mod hostile;
 mod poison;
+mod reports;
 mod satellite_api;
 mod security;
 mod sync;

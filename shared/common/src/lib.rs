@@ -10,4 +10,5 @@ pub mod config;
 pub mod disk;
 pub mod metrics;
 pub mod private;
+pub mod report;
 pub mod sqlite;
