@@ -13,6 +13,7 @@ pub mod repair;
 pub mod reports;
 pub mod server;
 pub mod sync;
+pub mod ui;
 pub mod upkeep;
 
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub struct Central<D> {
     upkeep: RwLock<Option<upkeep::UpkeepQueue>>,
     /// When each instance's last-seen time was last written.
     seen: Mutex<HashMap<u32, Instant>>,
+    /// Sessions of HQ's page (`/ui`).
+    pub ui: chartsync_http::ui::Sessions,
 }
 
 /// How often an instance's last-seen time is written, at most.
@@ -134,6 +137,7 @@ impl<D: CentralDb> Central<D> {
             instances: RwLock::new(HashMap::new()),
             upkeep: RwLock::new(None),
             seen: Mutex::new(HashMap::new()),
+            ui: chartsync_http::ui::Sessions::default(),
         };
         central.refresh_instances().await?;
         Ok(Arc::new(central))

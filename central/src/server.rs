@@ -25,6 +25,7 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
     let api = CentralApi(Arc::clone(&central));
     record_routes::<CentralApi<D>>()
         .merge(crate::sync::sync_routes::<D>())
+        .merge(crate::ui::routes::<D>())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::<D>))
         .route(

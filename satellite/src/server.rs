@@ -21,6 +21,7 @@ pub fn router(sat: Arc<Satellite>) -> Router {
     let api = LocalApi(Arc::clone(&sat));
     record_routes::<LocalApi>()
         .merge(crate::local::routes())
+        .merge(crate::ui::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod browser;
 mod central_api;
 mod central_cancelled;
 mod central_crash;

@@ -12,6 +12,7 @@ mod disk;
 mod error;
 mod records;
 mod serve;
+pub mod ui;
 
 pub use body::{author_from_headers, read_body};
 pub use disk::is_disk_full;
