@@ -14,6 +14,7 @@ mod daemon;
 mod disk_full;
 mod faults;
 mod hostile;
+mod pages;
 mod poison;
 mod reports;
 mod satellite_api;
