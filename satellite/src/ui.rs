@@ -449,7 +449,10 @@ fn page(sat: &Satellite, session: &Session, message: Option<(&'static str, Strin
         if synced_at.is_none() {
             why.push("never synced".into());
         }
-        ("bad", format!("Not in sync: {}", why.join(", ")))
+        let since = synced_at
+            .map(|t| format!(" (last synced {})", words::ago(now, t)))
+            .unwrap_or_default();
+        ("bad", format!("Not in sync: {}{since}", why.join(", ")))
     };
     h.push_str(&format!(
         "<p><span class=\"badge {class}\" id=\"sync-state\">{}</span></p>",
