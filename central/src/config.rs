@@ -47,6 +47,57 @@ pub struct CentralConfig {
     /// Repository upkeep.
     #[serde(default)]
     pub upkeep: UpkeepConfig,
+    /// Duplicate-patient detection.
+    #[serde(default)]
+    pub duplicates: DuplicatesConfig,
+}
+
+/// `[duplicates]`: where the identifying fields are in `patient.yaml`
+/// (JSON pointers; an empty one turns the field off) and the least score
+/// listed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DuplicatesConfig {
+    pub given_name: String,
+    pub family_name: String,
+    pub birth_date: String,
+    pub sex: String,
+    pub address: String,
+    pub phone: String,
+    pub national_id: String,
+    /// Pairs at or above are listed (default 0.8).
+    pub min_score: f64,
+}
+
+impl Default for DuplicatesConfig {
+    fn default() -> Self {
+        let f = chartsync_dedup::Fields::default();
+        DuplicatesConfig {
+            given_name: f.given_name,
+            family_name: f.family_name,
+            birth_date: f.birth_date,
+            sex: f.sex,
+            address: f.address,
+            phone: f.phone,
+            national_id: f.national_id,
+            min_score: chartsync_dedup::DEFAULT_MIN_SCORE,
+        }
+    }
+}
+
+impl DuplicatesConfig {
+    /// The field pointers.
+    pub fn fields(&self) -> chartsync_dedup::Fields {
+        chartsync_dedup::Fields {
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            birth_date: self.birth_date.clone(),
+            sex: self.sex.clone(),
+            address: self.address.clone(),
+            phone: self.phone.clone(),
+            national_id: self.national_id.clone(),
+        }
+    }
 }
 
 /// `[database]`.
@@ -182,6 +233,18 @@ impl CentralConfig {
         }
         if config.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes must be at least 1024".into()));
+        }
+        let bad = config.duplicates.fields().invalid();
+        if !bad.is_empty() {
+            return Err(invalid(format!(
+                "[duplicates] {} must be a JSON pointer such as \"/given_name\" (or empty to turn it off)",
+                bad.join(", ")
+            )));
+        }
+        if !(0.0..=1.0).contains(&config.duplicates.min_score) {
+            return Err(invalid(
+                "[duplicates] min_score must be between 0 and 1".into(),
+            ));
         }
         if let Some(url) = &config.database.url
             && !(url.starts_with("sqlite:")

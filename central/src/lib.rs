@@ -6,6 +6,7 @@ pub mod apply;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod duplicates;
 pub mod locks;
 pub mod metrics;
 pub mod records;

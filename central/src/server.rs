@@ -26,6 +26,7 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
     record_routes::<CentralApi<D>>()
         .merge(crate::sync::sync_routes::<D>())
         .merge(crate::ui::routes::<D>())
+        .merge(crate::duplicates::routes::<D>())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::<D>))
         .route(
@@ -33,10 +34,11 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "application/json")],
-                    openapi_document("central"),
+                    openapi_document("central", true),
                 )
             }),
         )
+        .method_not_allowed_fallback(chartsync_http::method_not_allowed::<CentralApi<D>>)
         .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&central),
@@ -138,6 +140,10 @@ pub async fn serve<D: CentralDb>(
         receiver,
         upkeep_stop,
     ));
+    let duplicates = tokio::spawn(crate::duplicates::run(
+        Arc::clone(&central),
+        stop_upkeep.subscribe(),
+    ));
     let app = router(Arc::clone(&central));
     let result = serve_app(listener, app, tls, ServeLimits::default(), shutdown).await;
     central.clear_upkeep();
@@ -146,6 +152,7 @@ pub async fn serve<D: CentralDb>(
     // left to the runtime's shutdown; its lease then expires as after a
     // crash.
     let _ = stop_upkeep.send(true);
+    let _ = duplicates.await;
     if tokio::time::timeout(UPKEEP_EXIT_DEADLINE, upkeep)
         .await
         .is_err()

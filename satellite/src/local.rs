@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chartsync_http::{ApiError, RecordService, author_from_headers, read_body};
+use chartsync_http::{
+    ApiError, Authenticated, PathParam, RecordService, author_from_headers, read_body,
+};
 use chartsync_protocol::PatientId;
 use chartsync_protocol::api::{
     ConflictEntry, FilePatch, FilesBody, PatchBody, RecordBody, StatusBody,
@@ -58,12 +60,12 @@ async fn conflicts(
 /// Records a clinician's resolution: the files given are written on top of
 /// the current head (files not given are unchanged); the next push sends it.
 async fn resolve(
+    Authenticated(()): Authenticated<()>,
     State(api): State<LocalApi>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    api.caller(&headers).await?;
     let bytes = read_body(&headers, body, api.0.config.max_body_bytes).await?;
     let files: FilesBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(
@@ -132,14 +134,10 @@ async fn resolve(
 
 /// Fetches a visiting patient's record from central by id.
 async fn fetch(
+    Authenticated(()): Authenticated<()>,
     State(api): State<LocalApi>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    PathParam(id): PathParam<PatientId>,
 ) -> Result<Response, ApiError> {
-    api.caller(&headers).await?;
-    let id: PatientId = id.parse().map_err(|e: chartsync_protocol::id::IdError| {
-        ApiError::bad_request("invalid_id", e.to_string())
-    })?;
     let sat = Arc::clone(&api.0);
     let head = crate::jobs::fetch_one(&sat, id)
         .await

@@ -19,12 +19,14 @@ use crate::api::{LocalApi, blocking};
 /// The satellite's routes.
 pub fn router(sat: Arc<Satellite>) -> Router {
     let api = LocalApi(Arc::clone(&sat));
+    let api_token_set = sat.config.api_token.is_some();
     record_routes::<LocalApi>()
         .merge(crate::local::routes())
         .merge(crate::ui::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(move || openapi(api_token_set)))
+        .method_not_allowed_fallback(chartsync_http::method_not_allowed::<LocalApi>)
         .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&sat),
@@ -172,10 +174,10 @@ async fn metrics(State(api): State<LocalApi>, headers: HeaderMap) -> Result<Resp
     .await
 }
 
-async fn openapi() -> Response {
+async fn openapi(api_token_set: bool) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        chartsync_http::openapi_document("satellite"),
+        chartsync_http::openapi_document("satellite", api_token_set),
     )
         .into_response()
 }

@@ -20,8 +20,8 @@ use chartsync_central::apply::{Outcome, Write, WriteKind, apply_writes};
 use chartsync_central::auth::Caller;
 use chartsync_central::db::sqlite::SqliteDb;
 use chartsync_central::db::{
-    Applied, CentralDb, Counts, DbError, HeadChange, Instance, NewInstance, RecordRow, RefPending,
-    Seq,
+    Applied, CentralDb, Counts, DbError, DuplicatePair, DuplicateUpdate, HeadChange, Instance,
+    NewInstance, RecordRow, RefPending, Seq,
 };
 use chartsync_protocol::{CommitId, Files, PatientId};
 use chartsync_store::{Change, CommitMeta, Condition};
@@ -128,6 +128,42 @@ impl CentralDb for PausingDb {
         since_hour: i64,
     ) -> Result<Vec<chartsync_central::db::ActivityRow>, DbError> {
         self.inner.activity(since_hour).await
+    }
+    async fn changed_after(
+        &self,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, PatientId, CommitId)>, DbError> {
+        self.inner.changed_after(after, limit).await
+    }
+    async fn duplicates_cursor(&self) -> Result<Seq, DbError> {
+        self.inner.duplicates_cursor().await
+    }
+    async fn duplicate_candidates(
+        &self,
+        keys: Vec<String>,
+        max_block: usize,
+    ) -> Result<Vec<(PatientId, String)>, DbError> {
+        self.inner.duplicate_candidates(keys, max_block).await
+    }
+    async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
+        self.inner.index_duplicates(updates).await
+    }
+    async fn duplicate_pairs(
+        &self,
+        min_score: f64,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<DuplicatePair>, DbError> {
+        self.inner.duplicate_pairs(min_score, offset, limit).await
+    }
+    async fn dismiss_duplicate(
+        &self,
+        a: &PatientId,
+        b: &PatientId,
+        at: i64,
+    ) -> Result<(), DbError> {
+        self.inner.dismiss_duplicate(a, b, at).await
     }
 }
 

@@ -44,10 +44,7 @@ const ROW_TIME: Duration = Duration::from_secs(15);
 
 /// Rows expecting behaviour another branch is adding: run and reported,
 /// not failed. (name, why)
-const PENDING: &[(&str, &str)] = &[(
-    "resolve a conflict of a bad id at the satellite",
-    "axum's Path<i64> rejection is a plain-text 400: JSON path-parameter errors come from the openapi branch (set its code here)",
-)];
+const PENDING: &[(&str, &str)] = &[];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum At {

@@ -12,6 +12,7 @@ mod central_crash;
 mod central_locks;
 mod daemon;
 mod disk_full;
+mod duplicates;
 mod faults;
 mod hostile;
 mod pages;

@@ -522,6 +522,135 @@ async fn metrics_need_the_api_token_at_the_satellite_and_the_admin_token_at_cent
     c.stop().await;
 }
 
+/// The token is checked before anything else: without it a malformed id,
+/// an unknown record or a method the path does not take all get 401, so
+/// nothing about the server is learnt; with it, the JSON 400, 404 and 405
+/// (with `Allow`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_checked_before_anything_else() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = TestCentral::builder(dir.path().join("central"))
+        .start()
+        .await;
+    let (id, token) = c.add_instance("north", &["north"]).await;
+    let sat = TestSatellite::builder(dir.path().join("guarded"))
+        .central(&c.url)
+        .instance(id, &token)
+        .config("api_token = \"local-api-token-for-tests\"")
+        .start()
+        .await;
+    let http = client();
+    let sat_token = "local-api-token-for-tests".to_string();
+    let unknown = PatientId::random();
+    // (server, its token, method, path, status and code with the token)
+    let cases = [
+        (
+            &c.url,
+            &c.admin,
+            "GET",
+            "/v1/patients/nope".to_string(),
+            400,
+            "invalid_id",
+        ),
+        (
+            &c.url,
+            &c.admin,
+            "GET",
+            format!("/v1/patients/{unknown}"),
+            404,
+            "not_found",
+        ),
+        (
+            &c.url,
+            &c.admin,
+            "DELETE",
+            format!("/v1/patients/{unknown}"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            &c.url,
+            &token,
+            "GET",
+            "/v1/sync/push".to_string(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            &sat.url,
+            &sat_token,
+            "POST",
+            "/v1/conflicts/nope/resolve".to_string(),
+            400,
+            "invalid_id",
+        ),
+        (
+            &sat.url,
+            &sat_token,
+            "GET",
+            format!("/v1/patients/{unknown}/history"),
+            404,
+            "not_found",
+        ),
+        (
+            &sat.url,
+            &sat_token,
+            "DELETE",
+            "/v1/conflicts".to_string(),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (url, good, method, path, status, code) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        for bad in [None, Some("wrong-token")] {
+            let mut r = http.request(method.clone(), format!("{url}{path}"));
+            if let Some(bad) = bad {
+                r = r.bearer_auth(bad);
+            }
+            let r = r.send().await.expect("answer");
+            assert_eq!(
+                r.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {bad:?}"
+            );
+            let body: serde_json::Value = r.json().await.expect("JSON");
+            assert_eq!(body["error"], "unauthorized", "{method} {path}");
+        }
+        let r = http
+            .request(method.clone(), format!("{url}{path}"))
+            .bearer_auth(good)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        if status == 405 {
+            let allow = r
+                .headers()
+                .get("allow")
+                .expect("Allow")
+                .to_str()
+                .expect("text");
+            assert!(
+                !allow.is_empty() && !allow.contains(method.as_str()),
+                "{allow}"
+            );
+        }
+        let body: serde_json::Value = r.json().await.expect("JSON");
+        assert_eq!(body["error"], code, "{method} {path}: {body}");
+    }
+    // Paths that need no token answer a wrong method with 405 all the same.
+    let r = http
+        .delete(format!("{}/healthz", sat.url))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers().get("allow").expect("Allow"), "GET,HEAD");
+    sat.stop().await;
+    c.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // Instances: list, revoke, rotate with the binary
 // ---------------------------------------------------------------------------

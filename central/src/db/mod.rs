@@ -399,4 +399,84 @@ pub trait CentralDb: Send + Sync + 'static {
         &self,
         since_hour: i64,
     ) -> impl Future<Output = Result<Vec<ActivityRow>, DbError>> + Send;
+    /// Records whose latest change is after `after`, in sequence order, at
+    /// most `limit`: `(seq, id, head)`.
+    fn changed_after(
+        &self,
+        after: Seq,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Seq, PatientId, CommitId)>, DbError>> + Send;
+
+    /// The sequence number up to which records are indexed for
+    /// duplicates.
+    fn duplicates_cursor(&self) -> impl Future<Output = Result<Seq, DbError>> + Send;
+
+    /// The indexed records sharing one of `keys`, with their stored fields
+    /// (JSON); blocks of more than `max_block` records are skipped.
+    fn duplicate_candidates(
+        &self,
+        keys: Vec<String>,
+        max_block: usize,
+    ) -> impl Future<Output = Result<Vec<(PatientId, String)>, DbError>> + Send;
+
+    /// Replaces what is indexed of each record, its keys and its pairs
+    /// (dismissed pairs are not stored), in order, and moves the cursor to
+    /// the last `seq` if that is later: one transaction.
+    fn index_duplicates(
+        &self,
+        updates: Vec<DuplicateUpdate>,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Pairs scoring at least `min_score`, highest first, skipping
+    /// `offset`, at most `limit`.
+    fn duplicate_pairs(
+        &self,
+        min_score: f64,
+        offset: usize,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DuplicatePair>, DbError>> + Send;
+
+    /// Records that `a` and `b` are two people: the pair is dropped and
+    /// never stored again. Idempotent.
+    fn dismiss_duplicate(
+        &self,
+        a: &PatientId,
+        b: &PatientId,
+        at: i64,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+/// A likely duplicate pair as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicatePair {
+    /// One record.
+    pub a: PatientId,
+    /// The other.
+    pub b: PatientId,
+    /// The score in `[0, 1]`.
+    pub score: f64,
+    /// The per-field comparison (JSON list of `{field, a, b, similarity}`).
+    pub fields: String,
+}
+
+/// A record's identifying fields (JSON) and blocking keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateEntry {
+    /// The normalised fields, as JSON.
+    pub person: String,
+    /// The blocking keys.
+    pub keys: Vec<String>,
+}
+
+/// What indexing one record found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateUpdate {
+    /// The record.
+    pub id: PatientId,
+    /// The sequence number of the change indexed.
+    pub seq: Seq,
+    /// `None`: nothing identifying (no `patient.yaml`, or no field found).
+    pub entry: Option<DuplicateEntry>,
+    /// Its likely pairs with earlier indexed records.
+    pub pairs: Vec<DuplicatePair>,
 }

@@ -10,6 +10,7 @@
 mod body;
 mod disk;
 mod error;
+mod extract;
 mod records;
 mod serve;
 pub mod ui;
@@ -17,6 +18,7 @@ pub mod ui;
 pub use body::{author_from_headers, read_body};
 pub use disk::is_disk_full;
 pub use error::ApiError;
+pub use extract::{Authenticated, PathParam, method_not_allowed};
 pub use records::{RecordService, WriteRequest, record_routes};
 pub use serve::{ServeLimits, Tls, serve_app};
 
@@ -31,8 +33,9 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 /// The OpenAPI document for a role (`"satellite"` or `"central"`): the paths
-/// of `docs/openapi.json` marked for that role or both.
-pub fn openapi_document(role: &str) -> String {
+/// of `docs/openapi.json` marked for that role or both. Without `bearer`
+/// (a satellite with no `api_token`) no operation asks for a token.
+pub fn openapi_document(role: &str, bearer: bool) -> String {
     const DOC: &str = include_str!("../../../docs/openapi.json");
     let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(DOC) else {
         return DOC.to_string();
@@ -45,5 +48,40 @@ pub fn openapi_document(role: &str) -> String {
             )
         });
     }
+    if !bearer && let Some(doc) = doc.as_object_mut() {
+        doc.insert("security".to_string(), serde_json::Value::Array(Vec::new()));
+    }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| DOC.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::openapi_document;
+
+    fn paths(doc: &serde_json::Value) -> Vec<&str> {
+        doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn each_role_gets_its_paths_and_security() {
+        let central: serde_json::Value =
+            serde_json::from_str(&openapi_document("central", true)).expect("JSON");
+        let open: serde_json::Value =
+            serde_json::from_str(&openapi_document("satellite", false)).expect("JSON");
+        let closed: serde_json::Value =
+            serde_json::from_str(&openapi_document("satellite", true)).expect("JSON");
+        assert!(paths(&central).contains(&"/v1/sync/push"));
+        assert!(!paths(&central).contains(&"/v1/conflicts"));
+        assert!(paths(&open).contains(&"/v1/conflicts"));
+        assert!(!paths(&open).contains(&"/v1/sync/push"));
+        assert!(paths(&open).contains(&"/v1/patients/{id}"));
+        assert_eq!(open["security"], serde_json::json!([]));
+        assert_eq!(closed["security"], central["security"]);
+        assert_ne!(closed["security"], serde_json::json!([]));
+    }
 }

@@ -2,12 +2,12 @@ use std::future::Future;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::{ApiError, author_from_headers, read_body};
+use super::{ApiError, Authenticated, PathParam, author_from_headers, read_body};
 use chartsync_merge::number::{JsonError, parse_json_exact};
 use chartsync_protocol::CommitId;
 use chartsync_protocol::api::{FilesBody, HistoryEntry, RecordBody, parse_patch_body};
@@ -75,12 +75,6 @@ pub fn record_routes<S: RecordService>() -> Router<S> {
             get(read::<S>).put(put::<S>).patch(patch::<S>),
         )
         .route("/v1/patients/{id}/history", get(history::<S>))
-}
-
-fn parse_id(raw: &str) -> Result<PatientId, ApiError> {
-    raw.parse().map_err(|e: chartsync_protocol::id::IdError| {
-        ApiError::bad_request("invalid_id", e.to_string())
-    })
 }
 
 fn etag(head: CommitId) -> HeaderValue {
@@ -158,11 +152,11 @@ fn files_body(bytes: &[u8]) -> Result<FilesBody, ApiError> {
 }
 
 async fn create<S: RecordService>(
+    Authenticated(caller): Authenticated<S::Caller>,
     State(service): State<S>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = service.caller(&headers).await?;
     let bytes = read_body(&headers, body, service.body_limit()).await?;
     let files = files_body(&bytes)?;
     let meta = author_from_headers(&headers, service.default_author(), "Create record")?;
@@ -177,13 +171,12 @@ async fn create<S: RecordService>(
 }
 
 async fn put<S: RecordService>(
+    Authenticated(caller): Authenticated<S::Caller>,
     State(service): State<S>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<PatientId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = service.caller(&headers).await?;
-    let id = parse_id(&id)?;
     let condition = condition(&headers)?;
     let bytes = read_body(&headers, body, service.body_limit()).await?;
     let files = files_body(&bytes)?;
@@ -209,13 +202,12 @@ async fn put<S: RecordService>(
 }
 
 async fn patch<S: RecordService>(
+    Authenticated(caller): Authenticated<S::Caller>,
     State(service): State<S>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<PatientId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = service.caller(&headers).await?;
-    let id = parse_id(&id)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -266,12 +258,11 @@ async fn patch<S: RecordService>(
 }
 
 async fn read<S: RecordService>(
+    Authenticated(caller): Authenticated<S::Caller>,
     State(service): State<S>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<PatientId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = service.caller(&headers).await?;
-    let id = parse_id(&id)?;
     let record = service.read(caller, id).await?;
     if let Some(tag) = headers.get(header::IF_NONE_MATCH)
         && tag.as_bytes() == etag(record.head).as_bytes()
@@ -286,12 +277,10 @@ async fn read<S: RecordService>(
 }
 
 async fn history<S: RecordService>(
+    Authenticated(caller): Authenticated<S::Caller>,
     State(service): State<S>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    PathParam(id): PathParam<PatientId>,
 ) -> Result<Response, ApiError> {
-    let caller = service.caller(&headers).await?;
-    let id = parse_id(&id)?;
     let entries = service.history(caller, id).await?;
     Ok(axum::Json(entries).into_response())
 }

@@ -9,6 +9,7 @@
 //! if the database stays busy. Reads use a small pool of read-only
 //! connections, each read in one snapshot.
 
+mod duplicates;
 mod instances;
 mod locks;
 mod pool;
@@ -27,8 +28,8 @@ use chartsync_protocol::{CommitId, PatientId};
 
 use self::pool::{Pool, read, write};
 use super::{
-    Applied, CentralDb, Counts, DbError, HeadChange, Instance, MAX_INSTANCE_ID, NewInstance,
-    RecordRow, RefPending, Seq,
+    Applied, CentralDb, Counts, DbError, DuplicatePair, DuplicateUpdate, HeadChange, Instance,
+    MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, Seq,
 };
 
 /// Central's SQLite migrations (`migrations/central/sqlite/`).
@@ -45,8 +46,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
+        name: "duplicates",
+        sql: include_str!("../../../../migrations/central/sqlite/0003_duplicates.sql"),
+    },
+    Migration {
+        version: 4,
         name: "instance_reports",
-        sql: include_str!("../../../../migrations/central/sqlite/0003_instance_reports.sql"),
+        sql: include_str!("../../../../migrations/central/sqlite/0004_instance_reports.sql"),
     },
 ];
 
@@ -298,5 +304,68 @@ impl CentralDb for SqliteDb {
 
     async fn counts(&self) -> Result<Counts, DbError> {
         read(&self.pool, "counting", records::counts).await
+    }
+
+    async fn changed_after(
+        &self,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, PatientId, CommitId)>, DbError> {
+        read(&self.pool, "listing changed records", move |tx| {
+            duplicates::changed_after(tx, after, limit)
+        })
+        .await
+    }
+
+    async fn duplicates_cursor(&self) -> Result<Seq, DbError> {
+        read(
+            &self.pool,
+            "reading the duplicate index cursor",
+            duplicates::cursor,
+        )
+        .await
+    }
+
+    async fn duplicate_candidates(
+        &self,
+        keys: Vec<String>,
+        max_block: usize,
+    ) -> Result<Vec<(PatientId, String)>, DbError> {
+        read(&self.pool, "reading duplicate candidates", move |tx| {
+            duplicates::candidates(tx, &keys, max_block)
+        })
+        .await
+    }
+
+    async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
+        write(&self.pool, "indexing records for duplicates", move |tx| {
+            updates.iter().try_for_each(|u| duplicates::index(tx, u))
+        })
+        .await
+    }
+
+    async fn duplicate_pairs(
+        &self,
+        min_score: f64,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<DuplicatePair>, DbError> {
+        read(&self.pool, "listing duplicate pairs", move |tx| {
+            duplicates::pairs(tx, min_score, offset, limit)
+        })
+        .await
+    }
+
+    async fn dismiss_duplicate(
+        &self,
+        a: &PatientId,
+        b: &PatientId,
+        at: i64,
+    ) -> Result<(), DbError> {
+        let (a, b) = (*a, *b);
+        write(&self.pool, "dismissing a duplicate pair", move |tx| {
+            duplicates::dismiss(tx, &a, &b, at)
+        })
+        .await
     }
 }

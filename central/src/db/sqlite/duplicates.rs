@@ -1,0 +1,235 @@
+//! Duplicate patients: identifying fields, blocking keys, pairs, dismissals
+//! and the indexing cursor.
+
+use chartsync_protocol::{CommitId, PatientId};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::pool::sql;
+use super::records::{head_from, patient_from, seq_from, seq_to_sql};
+use crate::db::{DbError, DuplicatePair, DuplicateUpdate, Seq};
+
+pub(super) fn cursor(tx: &Transaction<'_>) -> Result<Seq, DbError> {
+    let raw: i64 = tx
+        .prepare_cached("SELECT seq FROM duplicate_cursor WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(sql("reading the duplicate index cursor"))?;
+    seq_from(raw, "duplicate_cursor.seq")
+}
+
+/// Records whose latest change is after `after`, in sequence order.
+pub(super) fn changed_after(
+    tx: &Transaction<'_>,
+    after: Seq,
+    limit: usize,
+) -> Result<Vec<(Seq, PatientId, CommitId)>, DbError> {
+    const CTX: &str = "listing changed records";
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT seq, patient, head FROM records INDEXED BY records_seq
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .map_err(sql(CTX))?;
+    let rows = stmt
+        .query_map(params![seq_to_sql(after), limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(sql(CTX))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, patient, head) = row.map_err(sql(CTX))?;
+        out.push((
+            seq_from(seq, "records.seq")?,
+            patient_from(&patient, "records.patient")?,
+            head_from(&head, "records.head")?,
+        ));
+    }
+    Ok(out)
+}
+
+/// The records sharing a key with `keys` (blocks of at most `max_block`
+/// records), with their stored fields.
+pub(super) fn candidates(
+    tx: &Transaction<'_>,
+    keys: &[String],
+    max_block: usize,
+) -> Result<Vec<(PatientId, String)>, DbError> {
+    const CTX: &str = "reading duplicate candidates";
+    let mut ids = std::collections::BTreeSet::new();
+    let mut count = tx
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM duplicate_keys WHERE key = ?1 LIMIT ?2)",
+        )
+        .map_err(sql(CTX))?;
+    let mut members = tx
+        .prepare_cached("SELECT patient FROM duplicate_keys WHERE key = ?1")
+        .map_err(sql(CTX))?;
+    for key in keys {
+        let n: i64 = count
+            .query_row(params![key, max_block as i64 + 1], |r| r.get(0))
+            .map_err(sql(CTX))?;
+        if n as usize > max_block {
+            continue;
+        }
+        let rows = members
+            .query_map(params![key], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(sql(CTX))?;
+        for row in rows {
+            ids.insert(patient_from(
+                &row.map_err(sql(CTX))?,
+                "duplicate_keys.patient",
+            )?);
+        }
+    }
+    let mut person = tx
+        .prepare_cached("SELECT person FROM duplicate_people WHERE patient = ?1")
+        .map_err(sql(CTX))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let p: Option<String> = person
+            .query_row(params![&id.as_bytes()[..]], |r| r.get(0))
+            .optional()
+            .map_err(sql(CTX))?;
+        if let Some(p) = p {
+            out.push((id, p));
+        }
+    }
+    Ok(out)
+}
+
+/// A pair's two ids in their stored order.
+fn ordered(a: &PatientId, b: &PatientId) -> ([u8; 16], [u8; 16]) {
+    let (a, b) = (*a.as_bytes(), *b.as_bytes());
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+/// Replaces what is indexed of one record and its pairs; moves the
+/// cursor forward to `update.seq`.
+pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<(), DbError> {
+    const CTX: &str = "indexing a record for duplicates";
+    let id = &update.id.as_bytes()[..];
+    let old: Option<String> = tx
+        .prepare_cached("SELECT keys FROM duplicate_people WHERE patient = ?1")
+        .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
+        .map_err(sql(CTX))?;
+    if let Some(old) = old {
+        let old: Vec<String> =
+            serde_json::from_str(&old).map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
+        let mut del = tx
+            .prepare_cached("DELETE FROM duplicate_keys WHERE key = ?1 AND patient = ?2")
+            .map_err(sql(CTX))?;
+        for key in old {
+            del.execute(params![key, id]).map_err(sql(CTX))?;
+        }
+    }
+    tx.execute(
+        "DELETE FROM duplicate_people WHERE patient = ?1",
+        params![id],
+    )
+    .map_err(sql(CTX))?;
+    tx.execute(
+        "DELETE FROM duplicate_pairs WHERE a = ?1 OR b = ?1",
+        params![id],
+    )
+    .map_err(sql(CTX))?;
+    if let Some(entry) = &update.entry {
+        let keys = serde_json::to_string(&entry.keys)
+            .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
+        tx.execute(
+            "INSERT INTO duplicate_people (patient, person, keys) VALUES (?1, ?2, ?3)",
+            params![id, entry.person, keys],
+        )
+        .map_err(sql(CTX))?;
+        let mut add = tx
+            .prepare_cached("INSERT OR IGNORE INTO duplicate_keys (key, patient) VALUES (?1, ?2)")
+            .map_err(sql(CTX))?;
+        for key in &entry.keys {
+            add.execute(params![key, id]).map_err(sql(CTX))?;
+        }
+    }
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO duplicate_pairs (a, b, score, fields)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissed WHERE a = ?1 AND b = ?2)",
+        )
+        .map_err(sql(CTX))?;
+    for pair in &update.pairs {
+        let (a, b) = ordered(&pair.a, &pair.b);
+        if a == b {
+            continue;
+        }
+        insert
+            .execute(params![&a[..], &b[..], pair.score, pair.fields])
+            .map_err(sql(CTX))?;
+    }
+    tx.execute(
+        "UPDATE duplicate_cursor SET seq = max(seq, ?1) WHERE id = 1",
+        params![seq_to_sql(update.seq)],
+    )
+    .map_err(sql(CTX))?;
+    Ok(())
+}
+
+/// Pairs scoring at least `min_score`, highest first, at most `limit`,
+/// skipping the first `offset`.
+pub(super) fn pairs(
+    tx: &Transaction<'_>,
+    min_score: f64,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<DuplicatePair>, DbError> {
+    const CTX: &str = "listing duplicate pairs";
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT a, b, score, fields FROM duplicate_pairs INDEXED BY duplicate_pairs_score
+             WHERE score >= ?1 ORDER BY score DESC, a, b LIMIT ?2 OFFSET ?3",
+        )
+        .map_err(sql(CTX))?;
+    let rows = stmt
+        .query_map(params![min_score, limit as i64, offset as i64], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, f64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(sql(CTX))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (a, b, score, fields) = row.map_err(sql(CTX))?;
+        out.push(DuplicatePair {
+            a: patient_from(&a, "duplicate_pairs.a")?,
+            b: patient_from(&b, "duplicate_pairs.b")?,
+            score,
+            fields,
+        });
+    }
+    Ok(out)
+}
+
+/// Marks the pair as two people and forgets it as a pair.
+pub(super) fn dismiss(
+    tx: &Transaction<'_>,
+    a: &PatientId,
+    b: &PatientId,
+    at: i64,
+) -> Result<(), DbError> {
+    const CTX: &str = "dismissing a duplicate pair";
+    let (a, b) = ordered(a, b);
+    tx.execute(
+        "INSERT OR IGNORE INTO duplicate_dismissed (a, b, dismissed_at) VALUES (?1, ?2, ?3)",
+        params![&a[..], &b[..], at],
+    )
+    .map_err(sql(CTX))?;
+    tx.execute(
+        "DELETE FROM duplicate_pairs WHERE a = ?1 AND b = ?2",
+        params![&a[..], &b[..]],
+    )
+    .map_err(sql(CTX))?;
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! Duplicate patients at central: an indexer that follows the change
+//! sequence (every accepted change of a record re-reads its `patient.yaml`
+//! at the accepted head, replaces its blocking keys and compares it with
+//! the records sharing a key), and the routes that list and dismiss pairs.
+//!
+//! Indexing runs beside serving, never in a write's path: a push is
+//! acknowledged as fast as before and considered within seconds. It writes
+//! one transaction per batch of records, with the cursor, so a crash
+//! repeats at most one batch; and it waits while sync batches are being
+//! handled, so it takes no time from them. A record that cannot be read
+//! is indexed as having no identifying fields and logged, so it never
+//! stops the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare};
+use chartsync_http::{ApiError, Authenticated, read_body};
+use chartsync_protocol::{CommitId, PatientId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::Central;
+use crate::auth::Caller;
+use crate::db::{CentralDb, DbError, DuplicateEntry, DuplicatePair, DuplicateUpdate, Seq};
+use crate::records::CentralApi;
+
+/// Pairs scoring below this are not kept (nor listed, whatever
+/// `min_score` a request asks for).
+pub const KEEP_SCORE: f64 = 0.5;
+
+/// Records indexed per round.
+const BATCH: usize = 256;
+
+/// Pause when there is nothing to index.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Pause while sync batches are being handled (at most [`MAX_DEFER`]).
+const DEFER: Duration = Duration::from_millis(100);
+const MAX_DEFER: Duration = Duration::from_secs(10);
+
+/// Largest dismiss body (two ids and a little white space).
+const MAX_DISMISS_BODY: usize = 4096;
+
+/// Most pairs a request lists.
+const MAX_LIMIT: usize = 1000;
+
+/// Most pairs looked at for an instance's list (the rest are outside its
+/// scope).
+const MAX_SCAN: usize = 50_000;
+
+/// Indexes changed records until `stop` turns true.
+pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Sync traffic first: wait while batches are being handled (for a
+        // while; then index anyway, so a busy central still gets there).
+        let mut deferred = Duration::ZERO;
+        while central.sync_slots.available_permits() < central.config.max_concurrent_sync.max(1)
+            && deferred < MAX_DEFER
+        {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(DEFER) => deferred += DEFER,
+            }
+        }
+        let done = match index_pending(&central, BATCH).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "duplicate indexing failed; trying again");
+                0
+            }
+        };
+        if done == 0 {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(IDLE) => {}
+            }
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Indexes up to `limit` records changed after the cursor; returns how
+/// many.
+pub async fn index_pending<D: CentralDb>(
+    central: &Arc<Central<D>>,
+    limit: usize,
+) -> Result<usize, DbError> {
+    let cursor = central.db.duplicates_cursor().await?;
+    let changed = central.db.changed_after(cursor, limit).await?;
+    let mut batch: Vec<Indexed> = Vec::with_capacity(changed.len());
+    let mut updates = Vec::with_capacity(changed.len());
+    for &(seq, id, head) in &changed {
+        let (update, indexed) = index_one(central, seq, id, head, &batch).await?;
+        updates.push(update);
+        batch.extend(indexed);
+    }
+    if !updates.is_empty() {
+        central.db.index_duplicates(updates).await?;
+    }
+    Ok(changed.len())
+}
+
+/// A record indexed earlier in the same batch (not in the database yet).
+struct Indexed {
+    id: PatientId,
+    keys: Vec<String>,
+    person: Person,
+}
+
+/// The identifying fields of the record at `head`, or `None` (logged) when
+/// it has none or cannot be read.
+async fn person_at<D: CentralDb>(
+    central: &Arc<Central<D>>,
+    id: PatientId,
+    head: CommitId,
+) -> Option<Person> {
+    let c = Arc::clone(central);
+    let files = tokio::task::spawn_blocking(move || c.store.read_at(&id, head)).await;
+    let files = match files {
+        Ok(Ok(Some(files))) => files,
+        Ok(Ok(None)) => {
+            tracing::warn!(patient = %id, %head, "duplicate index: the accepted head is not in the repository yet");
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(patient = %id, error = %e, "duplicate index: cannot read the record");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(patient = %id, error = %e, "duplicate index: the read task failed");
+            return None;
+        }
+    };
+    let text = files.get("patient.yaml")?;
+    let document = chartsync_merge::parse_yaml(text).ok()?;
+    let person = Person::from_document(&document, &central.config.duplicates.fields());
+    (!person.is_empty()).then_some(person)
+}
+
+async fn index_one<D: CentralDb>(
+    central: &Arc<Central<D>>,
+    seq: Seq,
+    id: PatientId,
+    head: CommitId,
+    batch: &[Indexed],
+) -> Result<(DuplicateUpdate, Option<Indexed>), DbError> {
+    let Some(person) = person_at(central, id, head).await else {
+        let update = DuplicateUpdate {
+            id,
+            seq,
+            entry: None,
+            pairs: Vec::new(),
+        };
+        return Ok((update, None));
+    };
+    let keys = blocking_keys(&person);
+    let stored = central
+        .db
+        .duplicate_candidates(keys.clone(), MAX_BLOCK)
+        .await?;
+    let mut candidates: Vec<(PatientId, Person)> = stored
+        .into_iter()
+        .filter(|(other, _)| !batch.iter().any(|b| b.id == *other))
+        .filter_map(|(other, json)| Some((other, serde_json::from_str::<Person>(&json).ok()?)))
+        .collect();
+    candidates.extend(
+        batch
+            .iter()
+            .filter(|b| b.keys.iter().any(|k| keys.contains(k)))
+            .map(|b| (b.id, b.person.clone())),
+    );
+    let mut pairs = Vec::new();
+    for (other, other_person) in candidates {
+        if other == id {
+            continue;
+        }
+        // The pair is stored with its ids in byte order; its fields'
+        // values follow the same order.
+        let (a, b, pa, pb) = if other.as_bytes() < id.as_bytes() {
+            (other, id, &other_person, &person)
+        } else {
+            (id, other, &person, &other_person)
+        };
+        let comparison = compare(pa, pb);
+        if comparison.score >= KEEP_SCORE {
+            pairs.push(DuplicatePair {
+                a,
+                b,
+                score: comparison.score,
+                fields: serde_json::to_string(&comparison.fields)
+                    .map_err(|_| DbError::Damaged("duplicate_pairs.fields"))?,
+            });
+        }
+    }
+    let json =
+        serde_json::to_string(&person).map_err(|_| DbError::Damaged("duplicate_people.person"))?;
+    let update = DuplicateUpdate {
+        id,
+        seq,
+        entry: Some(DuplicateEntry {
+            person: json,
+            keys: keys.clone(),
+        }),
+        pairs,
+    };
+    Ok((update, Some(Indexed { id, keys, person })))
+}
+
+/// `GET /v1/duplicates` and `POST /v1/duplicates/dismiss`.
+pub fn routes<D: CentralDb>() -> Router<CentralApi<D>> {
+    Router::new()
+        .route("/v1/duplicates", get(list::<D>))
+        .route("/v1/duplicates/dismiss", post(dismiss::<D>))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    min_score: Option<f64>,
+    limit: Option<usize>,
+}
+
+/// Whether the caller may read both records of the pair.
+async fn may_read_both<D: CentralDb>(
+    central: &Central<D>,
+    caller: &Caller,
+    a: PatientId,
+    b: PatientId,
+) -> Result<bool, ApiError> {
+    if let Caller::Admin = caller {
+        return Ok(true);
+    }
+    let rows = central
+        .db
+        .records(&[a, b])
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    for row in rows {
+        let Some(row) = row else { return Ok(false) };
+        if !central
+            .in_scope(caller, &row)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn pair_json(pair: &DuplicatePair) -> Value {
+    let fields: Value = serde_json::from_str(&pair.fields).unwrap_or(Value::Array(Vec::new()));
+    json!({
+        "a": pair.a.to_string(),
+        "b": pair.b.to_string(),
+        "score": pair.score,
+        "fields": fields,
+    })
+}
+
+async fn list<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    Authenticated(caller): Authenticated<Caller>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let c = &api.0;
+    let min_score = query.min_score.unwrap_or(c.config.duplicates.min_score);
+    if !(0.0..=1.0).contains(&min_score) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "min_score must be between 0 and 1",
+        ));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let page = if matches!(caller, Caller::Admin) {
+        limit
+    } else {
+        500
+    };
+    while out.len() < limit && offset < MAX_SCAN {
+        let pairs =
+            c.db.duplicate_pairs(min_score.max(KEEP_SCORE), offset, page)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        offset += pairs.len();
+        let last = pairs.len() < page;
+        for pair in pairs {
+            if out.len() < limit && may_read_both(c, &caller, pair.a, pair.b).await? {
+                out.push(pair_json(&pair));
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    Ok(axum::Json(json!({ "pairs": out })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DismissBody {
+    a: PatientId,
+    b: PatientId,
+}
+
+async fn dismiss<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    Authenticated(caller): Authenticated<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<Value>, ApiError> {
+    let body = read_body(&headers, body, MAX_DISMISS_BODY).await?;
+    let body: DismissBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_json",
+            format!("the body must be {{\"a\": \"<id>\", \"b\": \"<id>\"}}: {e}"),
+        )
+    })?;
+    if body.a == body.b {
+        return Err(ApiError::bad_request(
+            "bad_pair",
+            "a and b are the same record",
+        ));
+    }
+    let c = &api.0;
+    if !may_read_both(c, &caller, body.a, body.b).await? {
+        return Err(ApiError::not_found("one of the records does not exist"));
+    }
+    c.db.dismiss_duplicate(&body.a, &body.b, chrono::Utc::now().timestamp())
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(axum::Json(json!({
+        "dismissed": { "a": body.a.to_string(), "b": body.b.to_string() }
+    })))
+}

@@ -1,0 +1,360 @@
+//! How alike two patients are: a similarity per field in `[0, 1]` and one
+//! score, the weighted share of the identifying evidence that agrees.
+//!
+//! Each field's similarity is built for the errors clinics make: names by
+//! Jaro-Winkler (typos weigh less near the end of a name, as people
+//! misspell) raised to at least 0.9 when both names sound alike (Double
+//! Metaphone), given and family names tried both ways round; birth dates
+//! by digits (one mistyped digit, or day and month swapped, still count);
+//! addresses word by word (Monge-Elkan), numbers exactly; phone numbers
+//! and national ids by their digits, one slip allowed.
+//!
+//! The score is Fellegi and Sunter's: each field both records have adds
+//! the log-odds of what was seen on it, `log2(m / u)` when it agrees and
+//! `log2((1 - m) / (1 - u))` when it does not (partial agreement in
+//! between), where `m` is how often one person's two records agree on the
+//! field (data entry is not perfect) and `u` how often two different
+//! people do (a birth date is shared by about one person in 25,000, a sex
+//! by one in two). The weights come from those population figures, not
+//! from any data set. The sum, less [`PRIOR_BITS`] (the odds against two
+//! records picked from one block being one person), becomes a probability:
+//! the score. A name alone, however rare, does not reach 0.8; a name with
+//! a birth date or an address does; so do a birth date and an address
+//! with one name wrong (a name replaced, as happens with nicknames and
+//! married names).
+
+use rphonetic::DoubleMetaphone;
+use serde::Serialize;
+use strsim::{damerau_levenshtein, jaro_winkler};
+
+use crate::person::{BirthDate, Person};
+
+/// `(m, u)` of each field, see the module's documentation.
+const GIVEN_NAME: (f64, f64) = (0.9, 0.01);
+const FAMILY_NAME: (f64, f64) = (0.9, 0.002);
+/// Birth dates are often estimated or unknown (a default date typed in)
+/// where people are not registered at birth.
+const BIRTH_DATE: (f64, f64) = (0.8, 1.0 / 25_000.0);
+const SEX: (f64, f64) = (0.95, 0.5);
+/// Households share an address (about one in a thousand); people move,
+/// and rural addresses are written in many ways.
+const ADDRESS: (f64, f64) = (0.8, 0.001);
+/// Phones change and are shared in a household.
+const PHONE: (f64, f64) = (0.7, 0.0001);
+const NATIONAL_ID: (f64, f64) = (0.95, 1e-7);
+
+/// The odds against a pair being one person before its fields are looked
+/// at, in bits: a score of 0.8 takes `PRIOR_BITS + 2` bits of evidence.
+pub const PRIOR_BITS: f64 = 15.0;
+
+/// Below this Jaro-Winkler similarity two words are unrelated (random
+/// names score 0.4 to 0.7); at [`TEXT_AGREE`] and above they agree fully.
+const TEXT_UNRELATED: f64 = 0.7;
+const TEXT_AGREE: f64 = 0.95;
+
+/// The evidence, in bits, of a field whose agreement is `a` in `[0, 1]`.
+fn bits((m, u): (f64, f64), a: f64) -> f64 {
+    let agree = (m / u).log2();
+    let disagree = ((1.0 - m) / (1.0 - u)).log2();
+    disagree + a * (agree - disagree)
+}
+
+/// One field compared: the two values as shown to a person, and their
+/// similarity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldSimilarity {
+    pub field: &'static str,
+    pub a: String,
+    pub b: String,
+    pub similarity: f64,
+}
+
+/// Two patients compared.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// In `[0, 1]`; 1 when every field both have agrees exactly.
+    pub score: f64,
+    /// The fields both records have, in a fixed order.
+    pub fields: Vec<FieldSimilarity>,
+}
+
+/// Compares two patients field by field.
+pub fn compare(a: &Person, b: &Person) -> Comparison {
+    let mut fields = Vec::new();
+    let mut evidence = 0.0;
+    let mut add =
+        |field: &'static str, mu: (f64, f64), sim: f64, agreement: f64, va: String, vb: String| {
+            evidence += bits(mu, agreement);
+            fields.push(FieldSimilarity {
+                field,
+                a: va,
+                b: vb,
+                similarity: round(sim),
+            });
+        };
+
+    // Names, straight or swapped, whichever agrees better (a swap must
+    // agree clearly better, so that it is not chosen on noise).
+    let straight = (
+        pair_sim(&a.given_name, &b.given_name),
+        pair_sim(&a.family_name, &b.family_name),
+    );
+    let swapped = (
+        pair_sim(&a.given_name, &b.family_name),
+        pair_sim(&a.family_name, &b.given_name),
+    );
+    let total = |s: (Option<f64>, Option<f64>)| s.0.unwrap_or(0.0) + s.1.unwrap_or(0.0);
+    let swap = swapped.0.is_some() && swapped.1.is_some() && total(swapped) > total(straight) + 0.3;
+    let (given, family) = if swap { swapped } else { straight };
+    let (b_given, b_family) = if swap {
+        (&b.family_name, &b.given_name)
+    } else {
+        (&b.given_name, &b.family_name)
+    };
+    if let (Some(sim), Some(va), Some(vb)) = (given, &a.given_name, b_given) {
+        add(
+            "given_name",
+            GIVEN_NAME,
+            sim,
+            text_agreement(sim),
+            va.clone(),
+            vb.clone(),
+        );
+    }
+    if let (Some(sim), Some(va), Some(vb)) = (family, &a.family_name, b_family) {
+        add(
+            "family_name",
+            FAMILY_NAME,
+            sim,
+            text_agreement(sim),
+            va.clone(),
+            vb.clone(),
+        );
+    }
+    if let (Some(da), Some(db)) = (&a.birth_date, &b.birth_date) {
+        let sim = date_sim(da, db);
+        add(
+            "birth_date",
+            BIRTH_DATE,
+            sim,
+            sim,
+            da.display(),
+            db.display(),
+        );
+    }
+    if let (Some(sa), Some(sb)) = (&a.sex, &b.sex) {
+        let sim = if sa == sb { 1.0 } else { 0.0 };
+        add("sex", SEX, sim, sim, sa.clone(), sb.clone());
+    }
+    if let (Some(aa), Some(ab)) = (&a.address, &b.address) {
+        let sim = address_sim(aa, ab);
+        add(
+            "address",
+            ADDRESS,
+            sim,
+            text_agreement(sim),
+            aa.clone(),
+            ab.clone(),
+        );
+    }
+    if let (Some(pa), Some(pb)) = (&a.phone, &b.phone) {
+        let sim = phone_sim(pa, pb);
+        add("phone", PHONE, sim, sim, pa.clone(), pb.clone());
+    }
+    if let (Some(ia), Some(ib)) = (&a.national_id, &b.national_id) {
+        let sim = id_sim(ia, ib);
+        add("national_id", NATIONAL_ID, sim, sim, ia.clone(), ib.clone());
+    }
+    let score = 1.0 / (1.0 + (PRIOR_BITS - evidence).exp2());
+    Comparison {
+        score: round(score),
+        fields,
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn pair_sim(a: &Option<String>, b: &Option<String>) -> Option<f64> {
+    Some(name_sim(a.as_deref()?, b.as_deref()?))
+}
+
+/// Jaro-Winkler, at least 0.9 when the names sound alike.
+pub fn name_sim(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    let jw = jaro_winkler(a, b);
+    if jw < 0.9 && sounds_alike(a, b) {
+        0.9
+    } else {
+        jw
+    }
+}
+
+fn sounds_alike(a: &str, b: &str) -> bool {
+    let dm = DoubleMetaphone::default();
+    let (ea, eb) = (dm.double_metaphone(a), dm.double_metaphone(b));
+    let (pa, pb) = (ea.primary(), eb.primary());
+    !pa.is_empty() && (pa == pb || pa == eb.alternate() || ea.alternate() == pb)
+}
+
+/// How much two similar texts count as agreeing: nothing below
+/// [`TEXT_UNRELATED`], fully from [`TEXT_AGREE`], linearly between.
+fn text_agreement(sim: f64) -> f64 {
+    ((sim - TEXT_UNRELATED) / (TEXT_AGREE - TEXT_UNRELATED)).clamp(0.0, 1.0)
+}
+
+/// 1 when equal; 0.9 for day and month swapped; 0.8 for one digit typed
+/// wrong (or two neighbours swapped); 0.4 for two; 0 otherwise.
+pub fn date_sim(a: &BirthDate, b: &BirthDate) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    if a.year() == b.year() && a.month() == b.day() && a.day() == b.month() {
+        return 0.9;
+    }
+    match damerau_levenshtein(&a.0, &b.0) {
+        1 => 0.8,
+        2 => 0.4,
+        _ => 0.0,
+    }
+}
+
+/// Monge-Elkan in both directions: each word's best match in the other
+/// address, averaged; words with digits (house numbers, postcodes) match
+/// only exactly or with one slip in a long number.
+pub fn address_sim(a: &str, b: &str) -> f64 {
+    let wa: Vec<&str> = a.split(' ').collect();
+    let wb: Vec<&str> = b.split(' ').collect();
+    (monge_elkan(&wa, &wb) + monge_elkan(&wb, &wa)) / 2.0
+}
+
+fn monge_elkan(a: &[&str], b: &[&str]) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = a
+        .iter()
+        .map(|x| b.iter().map(|y| word_sim(x, y)).fold(0.0, f64::max))
+        .sum();
+    sum / a.len() as f64
+}
+
+fn word_sim(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    let numeric = |s: &str| s.bytes().any(|c| c.is_ascii_digit());
+    if numeric(a) || numeric(b) {
+        if a.len() >= 4 && b.len() >= 4 && damerau_levenshtein(a, b) == 1 {
+            0.8
+        } else {
+            0.0
+        }
+    } else {
+        jaro_winkler(a, b)
+    }
+}
+
+/// 1 when equal or when the last nine digits are (a country code or a
+/// trunk zero added); 0.7 for one digit wrong; 0 otherwise.
+pub fn phone_sim(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    let tail = |s: &str| s[s.len().saturating_sub(9)..].to_string();
+    if a.len() >= 7 && b.len() >= 7 && tail(a) == tail(b) {
+        return 1.0;
+    }
+    if damerau_levenshtein(a, b) == 1 {
+        0.7
+    } else {
+        0.0
+    }
+}
+
+/// 1 when equal, 0.6 for one slip, 0 otherwise.
+pub fn id_sim(a: &str, b: &str) -> f64 {
+    if a == b {
+        1.0
+    } else if damerau_levenshtein(a, b) == 1 {
+        0.6
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::person::Fields;
+    use serde_json::json;
+
+    fn person(v: serde_json::Value) -> Person {
+        Person::from_document(&v, &Fields::default())
+    }
+
+    #[test]
+    fn the_same_person_typed_twice_scores_one() {
+        let a =
+            person(json!({"given_name": "Amina", "family_name": "Odhiambo", "born": "1990-04-12"}));
+        let c = compare(&a, &a);
+        assert_eq!(c.score, 1.0);
+        assert_eq!(c.fields.len(), 3);
+    }
+
+    #[test]
+    fn typos_swaps_and_transposed_dates_still_match() {
+        let a = person(
+            json!({"given_name": "Amina", "family_name": "Odhiambo", "born": "1990-04-12", "address": "12 Kisumu Road"}),
+        );
+        for b in [
+            json!({"given_name": "Amina", "family_name": "Odhiambi", "born": "1990-04-12", "address": "12 Kisumu Rd"}),
+            json!({"given_name": "Odhiambo", "family_name": "Amina", "born": "1990-04-12", "address": "12 Kisumu Road"}),
+            json!({"given_name": "Aminah", "family_name": "Odhiambo", "born": "1990-12-04", "address": "12 Kisumu Road"}),
+            json!({"given_name": "Amina", "family_name": "Odhiambo", "born": "1990-04-13"}),
+        ] {
+            let c = compare(&a, &person(b.clone()));
+            assert!(c.score >= 0.8, "{b}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn a_shared_name_alone_or_a_relative_is_not_a_match() {
+        let a = person(
+            json!({"given_name": "John", "family_name": "Smith", "born": "1970-01-01", "address": "4 Lake View"}),
+        );
+        let name_only = person(json!({"given_name": "John", "family_name": "Smith"}));
+        assert!(compare(&a, &name_only).score < 0.8);
+        let brother = person(
+            json!({"given_name": "Peter", "family_name": "Smith", "born": "1974-06-20", "address": "4 Lake View"}),
+        );
+        assert!(compare(&a, &brother).score < 0.6);
+        let stranger = person(
+            json!({"given_name": "Grace", "family_name": "Wanjiru", "born": "1985-09-30", "address": "Plot 7 Moi Avenue"}),
+        );
+        assert!(compare(&a, &stranger).score < 0.3);
+    }
+
+    #[test]
+    fn names_that_sound_alike_are_close() {
+        assert!(name_sim("catherine", "kathryn") >= 0.9);
+        assert!(name_sim("smith", "smyth") >= 0.9);
+        assert!(name_sim("grace", "wanjiru") < 0.7);
+    }
+
+    #[test]
+    fn phone_numbers_with_and_without_country_code_agree() {
+        assert_eq!(phone_sim("254712345678", "0712345678"), 1.0);
+        assert_eq!(phone_sim("0712345678", "0712345679"), 0.7);
+        assert_eq!(phone_sim("0712345678", "0733000000"), 0.0);
+    }
+
+    #[test]
+    fn house_numbers_must_agree_exactly() {
+        assert!(address_sim("12 kisumu road", "12 kisumu road") == 1.0);
+        assert!(address_sim("12 kisumu road", "21 kisumu road") < 0.8);
+    }
+}
