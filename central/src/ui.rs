@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chartsync_common::report::Report;
-use chartsync_http::ui::{self, Form, Session, esc};
-use chartsync_http::{RecordService, read_body};
+use chartsync_http::RecordService;
+use chartsync_http::ui::{self, Session, esc};
 
 use crate::Central;
 use crate::auth::Caller;
@@ -59,10 +59,10 @@ async fn login<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(bytes) = read_body(&headers, body, 64 << 10).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    let form = match ui::read_form(&headers, body, 64 << 10, &[("token", None)]).await {
+        Ok(f) => f,
+        Err(r) => return r,
     };
-    let form = Form::parse(&bytes);
     let token = form.get("token").unwrap_or_default();
     let mut auth = HeaderMap::new();
     let admin = match HeaderValue::from_str(&format!("Bearer {token}")) {
@@ -90,13 +90,14 @@ async fn logout<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(session) = api.0.ui.get(&headers) {
-        let bytes = read_body(&headers, body, 64 << 10)
-            .await
-            .unwrap_or_default();
-        if !session.csrf_ok(&Form::parse(&bytes)) {
-            return StatusCode::FORBIDDEN.into_response();
-        }
+    let form = match ui::read_form(&headers, body, 64 << 10, &[("csrf", None)]).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(session) = api.0.ui.get(&headers)
+        && !session.csrf_ok(&form)
+    {
+        return StatusCode::FORBIDDEN.into_response();
     }
     api.0.ui.remove(&headers);
     let mut response = ui::redirect("/ui");

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chartsync_http::ui::{self, Form, Session, esc};
-use chartsync_http::{ApiError, blocking, read_body};
+use chartsync_http::{ApiError, PathParam, blocking};
 use chartsync_protocol::api::{ConflictEntry, FilePatch, PatchBody};
 use chartsync_store::{Change, Condition, Flush};
 
@@ -83,10 +83,10 @@ async fn show(State(api): State<LocalApi>, headers: HeaderMap) -> Response {
 }
 
 async fn login(State(api): State<LocalApi>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(bytes) = read_body(&headers, body, MAX_FORM).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    let form = match ui::read_form(&headers, body, MAX_FORM, &[("token", None)]).await {
+        Ok(f) => f,
+        Err(r) => return r,
     };
-    let form = Form::parse(&bytes);
     let given = form.get("token").unwrap_or_default();
     let ok = match &api.0.config.api_token {
         Some(expected) => ui::same_token(given, &expected.0),
@@ -106,7 +106,10 @@ async fn login(State(api): State<LocalApi>, headers: HeaderMap, body: Body) -> R
     with_cookie(&api.0, ui::redirect("/ui"), &session, true)
 }
 
-async fn logout(State(api): State<LocalApi>, headers: HeaderMap) -> Response {
+async fn logout(State(api): State<LocalApi>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(r) = posted(&api, &headers, body, &[]).await {
+        return r;
+    }
     api.0.ui.remove(&headers);
     let mut response = ui::redirect("/ui");
     response
@@ -120,14 +123,14 @@ async fn posted(
     api: &LocalApi,
     headers: &HeaderMap,
     body: Body,
+    fields: &[ui::Field<'_>],
 ) -> Result<(Session, Form), Response> {
+    let mut required = vec![("csrf", None)];
+    required.extend_from_slice(fields);
+    let form = ui::read_form(headers, body, MAX_FORM, &required).await?;
     let Some(session) = api.0.ui.get(headers) else {
         return Err(ui::redirect("/ui"));
     };
-    let bytes = read_body(headers, body, MAX_FORM)
-        .await
-        .map_err(IntoResponse::into_response)?;
-    let form = Form::parse(&bytes);
     if !session.csrf_ok(&form) {
         return Err(ui::page(
             StatusCode::FORBIDDEN,
@@ -140,7 +143,7 @@ async fn posted(
 
 /// Runs every job now and shows what happened.
 async fn sync_now(State(api): State<LocalApi>, headers: HeaderMap, body: Body) -> Response {
-    let (session, _) = match posted(&api, &headers, body).await {
+    let (session, _) = match posted(&api, &headers, body, &[]).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -194,18 +197,22 @@ fn plural(n: u64, what: &str) -> String {
 /// Records a clinician's choice for one conflict.
 async fn resolve(
     State(api): State<LocalApi>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<i64>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (session, form) = match posted(&api, &headers, body).await {
+    let (session, form) = match posted(
+        &api,
+        &headers,
+        body,
+        &[("keep", Some(&["ours", "theirs", "typed"]))],
+    )
+    .await
+    {
         Ok(p) => p,
         Err(r) => return r,
     };
     let sat = Arc::clone(&api.0);
-    let Ok(id) = id.parse::<i64>() else {
-        return render(sat, session, Some(("bad", "No such conflict.".into()))).await;
-    };
     let choice = form.get("keep").unwrap_or_default().to_string();
     let typed = form.get("value").unwrap_or_default().to_string();
     let s = Arc::clone(&sat);

@@ -65,6 +65,7 @@ async fn the_clinic_page_needs_the_api_token_and_a_csrf_token() {
 
     let r = http
         .post(format!("{}/ui/login", sat.url))
+        .header("content-type", "application/x-www-form-urlencoded")
         .body("token=wrong")
         .send()
         .await
@@ -74,6 +75,7 @@ async fn the_clinic_page_needs_the_api_token_and_a_csrf_token() {
 
     let r = http
         .post(format!("{}/ui/login", sat.url))
+        .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("token={token}"))
         .send()
         .await
@@ -99,23 +101,42 @@ async fn the_clinic_page_needs_the_api_token_and_a_csrf_token() {
 
     // Forms without the page's CSRF token are refused and run nothing.
     let runs = sat.sat.db.run_count().expect("runs");
-    for body in [
-        String::new(),
-        "csrf=forged".to_string(),
-        format!("csrf={}", "0".repeat(64)),
+    for (body, content_type, status) in [
+        (
+            String::new(),
+            "application/x-www-form-urlencoded",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "csrf=forged".to_string(),
+            "application/x-www-form-urlencoded",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            format!("csrf={}", "0".repeat(64)),
+            "application/x-www-form-urlencoded",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            format!("csrf={csrf}"),
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
     ] {
         let r = http
             .post(format!("{}/ui/sync", sat.url))
             .header("cookie", &cookie)
-            .body(body)
+            .header("content-type", content_type)
+            .body(body.clone())
             .send()
             .await
             .expect("sync");
-        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.status(), status, "{body} as {content_type}");
     }
     // Without a session: back to the login form.
     let r = http
         .post(format!("{}/ui/sync", sat.url))
+        .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("csrf={csrf}"))
         .send()
         .await
@@ -127,6 +148,7 @@ async fn the_clinic_page_needs_the_api_token_and_a_csrf_token() {
     let r = http
         .post(format!("{}/ui/sync", sat.url))
         .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("csrf={csrf}"))
         .send()
         .await
@@ -143,6 +165,7 @@ async fn the_clinic_page_needs_the_api_token_and_a_csrf_token() {
     let r = http
         .post(format!("{}/ui/logout", sat.url))
         .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("csrf={csrf}"))
         .send()
         .await
@@ -204,6 +227,7 @@ async fn hq_page_takes_the_admin_token_only() {
     for wrong in [instance_token.as_str(), "nope", ""] {
         let r = http
             .post(format!("{}/ui/login", central.url))
+            .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("token={wrong}"))
             .send()
             .await
@@ -212,6 +236,7 @@ async fn hq_page_takes_the_admin_token_only() {
     }
     let r = http
         .post(format!("{}/ui/login", central.url))
+        .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("token={}", central.admin))
         .send()
         .await
@@ -326,6 +351,7 @@ async fn hq_page_with_1000_clinics() {
     let http = no_redirects();
     let r = http
         .post(format!("{}/ui/login", central.url))
+        .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("token={}", central.admin))
         .send()
         .await

@@ -285,6 +285,59 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// A field a form must carry, and the values it may take (`None`: any).
+pub type Field<'a> = (&'a str, Option<&'a [&'a str]>);
+
+/// Reads a form: `Content-Type: application/x-www-form-urlencoded` (415
+/// otherwise), at most `limit` bytes (413), every `required` field present
+/// with an allowed value (400 otherwise). Nothing is done with a form that
+/// fails these.
+pub async fn read_form(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    required: &[Field<'_>],
+) -> Result<Form, Response> {
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !form_type {
+        return Err(page(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "chartsync: refused",
+            "<p class=\"msg bad\">Send this form from the page (as application/x-www-form-urlencoded). <a href=\"/ui\">Back to the page</a></p>",
+        ));
+    }
+    let bytes = crate::read_body(headers, body, limit)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let form = Form::parse(&bytes);
+    for (name, allowed) in required {
+        let ok = match (form.get(name), allowed) {
+            (None, _) => false,
+            (Some(v), Some(values)) => values.contains(&v),
+            (Some(_), None) => true,
+        };
+        if !ok {
+            return Err(page(
+                StatusCode::BAD_REQUEST,
+                "chartsync: refused",
+                &format!(
+                    "<p class=\"msg bad\">This form is incomplete: {} is missing or not valid. <a href=\"/ui\">Back to the page</a></p>",
+                    esc(name)
+                ),
+            ));
+        }
+    }
+    Ok(form)
+}
+
 /// A parsed `application/x-www-form-urlencoded` body.
 #[derive(Debug, Default, Clone)]
 pub struct Form(Vec<(String, String)>);
