@@ -38,6 +38,47 @@ pub fn routes<D: CentralDb>() -> Router<CentralApi<D>> {
         .route("/ui/style.css", get(|| async { ui::style() }))
         .route("/ui/login", post(login::<D>))
         .route("/ui/logout", post(logout::<D>))
+        .route("/ui/duplicates/dismiss", post(dismiss::<D>))
+}
+
+/// "Not the same person": the pair is dismissed (`POST
+/// /v1/duplicates/dismiss`), then back to the page.
+async fn dismiss<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let required: [ui::Field<'_>; 3] = [("csrf", None), ("a", None), ("b", None)];
+    let form = match ui::read_form(&headers, body, 64 << 10, &required).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(session) = api.0.ui.get(&headers) else {
+        return ui::redirect("/ui");
+    };
+    if !session.csrf_ok(&form) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let id = |name: &str| {
+        form.get(name)
+            .and_then(|v| v.parse::<chartsync_protocol::PatientId>().ok())
+    };
+    let (Some(a), Some(b)) = (id("a"), id("b")) else {
+        return ui::page(
+            StatusCode::BAD_REQUEST,
+            TITLE,
+            "<p class=\"msg bad\">Those are not patient ids. <a href=\"/ui\">Back to the page</a></p>",
+        );
+    };
+    if let Err(e) = api
+        .0
+        .db
+        .dismiss_duplicate(&a, &b, chrono::Utc::now().timestamp())
+        .await
+    {
+        return chartsync_http::ApiError::internal(&e).into_response();
+    }
+    ui::redirect("/ui#duplicates")
 }
 
 const TITLE: &str = "chartsync HQ";
@@ -158,7 +199,61 @@ async fn build<D: CentralDb>(
     let reports = central.db.reports().await?;
     let since_hour = now.div_euclid(3600) - PLOT_DAYS * 24 + 1;
     let activity = central.db.activity(since_hour).await?;
-    Ok(render(&instances, &reports, &activity, session, now))
+    let pairs = central
+        .db
+        .duplicate_pairs(central.config.duplicates.min_score, 0, 50)
+        .await?;
+    let mut html = render(&instances, &reports, &activity, session, now);
+    duplicates(&mut html, &pairs, session);
+    Ok(html)
+}
+
+/// The duplicates queue: the likeliest pairs, each with the fields
+/// compared and a "not the same person" button.
+fn duplicates(h: &mut String, pairs: &[crate::db::DuplicatePair], session: &Session) {
+    let _ = write!(
+        h,
+        "<h2 id=\"duplicates\">Likely duplicate patients ({}{})</h2>",
+        pairs.len(),
+        if pairs.len() >= 50 { "+" } else { "" }
+    );
+    if pairs.is_empty() {
+        h.push_str("<p class=\"muted\">None found.</p>");
+        return;
+    }
+    h.push_str("<div class=\"scroll\"><table id=\"duplicate-pairs\"><thead><tr><th>Records</th><th class=\"num\">Score</th><th>Fields</th><th></th></tr></thead><tbody>");
+    for p in pairs {
+        let fields: Vec<serde_json::Value> = serde_json::from_str(&p.fields).unwrap_or_default();
+        let _ = write!(
+            h,
+            "<tr class=\"pair\"><td><code>{}</code><br><code>{}</code></td><td class=\"num\">{:.2}</td><td>",
+            esc(&p.a.to_string()),
+            esc(&p.b.to_string()),
+            p.score
+        );
+        for f in &fields {
+            let text = |k: &str| match &f[k] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "(none)".into(),
+                other => other.to_string(),
+            };
+            let _ = write!(
+                h,
+                "<div>{}: {} / {}</div>",
+                esc(&text("field")),
+                esc(&text("a")),
+                esc(&text("b"))
+            );
+        }
+        let _ = write!(
+            h,
+            "</td><td><form method=\"post\" action=\"/ui/duplicates/dismiss\">{}<input type=\"hidden\" name=\"a\" value=\"{}\"><input type=\"hidden\" name=\"b\" value=\"{}\"><button type=\"submit\">Not the same person</button></form></td></tr>",
+            session.csrf_field(),
+            esc(&p.a.to_string()),
+            esc(&p.b.to_string())
+        );
+    }
+    h.push_str("</tbody></table></div>");
 }
 
 /// The page body (also used by the benchmark).

@@ -170,6 +170,47 @@ async fn a_clinician_and_hq_use_the_pages() {
         "B-confirmed"
     );
 
+    // Two registrations of one person at central: HQ's duplicates queue
+    // lists the pair until someone says they are two people.
+    for given in ["Esther", "Ester"] {
+        central
+            .create(
+                &http,
+                &format!("given_name: {given}\nfamily_name: Njeri\nborn: '1961-02-03'\nsex: F\ncatchment: south\n"),
+            )
+            .await;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        browser.goto(&format!("{}/ui", central.url)).await;
+        if browser.count("#duplicate-pairs .pair").await == 1 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 20, "no duplicate pair listed");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let pair = browser.find("#duplicate-pairs .pair").await.text().await;
+    assert!(
+        pair.contains("given_name: esther / ester") || pair.contains("given_name: ester / esther"),
+        "{pair}"
+    );
+    browser
+        .goto(&format!("{}/ui#duplicates", central.url))
+        .await;
+    shot(&browser, "hq-duplicates").await;
+    browser
+        .click_and_wait("#duplicate-pairs .pair button[type=submit]")
+        .await;
+    assert_eq!(browser.count("#duplicate-pairs .pair").await, 0);
+    assert!(
+        browser
+            .find("#duplicates")
+            .await
+            .text()
+            .await
+            .contains("(0)")
+    );
+
     // HQ: a clinic whose last push was two hours ago on a 5-minute
     // schedule is highlighted as silent; the others are not.
     let now = chrono::Utc::now().timestamp();
