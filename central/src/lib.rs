@@ -76,6 +76,8 @@ pub struct Central<D> {
     seen: Mutex<HashMap<u32, Instant>>,
     /// Sessions of HQ's page (`/ui`).
     pub ui: chartsync_http::ui::Sessions,
+    /// Satellites' reports waiting to be written (see `reports.rs`).
+    pub reports: reports::Pending,
 }
 
 /// How often an instance's last-seen time is written, at most.
@@ -139,6 +141,7 @@ impl<D: CentralDb> Central<D> {
             upkeep: RwLock::new(None),
             seen: Mutex::new(HashMap::new()),
             ui: chartsync_http::ui::Sessions::default(),
+            reports: reports::Pending::default(),
         };
         central.refresh_instances().await?;
         Ok(Arc::new(central))

@@ -17,8 +17,20 @@ use crate::db::{CentralDb, Instance, SavedReport};
 /// Lag is counted up to this many changes (shown as "1000 or more").
 pub const LAG_CAP: usize = 1000;
 
-/// Reads the report of a sync call, if any, and stores it in the
-/// background.
+/// How often received reports are written to the database (the latest
+/// per instance, with the number of calls since): one transaction per
+/// instance per interval at most, off every sync call's path.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reports received and not yet written, by instance.
+#[derive(Debug, Default)]
+pub struct Pending {
+    map: std::sync::Mutex<std::collections::HashMap<u32, (Instance, Report, i64, u64)>>,
+    flusher: std::sync::atomic::AtomicBool,
+}
+
+/// Reads the report of a sync call, if any, and queues it; a background
+/// task writes the queue every [`FLUSH_EVERY`].
 pub fn note<D: CentralDb>(central: &Arc<Central<D>>, instance: &Instance, headers: &HeaderMap) {
     let Some(value) = headers.get(HEADER) else {
         return;
@@ -30,9 +42,52 @@ pub fn note<D: CentralDb>(central: &Arc<Central<D>>, instance: &Instance, header
             return;
         }
     };
-    let central = Arc::clone(central);
-    let instance = instance.clone();
-    tokio::spawn(async move {
+    {
+        let mut map = central
+            .reports
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let calls = map.get(&instance.id).map_or(0, |e| e.3) + 1;
+        map.insert(
+            instance.id,
+            (
+                instance.clone(),
+                report,
+                chrono::Utc::now().timestamp(),
+                calls,
+            ),
+        );
+    }
+    if !central
+        .reports
+        .flusher
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        let weak = Arc::downgrade(central);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FLUSH_EVERY).await;
+                let Some(central) = weak.upgrade() else {
+                    return;
+                };
+                flush(&central).await;
+            }
+        });
+    }
+}
+
+/// Writes the queued reports (each with its lag, counted now).
+pub async fn flush<D: CentralDb>(central: &Central<D>) {
+    let queued: Vec<_> = {
+        let mut map = central
+            .reports
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.drain().map(|(_, v)| v).collect()
+    };
+    for (instance, report, at, calls) in queued {
         let lag = match central
             .db
             .scope_changes(&instance, report.cursor, LAG_CAP)
@@ -41,21 +96,22 @@ pub fn note<D: CentralDb>(central: &Arc<Central<D>>, instance: &Instance, header
             Ok(rows) => rows.len() as u64,
             Err(e) => {
                 tracing::warn!(instance = instance.id, error = %e, "could not count an instance's lag");
-                return;
+                continue;
             }
         };
         let saved = SavedReport {
             instance: instance.id,
-            at: chrono::Utc::now().timestamp(),
+            at,
             report: serde_json::to_string(&report).unwrap_or_default(),
             lag,
             pending: report.pending,
             conflicts: report.conflicts,
+            calls,
         };
         if let Err(e) = central.db.save_report(saved).await {
             tracing::warn!(instance = instance.id, error = %e, "could not store an instance's report");
         }
-    });
+    }
 }
 
 /// A stored report, read back (`None` if it no longer parses).

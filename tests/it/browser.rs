@@ -236,6 +236,7 @@ async fn a_clinician_and_hq_use_the_pages() {
             report: serde_json::to_string(&report).expect("json"),
             lag: 12,
             pending: 4,
+            calls: 1,
             conflicts: 0,
         })
         .await

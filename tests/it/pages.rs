@@ -308,6 +308,7 @@ async fn hq_page_with_1000_clinics() {
             report: serde_json::to_string(&report).expect("json"),
             lag: u64::from(inst.id % 100),
             pending: report.pending,
+            calls: 1,
             conflicts: report.conflicts,
         })
         .await

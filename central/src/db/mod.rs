@@ -208,6 +208,9 @@ pub struct SavedReport {
     pub pending: u64,
     /// See `pending`.
     pub conflicts: u64,
+    /// Sync calls since the report before (added to the hour's count;
+    /// 0 when read back).
+    pub calls: u64,
 }
 
 /// One instance's sync activity in one hour.

@@ -20,11 +20,20 @@ pub(super) fn save(tx: &Transaction<'_>, r: &SavedReport) -> Result<(), DbError>
     let hour = r.at.div_euclid(3600);
     tx.prepare_cached(
         "INSERT INTO instance_activity (instance, hour, calls, lag, pending, conflicts)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5)
-         ON CONFLICT (instance, hour) DO UPDATE SET calls = calls + 1, lag = excluded.lag,
+         VALUES (?1, ?2, ?6, ?3, ?4, ?5)
+         ON CONFLICT (instance, hour) DO UPDATE SET calls = calls + excluded.calls, lag = excluded.lag,
              pending = excluded.pending, conflicts = excluded.conflicts",
     )
-    .and_then(|mut s| s.execute(params![r.instance, hour, lag, pending, conflicts]))
+    .and_then(|mut s| {
+        s.execute(params![
+            r.instance,
+            hour,
+            lag,
+            pending,
+            conflicts,
+            i64::try_from(r.calls.max(1)).unwrap_or(1)
+        ])
+    })
     .map_err(sql(context))?;
     tx.prepare_cached("DELETE FROM instance_activity WHERE instance = ?1 AND hour < ?2")
         .and_then(|mut s| s.execute(params![r.instance, hour - ACTIVITY_KEEP_HOURS]))
@@ -66,6 +75,7 @@ pub(super) fn latest(tx: &Transaction<'_>) -> Result<Vec<SavedReport>, DbError> 
             lag: lag.max(0) as u64,
             pending: pending.max(0) as u64,
             conflicts: conflicts.max(0) as u64,
+            calls: 0,
         });
     }
     Ok(out)

@@ -312,6 +312,7 @@ async fn reports_keep_the_latest_and_an_hourly_series_of_15_days() {
         report: format!("{{\"pending\":{pending}}}"),
         lag: pending * 2,
         pending,
+        calls: 1,
         conflicts: 1,
     };
     let start = 1_800_000_000 / 3600 * 3600;
