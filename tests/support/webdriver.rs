@@ -16,7 +16,30 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub struct Browser {
     http: reqwest::Client,
     base: String,
+    port: u16,
+    session: String,
     _driver: KillOnDrop,
+    /// Chromium's profile, removed after the session ends.
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    /// Ends the session first (chromedriver then closes its Chromium, which
+    /// killing chromedriver alone would leave running), with a plain
+    /// blocking request: a drop cannot wait for async work.
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                stream,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session, self.port
+            );
+            let mut sink = Vec::new();
+            let _ = stream.read_to_end(&mut sink);
+        }
+    }
 }
 
 /// An element on the page.
@@ -71,7 +94,7 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = tempfile::tempdir().expect("profile").keep();
+        let profile = tempfile::tempdir().expect("profile");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -81,7 +104,7 @@ impl Browser {
                     "--disable-dev-shm-usage", "--no-first-run",
                     "--disable-extensions", "--hide-scrollbars",
                     format!("--window-size={width},{height}"),
-                    format!("--user-data-dir={}", profile.display()),
+                    format!("--user-data-dir={}", profile.path().display()),
                 ]
             }
         }}});
@@ -101,7 +124,10 @@ impl Browser {
         Browser {
             http,
             base: format!("{root}/session/{id}"),
+            port,
+            session: id,
             _driver: driver,
+            _profile: profile,
         }
     }
 
