@@ -501,7 +501,10 @@ async fn satellite_sync(
     )
     .await;
     progress.finish();
-    let summary = summary.map_err(|e| anyhow::anyhow!(chartsync_satellite::error_chain(&e)))?;
+    let summary = summary.map_err(|e| {
+        let chain = chartsync_satellite::error_chain(&e);
+        anyhow::anyhow!("{} ({chain})", chartsync_satellite::words::problem(&chain))
+    })?;
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -528,14 +531,16 @@ async fn satellite_status(config: PathBuf, json: bool) -> anyhow::Result<ExitCod
         println!("pending pushes:  {}", status.pending_push);
         println!("open conflicts:  {}", status.open_conflicts);
         println!("pull cursor:     {}", status.cursor);
-        for run in &status.last_runs {
-            println!(
-                "last {:<10} {} {} {}",
-                run.job,
-                run.started_at,
-                if run.ok { "ok" } else { "FAILED" },
-                run.detail
-            );
+        let (_, disk) =
+            chartsync_satellite::words::disk_sentence(&sat.config.data_dir, &sat.config.disk);
+        println!("{disk}");
+        let now = chrono::Utc::now().timestamp();
+        let jobs = sat.db.job_records()?;
+        if jobs.is_empty() {
+            println!("no sync job has run yet");
+        }
+        for job in &jobs {
+            println!("{}", chartsync_satellite::words::job_sentence(job, now));
         }
         if !status.set_aside.is_empty() {
             println!(

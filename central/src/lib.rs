@@ -11,8 +11,10 @@ pub mod locks;
 pub mod metrics;
 pub mod records;
 pub mod repair;
+pub mod reports;
 pub mod server;
 pub mod sync;
+pub mod ui;
 pub mod upkeep;
 
 use std::collections::HashMap;
@@ -72,6 +74,10 @@ pub struct Central<D> {
     upkeep: RwLock<Option<upkeep::UpkeepQueue>>,
     /// When each instance's last-seen time was last written.
     seen: Mutex<HashMap<u32, Instant>>,
+    /// Sessions of HQ's page (`/ui`).
+    pub ui: chartsync_http::ui::Sessions,
+    /// Satellites' reports waiting to be written (see `reports.rs`).
+    pub reports: reports::Pending,
 }
 
 /// How often an instance's last-seen time is written, at most.
@@ -134,6 +140,8 @@ impl<D: CentralDb> Central<D> {
             instances: RwLock::new(HashMap::new()),
             upkeep: RwLock::new(None),
             seen: Mutex::new(HashMap::new()),
+            ui: chartsync_http::ui::Sessions::default(),
+            reports: reports::Pending::default(),
         };
         central.refresh_instances().await?;
         Ok(Arc::new(central))

@@ -25,6 +25,7 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
     let api = CentralApi(Arc::clone(&central));
     record_routes::<CentralApi<D>>()
         .merge(crate::sync::sync_routes::<D>())
+        .merge(crate::ui::routes::<D>())
         .merge(crate::duplicates::routes::<D>())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::<D>))
@@ -73,10 +74,25 @@ async fn metrics<D: CentralDb>(
         .counts()
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    let mut text = api.0.metrics.render(&counts);
+    crate::reports::render_disk(&mut text, &api.0.config.data_dir);
+    let reports = api
+        .0
+        .db
+        .reports()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let instances = api
+        .0
+        .db
+        .instances()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    crate::reports::render(&mut text, &instances, &reports);
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        api.0.metrics.render(&counts),
+        text,
     )
         .into_response())
 }

@@ -73,6 +73,7 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             ));
         }
     };
+    crate::reports::note(&api.0, &instance, headers);
     let said = headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok());
     let version = match said
         .and_then(|v| v.split('.').next())

@@ -109,6 +109,8 @@ pub struct CentralClient {
     pub round_trips: AtomicU64,
     /// The sync protocol version spoken.
     version: AtomicU8,
+    /// The report sent with every call (see [`crate::report`]).
+    report: std::sync::Mutex<Option<String>>,
 }
 
 impl CentralClient {
@@ -149,7 +151,13 @@ impl CentralClient {
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
+            report: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Sends this report with the calls from now on.
+    pub fn set_report(&self, report: &chartsync_common::report::Report) {
+        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.encode());
     }
 
     /// Central's base URL.
@@ -217,9 +225,16 @@ impl CentralClient {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent
             .fetch_add(body.len() as u64, Ordering::Relaxed);
-        let response = self
-            .http
-            .post(&url)
+        let report = self
+            .report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut request = self.http.post(&url);
+        if let Some(report) = report {
+            request = request.header(chartsync_common::report::HEADER, report);
+        }
+        let response = request
             .header(AUTHORIZATION, format!("Bearer {}", self.token))
             .header(PROTOCOL_HEADER, version.to_string())
             .header(CT, CONTENT_TYPE)

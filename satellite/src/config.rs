@@ -40,6 +40,10 @@ pub struct SatelliteConfig {
     /// Batching.
     #[serde(default)]
     pub sync: SyncConfig,
+    /// `[disk]`: below these free bytes / inodes in `data_dir`, `/healthz`
+    /// answers 503 and status says the disk is full.
+    #[serde(default)]
+    pub disk: chartsync_common::disk::DiskLimits,
 }
 
 /// Why the satellite refuses to serve its local API.

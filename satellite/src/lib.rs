@@ -8,9 +8,12 @@ pub mod config;
 pub mod db;
 pub mod jobs;
 pub mod local;
+pub mod report;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;
+pub mod ui;
+pub mod words;
 
 use std::sync::Arc;
 
@@ -45,6 +48,8 @@ pub struct Satellite {
     pub db: db::Db,
     /// HTTP counters.
     pub http: HttpCounters,
+    /// Sessions of the clinic's page (`/ui`).
+    pub ui: chartsync_http::ui::Sessions,
 }
 
 impl Satellite {
@@ -63,6 +68,7 @@ impl Satellite {
             store,
             db,
             http: HttpCounters::default(),
+            ui: chartsync_http::ui::Sessions::default(),
         }))
     }
 }

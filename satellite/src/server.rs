@@ -22,7 +22,8 @@ pub fn router(sat: Arc<Satellite>) -> Router {
     let api_token_set = sat.config.api_token.is_some();
     record_routes::<LocalApi>()
         .merge(crate::local::routes())
-        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::ui::routes())
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(move || openapi(api_token_set)))
         .method_not_allowed_fallback(chartsync_http::method_not_allowed::<LocalApi>)
@@ -32,6 +33,24 @@ pub fn router(sat: Arc<Satellite>) -> Router {
             count,
         ))
         .with_state(api)
+}
+
+/// 200 `ok`, or 503 with the reason when the data folder's disk is (nearly)
+/// full: out of space or out of inodes, every write would fail.
+async fn healthz(State(api): State<LocalApi>) -> Response {
+    let sat = Arc::clone(&api.0);
+    let checked = tokio::task::spawn_blocking(move || {
+        crate::words::disk_sentence(&sat.config.data_dir, &sat.config.disk)
+    })
+    .await;
+    match checked {
+        Ok((true, why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not healthy: {why}\n"),
+        )
+            .into_response(),
+        _ => "ok\n".into_response(),
+    }
 }
 
 async fn count(State(sat): State<Arc<Satellite>>, request: Request, next: Next) -> Response {
@@ -102,6 +121,15 @@ async fn metrics(State(api): State<LocalApi>, headers: HeaderMap) -> Result<Resp
                     t as f64,
                 );
             }
+            if let Some(gap) = crate::words::schedule_gap(&sat.config, &run.job) {
+                sample(
+                    &mut out,
+                    &format!("chartsync_satellite_{job}_schedule_seconds"),
+                    "gauge",
+                    "Longest gap between two scheduled runs (alert when the last success is much older).",
+                    gap as f64,
+                );
+            }
             sample(
                 &mut out,
                 &format!("chartsync_satellite_{job}_records_total"),
@@ -116,6 +144,24 @@ async fn metrics(State(api): State<LocalApi>, headers: HeaderMap) -> Result<Resp
                 "Bytes on the wire of successful runs.",
                 run.bytes as f64,
             );
+        }
+        if let Ok(free) = chartsync_common::disk::free_space(&sat.config.data_dir) {
+            sample(
+                &mut out,
+                "chartsync_satellite_disk_free_bytes",
+                "gauge",
+                "Bytes free on the data folder's file system.",
+                free.bytes as f64,
+            );
+            if let Some(inodes) = free.inodes {
+                sample(
+                    &mut out,
+                    "chartsync_satellite_disk_free_inodes",
+                    "gauge",
+                    "Files that can still be created on the data folder's file system.",
+                    inodes as f64,
+                );
+            }
         }
         sat.http.render(&mut out);
         Ok((

@@ -117,6 +117,18 @@ impl CentralDb for PausingDb {
     async fn counts(&self) -> Result<Counts, DbError> {
         self.inner.counts().await
     }
+    async fn save_report(&self, report: chartsync_central::db::SavedReport) -> Result<(), DbError> {
+        self.inner.save_report(report).await
+    }
+    async fn reports(&self) -> Result<Vec<chartsync_central::db::SavedReport>, DbError> {
+        self.inner.reports().await
+    }
+    async fn activity(
+        &self,
+        since_hour: i64,
+    ) -> Result<Vec<chartsync_central::db::ActivityRow>, DbError> {
+        self.inner.activity(since_hour).await
+    }
     async fn changed_after(
         &self,
         after: Seq,

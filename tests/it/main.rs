@@ -5,15 +5,19 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod browser;
 mod central_api;
 mod central_cancelled;
 mod central_crash;
 mod central_locks;
 mod daemon;
+mod disk_full;
 mod duplicates;
 mod faults;
 mod hostile;
+mod pages;
 mod poison;
+mod reports;
 mod satellite_api;
 mod security;
 mod sync;

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod proxy;
+pub mod webdriver;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -193,6 +193,46 @@ pub enum DbError {
 /// The highest instance id.
 pub const MAX_INSTANCE_ID: u32 = 65_535;
 
+/// A satellite's latest report, as stored (see `crate::reports`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedReport {
+    /// The instance.
+    pub instance: u32,
+    /// Unix seconds central received it.
+    pub at: i64,
+    /// The report, JSON.
+    pub report: String,
+    /// Changes in its scope after its pull cursor (capped).
+    pub lag: u64,
+    /// Its pending pushes and open conflicts (for the series).
+    pub pending: u64,
+    /// See `pending`.
+    pub conflicts: u64,
+    /// Sync calls since the report before (added to the hour's count;
+    /// 0 when read back).
+    pub calls: u64,
+}
+
+/// One instance's sync activity in one hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityRow {
+    /// The instance.
+    pub instance: u32,
+    /// Unix seconds / 3600.
+    pub hour: i64,
+    /// Sync calls in that hour.
+    pub calls: u64,
+    /// The latest lag reported in that hour.
+    pub lag: u64,
+    /// The latest pending pushes.
+    pub pending: u64,
+    /// The latest open conflicts.
+    pub conflicts: u64,
+}
+
+/// How long the hourly activity series is kept.
+pub const ACTIVITY_KEEP_HOURS: i64 = 15 * 24;
+
 /// Everything central keeps in its database. Every method is one
 /// transaction.
 pub trait CentralDb: Send + Sync + 'static {
@@ -348,6 +388,20 @@ pub trait CentralDb: Send + Sync + 'static {
     /// Totals.
     fn counts(&self) -> impl Future<Output = Result<Counts, DbError>> + Send;
 
+    /// Stores an instance's latest report (replacing the one before), adds
+    /// the sync call to its hour in the activity series, and drops its
+    /// hours older than [`ACTIVITY_KEEP_HOURS`].
+    fn save_report(&self, report: SavedReport) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Every instance's latest report.
+    fn reports(&self) -> impl Future<Output = Result<Vec<SavedReport>, DbError>> + Send;
+
+    /// The activity series from `since_hour` (Unix seconds / 3600) on, by
+    /// instance then hour.
+    fn activity(
+        &self,
+        since_hour: i64,
+    ) -> impl Future<Output = Result<Vec<ActivityRow>, DbError>> + Send;
     /// Records whose latest change is after `after`, in sequence order, at
     /// most `limit`: `(seq, id, head)`.
     fn changed_after(

@@ -177,6 +177,6 @@ mod set_aside;
 mod sync;
 
 pub use conflicts::NewConflict;
-pub use runs::RunRow;
+pub use runs::{JobRecord, RunRow};
 pub use set_aside::{NO_ASIDE, SetAside, SetAsideRow};
 pub use sync::{CentralState, DirtyRecord};

@@ -123,3 +123,72 @@ impl Db {
             .map_err(sql("counting runs"))
     }
 }
+
+/// One job's recent record, for the words operators read.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    /// push, pull or fetch-new.
+    pub job: String,
+    /// Unix seconds the last run started.
+    pub last_started: Option<i64>,
+    /// Whether a run is under way (started, not finished).
+    pub running: bool,
+    /// Unix seconds the last successful run finished, and its summary.
+    pub last_success: Option<(i64, serde_json::Value)>,
+    /// Unix seconds the last failed run finished, and its detail.
+    pub last_failure: Option<(i64, serde_json::Value)>,
+    /// Whether the latest finished run succeeded.
+    pub last_ok: Option<bool>,
+}
+
+impl Db {
+    /// Per job: the last run, the last success and the last failure.
+    pub fn job_records(&self) -> Result<Vec<JobRecord>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT j.job,
+                    (SELECT started_at FROM runs WHERE job = j.job ORDER BY id DESC LIMIT 1),
+                    (SELECT finished_at IS NULL FROM runs WHERE job = j.job ORDER BY id DESC LIMIT 1),
+                    (SELECT finished_at FROM runs WHERE job = j.job AND ok = 1 AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1),
+                    (SELECT detail FROM runs WHERE job = j.job AND ok = 1 AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1),
+                    (SELECT finished_at FROM runs WHERE job = j.job AND ok = 0 AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1),
+                    (SELECT detail FROM runs WHERE job = j.job AND ok = 0 AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1),
+                    (SELECT ok FROM runs WHERE job = j.job AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1)
+                 FROM (SELECT DISTINCT job FROM runs) j ORDER BY j.job",
+            )
+            .map_err(sql("reading runs"))?;
+        let json = |d: Option<String>| {
+            d.and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(serde_json::Value::Null)
+        };
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<bool>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<bool>>(7)?,
+                ))
+            })
+            .map_err(sql("reading runs"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (job, started, running, ok_at, ok_detail, bad_at, bad_detail, last_ok) =
+                row.map_err(sql("reading runs"))?;
+            out.push(JobRecord {
+                job,
+                last_started: started,
+                running: running.unwrap_or(false),
+                last_success: ok_at.map(|t| (t, json(ok_detail))),
+                last_failure: bad_at.map(|t| (t, json(bad_detail))),
+                last_ok,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -184,6 +184,10 @@ async fn run_one(
         client.bytes_received.load(Ordering::Relaxed),
         client.round_trips.load(Ordering::Relaxed),
     );
+    let s = Arc::clone(sat);
+    if let Ok(report) = spawn_db(move || Ok::<_, JobError>(crate::report::build(&s))).await {
+        client.set_report(&report);
+    }
     let result = match job {
         Job::Push => push::run(sat, client, &progress).await,
         Job::Pull => pull::run(sat, client, &progress).await,

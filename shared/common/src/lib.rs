@@ -2,11 +2,13 @@
 //! layer of the record: reading configuration files (with secrets from
 //! files and clear TOML errors), numbered SQLite migrations applied in one
 //! transaction, and Prometheus text exposition for a few counters and
-//! gauges, and folders and files private to their owner.
+//! gauges, the free space of a data folder, and folders and files private to their owner.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod disk;
 pub mod metrics;
 pub mod private;
+pub mod report;
 pub mod sqlite;

@@ -58,20 +58,28 @@ impl ApiError {
         }
     }
 
-    /// 500, logging the cause (the client gets no internals).
+    /// 500, logging the cause (the client gets no internals); 507
+    /// `disk_full` when the cause is a full disk (see [`crate::is_disk_full`]).
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> ApiError {
-        let mut chain = error.to_string();
-        let mut source = error.source();
-        while let Some(s) = source {
-            chain.push_str(": ");
-            chain.push_str(&s.to_string());
-            source = s.source();
+        if crate::disk::is_disk_full(error) {
+            return Self::disk_full(error);
         }
-        tracing::error!(error = %chain, "internal error");
+        tracing::error!(error = %chain(error), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error; the server log has the details",
+        )
+    }
+
+    /// 507 `disk_full`: the server's disk (space or inodes) is full; nothing
+    /// was stored.
+    pub fn disk_full(error: &(dyn std::error::Error + 'static)) -> ApiError {
+        tracing::error!(error = %chain(error), "the disk is full");
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "disk_full",
+            "the server's disk is full (no space or no inodes left); nothing was stored: free some space and try again",
         )
     }
 
@@ -87,6 +95,17 @@ impl ApiError {
     pub fn conflict_body(&self) -> Option<&ConflictBody> {
         self.conflict.as_deref()
     }
+}
+
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    chain
 }
 
 impl From<StoreError> for ApiError {

@@ -8,12 +8,15 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod disk;
 mod error;
 mod extract;
 mod records;
 mod serve;
+pub mod ui;
 
 pub use body::{author_from_headers, read_body};
+pub use disk::is_disk_full;
 pub use error::ApiError;
 pub use extract::{Authenticated, PathParam, method_not_allowed};
 pub use records::{RecordService, WriteRequest, record_routes};

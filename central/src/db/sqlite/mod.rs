@@ -14,6 +14,7 @@ mod instances;
 mod locks;
 mod pool;
 mod records;
+mod reports;
 mod scope;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "duplicates",
         sql: include_str!("../../../../migrations/central/sqlite/0003_duplicates.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "instance_reports",
+        sql: include_str!("../../../../migrations/central/sqlite/0004_instance_reports.sql"),
     },
 ];
 
@@ -115,6 +121,24 @@ impl CentralDb for SqliteDb {
     async fn rotate_token(&self, id: u32, token_hash: [u8; 32]) -> Result<Instance, DbError> {
         write(&self.pool, "giving an instance a new token", move |tx| {
             instances::rotate(tx, id, &token_hash)
+        })
+        .await
+    }
+
+    async fn save_report(&self, report: super::SavedReport) -> Result<(), DbError> {
+        write(&self.pool, "storing an instance's report", move |tx| {
+            reports::save(tx, &report)
+        })
+        .await
+    }
+
+    async fn reports(&self) -> Result<Vec<super::SavedReport>, DbError> {
+        read(&self.pool, "reading instance reports", reports::latest).await
+    }
+
+    async fn activity(&self, since_hour: i64) -> Result<Vec<super::ActivityRow>, DbError> {
+        read(&self.pool, "reading instance activity", move |tx| {
+            reports::activity(tx, since_hour)
         })
         .await
     }
