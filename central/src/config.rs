@@ -183,7 +183,7 @@ fn default_wait() -> f64 {
     5.0
 }
 fn default_min_packs() -> usize {
-    16
+    8
 }
 fn default_sweep() -> u64 {
     600

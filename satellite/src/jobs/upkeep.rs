@@ -16,8 +16,9 @@ use chartsync_store::StoreError;
 use super::JobLock;
 use crate::Satellite;
 
-/// Repack a record once it has this many packs (central's default too).
-pub const REPACK_AFTER_PACKS: usize = 16;
+/// Repack a record once it has this many packs (central's default too), so
+/// a record never has more than a handful.
+pub const REPACK_AFTER_PACKS: usize = 8;
 /// Most records one sweep repacks.
 pub const MAX_REPACKS_PER_SWEEP: usize = 200;
 
