@@ -6,12 +6,13 @@
 //! Indexing runs beside serving, never in a write's path: a push is
 //! acknowledged as fast as before and considered within seconds. It writes
 //! one transaction per batch of records, with the cursor, so a crash
-//! repeats at most one batch; and it waits while sync batches are being
-//! handled, so it takes no time from them. A record that cannot be read
+//! repeats at most one batch; and it waits for a pause in sync traffic (no
+//! sync request for a moment), so it takes no time from a clinic's run. A record that cannot be read
 //! is indexed as having no identifying fields and logged, so it never
 //! stops the others.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -36,15 +37,17 @@ use crate::records::CentralApi;
 /// `min_score` a request asks for).
 pub const KEEP_SCORE: f64 = 0.5;
 
-/// Records indexed per round.
-const BATCH: usize = 256;
-
 /// Pause when there is nothing to index.
 const IDLE: Duration = Duration::from_secs(1);
 
-/// Pause while sync batches are being handled (at most [`MAX_DEFER`]).
-const DEFER: Duration = Duration::from_millis(100);
+/// A pause in sync traffic: no sync request for this long. Indexing waits
+/// for one, at most [`MAX_DEFER`] (so a central that is never quiet still
+/// gets there).
+const QUIET: Duration = Duration::from_millis(300);
 const MAX_DEFER: Duration = Duration::from_secs(10);
+
+/// Records indexed between two looks at sync traffic.
+const STEP: usize = 32;
 
 /// Largest dismiss body (two ids and a little white space).
 const MAX_DISMISS_BODY: usize = 4096;
@@ -62,18 +65,15 @@ pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut stop: watch::Receiv
         if *stop.borrow() {
             return;
         }
-        // Sync traffic first: wait while batches are being handled (for a
-        // while; then index anyway, so a busy central still gets there).
-        let mut deferred = Duration::ZERO;
-        while central.sync_slots.available_permits() < central.config.max_concurrent_sync.max(1)
-            && deferred < MAX_DEFER
+        // Sync traffic first: when there was any since the last step, wait
+        // for a pause in it.
+        if syncing(&central, central.sync_requests.load(Ordering::Relaxed))
+            && !wait_for_quiet(&central, &mut stop).await
         {
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep(DEFER) => deferred += DEFER,
-            }
+            return;
         }
-        let done = match index_pending(&central, BATCH).await {
+        let seen = central.sync_requests.load(Ordering::Relaxed);
+        let done = match index_pending(&central, STEP).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "duplicate indexing failed; trying again");
@@ -85,10 +85,37 @@ pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut stop: watch::Receiv
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(IDLE) => {}
             }
-        } else {
-            tokio::task::yield_now().await;
+        } else if syncing(&central, seen) && !wait_for_quiet(&central, &mut stop).await {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Whether sync batches are being handled, or requests came after `seen`.
+fn syncing<D: CentralDb>(central: &Central<D>, seen: u64) -> bool {
+    central.sync_slots.available_permits() < central.config.max_concurrent_sync.max(1)
+        || central.sync_requests.load(Ordering::Relaxed) != seen
+}
+
+/// Waits until no sync request has come for [`QUIET`], at most
+/// [`MAX_DEFER`]; `false` when asked to stop.
+async fn wait_for_quiet<D: CentralDb>(
+    central: &Central<D>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut waited = Duration::ZERO;
+    while waited < MAX_DEFER {
+        let before = central.sync_requests.load(Ordering::Relaxed);
+        tokio::select! {
+            _ = stop.changed() => return false,
+            _ = tokio::time::sleep(QUIET) => waited += QUIET,
+        }
+        if !syncing(central, before) {
+            break;
         }
     }
+    true
 }
 
 /// Indexes up to `limit` records changed after the cursor; returns how

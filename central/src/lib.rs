@@ -70,6 +70,9 @@ pub struct Central<D> {
     pub metrics: metrics::Metrics,
     /// Sync batches being handled (see `max_concurrent_sync`).
     pub sync_slots: Arc<tokio::sync::Semaphore>,
+    /// Sync requests received so far (background work waits until it
+    /// stops moving: see `duplicates`).
+    pub sync_requests: std::sync::atomic::AtomicU64,
     instances: RwLock<HashMap<u32, Instance>>,
     upkeep: RwLock<Option<upkeep::UpkeepQueue>>,
     /// When each instance's last-seen time was last written.
@@ -128,6 +131,7 @@ impl<D: CentralDb> Central<D> {
             tracing::warn!("kept tmp/ for records whose refs are not repaired yet");
         }
         let central = Central {
+            sync_requests: std::sync::atomic::AtomicU64::new(0),
             sync_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_sync.max(1),
             )),

@@ -90,6 +90,9 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             ));
         }
     };
+    api.0
+        .sync_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let slot = Arc::clone(&api.0.sync_slots)
         .try_acquire_owned()
         .map_err(|_| {
