@@ -43,11 +43,14 @@ const IDLE: Duration = Duration::from_secs(1);
 /// A pause in sync traffic: no sync request for this long. Indexing waits
 /// for one, at most [`MAX_DEFER`] (so a central that is never quiet still
 /// gets there).
-const QUIET: Duration = Duration::from_millis(300);
+const QUIET: Duration = Duration::from_secs(1);
 const MAX_DEFER: Duration = Duration::from_secs(10);
 
-/// Records indexed between two looks at sync traffic.
+/// Records indexed between two looks at sync traffic; [`BUSY_STEP`] when
+/// the pause did not come within [`MAX_DEFER`] (a central that is never
+/// quiet still keeps up with about 25 records a second).
 const STEP: usize = 32;
+const BUSY_STEP: usize = 256;
 
 /// Largest dismiss body (two ids and a little white space).
 const MAX_DISMISS_BODY: usize = 4096;
@@ -61,32 +64,35 @@ const MAX_SCAN: usize = 50_000;
 
 /// Indexes changed records until `stop` turns true.
 pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut stop: watch::Receiver<bool>) {
+    // Whether sync requests came during the last step.
+    let mut traffic = false;
     loop {
         if *stop.borrow() {
             return;
         }
-        // Sync traffic first: when there was any since the last step, wait
-        // for a pause in it.
-        if syncing(&central, central.sync_requests.load(Ordering::Relaxed))
-            && !wait_for_quiet(&central, &mut stop).await
-        {
-            return;
+        // Sync traffic first: when there was some, wait for a pause in it.
+        let mut step = STEP;
+        if traffic || syncing(&central, central.sync_requests.load(Ordering::Relaxed)) {
+            match wait_for_quiet(&central, &mut stop).await {
+                None => return,
+                Some(false) => step = BUSY_STEP,
+                Some(true) => {}
+            }
         }
         let seen = central.sync_requests.load(Ordering::Relaxed);
-        let done = match index_pending(&central, STEP).await {
+        let done = match index_pending(&central, step).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "duplicate indexing failed; trying again");
                 0
             }
         };
+        traffic = syncing(&central, seen);
         if done == 0 {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(IDLE) => {}
             }
-        } else if syncing(&central, seen) && !wait_for_quiet(&central, &mut stop).await {
-            return;
         }
         tokio::task::yield_now().await;
     }
@@ -99,23 +105,24 @@ fn syncing<D: CentralDb>(central: &Central<D>, seen: u64) -> bool {
 }
 
 /// Waits until no sync request has come for [`QUIET`], at most
-/// [`MAX_DEFER`]; `false` when asked to stop.
+/// [`MAX_DEFER`]: `Some(true)` after a pause, `Some(false)` when none came,
+/// `None` when asked to stop.
 async fn wait_for_quiet<D: CentralDb>(
     central: &Central<D>,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Option<bool> {
     let mut waited = Duration::ZERO;
     while waited < MAX_DEFER {
         let before = central.sync_requests.load(Ordering::Relaxed);
         tokio::select! {
-            _ = stop.changed() => return false,
+            _ = stop.changed() => return None,
             _ = tokio::time::sleep(QUIET) => waited += QUIET,
         }
         if !syncing(central, before) {
-            break;
+            return Some(true);
         }
     }
-    true
+    Some(false)
 }
 
 /// Indexes up to `limit` records changed after the cursor; returns how
