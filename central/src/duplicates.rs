@@ -11,6 +11,7 @@
 //! is indexed as having no identifying fields and logged, so it never
 //! stops the others.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -66,6 +67,7 @@ const MAX_SCAN: usize = 50_000;
 pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut stop: watch::Receiver<bool>) {
     // Whether sync requests came during the last step.
     let mut traffic = false;
+    let mut unreadable = HashMap::new();
     loop {
         if *stop.borrow() {
             return;
@@ -80,7 +82,7 @@ pub async fn run<D: CentralDb>(central: Arc<Central<D>>, mut stop: watch::Receiv
             }
         }
         let seen = central.sync_requests.load(Ordering::Relaxed);
-        let done = match index_pending(&central, step).await {
+        let done = match index_pending(&central, step, &mut unreadable).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "duplicate indexing failed; trying again");
@@ -125,25 +127,50 @@ async fn wait_for_quiet<D: CentralDb>(
     Some(false)
 }
 
+/// How many times a record whose accepted head cannot be read yet is tried
+/// again (a second apart) before it is indexed as having no identifying
+/// fields, so that it never holds up the records after it for long.
+const MAX_UNREADABLE: u32 = 10;
+
 /// Indexes up to `limit` records changed after the cursor; returns how
-/// many.
+/// many. A record whose accepted head cannot be read yet (the database
+/// accepts a head just before the repository publishes it) ends the step
+/// before it, and is tried again; `unreadable` counts the tries.
 pub async fn index_pending<D: CentralDb>(
     central: &Arc<Central<D>>,
     limit: usize,
+    unreadable: &mut HashMap<PatientId, u32>,
 ) -> Result<usize, DbError> {
     let cursor = central.db.duplicates_cursor().await?;
     let changed = central.db.changed_after(cursor, limit).await?;
     let mut batch: Vec<Indexed> = Vec::with_capacity(changed.len());
+    let mut processed: Vec<PatientId> = Vec::with_capacity(changed.len());
     let mut updates = Vec::with_capacity(changed.len());
     for &(seq, id, head) in &changed {
-        let (update, indexed) = index_one(central, seq, id, head, &batch).await?;
+        let found = match person_at(central, id, head).await {
+            Found::Unreadable => {
+                let tries = unreadable.entry(id).or_insert(0);
+                *tries += 1;
+                if *tries < MAX_UNREADABLE {
+                    break;
+                }
+                tracing::warn!(patient = %id, %head, "duplicate index: the record stays unreadable; indexed without its fields until its next change");
+                None
+            }
+            Found::Nothing => None,
+            Found::Person(p) => Some(p),
+        };
+        unreadable.remove(&id);
+        let (update, indexed) = index_one(central, seq, id, found, &batch, &processed).await?;
         updates.push(update);
         batch.extend(indexed);
+        processed.push(id);
     }
+    let done = updates.len();
     if !updates.is_empty() {
         central.db.index_duplicates(updates).await?;
     }
-    Ok(changed.len())
+    Ok(done)
 }
 
 /// A record indexed earlier in the same batch (not in the database yet).
@@ -153,44 +180,66 @@ struct Indexed {
     person: Person,
 }
 
-/// The identifying fields of the record at `head`, or `None` (logged) when
-/// it has none or cannot be read.
+/// What a record's accepted head says about the patient.
+enum Found {
+    /// Its identifying fields.
+    Person(Person),
+    /// None: no `patient.yaml`, or no field found.
+    Nothing,
+    /// The head cannot be read (yet): logged.
+    Unreadable,
+}
+
+/// The identifying fields of the record at `head`.
 async fn person_at<D: CentralDb>(
     central: &Arc<Central<D>>,
     id: PatientId,
     head: CommitId,
-) -> Option<Person> {
+) -> Found {
     let c = Arc::clone(central);
     let files = tokio::task::spawn_blocking(move || c.store.read_at(&id, head)).await;
     let files = match files {
         Ok(Ok(Some(files))) => files,
         Ok(Ok(None)) => {
-            tracing::warn!(patient = %id, %head, "duplicate index: the accepted head is not in the repository yet");
-            return None;
+            tracing::debug!(patient = %id, %head, "duplicate index: the accepted head is not in the repository yet");
+            return Found::Unreadable;
         }
         Ok(Err(e)) => {
             tracing::warn!(patient = %id, error = %e, "duplicate index: cannot read the record");
-            return None;
+            return Found::Unreadable;
         }
         Err(e) => {
             tracing::warn!(patient = %id, error = %e, "duplicate index: the read task failed");
-            return None;
+            return Found::Unreadable;
         }
     };
-    let text = files.get("patient.yaml")?;
-    let document = chartsync_merge::parse_yaml(text).ok()?;
+    let Some(document) = files
+        .get("patient.yaml")
+        .and_then(|text| chartsync_merge::parse_yaml(text).ok())
+    else {
+        return Found::Nothing;
+    };
     let person = Person::from_document(&document, &central.config.duplicates.fields());
-    (!person.is_empty()).then_some(person)
+    if person.is_empty() {
+        Found::Nothing
+    } else {
+        Found::Person(person)
+    }
 }
 
+/// Indexes one record: `person` is what its accepted head says (`None`:
+/// nothing identifying); `batch` holds the records indexed earlier in the
+/// same step with their fields, `processed` every record of the step so
+/// far (their stored fields are out of date).
 async fn index_one<D: CentralDb>(
     central: &Arc<Central<D>>,
     seq: Seq,
     id: PatientId,
-    head: CommitId,
+    person: Option<Person>,
     batch: &[Indexed],
+    processed: &[PatientId],
 ) -> Result<(DuplicateUpdate, Option<Indexed>), DbError> {
-    let Some(person) = person_at(central, id, head).await else {
+    let Some(person) = person else {
         let update = DuplicateUpdate {
             id,
             seq,
@@ -206,7 +255,7 @@ async fn index_one<D: CentralDb>(
         .await?;
     let mut candidates: Vec<(PatientId, Person)> = stored
         .into_iter()
-        .filter(|(other, _)| !batch.iter().any(|b| b.id == *other))
+        .filter(|(other, _)| !processed.contains(other))
         .filter_map(|(other, json)| Some((other, serde_json::from_str::<Person>(&json).ok()?)))
         .collect();
     candidates.extend(

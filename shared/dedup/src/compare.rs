@@ -224,6 +224,11 @@ pub fn name_sim(a: &str, b: &str) -> f64 {
 }
 
 fn sounds_alike(a: &str, b: &str) -> bool {
+    // Double Metaphone is for Latin letters (and its implementation slices
+    // by bytes): names with other letters are compared by spelling only.
+    if !a.is_ascii() || !b.is_ascii() {
+        return false;
+    }
     let dm = DoubleMetaphone::default();
     let (ea, eb) = (dm.double_metaphone(a), dm.double_metaphone(b));
     let (pa, pb) = (ea.primary(), eb.primary());
@@ -373,6 +378,20 @@ mod tests {
         assert!(name_sim("catherine", "kathryn") >= 0.9);
         assert!(name_sim("smith", "smyth") >= 0.9);
         assert!(name_sim("grace", "wanjiru") < 0.7);
+    }
+
+    #[test]
+    fn names_in_any_script_are_compared_without_panicking() {
+        for (a, b) in [
+            ("cường", "cuong"),
+            ("иван", "иванн"),
+            ("cж", "ch"),
+            ("ờờ", "ơ"),
+            ("李", "李明"),
+        ] {
+            let s = name_sim(a, b);
+            assert!((0.0..=1.0).contains(&s), "{a} {b}: {s}");
+        }
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub fn key_plan(p: &Person) -> Vec<Key> {
     let dm = DoubleMetaphone::default();
     let sounds = |name: &Option<String>| -> Vec<String> {
         let Some(name) = name else { return Vec::new() };
+        // Double Metaphone is for Latin letters (and its implementation
+        // slices by bytes): a name with other letters is keyed by its
+        // first four letters as written.
+        if !name.is_ascii() {
+            return vec![format!("~{}", name.chars().take(4).collect::<String>())];
+        }
         let e = dm.double_metaphone(name);
         let mut codes = vec![e.primary()];
         if e.alternate() != e.primary() {
@@ -177,6 +183,19 @@ mod tests {
         let b =
             keys(json!({"given_name": "Grace", "family_name": "Wanjiru", "born": "1985-09-30"}));
         assert!(!share(&a, &b));
+    }
+
+    #[test]
+    fn names_in_any_script_get_keys_without_panicking() {
+        for given in ["Cường", "Иван", "cж", "李明", "Ờ"] {
+            let k = keys(
+                json!({"given_name": given, "family_name": "Nguyễn Văn", "born": "1990-01-02"}),
+            );
+            assert!(k.iter().any(|k| k.starts_with("gy:")), "{given}: {k:?}");
+        }
+        let a = keys(json!({"given_name": "Иван", "family_name": "Петров", "born": "1990-01-02"}));
+        let b = keys(json!({"given_name": "Иван", "family_name": "Петров", "born": "1990-01-03"}));
+        assert!(share(&a, &b));
     }
 
     #[test]
