@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use chartsync_http::{ApiError, RecordService, WriteRequest};
+use chartsync_protocol::CommitId;
 use chartsync_protocol::PatientId;
 use chartsync_protocol::api::{HistoryEntry, RecordBody};
-use chartsync_store::Flush;
+use chartsync_store::{Change, CommitMeta, Condition, Flush};
 use subtle::ConstantTimeEq;
 
 use crate::Satellite;
@@ -17,6 +18,32 @@ use crate::Satellite;
 pub struct LocalApi(pub Arc<Satellite>);
 
 pub(crate) use chartsync_http::blocking;
+
+/// Commits a change made at this clinic, as every local write does (the
+/// record API, a conflict resolved through the API or on the clinic's
+/// page): the record is marked changed before its head moves, so a crash
+/// cannot hide the change from the next push, and counted again after it
+/// moved (see `db/sync.rs`). Blocking.
+pub(crate) fn commit_local(
+    sat: &Satellite,
+    id: &PatientId,
+    condition: Condition,
+    change: Change,
+    meta: &CommitMeta,
+) -> Result<CommitId, ApiError> {
+    let prepared = sat.store.prepare(id, condition, change, meta, Flush::Now)?;
+    let changed = prepared.is_change();
+    if changed {
+        sat.db.mark_dirty(id).map_err(|e| ApiError::internal(&e))?;
+    }
+    let head = sat.store.publish(prepared, Flush::Now)?;
+    if changed {
+        sat.db
+            .note_moved(&[*id])
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    Ok(head)
+}
 
 impl RecordService for LocalApi {
     type Caller = ();
@@ -56,22 +83,7 @@ impl RecordService for LocalApi {
                 change,
                 meta,
             } = request;
-            let prepared = sat
-                .store
-                .prepare(&id, condition, change, &meta, Flush::Now)?;
-            if prepared.is_change() {
-                // Before the head moves, so a crash cannot hide the change
-                // from the next push.
-                sat.db.mark_dirty(&id).map_err(|e| ApiError::internal(&e))?;
-            }
-            let changed = prepared.is_change();
-            let head = sat.store.publish(prepared, Flush::Now)?;
-            if changed {
-                // After the head moved too (see db/sync.rs).
-                sat.db
-                    .note_moved(&[id])
-                    .map_err(|e| ApiError::internal(&e))?;
-            }
+            let head = commit_local(&sat, &id, condition, change, &meta)?;
             let files = sat
                 .store
                 .read_at(&id, head)?

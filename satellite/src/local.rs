@@ -16,9 +16,9 @@ use chartsync_protocol::PatientId;
 use chartsync_protocol::api::{
     ConflictEntry, FilePatch, FilesBody, PatchBody, RecordBody, StatusBody,
 };
-use chartsync_store::{Change, Condition, Flush};
+use chartsync_store::{Change, Condition};
 
-use crate::api::{LocalApi, blocking};
+use crate::api::{LocalApi, blocking, commit_local};
 use crate::jobs::JobError;
 
 /// The satellite-only routes.
@@ -100,17 +100,13 @@ async fn resolve(
             .into_iter()
             .map(|(path, content)| (path, FilePatch::Replace(content)))
             .collect();
-        let prepared = sat.store.prepare(
+        let head = commit_local(
+            &sat,
             &patient,
             Condition::Unconditional,
             Change::Patch(patch),
             &meta,
-            Flush::Now,
         )?;
-        if prepared.is_change() {
-            sat.db.mark_dirty(&patient).map_err(|e| internal(&e))?;
-        }
-        let head = sat.store.publish(prepared, Flush::Now)?;
         sat.db
             .resolve_conflict(id, head)
             .map_err(|e| internal(&e))?;

@@ -20,10 +20,10 @@ use axum::routing::{get, post};
 use chartsync_http::ui::{self, Form, Session, esc};
 use chartsync_http::{ApiError, PathParam, blocking};
 use chartsync_protocol::api::{ConflictEntry, FilePatch, PatchBody};
-use chartsync_store::{Change, Condition, Flush};
+use chartsync_store::{Change, Condition};
 
 use crate::Satellite;
-use crate::api::LocalApi;
+use crate::api::{LocalApi, commit_local};
 use crate::jobs::{Job, no_progress, run_once};
 use crate::words;
 
@@ -273,25 +273,13 @@ fn resolve_one(sat: &Satellite, id: i64, choice: &str, typed: &str) -> Result<St
     );
     let mut patch = PatchBody::new();
     patch.insert(conflict.file.clone(), FilePatch::Replace(new_text));
-    let prepared = sat.store.prepare(
+    let head = commit_local(
+        sat,
         &patient,
         Condition::Unconditional,
         Change::Patch(patch),
         &meta,
-        Flush::Now,
     )?;
-    if prepared.is_change() {
-        sat.db
-            .mark_dirty(&patient)
-            .map_err(|e| ApiError::internal(&e))?;
-    }
-    let changed = prepared.is_change();
-    let head = sat.store.publish(prepared, Flush::Now)?;
-    if changed {
-        sat.db
-            .note_moved(&[patient])
-            .map_err(|e| ApiError::internal(&e))?;
-    }
     sat.db
         .resolve_conflict(id, head)
         .map_err(|e| ApiError::internal(&e))?;
