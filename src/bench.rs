@@ -32,6 +32,14 @@ pub struct BenchOptions {
     pub long_records: usize,
     /// Edits of each record in the long-lived-records run.
     pub long_edits: usize,
+    /// Satellites reach central through a pacing proxy of this link.
+    pub link: Option<crate::bench_link::Link>,
+    /// Whether the satellites adapt compression and batches to their link
+    /// (`[sync] adapt_to_link`).
+    pub adapt: bool,
+    /// Also replicate the same records with PouchDB (`bench/pouchdb`)
+    /// through the same link.
+    pub pouchdb: bool,
 }
 
 /// A small deterministic generator (xorshift), so runs are comparable.
@@ -392,30 +400,40 @@ fn populate(config: &Path, ids: &[PatientId], revision: usize) -> anyhow::Result
 }
 
 /// The yardsticks for bytes on the wire: the changed content compressed as
-/// one stream (zstd 3, the best a batch could do) and record by record.
+/// one stream (zstd at `level`: 3, or the level the link gets; the best a
+/// batch could do) and record by record.
 fn compressed_content(
     ids: &[PatientId],
+    level: i32,
     changed: impl Fn(usize) -> String,
 ) -> anyhow::Result<(u64, u64)> {
     let mut all = Vec::new();
     let mut each = 0u64;
     for n in 0..ids.len() {
         let text = changed(n);
-        each += zstd::bulk::compress(text.as_bytes(), 3)?.len() as u64;
+        each += zstd::bulk::compress(text.as_bytes(), level)?.len() as u64;
         all.extend_from_slice(text.as_bytes());
     }
-    Ok((zstd::bulk::compress(&all, 3)?.len() as u64, each))
+    Ok((zstd::bulk::compress(&all, level)?.len() as u64, each))
 }
 
 pub(crate) struct World {
     _dir: tempfile::TempDir,
     pub(crate) dir: PathBuf,
+    /// The pacing proxy the satellites reach central through, if any.
+    pub(crate) proxy: Option<crate::bench_link::LinkProxy>,
     central: Central,
     pub(crate) a: PathBuf,
     pub(crate) b: PathBuf,
 }
 
-pub(crate) async fn world(tag: &str) -> anyhow::Result<World> {
+/// Central and two satellites; with a link, the satellites reach central
+/// through a pacing proxy (and `adapt` says whether they adapt to it).
+pub(crate) async fn world(
+    tag: &str,
+    link: Option<crate::bench_link::Link>,
+    adapt: bool,
+) -> anyhow::Result<World> {
     let base = std::env::var("CHARTSYNC_BENCH_DIR").unwrap_or_else(|_| ".".into());
     let tmp = tempfile::Builder::new()
         .prefix(&format!("chartsync-bench-{tag}-"))
@@ -479,14 +497,18 @@ pub(crate) async fn world(tag: &str) -> anyhow::Result<World> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let proxy = match link {
+        Some(link) => Some(crate::bench_link::LinkProxy::start(&central.url, link)?),
+        None => None,
+    };
+    let reach = proxy.as_ref().map_or(&central.url, |p| &p.url);
     let mut paths = Vec::new();
     for (name, (id, token)) in ["a", "b"].iter().zip(&tokens) {
         let path = dir.join(format!("{name}.toml"));
         write_config(
             &path,
             &format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{name}\"\n[central]\nurl = \"{}\"\ninstance_id = {id}\ntoken = \"{token}\"\ntimeout_secs = 600\n",
-                central.url
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{name}\"\n[central]\nurl = \"{reach}\"\ninstance_id = {id}\ntoken = \"{token}\"\ntimeout_secs = 600\n[sync]\nadapt_to_link = {adapt}\n"
             ),
         )?;
         paths.push(path);
@@ -496,6 +518,7 @@ pub(crate) async fn world(tag: &str) -> anyhow::Result<World> {
     Ok(World {
         _dir: tmp,
         dir,
+        proxy,
         central,
         a,
         b,
@@ -575,7 +598,7 @@ async fn main_run(
     say(format!(
         "bench: {n} records of ~2 KB, central and two satellites as separate processes"
     ));
-    let w = world("main").await?;
+    let w = world("main", options.link, options.adapt).await?;
     let ids: Vec<PatientId> = (0..n).map(|_| PatientId::random()).collect();
     let t = Instant::now();
     populate(&w.a, &ids, 0)?;
@@ -584,14 +607,43 @@ async fn main_run(
         t.elapsed().as_secs_f64()
     ));
 
-    let (push_new, push_rss) = job(&w.a, "push")?;
+    let level = match (options.link, options.adapt) {
+        (Some(link), true) => chartsync_protocol::link::LinkEstimate {
+            bytes_per_sec: link.bytes_per_sec as u64,
+            rtt_ms: link.rtt.as_millis() as u64,
+            batch_secs: chartsync_protocol::link::DEFAULT_BATCH_SECS,
+        }
+        .level(),
+        _ => chartsync_protocol::link::DEFAULT_LEVEL,
+    };
+    if let Some(link) = options.link {
+        say(format!(
+            "  through a pacing proxy: {}; satellites {} to it (zstd level {level} expected)",
+            link.describe(),
+            if options.adapt {
+                "adapt"
+            } else {
+                "do not adapt"
+            }
+        ));
+    }
+    // Bytes through the pacing proxy (both ways, with HTTP headers).
+    let on_link = |w: &World| w.proxy.as_ref().map_or(0, |p| p.bytes().0 + p.bytes().1);
+    let mut link_bytes = Vec::new();
+    let mut timed = |w: &World, config: &Path, name: &str| -> anyhow::Result<(Summary, u64)> {
+        let before = on_link(w);
+        let out = job(config, name)?;
+        link_bytes.push(on_link(w) - before);
+        Ok(out)
+    };
+    let (push_new, push_rss) = timed(&w, &w.a, "push")?;
     say(format!("  push (new):   {}", push_new.line()));
-    let (fetch, fetch_rss) = job(&w.b, "fetch-new")?;
+    let (fetch, fetch_rss) = timed(&w, &w.b, "fetch-new")?;
     say(format!("  fetch-new:    {}", fetch.line()));
     populate(&w.a, &ids, 1)?;
-    let (push_edit, _) = job(&w.a, "push")?;
+    let (push_edit, _) = timed(&w, &w.a, "push")?;
     say(format!("  push (edits): {}", push_edit.line()));
-    let (pull, pull_rss) = job(&w.b, "pull")?;
+    let (pull, pull_rss) = timed(&w, &w.b, "pull")?;
     say(format!("  pull:         {}", pull.line()));
     let mut cycles = Vec::new();
     for _ in 0..3 {
@@ -613,28 +665,74 @@ async fn main_run(
     ));
 
     // Bytes per byte of compressed changed content.
-    let new_content = compressed_content(&ids, |i| record(i, 0)["patient.yaml"].clone())?;
-    let edit_content = compressed_content(&ids, |i| {
+    let edited = |i: usize| {
         let mut doc =
             chartsync_merge::parse_yaml(&record(i, 0)["patient.yaml"]).unwrap_or_default();
         doc["revision"] = json!(1);
         doc["phone"] = json!(format!("08{:08}", i));
         chartsync_merge::to_yaml(&doc)
-    })?;
+    };
+    let new_content = compressed_content(&ids, 3, |i| record(i, 0)["patient.yaml"].clone())?;
+    let edit_content = compressed_content(&ids, 3, edited)?;
+    let new_at_level = compressed_content(&ids, level, |i| record(i, 0)["patient.yaml"].clone())?.0;
+    let edit_at_level = compressed_content(&ids, level, edited)?.0;
     let wire = |s: &Summary| (s.bytes_sent + s.bytes_received) as f64;
     let (new_content, new_each) = new_content;
     let (edit_content, edit_each) = edit_content;
+    let phase = |s: &Summary, link: u64, content: u64, each: u64, at_level: u64| {
+        json!({
+            "records_per_s": rate(s, n as u64),
+            "seconds": s.seconds,
+            "seconds_per_1000": s.seconds * 1000.0 / n as f64,
+            "bytes_per_record": wire(s) / n as f64,
+            "link_bytes_per_record": link as f64 / n as f64,
+            "round_trips": s.round_trips,
+            "wire_per_compressed_content": wire(s) / content as f64,
+            "wire_per_record_compressed_content": wire(s) / each as f64,
+            "wire_per_content_at_level": wire(s) / at_level as f64,
+        })
+    };
     let mut result = json!({
         "records": n,
-        "push_new": {"records_per_s": rate(&push_new, n as u64), "bytes_per_record": wire(&push_new) / n as f64, "round_trips": push_new.round_trips, "wire_per_compressed_content": wire(&push_new) / new_content as f64, "wire_per_record_compressed_content": wire(&push_new) / new_each as f64, "satellite_peak_bytes": push_rss},
-        "fetch_new": {"records_per_s": rate(&fetch, n as u64), "bytes_per_record": wire(&fetch) / n as f64, "round_trips": fetch.round_trips, "wire_per_compressed_content": wire(&fetch) / new_content as f64, "wire_per_record_compressed_content": wire(&fetch) / new_each as f64, "satellite_peak_bytes": fetch_rss},
-        "push_edits": {"records_per_s": rate(&push_edit, n as u64), "bytes_per_record": wire(&push_edit) / n as f64, "round_trips": push_edit.round_trips, "wire_per_compressed_content": wire(&push_edit) / edit_content as f64, "wire_per_record_compressed_content": wire(&push_edit) / edit_each as f64},
-        "pull": {"records_per_s": rate(&pull, n as u64), "bytes_per_record": wire(&pull) / n as f64, "round_trips": pull.round_trips, "wire_per_compressed_content": wire(&pull) / edit_content as f64, "wire_per_record_compressed_content": wire(&pull) / edit_each as f64, "satellite_peak_bytes": pull_rss},
+        "zstd_level": level,
+        "push_new": phase(&push_new, link_bytes[0], new_content, new_each, new_at_level),
+        "fetch_new": phase(&fetch, link_bytes[1], new_content, new_each, new_at_level),
+        "push_edits": phase(&push_edit, link_bytes[2], edit_content, edit_each, edit_at_level),
+        "pull": phase(&pull, link_bytes[3], edit_content, edit_each, edit_at_level),
         "no_change_cycle": {"seconds": idle.seconds, "round_trips": idle.round_trips},
         "central_peak_bytes": central_rss,
         "baseline_git": {"records_per_s": git_rate, "sample": sample.len()},
         "push_vs_git": rate(&push_new, n as u64) / git_rate,
     });
+    result["push_new"]["satellite_peak_bytes"] = json!(push_rss);
+    result["fetch_new"]["satellite_peak_bytes"] = json!(fetch_rss);
+    result["pull"]["satellite_peak_bytes"] = json!(pull_rss);
+    if let Some(link) = options.link {
+        result["link"] = json!({
+            "rtt_ms": link.rtt.as_millis() as u64,
+            "kbit_per_s": link.bytes_per_sec * 8.0 / 1000.0,
+            "adapt": options.adapt,
+        });
+    }
+    if options.pouchdb {
+        let p = crate::bench_pouchdb::run(&w.dir, n, options.link, |i| {
+            chartsync_merge::parse_yaml(&record(i, 0)["patient.yaml"]).unwrap_or_default()
+        })
+        .await?;
+        say(format!(
+            "  pouchdb:      push {:.1} s ({} B on the link), fetch {:.1} s ({} B on the link)",
+            p.push_seconds, p.push_link_bytes, p.fetch_seconds, p.fetch_link_bytes
+        ));
+        result["pouchdb"] = json!({
+            "batch_size": p.batch_size,
+            "push_seconds_per_1000": p.push_seconds * 1000.0 / n as f64,
+            "fetch_seconds_per_1000": p.fetch_seconds * 1000.0 / n as f64,
+            "push_link_bytes_per_record": p.push_link_bytes as f64 / n as f64,
+            "fetch_link_bytes_per_record": p.fetch_link_bytes as f64 / n as f64,
+            "push_times_slower": p.push_seconds / push_new.seconds.max(1e-9),
+            "fetch_times_slower": p.fetch_seconds / fetch.seconds.max(1e-9),
+        });
+    }
     // The main run's folder is removed only at the end: deleting many
     // files slows down creating new ones for minutes on some file systems
     // (ext4 without a journal avoids reusing recently freed inodes), which
@@ -646,7 +744,7 @@ async fn main_run(
         say(format!(
             "bench: large run, {big} records (no-change cycle and fetch-new paging)"
         ));
-        let w = world("large").await?;
+        let w = world("large", options.link, options.adapt).await?;
         let ids: Vec<PatientId> = (0..big).map(|_| PatientId::random()).collect();
         let t = Instant::now();
         populate(&w.a, &ids, 0)?;
@@ -679,9 +777,29 @@ async fn main_run(
 
 fn print_table(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    if r.get("link").is_some() {
+        println!(
+            "link: {} ms round trip, {:.0} kbit/s each way, satellites {}adapting; zstd level {}",
+            r["link"]["rtt_ms"],
+            f(&r["link"]["kbit_per_s"]),
+            if r["link"]["adapt"].as_bool() == Some(true) {
+                ""
+            } else {
+                "not "
+            },
+            r["zstd_level"]
+        );
+    }
     println!(
-        "{:<22} {:>12} {:>12} {:>12} {:>14}",
-        "", "records/s", "bytes/rec", "round trips", "wire/content"
+        "{:<22} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "",
+        "records/s",
+        "s/1000",
+        "bytes/rec",
+        "round trips",
+        "/zstd3",
+        "/each",
+        format!("/zstd{}", r["zstd_level"])
     );
     for (name, key) in [
         ("push (new records)", "push_new"),
@@ -691,13 +809,34 @@ fn print_table(r: &serde_json::Value) {
     ] {
         let x = &r[key];
         println!(
-            "{:<22} {:>10.0} {:>10.0} {:>12} {:>14.2} {:>14.2}",
+            "{:<22} {:>10.0} {:>10.2} {:>10.0} {:>12} {:>10.2} {:>10.2} {:>10.2}",
             name,
             f(&x["records_per_s"]),
+            f(&x["seconds_per_1000"]),
             f(&x["bytes_per_record"]),
             x["round_trips"],
             f(&x["wire_per_compressed_content"]),
-            f(&x["wire_per_record_compressed_content"])
+            f(&x["wire_per_record_compressed_content"]),
+            f(&x["wire_per_content_at_level"])
+        );
+    }
+    if r.get("pouchdb").is_some() {
+        let p = &r["pouchdb"];
+        println!(
+            "{:<22} push {:.2} s/1000 ({:.0} B/rec on the link), fetch {:.2} s/1000 ({:.0} B/rec); chartsync push {:.0} B/rec, fetch {:.0} B/rec on the link",
+            format!("pouchdb (batch {})", p["batch_size"]),
+            f(&p["push_seconds_per_1000"]),
+            f(&p["push_link_bytes_per_record"]),
+            f(&p["fetch_seconds_per_1000"]),
+            f(&p["fetch_link_bytes_per_record"]),
+            f(&r["push_new"]["link_bytes_per_record"]),
+            f(&r["fetch_new"]["link_bytes_per_record"]),
+        );
+        println!(
+            "{:<22} push {:.1}x, fetch {:.1}x",
+            "chartsync vs pouchdb",
+            f(&p["push_times_slower"]),
+            f(&p["fetch_times_slower"])
         );
     }
     println!(

@@ -202,7 +202,7 @@ pub async fn run(
             "bench: long-lived records, {records} records x {edits} edits ({})",
             v.name
         ));
-        let w: World = world("long").await?;
+        let w: World = world("long", None, true).await?;
         let a = Satellite::open(chartsync_satellite::SatelliteConfig::load(&w.a)?)?;
         let b = Satellite::open(chartsync_satellite::SatelliteConfig::load(&w.b)?)?;
         write_all(&a, &v, true)?;

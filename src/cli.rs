@@ -35,6 +35,8 @@ enum Command {
     /// Example: chartsync bench --records 10000 --large 100000
     ///
     /// Long-lived records: chartsync bench --records 0 --long-records 20 --long-edits 300
+    ///
+    /// Slow link, next to PouchDB: chartsync bench --records 1000 --link 600ms,256kbit --pouchdb
     Bench {
         /// Records for the main run.
         #[arg(long, default_value_t = 10_000)]
@@ -56,6 +58,20 @@ enum Command {
         /// Edits per record in the long-lived-records run.
         #[arg(long, default_value_t = 300)]
         long_edits: usize,
+        /// The satellites reach central through a pacing proxy on
+        /// 127.0.0.1 with this round-trip time and bandwidth per direction,
+        /// such as 600ms,256kbit (half the round trip each way).
+        #[arg(long, value_parser = crate::bench_link::Link::parse)]
+        link: Option<crate::bench_link::Link>,
+        /// The satellites do not fit compression and batches to the link
+        /// (`[sync] adapt_to_link = false`), for before-and-after numbers.
+        #[arg(long)]
+        no_adapt: bool,
+        /// Also replicate the main run's records with PouchDB to
+        /// express-pouchdb (batch 100) through the same link and print both
+        /// (runs `node bench/pouchdb/replicate.js`; `npm ci` there first).
+        #[arg(long)]
+        pouchdb: bool,
     },
     /// Central, the HQ server.
     #[command(subcommand)]
@@ -260,6 +276,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
                 long_records,
                 long_edits,
+                link,
+                no_adapt,
+                pouchdb,
             } => {
                 install_crypto();
                 crate::bench::run(crate::bench::BenchOptions {
@@ -269,6 +288,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                     long_records,
                     long_edits,
+                    link,
+                    adapt: !no_adapt,
+                    pouchdb,
                 })
                 .await?;
                 Ok(ExitCode::SUCCESS)

@@ -1,7 +1,9 @@
 //! `chartsync`: one binary for central, satellites and the demo.
 
 mod bench;
+mod bench_link;
 mod bench_long;
+mod bench_pouchdb;
 mod cli;
 mod demo;
 #[cfg(test)]

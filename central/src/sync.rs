@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chartsync_http::{ApiError, RecordService, read_body};
 use chartsync_protocol::envelope;
+use chartsync_protocol::link::{self, LINK_HEADER, LinkEstimate, WORK_HEADER};
 use chartsync_protocol::sync::{
     AckRequest, AckResponse, CONTENT_TYPE, FetchNewRequest, FetchNewResponse, FetchOneRequest,
     FetchOneResponse, MAX_BATCH, MAX_REQUEST_BYTES, MIN_PROTOCOL_VERSION, PAGE_BYTES,
@@ -56,6 +58,24 @@ impl Version {
     }
 }
 
+/// What a request says about how to answer it.
+#[derive(Debug, Clone, Copy)]
+struct Ctx {
+    version: Version,
+    /// The satellite's link, from its `Chartsync-Link` header.
+    link: Option<LinkEstimate>,
+    /// When the body had arrived (the reply says how long central worked
+    /// since).
+    since: Instant,
+}
+
+impl Ctx {
+    /// The byte budget of a pull or fetch-new page.
+    fn page_bytes(&self) -> usize {
+        link::batch_bytes_for(self.link.as_ref(), PAGE_BYTES)
+    }
+}
+
 /// Authenticates an instance, takes one of the sync slots (503 with
 /// `Retry-After` when all are taken: a bounded number of batches is held in
 /// memory at once) and decodes its batch. The slot is held until the reply
@@ -64,7 +84,7 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
     api: &CentralApi<D>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Instance, T, OwnedSemaphorePermit, Version), ApiError> {
+) -> Result<(Instance, T, OwnedSemaphorePermit, Ctx), ApiError> {
     let instance = match api.caller(headers).await? {
         Caller::Instance(i) => i,
         Caller::Admin => {
@@ -90,6 +110,17 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             ));
         }
     };
+    let link = match headers.get(LINK_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| LinkEstimate::parse(v).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("bad_header", link::LinkHeaderError.to_string())
+                })?,
+        ),
+    };
     api.0
         .sync_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -103,6 +134,7 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             )
         })?;
     let bytes = read_body(headers, body, api.0.config.max_body_bytes).await?;
+    let since = Instant::now();
     let (message, marked) = envelope::decode_versioned(&bytes, MAX_REQUEST_BYTES)
         .map_err(|e| ApiError::bad_request("bad_batch", e.to_string()))?;
     if marked != version.0 {
@@ -114,15 +146,26 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
             ),
         ));
     }
-    Ok((instance, message, slot, version))
+    let ctx = Ctx {
+        version,
+        link,
+        since,
+    };
+    Ok((instance, message, slot, ctx))
 }
 
-fn reply<T: Serialize>(message: &T, version: Version) -> Result<Response, ApiError> {
-    let bytes = envelope::encode_as(message, version.0).map_err(|e| ApiError::internal(&e))?;
+/// The reply, compressed at the level that fits the satellite's link,
+/// saying how long central worked on it.
+fn reply<T: Serialize>(message: &T, ctx: Ctx) -> Result<Response, ApiError> {
+    let level = link::level_for(ctx.link.as_ref());
+    let bytes =
+        envelope::encode_at(message, ctx.version.0, level).map_err(|e| ApiError::internal(&e))?;
     let mut response = (StatusCode::OK, bytes).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    h.insert(PROTOCOL_HEADER, HeaderValue::from(u16::from(version.0)));
+    h.insert(PROTOCOL_HEADER, HeaderValue::from(u16::from(ctx.version.0)));
+    let work = u64::try_from(ctx.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+    h.insert(WORK_HEADER, HeaderValue::from(work));
     Ok(response)
 }
 
@@ -150,7 +193,7 @@ async fn push<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot, version): (Instance, PushRequest, _, _) =
+    let (instance, request, _slot, ctx): (Instance, PushRequest, _, _) =
         request(&api, &headers, body).await?;
     check_batch(request.records.iter().map(|r| r.id))?;
     let c = &api.0;
@@ -203,7 +246,7 @@ async fn push<D: CentralDb>(
             },
         })
         .collect();
-    reply(&PushResponse { results }, version)
+    reply(&PushResponse { results }, ctx)
 }
 
 /// Packs for a page of records, in order, until their packs pass
@@ -296,7 +339,7 @@ async fn pull<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot, version): (Instance, PullRequest, _, _) =
+    let (instance, request, _slot, ctx): (Instance, PullRequest, _, _) =
         request(&api, &headers, body).await?;
     let c = &api.0;
     let limit = limit(request.limit);
@@ -341,7 +384,7 @@ async fn pull<D: CentralDb>(
         };
         page.push((row, base));
     }
-    let (mut updates, cut) = updates_within(&api, page, PAGE_BYTES, version).await?;
+    let (mut updates, cut) = updates_within(&api, page, ctx.page_bytes(), ctx.version).await?;
     let (cursor, more) = match cut {
         Some(last) => (last, true),
         None => (cursor, more),
@@ -356,7 +399,7 @@ async fn pull<D: CentralDb>(
             cursor,
             more,
         },
-        version,
+        ctx,
     )
 }
 
@@ -406,10 +449,10 @@ async fn fetch_new<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot, version): (Instance, FetchNewRequest, _, _) =
+    let (instance, request, _slot, ctx): (Instance, FetchNewRequest, _, _) =
         request(&api, &headers, body).await?;
     let c = &api.0;
-    let moved = take_acks(&api, &instance, &request.acks, version).await?;
+    let moved = take_acks(&api, &instance, &request.acks, ctx.version).await?;
     let acked: HashSet<PatientId> = request.acks.iter().map(|a| a.id).collect();
     // A cursor from another scope epoch restarts from the beginning.
     let from: Seq = if request.epoch == instance.scope_epoch {
@@ -429,7 +472,7 @@ async fn fetch_new<D: CentralDb>(
         .filter(|r| !r.holders.contains(instance.id) && !acked.contains(&r.id))
         .map(|r| (r, None))
         .collect();
-    let (records, cut) = updates_within(&api, page, PAGE_BYTES, version).await?;
+    let (records, cut) = updates_within(&api, page, ctx.page_bytes(), ctx.version).await?;
     let (cursor, more) = match cut {
         Some(last) => (last, true),
         None => (cursor, more),
@@ -444,7 +487,7 @@ async fn fetch_new<D: CentralDb>(
             more,
             moved,
         },
-        version,
+        ctx,
     )
 }
 
@@ -453,10 +496,10 @@ async fn ack<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot, version): (Instance, AckRequest, _, _) =
+    let (instance, request, _slot, ctx): (Instance, AckRequest, _, _) =
         request(&api, &headers, body).await?;
-    let moved = take_acks(&api, &instance, &request.acks, version).await?;
-    reply(&AckResponse { moved }, version)
+    let moved = take_acks(&api, &instance, &request.acks, ctx.version).await?;
+    reply(&AckResponse { moved }, ctx)
 }
 
 async fn fetch_one<D: CentralDb>(
@@ -464,7 +507,7 @@ async fn fetch_one<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (instance, request, _slot, version): (Instance, FetchOneRequest, _, _) =
+    let (instance, request, _slot, ctx): (Instance, FetchOneRequest, _, _) =
         request(&api, &headers, body).await?;
     let c = &api.0;
     let row =
@@ -483,10 +526,10 @@ async fn fetch_one<D: CentralDb>(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     tracing::info!(patient = %row.id, instance = instance.id, "record fetched by id");
-    let mut records = updates(&api, vec![(row, None)], version).await?;
+    let mut records = updates(&api, vec![(row, None)], ctx.version).await?;
     c.metrics.fetch_records.inc();
     let record = records
         .pop()
         .ok_or_else(|| ApiError::not_found("the record vanished"))?;
-    reply(&FetchOneResponse { record }, version)
+    reply(&FetchOneResponse { record }, ctx)
 }

@@ -1,10 +1,11 @@
 //! The satellite's client of central's sync endpoints.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chartsync_protocol::api::ErrorBody;
 use chartsync_protocol::envelope::{self, EnvelopeError};
+use chartsync_protocol::link::{self, LINK_HEADER, LinkEstimate, WORK_HEADER};
 use chartsync_protocol::sync::{
     CONTENT_TYPE, MAX_REPLY_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
@@ -95,7 +96,42 @@ impl SyncError {
     }
 }
 
-/// Talks to central; counts bytes and round trips.
+/// Calls of fewer bytes than this (both ways) measure the round trip.
+const SMALL_CALL: u64 = 8 << 10;
+/// Calls of at least this many bytes measure the bandwidth.
+const LARGE_CALL: u64 = 32 << 10;
+/// HTTP headers of a call, both ways, about.
+const HEADER_BYTES: u64 = 400;
+/// Round trips from this long (seconds) may be slow links: see
+/// [`CentralClient::slow_start`].
+pub const SLOW_START_RTT: f64 = 0.05;
+
+/// What the satellite knows of its link to central.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkMeasure {
+    /// Bytes per second, once a large call measured it.
+    pub bytes_per_sec: Option<f64>,
+    /// Round-trip time in seconds, once a small call measured it.
+    pub rtt: Option<f64>,
+}
+
+impl LinkMeasure {
+    /// Takes one call: `bytes` both ways took `seconds` on the link (the
+    /// call's time less central's work). A small call is a round trip; a
+    /// large one, less the round trip, measures the bandwidth. Each new
+    /// measure counts half, the ones before the other half.
+    pub fn observe(&mut self, bytes: u64, seconds: f64) {
+        let mix = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| (o + new) / 2.0));
+        if bytes < SMALL_CALL {
+            self.rtt = mix(self.rtt, seconds.max(0.0));
+        } else if bytes >= LARGE_CALL {
+            let transfer = (seconds - self.rtt.unwrap_or(0.0)).max(0.001);
+            self.bytes_per_sec = mix(self.bytes_per_sec, bytes as f64 / transfer);
+        }
+    }
+}
+
+/// Talks to central; counts bytes and round trips; measures the link.
 #[derive(Debug)]
 pub struct CentralClient {
     http: reqwest::Client,
@@ -111,6 +147,13 @@ pub struct CentralClient {
     version: AtomicU8,
     /// The report sent with every call (see [`crate::report`]).
     report: std::sync::Mutex<Option<String>>,
+    /// The link as measured (`[sync] adapt_to_link`: used to pick the
+    /// compression and the batches' bytes).
+    measure: std::sync::Mutex<LinkMeasure>,
+    /// Whether to adapt to the link.
+    adapt: bool,
+    /// Seconds of link time a batch may take.
+    batch_secs: u32,
 }
 
 impl CentralClient {
@@ -152,7 +195,74 @@ impl CentralClient {
             bytes_received: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
             report: std::sync::Mutex::new(None),
+            measure: std::sync::Mutex::new(LinkMeasure::default()),
+            adapt: config.sync.adapt_to_link,
+            batch_secs: config.sync.batch_secs,
         })
+    }
+
+    /// What is known of the link.
+    pub fn measure(&self) -> LinkMeasure {
+        *self.measure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts from what earlier runs measured.
+    pub fn set_measure(&self, measure: LinkMeasure) {
+        *self.measure.lock().unwrap_or_else(|p| p.into_inner()) = measure;
+    }
+
+    /// The link as told to central and used here, once its bandwidth is
+    /// known (`None` too when `[sync] adapt_to_link = false`).
+    pub fn link(&self) -> Option<LinkEstimate> {
+        if !self.adapt {
+            return None;
+        }
+        let m = self.measure();
+        let bw = m.bytes_per_sec?;
+        Some(LinkEstimate {
+            bytes_per_sec: (bw as u64).max(100),
+            rtt_ms: (m.rtt.unwrap_or(0.0) * 1000.0) as u64,
+            batch_secs: self.batch_secs,
+        })
+    }
+
+    /// Whether a run's first batch is kept small: adapting to the link,
+    /// its bandwidth not measured yet, and its round trip long enough
+    /// ([`SLOW_START_RTT`]) that it may be a slow link, which is measured
+    /// by a small batch before a long one is sent over it. A LAN never
+    /// waits for that.
+    pub fn slow_start(&self) -> bool {
+        let m = self.measure();
+        self.adapt && m.bytes_per_sec.is_none() && m.rtt.is_some_and(|r| r >= SLOW_START_RTT)
+    }
+
+    /// Measures the round trip with `GET /healthz` when nothing is known
+    /// of the link yet (a satellite's first run). Failures are left to the
+    /// sync calls to report.
+    pub async fn probe(&self) {
+        if !self.adapt || self.measure().rtt.is_some() {
+            return;
+        }
+        let start = Instant::now();
+        let Ok(response) = self.http.get(format!("{}/healthz", self.base)).send().await else {
+            return;
+        };
+        let Ok(body) = response.bytes().await else {
+            return;
+        };
+        self.measure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(
+                body.len() as u64 + HEADER_BYTES,
+                start.elapsed().as_secs_f64(),
+            );
+    }
+
+    /// The byte budget of a batch of packs: `cap` on a fast or unknown
+    /// link, less on a slow one.
+    pub fn batch_bytes(&self, cap: usize) -> usize {
+        link::batch_bytes_for(self.link().as_ref(), cap)
     }
 
     /// Sends this report with the calls from now on.
@@ -185,7 +295,8 @@ impl CentralClient {
         request: &Req,
     ) -> Result<Resp, SyncError> {
         let mut version = self.version();
-        let mut body = envelope::encode_as(request, version).map_err(SyncError::Encode)?;
+        let level = link::level_for(self.link().as_ref());
+        let mut body = envelope::encode_at(request, version, level).map_err(SyncError::Encode)?;
         let mut attempt = 0;
         loop {
             match self.call_once(path, body.clone(), version).await {
@@ -200,7 +311,8 @@ impl CentralClient {
                     );
                     version = MIN_PROTOCOL_VERSION;
                     self.version.store(version, Ordering::Relaxed);
-                    body = envelope::encode_as(request, version).map_err(SyncError::Encode)?;
+                    body =
+                        envelope::encode_at(request, version, level).map_err(SyncError::Encode)?;
                 }
                 Err(SyncError::Busy { retry_after, .. }) if attempt < BUSY_RETRIES => {
                     attempt += 1;
@@ -223,8 +335,8 @@ impl CentralClient {
             source,
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        self.bytes_sent
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let sent = body.len() as u64;
+        self.bytes_sent.fetch_add(sent, Ordering::Relaxed);
         let report = self
             .report
             .lock()
@@ -234,6 +346,10 @@ impl CentralClient {
         if let Some(report) = report {
             request = request.header(chartsync_common::report::HEADER, report);
         }
+        if let Some(link) = self.link() {
+            request = request.header(LINK_HEADER, link.encode());
+        }
+        let start = Instant::now();
         let response = request
             .header(AUTHORIZATION, format!("Bearer {}", self.token))
             .header(PROTOCOL_HEADER, version.to_string())
@@ -248,9 +364,22 @@ impl CentralClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let work = response
+            .headers()
+            .get(WORK_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let bytes = response.bytes().await.map_err(unreachable)?;
         self.bytes_received
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        // Only answers from central itself say how long it worked.
+        if let Some(work) = work {
+            let seconds = start.elapsed().as_secs_f64() - work as f64 / 1000.0;
+            self.measure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(sent + bytes.len() as u64 + HEADER_BYTES, seconds);
+        }
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(e) => (e.error, e.message),

@@ -109,6 +109,15 @@ pub struct SyncConfig {
     /// Merge-and-push-again attempts per record and run (default 5).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Whether to fit compression and batches to the link to central as
+    /// measured from the sync calls (default true): harder compression and
+    /// batches of fewer bytes on a slow link.
+    #[serde(default = "default_adapt")]
+    pub adapt_to_link: bool,
+    /// Seconds of link time one batch should take at most on a slow link
+    /// (default 30, 1 to 600): a cut link loses at most this much work.
+    #[serde(default = "default_batch_secs")]
+    pub batch_secs: u32,
 }
 
 impl Default for SyncConfig {
@@ -116,6 +125,8 @@ impl Default for SyncConfig {
         SyncConfig {
             batch_size: default_batch(),
             max_attempts: default_attempts(),
+            adapt_to_link: default_adapt(),
+            batch_secs: default_batch_secs(),
         }
     }
 }
@@ -137,6 +148,12 @@ fn default_batch() -> usize {
 }
 fn default_attempts() -> u32 {
     5
+}
+fn default_adapt() -> bool {
+    true
+}
+fn default_batch_secs() -> u32 {
+    chartsync_protocol::link::DEFAULT_BATCH_SECS
 }
 
 impl SatelliteConfig {
@@ -178,6 +195,13 @@ impl SatelliteConfig {
         }
         if config.sync.max_attempts == 0 {
             return Err(invalid("[sync] max_attempts must be at least 1".into()));
+        }
+        let most = chartsync_protocol::link::MAX_BATCH_SECS;
+        if config.sync.batch_secs == 0 || config.sync.batch_secs > most {
+            return Err(invalid(format!(
+                "[sync] batch_secs is {}; it must be between 1 and {most}",
+                config.sync.batch_secs
+            )));
         }
         if !(config.central.url.starts_with("http://")
             || config.central.url.starts_with("https://"))
@@ -292,6 +316,12 @@ mod tests {
         SatelliteConfig::parse(base, p).expect("minimal config");
         for (extra, why) in [
             ("[sync]\nbatch_size = 1001\n", "batch"),
+            ("[sync]\nbatch_secs = 0\n", "batch_secs 0"),
+            ("[sync]\nbatch_secs = 601\n", "batch_secs 601"),
+            (
+                "[sync]\nadapt_to_link = \"yes\"\n",
+                "adapt_to_link not a bool",
+            ),
             ("[schedule]\npush = \"every minute\"\n", "cron"),
             ("bogus = 1\n", "unknown key"),
             ("api_token = \"  \"\n", "empty api_token"),

@@ -84,7 +84,7 @@ pub(crate) async fn run(
         let request = FetchNewRequest {
             cursor,
             epoch,
-            limit: sat.config.sync.batch_size as u32,
+            limit: super::page_limit(sat, client),
             acks: acks(&pending),
         };
         let page: FetchNewResponse = client.call("/v1/sync/fetch-new", &request).await?;

@@ -34,7 +34,7 @@ where
 }
 
 use crate::Satellite;
-use crate::client::CentralClient;
+use crate::client::{CentralClient, LinkMeasure};
 
 /// A job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +135,46 @@ pub fn no_progress() -> Progress {
     Arc::new(|_, _| {})
 }
 
+/// Records asked for in a pull or fetch-new page while the link may be
+/// slow and is not measured yet (then central sizes pages by the link's
+/// bytes).
+const SLOW_START_RECORDS: usize = 100;
+
+/// Records to ask for in a pull or fetch-new page.
+pub(crate) fn page_limit(sat: &Satellite, client: &CentralClient) -> u32 {
+    let batch = sat.config.sync.batch_size;
+    let n = if client.slow_start() {
+        batch.min(SLOW_START_RECORDS)
+    } else {
+        batch
+    };
+    n as u32
+}
+
+/// State keys of the link as last measured: bytes per second, and round
+/// trip in microseconds plus one (0: unknown).
+const LINK_BW: &str = "link_bytes_per_sec";
+const LINK_RTT: &str = "link_rtt_us_plus_1";
+
+fn load_measure(sat: &Satellite) -> Result<LinkMeasure, crate::db::DbError> {
+    let bw = sat.db.state(LINK_BW)?;
+    let rtt = sat.db.state(LINK_RTT)?;
+    Ok(LinkMeasure {
+        bytes_per_sec: (bw > 0).then_some(bw as f64),
+        rtt: (rtt > 0).then(|| (rtt - 1) as f64 / 1e6),
+    })
+}
+
+fn save_measure(sat: &Satellite, m: LinkMeasure) -> Result<(), crate::db::DbError> {
+    if let Some(bw) = m.bytes_per_sec {
+        sat.db.set_state(LINK_BW, (bw as i64).max(1))?;
+    }
+    if let Some(rtt) = m.rtt {
+        sat.db.set_state(LINK_RTT, (rtt * 1e6) as i64 + 1)?;
+    }
+    Ok(())
+}
+
 /// Runs jobs once, in order, holding the job lock (which the caller has
 /// taken). Each run is logged in the state database.
 pub async fn run_locked(
@@ -144,6 +184,14 @@ pub async fn run_locked(
     progress: Progress,
 ) -> Result<Summary, JobError> {
     let client = Arc::new(CentralClient::new(&sat.config)?);
+    // The link as measured by earlier runs; what this run measures is kept
+    // for the next.
+    let s = Arc::clone(sat);
+    match spawn_db(move || load_measure(&s)).await {
+        Ok(m) => client.set_measure(m),
+        Err(e) => tracing::warn!(error = %e, "could not read the link's last measure"),
+    }
+    client.probe().await;
     let mut total = Summary {
         job: if jobs.len() == 1 {
             jobs[0].name().to_string()
@@ -163,6 +211,11 @@ pub async fn run_locked(
                 failure.get_or_insert(e);
             }
         }
+    }
+    let s = Arc::clone(sat);
+    let m = client.measure();
+    if let Err(e) = spawn_db(move || save_measure(&s, m)).await {
+        tracing::warn!(error = %e, "could not keep the link's measure");
     }
     match failure {
         Some(e) => Err(e),

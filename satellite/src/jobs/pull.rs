@@ -132,7 +132,7 @@ pub(crate) async fn run(
     loop {
         let request = PullRequest {
             cursor,
-            limit: sat.config.sync.batch_size as u32,
+            limit: super::page_limit(sat, client),
         };
         let timer = std::time::Instant::now();
         let page: PullResponse = client.call("/v1/sync/pull", &request).await?;

@@ -22,14 +22,16 @@ use crate::db::{CentralState, DirtyRecord, NO_ASIDE};
 /// Builds the push records of a page, skipping records with nothing to
 /// push (their marks are cleared if no local write happened since the page
 /// was read: see `db/sync.rs`). Stops before the packs would pass
-/// [`PUSH_BATCH_BYTES`] (a batch holds at least one record); returns the records and how many of the page's
-/// entries were looked at (the rest go in the next batch). A record too
-/// large to send in one batch is set aside.
+/// `budget` bytes (at most [`PUSH_BATCH_BYTES`], less on a slow link; a
+/// batch holds at least one record); returns the records and how many of
+/// the page's entries were looked at (the rest go in the next batch). A
+/// record too large to send in one batch is set aside.
 fn build(
     sat: &Satellite,
     page: &[DirtyRecord],
     summary: &mut Summary,
     thin: bool,
+    budget: usize,
 ) -> Result<(Vec<PushRecord>, usize), JobError> {
     let store = &sat.store;
     let mut out = Vec::with_capacity(page.len());
@@ -75,7 +77,7 @@ fn build(
             summary.set_aside += 1;
             continue;
         }
-        if !out.is_empty() && bytes + pack.len() > PUSH_BATCH_BYTES {
+        if !out.is_empty() && bytes + pack.len() > budget {
             // The next batch starts with it.
             looked -= 1;
             break;
@@ -202,17 +204,34 @@ struct Built {
     took: Duration,
 }
 
+/// The byte budget of the next push batch: [`PUSH_BATCH_BYTES`] on a fast
+/// link, less on a slow one, and [`SLOW_START_BYTES`] while the link may
+/// be slow and is not measured yet ([`CentralClient::slow_start`]).
+fn budget(client: &CentralClient) -> usize {
+    if client.slow_start() {
+        SLOW_START_BYTES
+    } else {
+        client.batch_bytes(PUSH_BATCH_BYTES)
+    }
+}
+
+/// The first batch's bytes of packs while the link is not measured yet:
+/// enough to measure it (tens of kilobytes on the wire), little enough to
+/// cross a 2G link in seconds.
+const SLOW_START_BYTES: usize = 256 << 10;
+
 /// Loads the next page of changed records after `after` and builds its packs.
 async fn load_and_build(
     sat: Arc<Satellite>,
     after: Option<PatientId>,
     thin: bool,
+    budget: usize,
 ) -> Result<Built, JobError> {
     let batch = sat.config.sync.batch_size;
     tokio::task::spawn_blocking(move || {
         let timer = std::time::Instant::now();
         let page = sat.db.dirty_page(after, batch)?;
-        build_page(&sat, page, timer, thin)
+        build_page(&sat, page, timer, thin, budget)
     })
     .await
     .map_err(|e| JobError::Task(e.to_string()))?
@@ -223,10 +242,11 @@ fn build_page(
     page: Vec<DirtyRecord>,
     timer: std::time::Instant,
     thin: bool,
+    budget: usize,
 ) -> Result<Built, JobError> {
     let counters: HashMap<PatientId, i64> = page.iter().map(|d| (d.id, d.changes)).collect();
     let mut local = Summary::default();
-    let (records, looked) = build(sat, &page, &mut local, thin)?;
+    let (records, looked) = build(sat, &page, &mut local, thin, budget)?;
     Ok(Built {
         records,
         thin,
@@ -242,7 +262,8 @@ fn build_page(
 }
 
 /// Runs push. While central works on one batch, the next batch's packs
-/// are built (requests still go one at a time).
+/// are built (requests still go one at a time), unless the link is still
+/// being measured: then the next batch waits for the measure.
 pub(crate) async fn run(
     sat: &Arc<Satellite>,
     client: &Arc<CentralClient>,
@@ -252,12 +273,30 @@ pub(crate) async fn run(
     let attempts = sat.config.sync.max_attempts;
     let mut summary = Summary::default();
     let mut retry: Vec<PatientId> = Vec::new();
-    let mut next = tokio::spawn(load_and_build(Arc::clone(sat), None, client.thin()));
+    let mut next = tokio::spawn(load_and_build(
+        Arc::clone(sat),
+        None,
+        client.thin(),
+        budget(client),
+    ));
     loop {
         let built = next.await.map_err(|e| JobError::Task(e.to_string()))??;
         let Some(last) = built.last else { break };
-        next = tokio::spawn(load_and_build(Arc::clone(sat), Some(last), client.thin()));
-        retry.extend(send(sat, client, built, &mut summary).await?);
+        let build_next = || {
+            tokio::spawn(load_and_build(
+                Arc::clone(sat),
+                Some(last),
+                client.thin(),
+                budget(client),
+            ))
+        };
+        if client.slow_start() {
+            retry.extend(send(sat, client, built, &mut summary).await?);
+            next = build_next();
+        } else {
+            next = build_next();
+            retry.extend(send(sat, client, built, &mut summary).await?);
+        }
         progress("push", summary.records_sent);
     }
     // Records merged or busy: push again, a bounded number of times.
@@ -275,6 +314,7 @@ pub(crate) async fn run(
             let ids = chunk.to_vec();
             let s = Arc::clone(sat);
             let thin = client.thin();
+            let budget = budget(client);
             let built = tokio::task::spawn_blocking(move || {
                 let timer = std::time::Instant::now();
                 let mut page = Vec::new();
@@ -289,7 +329,7 @@ pub(crate) async fn run(
                         });
                     }
                 }
-                build_page(&s, page, timer, thin)
+                build_page(&s, page, timer, thin, budget)
             })
             .await
             .map_err(|e| JobError::Task(e.to_string()))??;

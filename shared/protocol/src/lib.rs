@@ -10,6 +10,7 @@
 pub mod api;
 pub mod envelope;
 pub mod id;
+pub mod link;
 pub mod sync;
 pub mod wire_pack;
 
