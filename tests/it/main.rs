@@ -20,4 +20,5 @@ mod poison;
 mod reports;
 mod satellite_api;
 mod security;
+mod slow_link;
 mod sync;

@@ -18,7 +18,9 @@
 //! - [`Fault::Delay`]: sleeps before forwarding the first byte of each
 //!   direction;
 //! - [`Fault::HangUp`]: the client hangs up a while after a whole request,
-//!   having heard nothing (central may be in the middle of it).
+//!   having heard nothing (central may be in the middle of it);
+//! - [`Fault::Pace`]: a slow link: each direction carries at most that many
+//!   bytes per second.
 //!
 //! Bytes forwarded each way and the messages seen are counted per
 //! connection, for assertions.
@@ -62,6 +64,8 @@ pub enum Fault {
     /// sides `after` the request's last byte (the client gave up while
     /// central works on it).
     HangUp { msg: usize, after: Duration },
+    /// Bytes flow both ways at most this many bytes per second each.
+    Pace(u64),
 }
 
 /// The size of one HTTP message.
@@ -236,8 +240,12 @@ impl Conn {
         let _ = server.set_nodelay(true);
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
+        let pace = match fault {
+            Fault::Pace(rate) => Some(rate.max(1)),
+            _ => None,
+        };
         let (up_rule, down_rule, delay) = match fault {
-            Fault::Pass => (Rule::None, Rule::None, None),
+            Fault::Pass | Fault::Pace(_) => (Rule::None, Rule::None, None),
             Fault::CutRequest { msg, at } => (Rule::Cut { msg, at }, Rule::None, None),
             Fault::CutReply { msg, at } => (Rule::None, Rule::Cut { msg, at }, None),
             Fault::DropReply { msg } => (Rule::None, Rule::Hold { msg, close: true }, None),
@@ -248,8 +256,8 @@ impl Conn {
                 None,
             ),
         };
-        let up = self.pump(Dir::Up, client_read, server_write, up_rule, delay);
-        let down = self.pump(Dir::Down, server_read, client_write, down_rule, delay);
+        let up = self.pump(Dir::Up, client_read, server_write, up_rule, delay, pace);
+        let down = self.pump(Dir::Down, server_read, client_write, down_rule, delay, pace);
         tokio::pin!(up, down);
         // A fault closes both sides at once (every half is dropped); a plain
         // close of one direction lets the other finish.
@@ -260,7 +268,7 @@ impl Conn {
     }
 
     /// Copies `from` to `to`, applying `rule`, after `delay` before the
-    /// first byte.
+    /// first byte, at most `pace` bytes per second.
     async fn pump(
         &self,
         dir: Dir,
@@ -268,6 +276,7 @@ impl Conn {
         mut to: OwnedWriteHalf,
         rule: Rule,
         mut delay: Option<Duration>,
+        pace: Option<u64>,
     ) -> End {
         let mut buf = vec![0u8; 16 * 1024];
         let mut framer = Framer::default();
@@ -281,6 +290,9 @@ impl Conn {
             };
             if let Some(d) = delay.take() {
                 tokio::time::sleep(d).await;
+            }
+            if let Some(rate) = pace {
+                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
             }
             let mut rest = &buf[..n];
             while !rest.is_empty() {
