@@ -607,18 +607,25 @@ async fn main_run(
         t.elapsed().as_secs_f64()
     ));
 
-    let level = match (options.link, options.adapt) {
-        (Some(link), true) => chartsync_protocol::link::LinkEstimate {
-            bytes_per_sec: link.bytes_per_sec as u64,
-            rtt_ms: link.rtt.as_millis() as u64,
-            batch_secs: chartsync_protocol::link::DEFAULT_BATCH_SECS,
+    // The levels used: the satellite's requests, and central's replies
+    // (compressed while sent).
+    let (level, reply_level) = match (options.link, options.adapt) {
+        (Some(link), true) => {
+            let estimate = chartsync_protocol::link::LinkEstimate {
+                bytes_per_sec: link.bytes_per_sec as u64,
+                rtt_ms: link.rtt.as_millis() as u64,
+                batch_secs: chartsync_protocol::link::DEFAULT_BATCH_SECS,
+            };
+            (estimate.level(), estimate.streamed_level())
         }
-        .level(),
-        _ => chartsync_protocol::link::DEFAULT_LEVEL,
+        _ => (
+            chartsync_protocol::link::DEFAULT_LEVEL,
+            chartsync_protocol::link::DEFAULT_LEVEL,
+        ),
     };
     if let Some(link) = options.link {
         say(format!(
-            "  through a pacing proxy: {}; satellites {} to it (zstd level {level} expected)",
+            "  through a pacing proxy: {}; satellites {} to it (zstd level {level} expected for requests, {reply_level} for replies)",
             link.describe(),
             if options.adapt {
                 "adapt"
@@ -676,6 +683,14 @@ async fn main_run(
     let edit_content = compressed_content(&ids, 3, edited)?;
     let new_at_level = compressed_content(&ids, level, |i| record(i, 0)["patient.yaml"].clone())?.0;
     let edit_at_level = compressed_content(&ids, level, edited)?.0;
+    let (new_at_reply, edit_at_reply) = if reply_level == level {
+        (new_at_level, edit_at_level)
+    } else {
+        (
+            compressed_content(&ids, reply_level, |i| record(i, 0)["patient.yaml"].clone())?.0,
+            compressed_content(&ids, reply_level, edited)?.0,
+        )
+    };
     let wire = |s: &Summary| (s.bytes_sent + s.bytes_received) as f64;
     let (new_content, new_each) = new_content;
     let (edit_content, edit_each) = edit_content;
@@ -695,10 +710,11 @@ async fn main_run(
     let mut result = json!({
         "records": n,
         "zstd_level": level,
+        "zstd_level_replies": reply_level,
         "push_new": phase(&push_new, link_bytes[0], new_content, new_each, new_at_level),
-        "fetch_new": phase(&fetch, link_bytes[1], new_content, new_each, new_at_level),
+        "fetch_new": phase(&fetch, link_bytes[1], new_content, new_each, new_at_reply),
         "push_edits": phase(&push_edit, link_bytes[2], edit_content, edit_each, edit_at_level),
-        "pull": phase(&pull, link_bytes[3], edit_content, edit_each, edit_at_level),
+        "pull": phase(&pull, link_bytes[3], edit_content, edit_each, edit_at_reply),
         "no_change_cycle": {"seconds": idle.seconds, "round_trips": idle.round_trips},
         "central_peak_bytes": central_rss,
         "baseline_git": {"records_per_s": git_rate, "sample": sample.len()},
@@ -792,14 +808,7 @@ fn print_table(r: &serde_json::Value) {
     }
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
-        "",
-        "records/s",
-        "s/1000",
-        "bytes/rec",
-        "round trips",
-        "/zstd3",
-        "/each",
-        format!("/zstd{}", r["zstd_level"])
+        "", "records/s", "s/1000", "bytes/rec", "round trips", "/zstd3", "/each", "/level"
     );
     for (name, key) in [
         ("push (new records)", "push_new"),

@@ -155,18 +155,62 @@ async fn request<D: CentralDb, T: DeserializeOwned>(
 }
 
 /// The reply, compressed at the level that fits the satellite's link,
-/// saying how long central worked on it.
+/// saying how long central worked on it. On a slow link it is compressed
+/// (hard) while it is sent, block by block, so compressing and the link
+/// overlap.
 fn reply<T: Serialize>(message: &T, ctx: Ctx) -> Result<Response, ApiError> {
-    let level = link::level_for(ctx.link.as_ref());
-    let bytes =
-        envelope::encode_at(message, ctx.version.0, level).map_err(|e| ApiError::internal(&e))?;
-    let mut response = (StatusCode::OK, bytes).into_response();
+    let level = link::streamed_level_for(ctx.link.as_ref());
+    let mut response = if level > link::DEFAULT_LEVEL {
+        let (marker, raw) =
+            envelope::prepare(message, ctx.version.0).map_err(|e| ApiError::internal(&e))?;
+        (StatusCode::OK, streamed(marker, raw, level)).into_response()
+    } else {
+        let bytes = envelope::encode_at(message, ctx.version.0, level)
+            .map_err(|e| ApiError::internal(&e))?;
+        (StatusCode::OK, bytes).into_response()
+    };
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     h.insert(PROTOCOL_HEADER, HeaderValue::from(u16::from(ctx.version.0)));
     let work = u64::try_from(ctx.since.elapsed().as_millis()).unwrap_or(u64::MAX);
     h.insert(WORK_HEADER, HeaderValue::from(work));
     Ok(response)
+}
+
+/// Hands what a blocking compressor writes to the response body.
+struct Chunks(tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>);
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(axum::body::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A body of the marker and `raw` compressed at `level` on a blocking
+/// thread as it is sent. A failure cuts the body short, which the
+/// satellite refuses (the frame declares its size) and asks again.
+fn streamed(marker: [u8; 4], raw: Vec<u8>, level: i32) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks(tx);
+        let sent = std::io::Write::write_all(&mut out, &marker)
+            .and_then(|()| envelope::compress_to(&raw, level, &mut out));
+        if let Err(e) = sent {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                tracing::warn!(error = %e, "could not compress a reply");
+            }
+            let _ = out.0.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 fn check_batch(ids: impl Iterator<Item = PatientId>) -> Result<(), ApiError> {

@@ -87,6 +87,34 @@ pub fn encode_at<T: Serialize>(
     Ok(out)
 }
 
+/// A message ready to be compressed as it is sent ([`compress_to`]): the
+/// envelope's marker and the uncompressed message.
+pub fn prepare<T: Serialize>(
+    message: &T,
+    version: u8,
+) -> Result<([u8; 4], Vec<u8>), EnvelopeError> {
+    let raw = rmp_serde::to_vec_named(message).map_err(EnvelopeError::Encode)?;
+    Ok(([MAGIC[0], MAGIC[1], MAGIC[2], version], raw))
+}
+
+/// Compresses a [`prepare`]d message into `out` at zstd `level`, block by
+/// block (so the first bytes can leave while the rest is compressed),
+/// declaring its size in the frame as [`decode`] requires. The envelope is
+/// the marker followed by what this writes.
+pub fn compress_to<W: std::io::Write>(raw: &[u8], level: i32, out: W) -> std::io::Result<()> {
+    let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+    encoder.set_pledged_src_size(Some(raw.len() as u64))?;
+    encoder.include_contentsize(true)?;
+    // Each piece is flushed (ends a zstd block, keeps the window), so its
+    // bytes leave before the next piece is compressed.
+    for piece in raw.chunks(128 << 10) {
+        std::io::Write::write_all(&mut encoder, piece)?;
+        std::io::Write::flush(&mut encoder)?;
+    }
+    encoder.finish()?;
+    Ok(())
+}
+
 /// Decodes a message, refusing anything that decompresses to more than
 /// `limit` bytes. The zstd frame must declare its size (every encoder of
 /// ours does): a larger declaration is refused before anything is
@@ -161,6 +189,16 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn a_message_compressed_as_it_is_sent_decodes() {
+        let msg = sample();
+        let (marker, raw) = prepare(&msg, PROTOCOL_VERSION).expect("prepare");
+        let mut bytes = marker.to_vec();
+        compress_to(&raw, 19, &mut bytes).expect("compress");
+        let back: PushResponse = decode(&bytes, 1 << 20).expect("decode");
+        assert_eq!(back.results[1].id, msg.results[1].id);
     }
 
     #[test]

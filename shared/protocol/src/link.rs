@@ -121,6 +121,22 @@ impl LinkEstimate {
         best.0
     }
 
+    /// The zstd level for a batch compressed while it is sent (central's
+    /// replies on a slow link): compressing and the link overlap, so the
+    /// level with the least of the two per byte (a 256 kbit/s link gets
+    /// 19; a LAN [`DEFAULT_LEVEL`]).
+    pub fn streamed_level(&self) -> i32 {
+        let bw = self.bytes_per_sec.max(1) as f64;
+        let mut best = (DEFAULT_LEVEL, f64::INFINITY);
+        for (level, speed, size) in LEVELS {
+            let cost = (1.0 / speed).max(size / bw);
+            if cost < best.1 {
+                best = (level, cost);
+            }
+        }
+        best.0
+    }
+
     /// The most bytes of packs (uncompressed) a batch should carry so that
     /// it takes about `batch_secs` on the link; at least
     /// [`MIN_BATCH_BYTES`], at most `cap`.
@@ -133,6 +149,11 @@ impl LinkEstimate {
 /// The level for a link that may be unknown.
 pub fn level_for(link: Option<&LinkEstimate>) -> i32 {
     link.map_or(DEFAULT_LEVEL, LinkEstimate::level)
+}
+
+/// The level of a streamed batch for a link that may be unknown.
+pub fn streamed_level_for(link: Option<&LinkEstimate>) -> i32 {
+    link.map_or(DEFAULT_LEVEL, LinkEstimate::streamed_level)
 }
 
 /// A byte budget for a link that may be unknown.
@@ -191,6 +212,10 @@ mod tests {
         assert!(kbit256.level() > lan.level());
         assert!(kbit64.level() >= kbit256.level());
         assert_eq!(kbit64.level(), 19);
+        assert_eq!(lan.streamed_level(), DEFAULT_LEVEL);
+        assert_eq!(streamed_level_for(None), DEFAULT_LEVEL);
+        assert_eq!(kbit256.streamed_level(), 19);
+        assert!(kbit256.streamed_level() >= kbit256.level());
         let cap = 16 << 20;
         assert_eq!(lan.batch_bytes(cap), cap);
         assert_eq!(batch_bytes_for(None, cap), cap);
