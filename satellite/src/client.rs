@@ -96,8 +96,9 @@ impl SyncError {
     }
 }
 
-/// Calls of fewer bytes than this (both ways) measure the round trip.
-const SMALL_CALL: u64 = 8 << 10;
+/// Calls sending fewer bytes than this measure the round trip (the time to
+/// the reply's headers, less central's work).
+const SMALL_REQUEST: u64 = 2 << 10;
 /// Calls of at least this many bytes measure the bandwidth.
 const LARGE_CALL: u64 = 32 << 10;
 /// HTTP headers of a call, both ways, about.
@@ -116,16 +117,20 @@ pub struct LinkMeasure {
 }
 
 impl LinkMeasure {
-    /// Takes one call: `bytes` both ways took `seconds` on the link (the
-    /// call's time less central's work). A small call is a round trip; a
-    /// large one, less the round trip, measures the bandwidth. Each new
-    /// measure counts half, the ones before the other half.
-    pub fn observe(&mut self, bytes: u64, seconds: f64) {
+    /// Takes one call that sent `sent` bytes and received `received`: its
+    /// reply's headers came `to_headers` seconds after it started, its
+    /// whole reply `total` seconds after, and central worked `work` of
+    /// them. A small request measures the round trip (headers less work);
+    /// a large call, less the round trip and the work, the bandwidth. Each
+    /// new measure counts half, the ones before the other half.
+    pub fn observe(&mut self, sent: u64, received: u64, to_headers: f64, total: f64, work: f64) {
         let mix = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| (o + new) / 2.0));
-        if bytes < SMALL_CALL {
-            self.rtt = mix(self.rtt, seconds.max(0.0));
-        } else if bytes >= LARGE_CALL {
-            let transfer = (seconds - self.rtt.unwrap_or(0.0)).max(0.001);
+        if sent < SMALL_REQUEST {
+            self.rtt = mix(self.rtt, (to_headers - work).max(0.0));
+        }
+        let bytes = sent + received;
+        if bytes >= LARGE_CALL {
+            let transfer = (total - work - self.rtt.unwrap_or(0.0)).max(0.001);
             self.bytes_per_sec = mix(self.bytes_per_sec, bytes as f64 / transfer);
         }
     }
@@ -226,37 +231,15 @@ impl CentralClient {
         })
     }
 
-    /// Whether a run's first batch is kept small: adapting to the link,
-    /// its bandwidth not measured yet, and its round trip long enough
+    /// Whether a batch is kept small: adapting to the link, its bandwidth
+    /// not measured yet, and its round trip (measured by an earlier small
+    /// call, such as a run with nothing to sync) long enough
     /// ([`SLOW_START_RTT`]) that it may be a slow link, which is measured
     /// by a small batch before a long one is sent over it. A LAN never
     /// waits for that.
     pub fn slow_start(&self) -> bool {
         let m = self.measure();
         self.adapt && m.bytes_per_sec.is_none() && m.rtt.is_some_and(|r| r >= SLOW_START_RTT)
-    }
-
-    /// Measures the round trip with `GET /healthz` when nothing is known
-    /// of the link yet (a satellite's first run). Failures are left to the
-    /// sync calls to report.
-    pub async fn probe(&self) {
-        if !self.adapt || self.measure().rtt.is_some() {
-            return;
-        }
-        let start = Instant::now();
-        let Ok(response) = self.http.get(format!("{}/healthz", self.base)).send().await else {
-            return;
-        };
-        let Ok(body) = response.bytes().await else {
-            return;
-        };
-        self.measure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(
-                body.len() as u64 + HEADER_BYTES,
-                start.elapsed().as_secs_f64(),
-            );
     }
 
     /// The byte budget of a batch of packs: `cap` on a fast or unknown
@@ -358,6 +341,7 @@ impl CentralClient {
             .send()
             .await
             .map_err(unreachable)?;
+        let to_headers = start.elapsed().as_secs_f64();
         let status = response.status();
         let retry_after = response
             .headers()
@@ -374,11 +358,16 @@ impl CentralClient {
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         // Only answers from central itself say how long it worked.
         if let Some(work) = work {
-            let seconds = start.elapsed().as_secs_f64() - work as f64 / 1000.0;
             self.measure
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .observe(sent + bytes.len() as u64 + HEADER_BYTES, seconds);
+                .observe(
+                    sent + HEADER_BYTES / 2,
+                    bytes.len() as u64 + HEADER_BYTES / 2,
+                    to_headers,
+                    start.elapsed().as_secs_f64(),
+                    work as f64 / 1000.0,
+                );
         }
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {

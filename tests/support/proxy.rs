@@ -278,7 +278,10 @@ impl Conn {
         mut delay: Option<Duration>,
         pace: Option<u64>,
     ) -> End {
-        let mut buf = vec![0u8; 16 * 1024];
+        // Paced, bytes go in small pieces, each followed by the time the
+        // link takes to carry it, so a message's first bytes (its header)
+        // arrive first, as on a real link.
+        let mut buf = vec![0u8; if pace.is_some() { 2048 } else { 16 * 1024 }];
         let mut framer = Framer::default();
         loop {
             let n = match from.read(&mut buf).await {
@@ -290,9 +293,6 @@ impl Conn {
             };
             if let Some(d) = delay.take() {
                 tokio::time::sleep(d).await;
-            }
-            if let Some(rate) = pace {
-                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
             }
             let mut rest = &buf[..n];
             while !rest.is_empty() {
@@ -338,6 +338,9 @@ impl Conn {
                     return self.fault();
                 }
                 rest = &rest[span..];
+            }
+            if let Some(rate) = pace {
+                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
             }
         }
     }

@@ -191,7 +191,6 @@ pub async fn run_locked(
         Ok(m) => client.set_measure(m),
         Err(e) => tracing::warn!(error = %e, "could not read the link's last measure"),
     }
-    client.probe().await;
     let mut total = Summary {
         job: if jobs.len() == 1 {
             jobs[0].name().to_string()
