@@ -394,3 +394,28 @@ impl CentralClient {
         envelope::decode(&bytes, MAX_REPLY_BYTES).map_err(SyncError::BadReply)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LinkMeasure;
+
+    #[test]
+    fn small_requests_measure_the_round_trip_and_large_calls_the_bandwidth() {
+        let mut m = LinkMeasure::default();
+        // 100 bytes up, reply headers after 0.65 s of which central worked
+        // 0.05 s: a round trip of 0.6 s; too few bytes for a bandwidth.
+        m.observe(100, 300, 0.65, 0.66, 0.05);
+        assert!(m.rtt.is_some_and(|r| (r - 0.6).abs() < 1e-9));
+        assert_eq!(m.bytes_per_sec, None);
+        // 64 kB down in 2.65 s: 2 s on the link after the round trip and
+        // the work.
+        m.observe(100, 64_000, 0.65, 2.65, 0.05);
+        let bw = m.bytes_per_sec.expect("bandwidth");
+        assert!((bw - 64_100.0 / 2.0).abs() < 1.0, "{bw}");
+        // A large request measures no round trip; measures count half.
+        m.observe(64_000, 100, 2.65, 2.66, 0.06);
+        assert!(m.rtt.is_some_and(|r| (r - 0.6).abs() < 1e-9));
+        let again = m.bytes_per_sec.expect("bandwidth");
+        assert!((again - (bw + 64_100.0 / 2.0) / 2.0).abs() < 1.0, "{again}");
+    }
+}
