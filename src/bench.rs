@@ -799,7 +799,7 @@ fn print_table(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     if r.get("link").is_some() {
         println!(
-            "link: {} ms round trip, {:.0} kbit/s each way, satellites {}adapting; zstd level {}",
+            "link: {} ms round trip, {:.0} kbit/s each way, satellites {}adapting; zstd level {} (requests), {} (replies); /level: wire per content compressed as one stream at the level used",
             r["link"]["rtt_ms"],
             f(&r["link"]["kbit_per_s"]),
             if r["link"]["adapt"].as_bool() == Some(true) {
@@ -807,7 +807,8 @@ fn print_table(r: &serde_json::Value) {
             } else {
                 "not "
             },
-            r["zstd_level"]
+            r["zstd_level"],
+            r["zstd_level_replies"]
         );
     }
     println!(
