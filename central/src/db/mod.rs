@@ -8,6 +8,7 @@
 //! [`CentralDb::ref_pending`] after a crash).
 
 pub mod holders;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;

@@ -1026,3 +1026,52 @@ mod sqlite {
         super::suite_concurrent_apply(vec![Arc::new(one), Arc::new(two)]).await;
     }
 }
+
+/// The suites against PostgreSQL, each in a database of its own.
+mod postgres {
+    use super::*;
+    use crate::db::postgres::tests::TestDb;
+
+    macro_rules! on_postgres {
+        ($($suite:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $suite() {
+                let test = TestDb::new().await;
+                let db = test.open().await;
+                super::$suite(&db).await;
+            }
+        )*};
+    }
+
+    on_postgres!(
+        suite_instances,
+        suite_instance_admin,
+        suite_locks,
+        suite_apply,
+        suite_ref_pending,
+        suite_grants,
+        suite_add_holder,
+        suite_counts,
+        suite_scope,
+        suite_scope_paging,
+        suite_batches_of_1000,
+    );
+
+    /// Three processes' handles on one database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn suite_concurrent_apply_three_handles() {
+        let test = TestDb::new().await;
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            handles.push(Arc::new(test.open().await));
+        }
+        super::suite_concurrent_apply(handles).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suite_scale() {
+        let test = TestDb::new().await;
+        let db = test.open().await;
+        super::suite_scale(&db).await;
+    }
+}
