@@ -78,6 +78,18 @@ enum CentralCommand {
     /// Manages instances (satellites).
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Creates or migrates central's database (SQLite in data_dir, or the
+    /// PostgreSQL database of `[database] url`) and prints one JSON line
+    /// {"database": "sqlite"|"postgres", "schema_version": N}. `serve` also
+    /// migrates on start; run this first to migrate ahead of a roll-out.
+    /// Safe while other central processes run.
+    ///
+    /// Example: chartsync central migrate --config central.toml
+    Migrate {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +286,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Central(CentralCommand::Serve { config }) => central_serve(config).await,
+            Command::Central(CentralCommand::Migrate { config }) => central_migrate(config).await,
             Command::Central(CentralCommand::Instance(InstanceCommand::Add {
                 config,
                 name,
@@ -327,23 +340,28 @@ fn load_central(path: &std::path::Path) -> anyhow::Result<chartsync_central::Cen
 }
 
 /// Opens central's database as configured (creating its data folder,
-/// private to its owner).
+/// private to its owner, for SQLite), migrated.
 async fn open_db(
     config: &chartsync_central::CentralConfig,
-) -> anyhow::Result<chartsync_central::db::sqlite::SqliteDb> {
+) -> anyhow::Result<chartsync_central::db::any::AnyDb> {
     use chartsync_central::config::DatabaseUrl;
-    match config.database() {
-        DatabaseUrl::Sqlite(path) => {
-            chartsync_common::private::private_dir(&config.data_dir)?;
-            Ok(chartsync_central::db::sqlite::SqliteDb::open(&path)
-                .with_context(|| format!("cannot open the database {}", path.display()))?)
-        }
-        DatabaseUrl::Postgres(_) => {
-            anyhow::bail!(
-                "PostgreSQL is not supported by this build; use the default SQLite database"
-            )
-        }
-    }
+    let what = match config.database() {
+        DatabaseUrl::Sqlite(path) => format!("the database {}", path.display()),
+        DatabaseUrl::Postgres(_) => "the PostgreSQL database of [database] url".to_owned(),
+    };
+    chartsync_central::db::any::AnyDb::open(config)
+        .await
+        .with_context(|| format!("cannot open {what}"))
+}
+
+async fn central_migrate(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = load_central(&config)?;
+    let db = open_db(&config).await?;
+    println!(
+        "{}",
+        serde_json::json!({"database": db.backend(), "schema_version": db.schema_version()})
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn central_serve(config: PathBuf) -> anyhow::Result<ExitCode> {

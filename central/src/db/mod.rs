@@ -7,6 +7,7 @@
 //! commits, and the git ref is moved afterwards (and repaired from
 //! [`CentralDb::ref_pending`] after a crash).
 
+pub mod any;
 pub mod holders;
 pub mod postgres;
 pub mod sqlite;
