@@ -156,10 +156,22 @@ async fn apply_locked<D: CentralDb>(
     let held: HashSet<PatientId> = held.iter().copied().collect();
     let ids: Vec<PatientId> = writes.iter().map(|w| w.id).collect();
     let rows = central.db.records(&ids).await?;
+    // Where the database keeps history, this process's copy of each held
+    // record is brought level with the database first.
+    let current: Vec<(PatientId, CommitId)> = rows
+        .iter()
+        .flatten()
+        .filter(|row| held.contains(&row.id))
+        .map(|row| (row.id, row.head))
+        .collect();
+    let behind: HashSet<PatientId> = Central::catch_up(central, &current, true)
+        .await
+        .into_iter()
+        .collect();
     let mut outcomes: Vec<Option<Outcome>> = (0..writes.len()).map(|_| None).collect();
     let mut work = Vec::new();
     for (index, (write, row)) in writes.into_iter().zip(rows).enumerate() {
-        if !held.contains(&write.id) {
+        if !held.contains(&write.id) || behind.contains(&write.id) {
             outcomes[index] = Some(Outcome::Busy);
             continue;
         }
@@ -207,7 +219,24 @@ async fn apply_locked<D: CentralDb>(
         // If this fails, the prepared writes are dropped: abandoned, nothing
         // acknowledged.
         let flushed_at = timer.elapsed();
-        let applied = central.db.apply(&changes).await?;
+        let applied = if central.db.keeps_history() {
+            // Each head goes into the database with its pack, in the same
+            // transaction (see `CentralDb::apply_with_history`).
+            let c = Arc::clone(central);
+            let (back, packs) = blocking(move || {
+                let packs = ready
+                    .iter()
+                    .map(|(_, _, prepared, _)| c.store.prepared_pack(prepared))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((ready, packs))
+            })
+            .await
+            .map_err(store_to_db)?;
+            ready = back;
+            central.db.apply_with_history(&changes, &packs).await?
+        } else {
+            central.db.apply(&changes).await?
+        };
         let committed_at = timer.elapsed();
         let c = Arc::clone(central);
         let published = blocking(move || {

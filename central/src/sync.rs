@@ -242,6 +242,8 @@ async fn updates<D: CentralDb>(
     rows: Vec<(RecordRow, Option<CommitId>)>,
     version: Version,
 ) -> Result<Vec<RecordUpdate>, ApiError> {
+    let current: Vec<_> = rows.iter().map(|(row, _)| (row.id, row.head)).collect();
+    crate::Central::catch_up(&api.0, &current, false).await;
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);

@@ -187,6 +187,26 @@ impl CentralDb for AnyDb {
     ) -> Result<Vec<DuplicatePair>, DbError> {
         both!(self.duplicate_pairs(min_score, offset, limit))
     }
+    fn keeps_history(&self) -> bool {
+        match self {
+            AnyDb::Sqlite(db) => db.keeps_history(),
+            AnyDb::Postgres(db) => db.keeps_history(),
+        }
+    }
+    async fn apply_with_history(
+        &self,
+        changes: &[HeadChange],
+        packs: &[Vec<u8>],
+    ) -> Result<Vec<Applied>, DbError> {
+        both!(self.apply_with_history(changes, packs))
+    }
+    async fn history_after(
+        &self,
+        id: &PatientId,
+        after: Option<CommitId>,
+    ) -> Result<Vec<(CommitId, Vec<u8>)>, DbError> {
+        both!(self.history_after(id, after))
+    }
     async fn dismiss_duplicate(
         &self,
         a: &PatientId,

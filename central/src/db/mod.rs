@@ -443,6 +443,42 @@ pub trait CentralDb: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DuplicatePair>, DbError>> + Send;
 
+    /// Whether the database keeps every record's history (PostgreSQL):
+    /// then each process's git repositories in `data_dir` are only a cache,
+    /// brought up to date from [`CentralDb::history_after`] (see
+    /// `Central::catch_up`).
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Like [`CentralDb::apply`], also storing each accepted change's pack
+    /// (`packs[i]` for `changes[i]`, the objects from its old head to its
+    /// new one) in the same transaction, so that a head is never accepted
+    /// without its history. Where the database keeps history no
+    /// `ref_pending` rows are written (the refs are a cache). The default
+    /// ignores the packs.
+    fn apply_with_history(
+        &self,
+        changes: &[HeadChange],
+        packs: &[Vec<u8>],
+    ) -> impl Future<Output = Result<Vec<Applied>, DbError>> + Send {
+        let _ = packs;
+        self.apply(changes)
+    }
+
+    /// A record's stored packs after the change that made `after` its head
+    /// (`None`, or a head not in its history: from its creation), in order,
+    /// each with the head it brings. Empty where the database keeps no
+    /// history.
+    fn history_after(
+        &self,
+        id: &PatientId,
+        after: Option<CommitId>,
+    ) -> impl Future<Output = Result<Vec<(CommitId, Vec<u8>)>, DbError>> + Send {
+        let _ = (id, after);
+        async { Ok(Vec::new()) }
+    }
+
     /// Records that `a` and `b` are two people: the pair is dropped and
     /// never stored again. Idempotent.
     fn dismiss_duplicate(

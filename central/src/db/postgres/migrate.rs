@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "instance_reports",
         sql: include_str!("../../../../migrations/central/postgres/0004_instance_reports.sql"),
     },
+    Migration {
+        version: 5,
+        name: "record_history",
+        sql: include_str!("../../../../migrations/central/postgres/0005_record_history.sql"),
+    },
 ];
 
 /// The schema version this build migrates to.

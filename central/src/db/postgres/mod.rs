@@ -384,7 +384,41 @@ impl CentralDb for PgDb {
             }
         }
         transact!(self, "accepting heads", write, |tx| {
-            records::apply(&tx, changes).await?
+            records::apply(&tx, changes, None).await?
+        })
+        .await
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    async fn apply_with_history(
+        &self,
+        changes: &[HeadChange],
+        packs: &[Vec<u8>],
+    ) -> Result<Vec<Applied>, DbError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        for change in changes {
+            if let Some(by) = change.by {
+                check_instance(by)?;
+            }
+        }
+        transact!(self, "accepting heads with their history", write, |tx| {
+            records::apply(&tx, changes, Some(packs)).await?
+        })
+        .await
+    }
+
+    async fn history_after(
+        &self,
+        id: &PatientId,
+        after: Option<CommitId>,
+    ) -> Result<Vec<(CommitId, Vec<u8>)>, DbError> {
+        transact!(self, "reading a record's history", read, |tx| {
+            records::history_after(&tx, id, after).await?
         })
         .await
     }

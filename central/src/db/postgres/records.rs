@@ -74,7 +74,20 @@ struct State {
 }
 
 /// Accepts what it can of `changes` (see [`crate::db::CentralDb::apply`]).
-pub(super) async fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> R<Vec<Applied>> {
+/// With `packs` (one per change), each accepted change's pack is stored in
+/// `record_history` and no `ref_pending` row is written.
+pub(super) async fn apply(
+    tx: &Transaction<'_>,
+    changes: &[HeadChange],
+    packs: Option<&[Vec<u8>]>,
+) -> R<Vec<Applied>> {
+    if packs.is_some_and(|p| p.len() != changes.len()) {
+        return Err(DbError::Backend {
+            context: "accepting heads",
+            source: "one pack per change is needed".into(),
+        }
+        .into());
+    }
     let now = chrono::Utc::now().timestamp();
     // Writers of heads queue here (see the module documentation of
     // `postgres`): the sequence is gap-free and in commit order.
@@ -112,9 +125,10 @@ pub(super) async fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> R<Vec
     // The change log, the pending refs (latest per record; a record created
     // and changed again in one batch keeps its staging folder) and grants.
     let mut log: Vec<(i64, PatientId, String, Option<i64>)> = Vec::new();
+    let mut history: Vec<(i64, PatientId, String, &[u8])> = Vec::new();
     let mut pending: HashMap<PatientId, (String, Option<String>)> = HashMap::new();
     let mut grants: Vec<(i64, PatientId, &'static str)> = Vec::new();
-    for change in changes {
+    for (index, change) in changes.iter().enumerate() {
         let by = change.by.map(i64::from);
         let current = states.get(&change.id).map(|s| s.head);
         match (&change.old, current) {
@@ -167,6 +181,9 @@ pub(super) async fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> R<Vec
         seq += 1;
         let head = change.new.to_string();
         log.push((seq, change.id, head.clone(), by));
+        if let Some(packs) = packs {
+            history.push((seq, change.id, head.clone(), &packs[index][..]));
+        }
         let staging = match pending.remove(&change.id) {
             Some((_, before)) => change.staging.clone().or(before),
             None => change.staging.clone(),
@@ -254,14 +271,34 @@ pub(super) async fn apply(tx: &Transaction<'_>, changes: &[HeadChange]) -> R<Vec
         p_head.push(head);
         p_staging.push(staging);
     }
-    tx.execute(
-        "INSERT INTO ref_pending (patient, head, staging)
-         SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[])
-         ON CONFLICT (patient) DO UPDATE
-            SET head = excluded.head, staging = coalesce(excluded.staging, ref_pending.staging)",
-        &[&p_patient, &p_head, &p_staging],
-    )
-    .await?;
+    if packs.is_none() {
+        tx.execute(
+            "INSERT INTO ref_pending (patient, head, staging)
+             SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[])
+             ON CONFLICT (patient) DO UPDATE
+                SET head = excluded.head, staging = coalesce(excluded.staging, ref_pending.staging)",
+            &[&p_patient, &p_head, &p_staging],
+        )
+        .await?;
+    }
+    if !history.is_empty() {
+        let mut h_seq = Vec::with_capacity(history.len());
+        let mut h_patient = Vec::with_capacity(history.len());
+        let mut h_head = Vec::with_capacity(history.len());
+        let mut h_pack = Vec::with_capacity(history.len());
+        for (s, id, head, pack) in history {
+            h_seq.push(s);
+            h_patient.push(id.as_bytes().to_vec());
+            h_head.push(head);
+            h_pack.push(pack);
+        }
+        tx.execute(
+            "INSERT INTO record_history (patient, seq, head, pack)
+             SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::text[], $4::bytea[])",
+            &[&h_patient, &h_seq, &h_head, &h_pack],
+        )
+        .await?;
+    }
 
     if !grants.is_empty() {
         let mut seen = HashSet::new();
@@ -498,4 +535,34 @@ pub(super) async fn counts(tx: &Transaction<'_>) -> R<Counts> {
             .map_err(|_| DbError::Damaged("instances"))?,
         seq: seq_from(last_seq(tx, false).await?, "counters.seq")?,
     })
+}
+
+/// A record's stored packs after the change that made `after` its head.
+pub(super) async fn history_after(
+    tx: &Transaction<'_>,
+    id: &PatientId,
+    after: Option<CommitId>,
+) -> R<Vec<(CommitId, Vec<u8>)>> {
+    let id = &id.as_bytes()[..];
+    let from: i64 = match after {
+        Some(head) => tx
+            .query_opt(
+                "SELECT seq FROM record_history WHERE patient = $1 AND head = $2 ORDER BY seq DESC LIMIT 1",
+                &[&id, &head.to_string()],
+            )
+            .await?
+            .map_or(0, |r| r.get(0)),
+        None => 0,
+    };
+    let rows = tx
+        .query(
+            "SELECT head, pack FROM record_history WHERE patient = $1 AND seq > $2 ORDER BY seq",
+            &[&id, &from],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push((head_from(row.get(0), "record_history.head")?, row.get(1)));
+    }
+    Ok(out)
 }

@@ -1,0 +1,255 @@
+//! Central on PostgreSQL: several `chartsync central serve` processes, each
+//! with a data_dir of its own, sharing one database (a database made for
+//! the test on the server named by `CHARTSYNC_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, dropped afterwards; a
+//! server that cannot be reached fails the test).
+
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::daemon::{Daemon, command, wait_healthy};
+use crate::support::{client, free_port};
+
+const ADMIN: &str = "test-admin-token-0123456789abcdef";
+
+fn admin_url() -> String {
+    std::env::var("CHARTSYNC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` naming database `db` instead.
+fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[start..].find('/') {
+        Some(slash) => &base[..start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// A database of the test's own, dropped with it.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+}
+
+async fn admin_sql(sql: String) -> Result<(), tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(conn);
+    client.batch_execute(&sql).await?;
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!("chartsync_it_{}", uuid::Uuid::new_v4().simple());
+        admin_sql(format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {} cannot be reached (set CHARTSYNC_TEST_POSTGRES): {e}",
+                    admin_url()
+                )
+            });
+        TestDb {
+            url: with_db(&admin_url(), &name),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let done = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(admin_sql(sql))
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
+
+/// A central configuration on `db`, data in `dir`, listening on `port`.
+pub fn write_config(dir: &Path, name: &str, port: u16, db: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\n[database]\nurl = \"{db}\"\n",
+            dir.join(name).display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// Runs the binary; returns its standard output (it must succeed).
+pub fn run_ok(args: &[&str]) -> String {
+    let out = command(args, false).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A central process serving `config` on `port`; waits until it answers.
+pub async fn serve(config: &Path, port: u16) -> (Daemon, String) {
+    let daemon = Daemon::start(
+        &[
+            "central",
+            "serve",
+            "--config",
+            config.to_str().expect("path"),
+        ],
+        false,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&client(), &url).await;
+    (daemon, url)
+}
+
+async fn get(http: &reqwest::Client, url: &str, id: &str) -> (StatusCode, Value, String) {
+    let r = http
+        .get(format!("{url}/v1/patients/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("get");
+    let status = r.status();
+    let etag = r
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().expect("etag").to_owned())
+        .unwrap_or_default();
+    (status, r.json().await.unwrap_or(Value::Null), etag)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_centrals_share_one_database() {
+    let test = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = write_config(dir.path(), "a", port_a, &test.url);
+    let b = write_config(dir.path(), "b", port_b, &test.url);
+
+    let migrated: Value = serde_json::from_str(&run_ok(&[
+        "central",
+        "migrate",
+        "--config",
+        a.to_str().expect("a"),
+    ]))
+    .expect("json");
+    assert_eq!(migrated["database"], "postgres");
+    assert!(migrated["schema_version"].as_u64().expect("version") >= 5);
+    let added: Value = serde_json::from_str(&run_ok(&[
+        "central",
+        "instance",
+        "add",
+        "--config",
+        b.to_str().expect("b"),
+        "--name",
+        "north",
+        "--catchment",
+        "north",
+    ]))
+    .expect("json");
+    let token = added["token"].as_str().expect("token").to_owned();
+
+    let ((_da, url_a), (_db, url_b)) = (serve(&a, port_a).await, serve(&b, port_b).await);
+    let http = client();
+
+    // Written through one process, read through the other: the second
+    // builds its copy of the record from the database.
+    let r = http
+        .post(format!("{url_a}/v1/patients"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"files": {"patient.yaml": "given_name: Ann\ncatchment: north\n"}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, body, etag) = get(&http, &url_b, &id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["files"], created["files"]);
+    assert_eq!(body["head"], created["head"]);
+
+    // Edits alternate between the processes; each builds on the other's.
+    let mut etag = etag;
+    for (n, url) in [&url_b, &url_a, &url_b, &url_a].into_iter().enumerate() {
+        let yaml = format!("given_name: Ann\ncatchment: north\nvisits: {n}\n");
+        let r = http
+            .put(format!("{url}/v1/patients/{id}"))
+            .bearer_auth(ADMIN)
+            .header("if-match", &etag)
+            .json(&json!({"files": {"patient.yaml": yaml}}))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::OK, "edit {n} through {url}");
+        etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+    }
+    for url in [&url_a, &url_b] {
+        let (status, body, now) = get(&http, url, &id).await;
+        assert_eq!((status, now.as_str()), (StatusCode::OK, etag.as_str()));
+        assert!(
+            body["files"]["patient.yaml"]
+                .as_str()
+                .expect("yaml")
+                .contains("visits: 3")
+        );
+        let history: Vec<Value> = http
+            .get(format!("{url}/v1/patients/{id}/history"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(history.len(), 5, "the whole history through {url}");
+    }
+    // A stale write through the other process is refused.
+    let r = http
+        .put(format!("{url_b}/v1/patients/{id}"))
+        .bearer_auth(ADMIN)
+        .header(
+            "if-match",
+            format!("\"{}\"", created["head"].as_str().expect("head")),
+        )
+        .json(&json!({"files": {"patient.yaml": "given_name: Bob\n"}}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+
+    // The instance registered through the CLI on b's configuration
+    // authenticates at a, and reads the record in its catchment there.
+    let r = http
+        .get(format!("{url_a}/v1/patients/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get as instance");
+    assert_eq!(r.status(), StatusCode::OK);
+}
