@@ -90,6 +90,21 @@ enum CentralCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Writes one record as a plain git repository (branch main at the
+    /// head central acknowledged, its files checked out) in a new folder,
+    /// from either backend, and prints one JSON line {"id", "head", "to"}.
+    ///
+    /// Example: chartsync central export 0b6f...e2 --config central.toml --to /tmp/record
+    Export {
+        /// The record's id.
+        id: String,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The folder to write (must not exist, or be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,6 +302,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Central(CentralCommand::Serve { config }) => central_serve(config).await,
             Command::Central(CentralCommand::Migrate { config }) => central_migrate(config).await,
+            Command::Central(CentralCommand::Export { id, config, to }) => {
+                let config = load_central(&config)?;
+                let db = open_db(&config).await?;
+                let head = crate::export::export(&config, &db, &id, &to).await?;
+                println!(
+                    "{}",
+                    serde_json::json!({"id": id, "head": head.to_string(), "to": to.display().to_string()})
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Central(CentralCommand::Instance(InstanceCommand::Add {
                 config,
                 name,

@@ -4,6 +4,7 @@ mod bench;
 mod bench_long;
 mod cli;
 mod demo;
+mod export;
 #[cfg(test)]
 mod openapi_check;
 mod progress;

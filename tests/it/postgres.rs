@@ -243,6 +243,24 @@ async fn two_centrals_share_one_database() {
         .expect("put");
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
 
+    // The record as a plain git repository, rebuilt from the database.
+    let out = dir.path().join("export");
+    let exported: Value = serde_json::from_str(&run_ok(&[
+        "central",
+        "export",
+        &id,
+        "--config",
+        b.to_str().expect("b"),
+        "--to",
+        out.to_str().expect("out"),
+    ]))
+    .expect("json");
+    assert_eq!(
+        format!("\"{}\"", exported["head"].as_str().expect("head")),
+        etag
+    );
+    check_export(&out, &etag, 5, "visits: 3");
+
     // The instance registered through the CLI on b's configuration
     // authenticates at a, and reads the record in its catchment there.
     let r = http
@@ -252,4 +270,90 @@ async fn two_centrals_share_one_database() {
         .await
         .expect("get as instance");
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// `dir` is a plain git repository at `etag` with `commits` commits and
+/// `patient.yaml` holding `text`.
+pub fn check_export(dir: &Path, etag: &str, commits: usize, text: &str) {
+    let repo = git2::Repository::open(dir).expect("a git repository");
+    let head = repo.head().expect("head").peel_to_commit().expect("commit");
+    assert_eq!(format!("\"{}\"", head.id()), etag);
+    let mut walk = repo.revwalk().expect("walk");
+    walk.push(head.id()).expect("push");
+    assert_eq!(walk.count(), commits);
+    let yaml = std::fs::read_to_string(dir.join("patient.yaml")).expect("checked out");
+    assert!(yaml.contains(text), "{yaml}");
+    assert!(repo.remotes().expect("remotes").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_on_sqlite_and_refusals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    let (_d, url) = serve(&path, port).await;
+    let http = client();
+    let r = http
+        .post(format!("{url}/v1/patients"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"files": {"patient.yaml": "given_name: Ann\n"}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let config = path.to_str().expect("path");
+    let out = dir.path().join("out");
+    let migrated: Value =
+        serde_json::from_str(&run_ok(&["central", "migrate", "--config", config])).expect("json");
+    assert_eq!(migrated["database"], "sqlite");
+    run_ok(&[
+        "central",
+        "export",
+        &id,
+        "--config",
+        config,
+        "--to",
+        out.to_str().expect("out"),
+    ]);
+    check_export(&out, &etag, 1, "given_name: Ann");
+    // A folder in use, an unknown record, a bad id: refused, nothing written.
+    for (args, says) in [
+        (
+            vec![id.as_str(), "--to", out.to_str().expect("out")],
+            "not empty",
+        ),
+        (
+            vec![
+                "00000000-0000-4000-8000-000000000000",
+                "--to",
+                "/tmp/never-written-by-chartsync",
+            ],
+            "no patient record",
+        ),
+        (
+            vec!["not-a-uuid", "--to", "/tmp/never-written-by-chartsync"],
+            "not a patient id",
+        ),
+    ] {
+        let mut all = vec!["central", "export", "--config", config];
+        all.extend(args);
+        let out = command(&all, false).output().expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+    assert!(!Path::new("/tmp/never-written-by-chartsync").exists());
 }
