@@ -90,6 +90,22 @@ enum CentralCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Copies every record with its whole history, every instance (tokens
+    /// stay valid), grants, holders and the change sequence from one
+    /// central's storage to another's (SQLite to PostgreSQL, or back).
+    /// Refuses a target that is not empty. Ends by comparing both sides
+    /// record by record, and prints the counts as one JSON line. Stop
+    /// every central of the source first.
+    ///
+    /// Example: chartsync central copy --from central.toml --to central-pg.toml
+    Copy {
+        /// The configuration of the central to copy.
+        #[arg(long)]
+        from: PathBuf,
+        /// The configuration of the central to fill (an empty database).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Writes one record as a plain git repository (branch main at the
     /// head central acknowledged, its files checked out) in a new folder,
     /// from either backend, and prints one JSON line {"id", "head", "to"}.
@@ -302,6 +318,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Central(CentralCommand::Serve { config }) => central_serve(config).await,
             Command::Central(CentralCommand::Migrate { config }) => central_migrate(config).await,
+            Command::Central(CentralCommand::Copy { from, to }) => {
+                let (from, to) = (load_central(&from)?, load_central(&to)?);
+                let counts = crate::copy::copy(&from, &to).await?;
+                println!("{counts}");
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Central(CentralCommand::Export { id, config, to }) => {
                 let config = load_central(&config)?;
                 let db = open_db(&config).await?;

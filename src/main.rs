@@ -3,6 +3,7 @@
 mod bench;
 mod bench_long;
 mod cli;
+mod copy;
 mod demo;
 mod export;
 #[cfg(test)]

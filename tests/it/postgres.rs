@@ -357,3 +357,198 @@ async fn export_on_sqlite_and_refusals() {
     }
     assert!(!Path::new("/tmp/never-written-by-chartsync").exists());
 }
+
+/// A central on SQLite in `dir/name`, listening on `port`.
+fn sqlite_config(dir: &Path, name: &str, port: u16) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\n",
+            dir.join(name).display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+async fn put(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: &str,
+    etag: &str,
+    yaml: &str,
+) -> (StatusCode, String) {
+    let r = http
+        .put(format!("{url}/v1/patients/{id}"))
+        .bearer_auth(token)
+        .header("if-match", etag)
+        .json(&json!({"files": {"patient.yaml": yaml}}))
+        .send()
+        .await
+        .expect("put");
+    let status = r.status();
+    let etag = r
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().expect("etag").to_owned())
+        .unwrap_or_default();
+    (status, etag)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_sqlite_to_postgres_and_back() {
+    let test = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = client();
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let old = sqlite_config(dir.path(), "old", p1);
+    let pg = write_config(dir.path(), "pg", p2, &test.url);
+    let back = sqlite_config(dir.path(), "back", p3);
+    let s = |p: &std::path::PathBuf| p.to_str().expect("path").to_owned();
+
+    // An SQLite central with an instance, a record it created and one HQ
+    // edited three times.
+    let added: Value = serde_json::from_str(&run_ok(&[
+        "central",
+        "instance",
+        "add",
+        "--config",
+        &s(&old),
+        "--name",
+        "north",
+        "--catchment",
+        "north",
+    ]))
+    .expect("json");
+    let token = added["token"].as_str().expect("token").to_owned();
+    let (daemon, url) = serve(&old, p1).await;
+    let r = http
+        .post(format!("{url}/v1/patients"))
+        .bearer_auth(&token)
+        .json(&json!({"files": {"patient.yaml": "given_name: Ann\n"}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let ann = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = http
+        .post(format!("{url}/v1/patients"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"files": {"patient.yaml": "given_name: Bob\ncatchment: south\n"}}))
+        .send()
+        .await
+        .expect("post");
+    let mut bob_etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+    let bob = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for n in 0..2 {
+        let (status, etag) = put(
+            &http,
+            &url,
+            ADMIN,
+            &bob,
+            &bob_etag,
+            &format!("given_name: Bob\ncatchment: south\nvisits: {n}\n"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        bob_etag = etag;
+    }
+    drop(daemon);
+
+    // SQLite to PostgreSQL.
+    let counts: Value = serde_json::from_str(&run_ok(&[
+        "central",
+        "copy",
+        "--from",
+        &s(&old),
+        "--to",
+        &s(&pg),
+    ]))
+    .expect("json");
+    assert_eq!(counts["records"], 2, "{counts}");
+    assert_eq!(counts["commits"], 4, "{counts}");
+    assert_eq!(counts["instances"], 1, "{counts}");
+    assert_eq!(counts["seq"], 4, "{counts}");
+    assert_eq!(counts["verified"], true, "{counts}");
+    // A target that is not empty is refused, and left as it was.
+    let out = command(
+        &["central", "copy", "--from", &s(&old), "--to", &s(&pg)],
+        false,
+    )
+    .output()
+    .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+
+    // The PostgreSQL central serves the copy from an empty data_dir: the
+    // instance's token works, its grant too, the history is whole, and the
+    // change sequence goes on.
+    let (daemon, url) = serve(&pg, p2).await;
+    let (status, _, _) = get(&http, &url, &bob).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = http
+        .get(format!("{url}/v1/patients/{ann}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "the creator's grant was copied");
+    let history: Vec<Value> = http
+        .get(format!("{url}/v1/patients/{bob}/history"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(history.len(), 3);
+    let (status, etag) = put(
+        &http,
+        &url,
+        ADMIN,
+        &bob,
+        &bob_etag,
+        "given_name: Bob\ncatchment: south\nvisits: 9\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    drop(daemon);
+
+    // And back to a new SQLite central.
+    let counts: Value = serde_json::from_str(&run_ok(&[
+        "central",
+        "copy",
+        "--from",
+        &s(&pg),
+        "--to",
+        &s(&back),
+    ]))
+    .expect("json");
+    assert_eq!(
+        (
+            counts["records"].as_u64(),
+            counts["commits"].as_u64(),
+            counts["seq"].as_u64()
+        ),
+        (Some(2), Some(5), Some(5)),
+        "{counts}"
+    );
+    let (_daemon, url) = serve(&back, p3).await;
+    let (status, body, now) = get(&http, &url, &bob).await;
+    assert_eq!((status, now), (StatusCode::OK, etag));
+    assert!(
+        body["files"]["patient.yaml"]
+            .as_str()
+            .expect("yaml")
+            .contains("visits: 9")
+    );
+}

@@ -187,6 +187,12 @@ impl CentralDb for AnyDb {
     ) -> Result<Vec<DuplicatePair>, DbError> {
         both!(self.duplicate_pairs(min_score, offset, limit))
     }
+    async fn dump(&self) -> Result<super::dump::Dump, DbError> {
+        both!(self.dump())
+    }
+    async fn load(&self, dump: &super::dump::Dump) -> Result<(), DbError> {
+        both!(self.load(dump))
+    }
     fn keeps_history(&self) -> bool {
         match self {
             AnyDb::Sqlite(db) => db.keeps_history(),

@@ -8,6 +8,7 @@
 //! [`CentralDb::ref_pending`] after a crash).
 
 pub mod any;
+pub mod dump;
 pub mod holders;
 pub mod postgres;
 pub mod sqlite;
@@ -442,6 +443,15 @@ pub trait CentralDb: Send + Sync + 'static {
         offset: usize,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DuplicatePair>, DbError>> + Send;
+
+    /// Everything in the database but the records' history (see
+    /// [`dump::Dump`]), read in one snapshot.
+    fn dump(&self) -> impl Future<Output = Result<dump::Dump, DbError>> + Send;
+
+    /// Loads a dump into this database, in one transaction, keeping every
+    /// id, sequence number, token hash, grant and holder; refuses
+    /// ([`dump::not_empty`]) a database that has records or instances.
+    fn load(&self, dump: &dump::Dump) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// Whether the database keeps every record's history (PostgreSQL):
     /// then each process's git repositories in `data_dir` are only a cache,

@@ -22,6 +22,7 @@
 //! lease expired while it worked finds the head moved by the new holder and
 //! its change is refused as stale, never written over the other's.
 
+mod dump;
 mod duplicates;
 mod instances;
 mod locks;
@@ -195,6 +196,22 @@ impl PgDb {
             .await
             .map_err(|e| Fail::Pool(e).into_db("connecting to the database"))?;
         migrate::run(&mut client).await.map_err(|e| e.into_db(CTX))
+    }
+
+    /// Stores a record's whole history as one pack at its head's change
+    /// (`central copy` from SQLite); a record that has history keeps it.
+    pub async fn import_history(
+        &self,
+        id: &PatientId,
+        seq: Seq,
+        head: &CommitId,
+        pack: &[u8],
+    ) -> Result<(), DbError> {
+        let seq = seq_to_sql(seq);
+        transact!(self, "storing a record's history", write, |tx| {
+            dump::import_history(&tx, id, seq, head, pack).await?
+        })
+        .await
     }
 
     /// Whether the database has no instance and no record (a target for
@@ -391,6 +408,20 @@ impl CentralDb for PgDb {
 
     fn keeps_history(&self) -> bool {
         true
+    }
+
+    async fn dump(&self) -> Result<crate::db::dump::Dump, DbError> {
+        transact!(self, "reading the whole database", read, |tx| {
+            dump::dump(&tx).await?
+        })
+        .await
+    }
+
+    async fn load(&self, copy: &crate::db::dump::Dump) -> Result<(), DbError> {
+        transact!(self, "loading a copy", write, |tx| {
+            dump::load(&tx, copy).await?
+        })
+        .await
     }
 
     async fn apply_with_history(
