@@ -552,3 +552,248 @@ async fn copy_from_sqlite_to_postgres_and_back() {
             .contains("visits: 9")
     );
 }
+
+/// HAProxy in front of `backends`, listening on `port` (Debian's haproxy;
+/// `.ci/run` installs it).
+fn haproxy(dir: &Path, port: u16, backends: &[u16]) -> crate::support::KillOnDrop {
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(n, p)| format!("    server c{n} 127.0.0.1:{p} check inter 500ms fall 2 rise 2\n"))
+        .collect();
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n    \
+             option redispatch\n    retries 3\n\
+             frontend f\n    bind 127.0.0.1:{port}\n    default_backend centrals\n\
+             backend centrals\n    balance roundrobin\n    option httpchk GET /healthz\n{servers}"
+        ),
+    )
+    .expect("haproxy config");
+    let child = std::process::Command::new("haproxy")
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-db")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (apt-get install haproxy; .ci/run installs it)");
+    crate::support::KillOnDrop(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_centrals_behind_haproxy() {
+    use chartsync_satellite::jobs::Job;
+
+    let test = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = client();
+    let ports = [free_port(), free_port(), free_port()];
+    let configs: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, p)| write_config(dir.path(), &format!("c{n}"), *p, &test.url))
+        .collect();
+    run_ok(&[
+        "central",
+        "migrate",
+        "--config",
+        configs[0].to_str().expect("c"),
+    ]);
+    let mut ids = Vec::new();
+    for name in ["north-a", "north-b"] {
+        let added: Value = serde_json::from_str(&run_ok(&[
+            "central",
+            "instance",
+            "add",
+            "--config",
+            configs[1].to_str().expect("c"),
+            "--name",
+            name,
+            "--catchment",
+            "north",
+        ]))
+        .expect("json");
+        ids.push((
+            added["id"].as_u64().expect("id") as u32,
+            added["token"].as_str().expect("token").to_owned(),
+        ));
+    }
+    let mut daemons = Vec::new();
+    let mut urls = Vec::new();
+    for (config, port) in configs.iter().zip(ports) {
+        let (d, url) = serve(config, port).await;
+        daemons.push(d);
+        urls.push(url);
+    }
+    let lb_port = free_port();
+    let _lb = haproxy(dir.path(), lb_port, &ports);
+    let lb = format!("http://127.0.0.1:{lb_port}");
+    wait_healthy(&http, &lb).await;
+
+    // A patient, then 16 writers on it, each through a different process
+    // in turn, each adding its own line and retrying when it is stale or
+    // busy: every edit lands, none is lost.
+    let r = http
+        .post(format!("{lb}/v1/patients"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"files": {"patient.yaml": "given_name: Ann\ncatchment: north\n"}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let (http, url, id) = (http.clone(), urls[w % 3].clone(), id.clone());
+        writers.push(tokio::spawn(async move {
+            for attempt in 0..400 {
+                let (status, body, etag) = get(&http, &url, &id).await;
+                if status != StatusCode::OK {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+                let yaml = format!(
+                    "{}writer_{w}: {attempt}\n",
+                    body["files"]["patient.yaml"].as_str().expect("yaml")
+                );
+                match put(&http, &url, ADMIN, &id, &etag, &yaml).await.0 {
+                    StatusCode::OK => return attempt,
+                    StatusCode::PRECONDITION_FAILED | StatusCode::SERVICE_UNAVAILABLE => {
+                        tokio::time::sleep(std::time::Duration::from_millis(5 * (w as u64 % 4)))
+                            .await;
+                    }
+                    other => panic!("writer {w}: {other}"),
+                }
+            }
+            panic!("writer {w} never got its edit in");
+        }));
+    }
+    let mut retries = 0;
+    for writer in writers {
+        retries += writer.await.expect("writer");
+    }
+    println!("16 writers on one patient through 3 processes: {retries} stale retries in all");
+    for url in urls.iter().chain([&lb]) {
+        let (status, body, _) = get(&http, url, &id).await;
+        assert_eq!(status, StatusCode::OK);
+        let yaml = body["files"]["patient.yaml"].as_str().expect("yaml");
+        for w in 0..16 {
+            assert!(
+                yaml.contains(&format!("writer_{w}:")),
+                "writer {w} lost through {url}:\n{yaml}"
+            );
+        }
+    }
+
+    // Satellites through the balancer: one pushes, the other fetches it.
+    let sats = [
+        crate::support::TestSatellite::builder(dir.path().join("sat-a"))
+            .central(&lb)
+            .instance(ids[0].0, &ids[0].1)
+            .start()
+            .await,
+        crate::support::TestSatellite::builder(dir.path().join("sat-b"))
+            .central(&lb)
+            .instance(ids[1].0, &ids[1].1)
+            .start()
+            .await,
+    ];
+    let (made, _) = sats[0]
+        .create(&http, "given_name: Bea\ncatchment: north\n")
+        .await;
+    assert_eq!(sats[0].sync(&[Job::Push]).await.records_sent, 1);
+    let got = sats[1].sync(&[Job::FetchNew]).await;
+    assert!(got.records_received >= 2, "{got:?}");
+    assert_eq!(sats[1].get(&http, &made).await.0, StatusCode::OK);
+
+    // kill -9 of one process in the middle of writes: what it
+    // acknowledged is there through the others; the rest still serve.
+    // Four clients create records through it without pause; it is killed
+    // once several were acknowledged, with requests in flight.
+    let victim = urls[0].clone();
+    let acked: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (http, url, acked) = (http.clone(), victim.clone(), acked.clone());
+        clients.push(tokio::spawn(async move {
+            for n in 0.. {
+                let Ok(r) = http
+                    .post(format!("{url}/v1/patients"))
+                    .bearer_auth(ADMIN)
+                    .json(&json!({"files": {"patient.yaml": format!("given_name: P{c}x{n}\n")}}))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if r.status() != StatusCode::CREATED {
+                    return;
+                }
+                let etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+                let Ok(body) = r.json::<Value>().await else {
+                    return;
+                };
+                let id = body["id"].as_str().expect("id").to_owned();
+                acked.lock().expect("lock").push((id, etag));
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while acked.lock().expect("lock").len() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no creations acknowledged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut dead = daemons.remove(0);
+    dead.child.kill().expect("kill -9");
+    let _ = dead.child.wait();
+    for c in clients {
+        c.await.expect("client");
+    }
+    let acknowledged = acked.lock().expect("lock").clone();
+    assert!(acknowledged.len() >= 8);
+    for (id, etag) in &acknowledged {
+        for url in [&urls[1], &urls[2]] {
+            let (status, _, now) = get(&http, url, id).await;
+            assert_eq!(
+                (status, now.as_str()),
+                (StatusCode::OK, etag.as_str()),
+                "{id} through {url}"
+            );
+        }
+    }
+    println!(
+        "kill -9 with creations in flight: all {} acknowledged readable through the other processes",
+        acknowledged.len()
+    );
+    // The balancer stops sending to the dead process once its health check
+    // fails (within about a second); a client retries meanwhile.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut ok_in_a_row = 0;
+    while ok_in_a_row < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the balancer does not serve"
+        );
+        let r = http
+            .get(format!("{lb}/v1/patients/{id}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == StatusCode::OK => ok_in_a_row += 1,
+            _ => {
+                ok_in_a_row = 0;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
