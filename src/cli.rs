@@ -56,6 +56,12 @@ enum Command {
         /// Edits per record in the long-lived-records run.
         #[arg(long, default_value_t = 300)]
         long_edits: usize,
+        /// Run central on PostgreSQL: a server url such as
+        /// postgres://postgres@127.0.0.1:5432/postgres whose user may create
+        /// databases (one is made per central started, and dropped after).
+        /// Default: SQLite.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Central, the HQ server.
     #[command(subcommand)]
@@ -303,6 +309,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
                 long_records,
                 long_edits,
+                database,
             } => {
                 install_crypto();
                 crate::bench::run(crate::bench::BenchOptions {
@@ -312,6 +319,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                     long_records,
                     long_edits,
+                    database,
                 })
                 .await?;
                 Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_long;
+mod bench_pg;
 mod cli;
 mod copy;
 mod demo;
