@@ -224,10 +224,37 @@ async fn apply_locked<D: CentralDb>(
             // transaction (see `CentralDb::apply_with_history`).
             let c = Arc::clone(central);
             let (back, packs) = blocking(move || {
-                let packs = ready
-                    .iter()
-                    .map(|(_, _, prepared, _)| c.store.prepared_pack(prepared))
-                    .collect::<Result<Vec<_>, _>>()?;
+                // Spread over the cores, like staging.
+                let threads = std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .clamp(1, 8);
+                let chunk = ready.len().div_ceil(threads).max(1);
+                let packs = std::thread::scope(|scope| {
+                    let parts: Vec<_> = ready
+                        .chunks(chunk)
+                        .map(|part| {
+                            let c = &c;
+                            scope.spawn(move || {
+                                part.iter()
+                                    .map(|(_, _, prepared, _)| c.store.prepared_pack(prepared))
+                                    .collect::<Result<Vec<_>, _>>()
+                            })
+                        })
+                        .collect();
+                    let mut packs = Vec::with_capacity(ready.len());
+                    for part in parts {
+                        match part.join() {
+                            Ok(part) => packs.extend(part?),
+                            Err(_) => {
+                                return Err(StoreError::Io {
+                                    path: std::path::PathBuf::new(),
+                                    source: std::io::Error::other("a thread making packs failed"),
+                                });
+                            }
+                        }
+                    }
+                    Ok(packs)
+                })?;
                 Ok((ready, packs))
             })
             .await

@@ -236,8 +236,26 @@ impl<D: CentralDb> Central<D> {
         if !central.db.keeps_history() {
             return Vec::new();
         }
+        // Most copies are current: one look at the refs of all of them
+        // (a file read each) first.
+        let c = Arc::clone(central);
+        let wanted = records.to_vec();
+        let behind = match spawn_store(move || {
+            Ok(wanted
+                .into_iter()
+                .filter(|(id, head)| c.store.head(id).ok().flatten() != Some(*head))
+                .collect::<Vec<_>>())
+        })
+        .await
+        {
+            Ok(behind) => behind,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read this process's copies of records");
+                return records.iter().map(|(id, _)| *id).collect();
+            }
+        };
         let mut failed = Vec::new();
-        for &(id, head) in records {
+        for &(id, head) in &behind {
             if let Err(e) = Central::catch_up_one(central, id, head, move_refs).await {
                 tracing::error!(patient = %id, %head, error = %e, "could not bring this process's copy of a record up to date from the database");
                 failed.push(id);
