@@ -364,6 +364,14 @@ impl RecordStore {
         let haves: Vec<CommitId> = prepared.old.into_iter().collect();
         match &prepared.stage {
             Stage::Create(tmp) => {
+                // The new repository's own packs first (no libgit2).
+                let dir = tmp.path.join("objects/pack");
+                let packs = chartsync_git::PackReader::open(&dir).map_err(StoreError::io(&dir))?;
+                let have_oids: Vec<Oid> = haves.iter().map(|h| oid(*h)).collect();
+                if let Some(objects) = objects::objects_since(&packs, oid(prepared.new), &have_oids)
+                {
+                    return Ok(chartsync_git::write_pack(&objects, 0).pack);
+                }
                 let repo = git2::Repository::open(&tmp.path).map_err(|source| StoreError::Git {
                     context: format!("opening {}", tmp.path.display()),
                     source,
