@@ -193,6 +193,9 @@ impl CentralDb for AnyDb {
     async fn load(&self, dump: &super::dump::Dump) -> Result<(), DbError> {
         both!(self.load(dump))
     }
+    async fn heads_at(&self, ids: &[PatientId], at: Seq) -> Result<Vec<Option<CommitId>>, DbError> {
+        both!(self.heads_at(ids, at))
+    }
     fn keeps_history(&self) -> bool {
         match self {
             AnyDb::Sqlite(db) => db.keeps_history(),

@@ -453,6 +453,22 @@ pub trait CentralDb: Send + Sync + 'static {
     /// ([`dump::not_empty`]) a database that has records or instances.
     fn load(&self, dump: &dump::Dump) -> impl Future<Output = Result<(), DbError>> + Send;
 
+    /// [`CentralDb::head_at`] of several records at once, in order. The
+    /// default asks one by one.
+    fn heads_at(
+        &self,
+        ids: &[PatientId],
+        at: Seq,
+    ) -> impl Future<Output = Result<Vec<Option<CommitId>>, DbError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(self.head_at(id, at).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// Whether the database keeps every record's history (PostgreSQL):
     /// then each process's git repositories in `data_dir` are only a cache,
     /// brought up to date from [`CentralDb::history_after`] (see

@@ -473,6 +473,10 @@ pub(crate) async fn suite_apply<D: CentralDb>(db: &D) {
     assert_eq!(db.head_at(&p, s3).await.expect("head_at"), Some(h3));
     assert_eq!(db.head_at(&p, Seq::MAX).await.expect("head_at"), Some(h4));
     assert_eq!(db.head_at(&unknown, Seq::MAX).await.expect("head_at"), None);
+    assert_eq!(
+        db.heads_at(&[p, unknown, p], s2).await.expect("heads_at"),
+        vec![Some(h2), None, Some(h2)]
+    );
     assert_eq!(db.first_head(&p).await.expect("first_head"), Some(h1));
     assert_eq!(db.first_head(&unknown).await.expect("first_head"), None);
 

@@ -410,6 +410,16 @@ impl CentralDb for PgDb {
         true
     }
 
+    async fn heads_at(&self, ids: &[PatientId], at: Seq) -> Result<Vec<Option<CommitId>>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        transact!(self, "reading past heads", read, |tx| {
+            records::heads_at(&tx, ids, at).await?
+        })
+        .await
+    }
+
     async fn dump(&self) -> Result<crate::db::dump::Dump, DbError> {
         transact!(self, "reading the whole database", read, |tx| {
             dump::dump(&tx).await?

@@ -566,3 +566,26 @@ pub(super) async fn history_after(
     }
     Ok(out)
 }
+
+/// [`head_at`] of several records in one query.
+pub(super) async fn heads_at(
+    tx: &Transaction<'_>,
+    ids: &[PatientId],
+    at: Seq,
+) -> R<Vec<Option<CommitId>>> {
+    let rows = tx
+        .query(
+            "SELECT DISTINCT ON (patient) patient, head FROM changes
+              WHERE patient = ANY($1) AND seq <= $2 ORDER BY patient, seq DESC",
+            &[&ids_sql(ids), &seq_to_sql(at)],
+        )
+        .await?;
+    let mut found: HashMap<PatientId, CommitId> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        found.insert(
+            patient_from(row.get(0), "changes.patient")?,
+            head_from(row.get(1), "changes.head")?,
+        );
+    }
+    Ok(ids.iter().map(|id| found.get(id).copied()).collect())
+}
