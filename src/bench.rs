@@ -40,6 +40,9 @@ pub struct BenchOptions {
     /// Also replicate the same records with PouchDB (`bench/pouchdb`)
     /// through the same link.
     pub pouchdb: bool,
+    /// Run central on PostgreSQL: a server url (a database is made per
+    /// central and dropped afterwards); `None`: SQLite.
+    pub database: Option<String>,
 }
 
 /// A small deterministic generator (xorshift), so runs are comparable.
@@ -264,6 +267,8 @@ fn record(n: usize, revision: usize) -> Files {
 struct Central {
     child: Child,
     url: String,
+    /// Its PostgreSQL database (`--database`), dropped after it stops.
+    _db: Option<crate::bench_pg::BenchDb>,
 }
 
 impl Drop for Central {
@@ -450,18 +455,22 @@ pub(crate) async fn world(
     };
     let port = free_port().await?;
     let central_toml = dir.join("central.toml");
+    let bench_db = crate::bench_pg::create(tag).await?;
+    let database = match &bench_db {
+        Some(db) => format!("[database]\nurl = \"{}\"\n", db.url),
+        None => String::new(),
+    };
     write_config(
         &central_toml,
         &format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"central\"\nadmin_token = \"bench-admin-token-only-for-127.0.0.1\"\nmax_body_bytes = 134217728\n[upkeep]\nsweep_secs = 0\n"
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"central\"\nadmin_token = \"bench-admin-token-only-for-127.0.0.1\"\nmax_body_bytes = 134217728\n[upkeep]\nsweep_secs = 0\n{database}"
         ),
     )?;
     let config = chartsync_central::CentralConfig::load(&central_toml)?;
     std::fs::create_dir_all(&config.data_dir)?;
     let mut tokens = Vec::new();
     {
-        let db =
-            chartsync_central::db::sqlite::SqliteDb::open(&config.data_dir.join("central.sqlite"))?;
+        let db = chartsync_central::db::any::AnyDb::open(&config).await?;
         for name in ["clinic-a", "clinic-b"] {
             let (i, token) = chartsync_central::auth::register_instance(
                 &db,
@@ -480,7 +489,11 @@ pub(crate) async fn world(
         .stderr(std::fs::File::create(dir.join("central.log"))?)
         .spawn()?;
     let url = format!("http://127.0.0.1:{port}");
-    let central = Central { child, url };
+    let central = Central {
+        child,
+        url,
+        _db: bench_db,
+    };
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -567,6 +580,9 @@ fn rate(s: &Summary, n: u64) -> f64 {
 
 /// Runs the benchmark and prints the table and the JSON object.
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    if let Some(url) = &options.database {
+        crate::bench_pg::set_server(url.clone())?;
+    }
     let say = |s: String| {
         if !options.json {
             eprintln!("{s}");

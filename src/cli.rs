@@ -72,6 +72,12 @@ enum Command {
         /// (runs `node bench/pouchdb/replicate.js`; `npm ci` there first).
         #[arg(long)]
         pouchdb: bool,
+        /// Run central on PostgreSQL: a server url such as
+        /// postgres://postgres@127.0.0.1:5432/postgres whose user may create
+        /// databases (one is made per central started, and dropped after).
+        /// Default: SQLite.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Central, the HQ server.
     #[command(subcommand)]
@@ -94,6 +100,49 @@ enum CentralCommand {
     /// Manages instances (satellites).
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Creates or migrates central's database (SQLite in data_dir, or the
+    /// PostgreSQL database of `[database] url`) and prints one JSON line
+    /// {"database": "sqlite"|"postgres", "schema_version": N}. `serve` also
+    /// migrates on start; run this first to migrate ahead of a roll-out.
+    /// Safe while other central processes run.
+    ///
+    /// Example: chartsync central migrate --config central.toml
+    Migrate {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Copies every record with its whole history, every instance (tokens
+    /// stay valid), grants, holders and the change sequence from one
+    /// central's storage to another's (SQLite to PostgreSQL, or back).
+    /// Refuses a target that is not empty. Ends by comparing both sides
+    /// record by record, and prints the counts as one JSON line. Stop
+    /// every central of the source first.
+    ///
+    /// Example: chartsync central copy --from central.toml --to central-pg.toml
+    Copy {
+        /// The configuration of the central to copy.
+        #[arg(long)]
+        from: PathBuf,
+        /// The configuration of the central to fill (an empty database).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Writes one record as a plain git repository (branch main at the
+    /// head central acknowledged, its files checked out) in a new folder,
+    /// from either backend, and prints one JSON line {"id", "head", "to"}.
+    ///
+    /// Example: chartsync central export 0b6f...e2 --config central.toml --to /tmp/record
+    Export {
+        /// The record's id.
+        id: String,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The folder to write (must not exist, or be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +328,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 link,
                 no_adapt,
                 pouchdb,
+                database,
             } => {
                 install_crypto();
                 crate::bench::run(crate::bench::BenchOptions {
@@ -291,11 +341,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     link,
                     adapt: !no_adapt,
                     pouchdb,
+                    database,
                 })
                 .await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Central(CentralCommand::Serve { config }) => central_serve(config).await,
+            Command::Central(CentralCommand::Migrate { config }) => central_migrate(config).await,
+            Command::Central(CentralCommand::Copy { from, to }) => {
+                let (from, to) = (load_central(&from)?, load_central(&to)?);
+                let counts = crate::copy::copy(&from, &to).await?;
+                println!("{counts}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Central(CentralCommand::Export { id, config, to }) => {
+                let config = load_central(&config)?;
+                let db = open_db(&config).await?;
+                let head = crate::export::export(&config, &db, &id, &to).await?;
+                println!(
+                    "{}",
+                    serde_json::json!({"id": id, "head": head.to_string(), "to": to.display().to_string()})
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Central(CentralCommand::Instance(InstanceCommand::Add {
                 config,
                 name,
@@ -349,23 +417,28 @@ fn load_central(path: &std::path::Path) -> anyhow::Result<chartsync_central::Cen
 }
 
 /// Opens central's database as configured (creating its data folder,
-/// private to its owner).
+/// private to its owner, for SQLite), migrated.
 async fn open_db(
     config: &chartsync_central::CentralConfig,
-) -> anyhow::Result<chartsync_central::db::sqlite::SqliteDb> {
+) -> anyhow::Result<chartsync_central::db::any::AnyDb> {
     use chartsync_central::config::DatabaseUrl;
-    match config.database() {
-        DatabaseUrl::Sqlite(path) => {
-            chartsync_common::private::private_dir(&config.data_dir)?;
-            Ok(chartsync_central::db::sqlite::SqliteDb::open(&path)
-                .with_context(|| format!("cannot open the database {}", path.display()))?)
-        }
-        DatabaseUrl::Postgres(_) => {
-            anyhow::bail!(
-                "PostgreSQL is not supported by this build; use the default SQLite database"
-            )
-        }
-    }
+    let what = match config.database() {
+        DatabaseUrl::Sqlite(path) => format!("the database {}", path.display()),
+        DatabaseUrl::Postgres(_) => "the PostgreSQL database of [database] url".to_owned(),
+    };
+    chartsync_central::db::any::AnyDb::open(config)
+        .await
+        .with_context(|| format!("cannot open {what}"))
+}
+
+async fn central_migrate(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = load_central(&config)?;
+    let db = open_db(&config).await?;
+    println!(
+        "{}",
+        serde_json::json!({"database": db.backend(), "schema_version": db.schema_version()})
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn central_serve(config: PathBuf) -> anyhow::Result<ExitCode> {

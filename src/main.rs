@@ -4,8 +4,11 @@ mod bench;
 mod bench_link;
 mod bench_long;
 mod bench_pouchdb;
+mod bench_pg;
 mod cli;
+mod copy;
 mod demo;
+mod export;
 #[cfg(test)]
 mod openapi_check;
 mod progress;

@@ -156,10 +156,22 @@ async fn apply_locked<D: CentralDb>(
     let held: HashSet<PatientId> = held.iter().copied().collect();
     let ids: Vec<PatientId> = writes.iter().map(|w| w.id).collect();
     let rows = central.db.records(&ids).await?;
+    // Where the database keeps history, this process's copy of each held
+    // record is brought level with the database first.
+    let current: Vec<(PatientId, CommitId)> = rows
+        .iter()
+        .flatten()
+        .filter(|row| held.contains(&row.id))
+        .map(|row| (row.id, row.head))
+        .collect();
+    let behind: HashSet<PatientId> = Central::catch_up(central, &current, true)
+        .await
+        .into_iter()
+        .collect();
     let mut outcomes: Vec<Option<Outcome>> = (0..writes.len()).map(|_| None).collect();
     let mut work = Vec::new();
     for (index, (write, row)) in writes.into_iter().zip(rows).enumerate() {
-        if !held.contains(&write.id) {
+        if !held.contains(&write.id) || behind.contains(&write.id) {
             outcomes[index] = Some(Outcome::Busy);
             continue;
         }
@@ -207,7 +219,51 @@ async fn apply_locked<D: CentralDb>(
         // If this fails, the prepared writes are dropped: abandoned, nothing
         // acknowledged.
         let flushed_at = timer.elapsed();
-        let applied = central.db.apply(&changes).await?;
+        let applied = if central.db.keeps_history() {
+            // Each head goes into the database with its pack, in the same
+            // transaction (see `CentralDb::apply_with_history`).
+            let c = Arc::clone(central);
+            let (back, packs) = blocking(move || {
+                // Spread over the cores, like staging.
+                let threads = std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .clamp(1, 8);
+                let chunk = ready.len().div_ceil(threads).max(1);
+                let packs = std::thread::scope(|scope| {
+                    let parts: Vec<_> = ready
+                        .chunks(chunk)
+                        .map(|part| {
+                            let c = &c;
+                            scope.spawn(move || {
+                                part.iter()
+                                    .map(|(_, _, prepared, _)| c.store.prepared_pack(prepared))
+                                    .collect::<Result<Vec<_>, _>>()
+                            })
+                        })
+                        .collect();
+                    let mut packs = Vec::with_capacity(ready.len());
+                    for part in parts {
+                        match part.join() {
+                            Ok(part) => packs.extend(part?),
+                            Err(_) => {
+                                return Err(StoreError::Io {
+                                    path: std::path::PathBuf::new(),
+                                    source: std::io::Error::other("a thread making packs failed"),
+                                });
+                            }
+                        }
+                    }
+                    Ok(packs)
+                })?;
+                Ok((ready, packs))
+            })
+            .await
+            .map_err(store_to_db)?;
+            ready = back;
+            central.db.apply_with_history(&changes, &packs).await?
+        } else {
+            central.db.apply(&changes).await?
+        };
         let committed_at = timer.elapsed();
         let c = Arc::clone(central);
         let published = blocking(move || {

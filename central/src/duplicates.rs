@@ -196,6 +196,7 @@ async fn person_at<D: CentralDb>(
     id: PatientId,
     head: CommitId,
 ) -> Found {
+    Central::catch_up(central, &[(id, head)], false).await;
     let c = Arc::clone(central);
     let files = tokio::task::spawn_blocking(move || c.store.read_at(&id, head)).await;
     let files = match files {

@@ -220,6 +220,107 @@ impl<D: CentralDb> Central<D> {
             .and_then(|i| i.catchments.first().cloned())
     }
 
+    /// Where the database keeps the records' history (PostgreSQL), brings
+    /// this process's copies of these records (`(id, head in the
+    /// database)`) up to date from it: the git repositories in `data_dir`
+    /// are then a cache that any process rebuilds from the database.
+    /// Missing objects are fetched whenever the head is not in the copy;
+    /// with `move_refs` (a writer holding the patients' locks) the copy's
+    /// ref is also set to the database's head. Returns the records that
+    /// could not be brought up to date (logged). Does nothing on SQLite.
+    pub async fn catch_up(
+        central: &Arc<Central<D>>,
+        records: &[(chartsync_protocol::PatientId, chartsync_protocol::CommitId)],
+        move_refs: bool,
+    ) -> Vec<chartsync_protocol::PatientId> {
+        if !central.db.keeps_history() {
+            return Vec::new();
+        }
+        // Most copies are current: one look at the refs of all of them
+        // (a file read each) first.
+        let c = Arc::clone(central);
+        let wanted = records.to_vec();
+        let behind = match spawn_store(move || {
+            Ok(wanted
+                .into_iter()
+                .filter(|(id, head)| c.store.head(id).ok().flatten() != Some(*head))
+                .collect::<Vec<_>>())
+        })
+        .await
+        {
+            Ok(behind) => behind,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read this process's copies of records");
+                return records.iter().map(|(id, _)| *id).collect();
+            }
+        };
+        let mut failed = Vec::new();
+        for &(id, head) in &behind {
+            if let Err(e) = Central::catch_up_one(central, id, head, move_refs).await {
+                tracing::error!(patient = %id, %head, error = %e, "could not bring this process's copy of a record up to date from the database");
+                failed.push(id);
+            }
+        }
+        failed
+    }
+
+    async fn catch_up_one(
+        central: &Arc<Central<D>>,
+        id: chartsync_protocol::PatientId,
+        head: chartsync_protocol::CommitId,
+        move_refs: bool,
+    ) -> Result<(), DbError> {
+        let to_db = |e: StoreError| DbError::Backend {
+            context: "bringing a record's copy up to date",
+            source: Box::new(e),
+        };
+        let c = Arc::clone(central);
+        let local = spawn_store(move || {
+            let local = c.store.head(&id)?;
+            let has = local == Some(head) || (local.is_some() && c.store.has_commit(&id, head)?);
+            Ok((local, has))
+        })
+        .await
+        .map_err(to_db)?;
+        let (local, has) = local;
+        if local == Some(head) || (has && !move_refs) {
+            return Ok(());
+        }
+        let packs = if has {
+            Vec::new()
+        } else {
+            central.db.history_after(&id, local).await?
+        };
+        let c = Arc::clone(central);
+        spawn_store(move || {
+            use chartsync_store::{Flush, Received};
+            for (at, pack) in &packs {
+                if !c.store.exists(&id) {
+                    match c
+                        .store
+                        .prepare_received(&id, None, *at, pack, Flush::Deferred)?
+                    {
+                        Received::Ready(prepared) => {
+                            c.store.publish(prepared, Flush::Deferred)?;
+                        }
+                        // Made meanwhile by another request of this process.
+                        Received::Stale { .. } => {
+                            c.store.ingest(&id, *at, pack, Flush::Deferred)?
+                        }
+                    }
+                } else {
+                    c.store.ingest(&id, *at, pack, Flush::Deferred)?;
+                }
+            }
+            if move_refs {
+                c.store.force_head(&id, head)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(to_db)
+    }
+
     /// Whether the caller may read and write an existing record: HQ always;
     /// an instance for records in its catchments or on which it has a grant
     /// (created, fetched by id, held when the catchment moved).
@@ -237,5 +338,18 @@ impl<D: CentralDb> Central<D> {
                 self.db.has_grant(instance.id, &row.id).await
             }
         }
+    }
+}
+
+/// Runs store work on a blocking thread.
+async fn spawn_store<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(e),
+        }),
     }
 }

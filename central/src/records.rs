@@ -132,6 +132,7 @@ impl<D: CentralDb> RecordService for CentralApi<D> {
 
     async fn read(&self, caller: Caller, id: PatientId) -> Result<RecordBody, ApiError> {
         let row = self.visible(&caller, id).await?;
+        Central::catch_up(&self.0, &[(id, row.head)], false).await;
         let c = Arc::clone(&self.0);
         blocking(move || {
             // The database's head: what was acknowledged.
@@ -149,6 +150,7 @@ impl<D: CentralDb> RecordService for CentralApi<D> {
 
     async fn history(&self, caller: Caller, id: PatientId) -> Result<Vec<HistoryEntry>, ApiError> {
         let row = self.visible(&caller, id).await?;
+        Central::catch_up(&self.0, &[(id, row.head)], false).await;
         let c = Arc::clone(&self.0);
         blocking(move || Ok(c.store.history_at(&id, Some(row.head))?)).await
     }

@@ -329,6 +329,8 @@ async fn updates<D: CentralDb>(
     rows: Vec<(RecordRow, Option<CommitId>)>,
     version: Version,
 ) -> Result<Vec<RecordUpdate>, ApiError> {
+    let current: Vec<_> = rows.iter().map(|(row, _)| (row.id, row.head)).collect();
+    crate::Central::catch_up(&api.0, &current, false).await;
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
@@ -395,7 +397,19 @@ async fn pull<D: CentralDb>(
     let cursor = rows.last().map_or(request.cursor, |r| r.seq);
     let mut page = Vec::new();
     let mut own = Vec::new();
-    for row in rows.into_iter().filter(|r| r.holders.contains(instance.id)) {
+    let held: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.holders.contains(instance.id))
+        .collect();
+    // The heads as of the cursor, in one look where the backend can.
+    let ids: Vec<_> = held.iter().map(|r| r.id).collect();
+    let mut bases =
+        c.db.heads_at(&ids, request.cursor)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .into_iter();
+    for row in held {
+        let at_cursor = bases.next().flatten();
         if row.updated_by == Some(instance.id) {
             // Its own push: it has the commits already.
             own.push(RecordUpdate {
@@ -413,12 +427,7 @@ async fn pull<D: CentralDb>(
         // at least the record's first head, which every head descends from.
         // (If it lacks that commit after all, say after a restore from an
         // old backup, it fetches the record whole.)
-        let base = match c
-            .db
-            .head_at(&row.id, request.cursor)
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-        {
+        let base = match at_cursor {
             Some(base) => Some(base),
             None => {
                 c.db.first_head(&row.id)

@@ -117,6 +117,12 @@ impl CentralDb for PausingDb {
     async fn counts(&self) -> Result<Counts, DbError> {
         self.inner.counts().await
     }
+    async fn dump(&self) -> Result<chartsync_central::db::dump::Dump, DbError> {
+        self.inner.dump().await
+    }
+    async fn load(&self, copy: &chartsync_central::db::dump::Dump) -> Result<(), DbError> {
+        self.inner.load(copy).await
+    }
     async fn save_report(&self, report: chartsync_central::db::SavedReport) -> Result<(), DbError> {
         self.inner.save_report(report).await
     }

@@ -17,6 +17,7 @@ mod faults;
 mod hostile;
 mod pages;
 mod poison;
+mod postgres;
 mod reports;
 mod satellite_api;
 mod security;

@@ -7,7 +7,10 @@
 //! commits, and the git ref is moved afterwards (and repaired from
 //! [`CentralDb::ref_pending`] after a crash).
 
+pub mod any;
+pub mod dump;
 pub mod holders;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -440,6 +443,67 @@ pub trait CentralDb: Send + Sync + 'static {
         offset: usize,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DuplicatePair>, DbError>> + Send;
+
+    /// Everything in the database but the records' history (see
+    /// [`dump::Dump`]), read in one snapshot.
+    fn dump(&self) -> impl Future<Output = Result<dump::Dump, DbError>> + Send;
+
+    /// Loads a dump into this database, in one transaction, keeping every
+    /// id, sequence number, token hash, grant and holder; refuses
+    /// ([`dump::not_empty`]) a database that has records or instances.
+    fn load(&self, dump: &dump::Dump) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// [`CentralDb::head_at`] of several records at once, in order. The
+    /// default asks one by one.
+    fn heads_at(
+        &self,
+        ids: &[PatientId],
+        at: Seq,
+    ) -> impl Future<Output = Result<Vec<Option<CommitId>>, DbError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(self.head_at(id, at).await?);
+            }
+            Ok(out)
+        }
+    }
+
+    /// Whether the database keeps every record's history (PostgreSQL):
+    /// then each process's git repositories in `data_dir` are only a cache,
+    /// brought up to date from [`CentralDb::history_after`] (see
+    /// `Central::catch_up`).
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Like [`CentralDb::apply`], also storing each accepted change's pack
+    /// (`packs[i]` for `changes[i]`, the objects from its old head to its
+    /// new one) in the same transaction, so that a head is never accepted
+    /// without its history. Where the database keeps history no
+    /// `ref_pending` rows are written (the refs are a cache). The default
+    /// ignores the packs.
+    fn apply_with_history(
+        &self,
+        changes: &[HeadChange],
+        packs: &[Vec<u8>],
+    ) -> impl Future<Output = Result<Vec<Applied>, DbError>> + Send {
+        let _ = packs;
+        self.apply(changes)
+    }
+
+    /// A record's stored packs after the change that made `after` its head
+    /// (`None`, or a head not in its history: from its creation), in order,
+    /// each with the head it brings. Empty where the database keeps no
+    /// history.
+    fn history_after(
+        &self,
+        id: &PatientId,
+        after: Option<CommitId>,
+    ) -> impl Future<Output = Result<Vec<(CommitId, Vec<u8>)>, DbError>> + Send {
+        let _ = (id, after);
+        async { Ok(Vec::new()) }
+    }
 
     /// Records that `a` and `b` are two people: the pair is dropped and
     /// never stored again. Idempotent.

@@ -473,6 +473,10 @@ pub(crate) async fn suite_apply<D: CentralDb>(db: &D) {
     assert_eq!(db.head_at(&p, s3).await.expect("head_at"), Some(h3));
     assert_eq!(db.head_at(&p, Seq::MAX).await.expect("head_at"), Some(h4));
     assert_eq!(db.head_at(&unknown, Seq::MAX).await.expect("head_at"), None);
+    assert_eq!(
+        db.heads_at(&[p, unknown, p], s2).await.expect("heads_at"),
+        vec![Some(h2), None, Some(h2)]
+    );
     assert_eq!(db.first_head(&p).await.expect("first_head"), Some(h1));
     assert_eq!(db.first_head(&unknown).await.expect("first_head"), None);
 
@@ -982,6 +986,214 @@ pub(crate) async fn suite_scale<D: CentralDb>(db: &D) -> Instance {
     inst
 }
 
+/// Reports: the latest per instance and an hourly series pruned after
+/// 15 days.
+pub(crate) async fn suite_reports<D: CentralDb>(db: &D) {
+    let report = |at: i64, pending: u64| SavedReport {
+        instance: 7,
+        at,
+        report: format!("{{\"pending\":{pending}}}"),
+        lag: pending * 2,
+        pending,
+        calls: 1,
+        conflicts: 1,
+    };
+    let start = 1_800_000_000 / 3600 * 3600;
+    db.save_report(report(start, 1)).await.expect("save");
+    db.save_report(report(start + 60, 2)).await.expect("save");
+    let rows = db.activity(0).await.expect("activity");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].calls, rows[0].pending, rows[0].lag), (2, 2, 4));
+    db.save_report(report(start + 20 * 86_400, 3))
+        .await
+        .expect("save");
+    let rows = db.activity(0).await.expect("activity");
+    assert_eq!(rows.len(), 1, "pruned: {rows:?}");
+    let latest = db.reports().await.expect("reports");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].report, "{\"pending\":3}");
+    assert_eq!(
+        (latest[0].lag, latest[0].pending, latest[0].conflicts),
+        (6, 3, 1)
+    );
+}
+
+/// The duplicate index: keys and blocks, pairs by score, dismissals that
+/// stick, re-indexing that replaces, the cursor.
+pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
+    let (a, b, c) = (
+        PatientId::random(),
+        PatientId::random(),
+        PatientId::random(),
+    );
+    let entry = |name: &str, keys: &[&str]| DuplicateEntry {
+        person: format!("{{\"given_name\":\"{name}\"}}"),
+        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+    };
+    let pair = |x: PatientId, y: PatientId, score: f64| DuplicatePair {
+        a: x,
+        b: y,
+        score,
+        fields: "[]".to_owned(),
+    };
+    let key = |coarse: &str, fine: Option<&str>| DuplicateKey {
+        coarse: coarse.to_owned(),
+        fine: fine.map(str::to_owned),
+    };
+    assert_eq!(db.duplicates_cursor().await.expect("cursor"), 0);
+    db.index_duplicates(vec![
+        DuplicateUpdate {
+            id: a,
+            seq: 3,
+            entry: Some(entry("Ann", &["n:ann", "f:ann1"])),
+            pairs: vec![],
+        },
+        DuplicateUpdate {
+            id: b,
+            seq: 5,
+            entry: Some(entry("Anne", &["n:ann", "f:ann2"])),
+            pairs: vec![pair(b, a, 0.9)],
+        },
+        DuplicateUpdate {
+            id: c,
+            seq: 4,
+            entry: Some(entry("Cy", &["n:cy"])),
+            pairs: vec![pair(c, a, 0.5)],
+        },
+    ])
+    .await
+    .expect("index");
+    assert_eq!(
+        db.duplicates_cursor().await.expect("cursor"),
+        5,
+        "never backwards"
+    );
+    let found = db
+        .duplicate_candidates(vec![key("n:ann", None)], 10)
+        .await
+        .expect("candidates");
+    assert_eq!(
+        found.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>(),
+        BTreeSet::from([a, b])
+    );
+    // A block over the limit: its fine key is read instead.
+    let found = db
+        .duplicate_candidates(vec![key("n:ann", Some("f:ann2"))], 1)
+        .await
+        .expect("fine");
+    assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![b]);
+    let pairs = db.duplicate_pairs(0.0, 0, 10).await.expect("pairs");
+    assert_eq!(
+        pairs.iter().map(|p| p.score).collect::<Vec<_>>(),
+        vec![0.9, 0.5]
+    );
+    assert_eq!(
+        db.duplicate_pairs(0.6, 0, 10).await.expect("pairs").len(),
+        1
+    );
+    assert_eq!(
+        db.duplicate_pairs(0.0, 1, 10).await.expect("offset").len(),
+        1
+    );
+    // Dismissed: gone, and not stored again by re-indexing.
+    db.dismiss_duplicate(&a, &b, 1).await.expect("dismiss");
+    db.dismiss_duplicate(&b, &a, 2).await.expect("again");
+    db.index_duplicates(vec![DuplicateUpdate {
+        id: b,
+        seq: 6,
+        entry: Some(entry("Anne", &["n:ann"])),
+        pairs: vec![pair(a, b, 0.95)],
+    }])
+    .await
+    .expect("reindex");
+    let pairs = db.duplicate_pairs(0.0, 0, 10).await.expect("pairs");
+    assert_eq!(pairs.len(), 1);
+    assert!(pairs[0].a == c || pairs[0].b == c);
+    // Re-indexing replaces the keys: b left its fine block.
+    let found = db
+        .duplicate_candidates(vec![key("f:ann2", None)], 10)
+        .await
+        .expect("gone");
+    assert!(found.is_empty());
+    // Nothing identifying: out of every block and pair.
+    db.index_duplicates(vec![DuplicateUpdate {
+        id: c,
+        seq: 7,
+        entry: None,
+        pairs: vec![],
+    }])
+    .await
+    .expect("empty");
+    assert!(
+        db.duplicate_pairs(0.0, 0, 10)
+            .await
+            .expect("pairs")
+            .is_empty()
+    );
+    assert_eq!(db.duplicates_cursor().await.expect("cursor"), 7);
+}
+
+/// A dump loaded into another (empty) database reads back the same;
+/// loading into a database that is not empty is refused.
+pub(crate) async fn suite_dump_load<D: CentralDb, E: CentralDb>(from: &D, to: &E) {
+    let inst = from
+        .add_instance(new_instance(Some(3), "north", &["north", "hills"], 3))
+        .await
+        .expect("add");
+    from.revoke_instance(3).await.expect("revoke");
+    from.add_instance(new_instance(None, "south", &["south"], 4))
+        .await
+        .expect("add");
+    let p = PatientId::random();
+    let (h1, h2) = (new_commit(), new_commit());
+    from.apply(&[create(p, h1, Some("north"), Some(inst.id))])
+        .await
+        .expect("create");
+    from.apply(&[update(p, h1, h2, Some("south"), Some(0))])
+        .await
+        .expect("move");
+    from.grant(0, &PatientId::random(), "fetched")
+        .await
+        .expect("grant");
+    let dump = from.dump().await.expect("dump");
+    assert_eq!(
+        (
+            dump.instances.len(),
+            dump.records.len(),
+            dump.changes.len(),
+            dump.seq
+        ),
+        (2, 1, 2, 2)
+    );
+    to.load(&dump).await.expect("load");
+    assert_eq!(to.dump().await.expect("dump again"), dump);
+    assert_eq!(
+        to.instance_by_token(token(4))
+            .await
+            .expect("token")
+            .map(|i| i.name),
+        Some("south".to_owned())
+    );
+    assert_eq!(
+        to.instance_by_token(token(3)).await.expect("token"),
+        None,
+        "still revoked"
+    );
+    assert_eq!(
+        to.instances_version().await.expect("v"),
+        from.instances_version().await.expect("v")
+    );
+    // The sequence goes on from the copy's.
+    let q = PatientId::random();
+    let out = to
+        .apply(&[create(q, new_commit(), None, None)])
+        .await
+        .expect("next");
+    assert_eq!(seq_of(&out[0]), 3);
+    let err = to.load(&dump).await.expect_err("not empty");
+    assert!(err.to_string().contains("loading a copy"), "{err}");
+}
+
 /// The suites against SQLite, each in a fresh file.
 mod sqlite {
     use super::*;
@@ -1015,7 +1227,15 @@ mod sqlite {
         suite_scope,
         suite_scope_paging,
         suite_batches_of_1000,
+        suite_reports,
+        suite_duplicates,
     );
+
+    #[tokio::test]
+    async fn suite_dump_load_sqlite_to_sqlite() {
+        let ((_a, one), (_b, two)) = (fresh(), fresh());
+        super::suite_dump_load(&one, &two).await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn suite_concurrent_apply_two_handles() {
@@ -1024,5 +1244,68 @@ mod sqlite {
         let one = SqliteDb::open(&path).expect("open one");
         let two = SqliteDb::open(&path).expect("open two");
         super::suite_concurrent_apply(vec![Arc::new(one), Arc::new(two)]).await;
+    }
+}
+
+/// The suites against PostgreSQL, each in a database of its own.
+mod postgres {
+    use super::*;
+    use crate::db::postgres::tests::TestDb;
+
+    macro_rules! on_postgres {
+        ($($suite:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $suite() {
+                let test = TestDb::new().await;
+                let db = test.open().await;
+                super::$suite(&db).await;
+            }
+        )*};
+    }
+
+    on_postgres!(
+        suite_instances,
+        suite_instance_admin,
+        suite_locks,
+        suite_apply,
+        suite_ref_pending,
+        suite_grants,
+        suite_add_holder,
+        suite_counts,
+        suite_scope,
+        suite_scope_paging,
+        suite_batches_of_1000,
+        suite_reports,
+        suite_duplicates,
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suite_dump_load_sqlite_to_postgres_and_back() {
+        let test = TestDb::new().await;
+        let pg = test.open().await;
+        let (_a, one) = super::sqlite::fresh();
+        super::suite_dump_load(&one, &pg).await;
+        let (_b, two) = super::sqlite::fresh();
+        let test2 = TestDb::new().await;
+        let pg2 = test2.open().await;
+        super::suite_dump_load(&pg2, &two).await;
+    }
+
+    /// Three processes' handles on one database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn suite_concurrent_apply_three_handles() {
+        let test = TestDb::new().await;
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            handles.push(Arc::new(test.open().await));
+        }
+        super::suite_concurrent_apply(handles).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suite_scale() {
+        let test = TestDb::new().await;
+        let db = test.open().await;
+        super::suite_scale(&db).await;
     }
 }

@@ -356,6 +356,33 @@ impl RecordStore {
         Ok(new)
     }
 
+    /// The wire pack of what a prepared write adds to its record: the
+    /// objects from its old head to its new one (for a creation, the whole
+    /// history). Central stores it when its database keeps the records'
+    /// history (PostgreSQL).
+    pub fn prepared_pack(&self, prepared: &Prepared) -> Result<Vec<u8>, StoreError> {
+        let haves: Vec<CommitId> = prepared.old.into_iter().collect();
+        match &prepared.stage {
+            Stage::Create(tmp) => {
+                // The new repository's own packs first (no libgit2).
+                let dir = tmp.path.join("objects/pack");
+                let packs = chartsync_git::PackReader::open(&dir).map_err(StoreError::io(&dir))?;
+                let have_oids: Vec<Oid> = haves.iter().map(|h| oid(*h)).collect();
+                if let Some(objects) = objects::objects_since(&packs, oid(prepared.new), &have_oids)
+                {
+                    return Ok(chartsync_git::write_pack(&objects, 0).pack);
+                }
+                let repo = git2::Repository::open(&tmp.path).map_err(|source| StoreError::Git {
+                    context: format!("opening {}", tmp.path.display()),
+                    source,
+                })?;
+                let haves: Vec<Oid> = haves.into_iter().map(oid).collect();
+                objects::pack_since(&repo, &prepared.id, oid(prepared.new), &haves)
+            }
+            _ => self.pack_since(&prepared.id, prepared.new, &haves),
+        }
+    }
+
     /// Finishes a creation that was prepared before a crash (central's
     /// repair): renames `staging` into place if the record does not exist.
     pub fn finish_create(&self, id: &PatientId, staging: &Path) -> Result<bool, StoreError> {

@@ -9,6 +9,7 @@
 //! if the database stays busy. Reads use a small pool of read-only
 //! connections, each read in one snapshot.
 
+mod dump;
 mod duplicates;
 mod instances;
 mod locks;
@@ -90,6 +91,18 @@ fn check_instance(id: u32) -> Result<(), DbError> {
 }
 
 impl CentralDb for SqliteDb {
+    async fn dump(&self) -> Result<crate::db::dump::Dump, DbError> {
+        read(&self.pool, "reading the whole database", dump::dump).await
+    }
+
+    async fn load(&self, copy: &crate::db::dump::Dump) -> Result<(), DbError> {
+        let copy = copy.clone();
+        write(&self.pool, "loading a copy", move |tx| {
+            dump::load(tx, &copy)
+        })
+        .await
+    }
+
     async fn add_instance(&self, new: NewInstance) -> Result<Instance, DbError> {
         if let Some(id) = new.id {
             check_instance(id)?;

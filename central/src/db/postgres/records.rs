@@ -1,0 +1,591 @@
+//! Records: accepting heads, reading rows, holders, grants, scopes and
+//! the refs still to move.
+
+use std::collections::{HashMap, HashSet};
+
+use chartsync_protocol::{CommitId, PatientId};
+use tokio_postgres::{Row, Transaction};
+
+use super::instances::instance_id;
+use super::{R, big, head_from, patient_from, seq_from, seq_to_sql};
+use crate::db::{Applied, Counts, DbError, HeadChange, Holders, RecordRow, RefPending, Seq};
+
+/// The columns [`decode`] expects, in order (`r` is `records`).
+macro_rules! record_columns {
+    () => {
+        "r.patient, r.head, r.seq, r.catchment, r.created_by, r.holders, r.updated_at, r.updated_by"
+    };
+}
+
+fn opt_instance(raw: Option<i64>, what: &'static str) -> Result<Option<u32>, DbError> {
+    raw.map(|raw| instance_id(raw).map_err(|_| DbError::Damaged(what)))
+        .transpose()
+}
+
+/// A row of [`record_columns`].
+fn decode(row: &Row) -> Result<RecordRow, DbError> {
+    Ok(RecordRow {
+        id: patient_from(row.get(0), "records.patient")?,
+        head: head_from(row.get(1), "records.head")?,
+        seq: seq_from(row.get(2), "records.seq")?,
+        catchment: row.get(3),
+        created_by: opt_instance(row.get(4), "records.created_by")?,
+        holders: Holders::from_bytes(row.get(5)),
+        updated_at: row.get(6),
+        updated_by: opt_instance(row.get(7), "records.updated_by")?,
+    })
+}
+
+fn ids_sql(ids: &[PatientId]) -> Vec<Vec<u8>> {
+    ids.iter().map(|id| id.as_bytes().to_vec()).collect()
+}
+
+/// The last sequence number given out.
+async fn last_seq(tx: &Transaction<'_>, lock: bool) -> R<i64> {
+    let sql = if lock {
+        "SELECT value FROM counters WHERE name = 'seq' FOR UPDATE"
+    } else {
+        "SELECT value FROM counters WHERE name = 'seq'"
+    };
+    let value: i64 = tx
+        .query_opt(sql, &[])
+        .await?
+        .ok_or(DbError::Damaged("counters.seq"))?
+        .get(0);
+    if value < 0 {
+        return Err(DbError::Damaged("counters.seq").into());
+    }
+    Ok(value)
+}
+
+/// A record as the batch leaves it.
+struct State {
+    head: CommitId,
+    seq: i64,
+    catchment: Option<String>,
+    created_by: Option<i64>,
+    holders: Holders,
+    created_at: i64,
+    updated_by: Option<i64>,
+    /// Whether its row exists (else it is inserted).
+    stored: bool,
+    /// Whether the batch changed it.
+    changed: bool,
+}
+
+/// Accepts what it can of `changes` (see [`crate::db::CentralDb::apply`]).
+/// With `packs` (one per change), each accepted change's pack is stored in
+/// `record_history` and no `ref_pending` row is written.
+pub(super) async fn apply(
+    tx: &Transaction<'_>,
+    changes: &[HeadChange],
+    packs: Option<&[Vec<u8>]>,
+) -> R<Vec<Applied>> {
+    if packs.is_some_and(|p| p.len() != changes.len()) {
+        return Err(DbError::Backend {
+            context: "accepting heads",
+            source: "one pack per change is needed".into(),
+        }
+        .into());
+    }
+    let now = chrono::Utc::now().timestamp();
+    // Writers of heads queue here (see the module documentation of
+    // `postgres`): the sequence is gap-free and in commit order.
+    let first = last_seq(tx, true).await?;
+    let mut ids: Vec<Vec<u8>> = changes.iter().map(|c| c.id.as_bytes().to_vec()).collect();
+    ids.sort();
+    ids.dedup();
+    let rows = tx
+        .query(
+            "SELECT patient, head, seq, catchment, created_by, holders, created_at, updated_by
+               FROM records WHERE patient = ANY($1) ORDER BY patient FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
+    let mut states: HashMap<PatientId, State> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        states.insert(
+            patient_from(row.get(0), "records.patient")?,
+            State {
+                head: head_from(row.get(1), "records.head")?,
+                seq: row.get(2),
+                catchment: row.get(3),
+                created_by: row.get(4),
+                holders: Holders::from_bytes(row.get(5)),
+                created_at: row.get(6),
+                updated_by: row.get(7),
+                stored: true,
+                changed: false,
+            },
+        );
+    }
+
+    let mut seq = first;
+    let mut out = Vec::with_capacity(changes.len());
+    // The change log, the pending refs (latest per record; a record created
+    // and changed again in one batch keeps its staging folder) and grants.
+    let mut log: Vec<(i64, PatientId, String, Option<i64>)> = Vec::new();
+    let mut history: Vec<(i64, PatientId, String, &[u8])> = Vec::new();
+    let mut pending: HashMap<PatientId, (String, Option<String>)> = HashMap::new();
+    let mut grants: Vec<(i64, PatientId, &'static str)> = Vec::new();
+    for (index, change) in changes.iter().enumerate() {
+        let by = change.by.map(i64::from);
+        let current = states.get(&change.id).map(|s| s.head);
+        match (&change.old, current) {
+            (None, None) => {
+                let mut holders = Holders::default();
+                if let Some(by) = change.by {
+                    holders.insert(by);
+                }
+                states.insert(
+                    change.id,
+                    State {
+                        head: change.new,
+                        seq: seq + 1,
+                        catchment: change.catchment.clone(),
+                        created_by: by,
+                        holders,
+                        created_at: now,
+                        updated_by: by,
+                        stored: false,
+                        changed: true,
+                    },
+                );
+                if let Some(by) = by {
+                    grants.push((by, change.id, "created"));
+                }
+            }
+            (Some(old), Some(head)) if head == *old => {
+                let Some(state) = states.get_mut(&change.id) else {
+                    continue;
+                };
+                if let Some(by) = change.by {
+                    state.holders.insert(by);
+                }
+                if state.catchment != change.catchment {
+                    for holder in state.holders.iter() {
+                        grants.push((i64::from(holder), change.id, "held"));
+                    }
+                }
+                state.head = change.new;
+                state.seq = seq + 1;
+                state.catchment = change.catchment.clone();
+                state.updated_by = by;
+                state.changed = true;
+            }
+            (_, current) => {
+                out.push(Applied::Stale { current });
+                continue;
+            }
+        }
+        seq += 1;
+        let head = change.new.to_string();
+        log.push((seq, change.id, head.clone(), by));
+        if let Some(packs) = packs {
+            history.push((seq, change.id, head.clone(), &packs[index][..]));
+        }
+        let staging = match pending.remove(&change.id) {
+            Some((_, before)) => change.staging.clone().or(before),
+            None => change.staging.clone(),
+        };
+        pending.insert(change.id, (head, staging));
+        out.push(Applied::Ok {
+            seq: seq_from(seq, "counters.seq")?,
+            time: now,
+        });
+    }
+    if seq == first {
+        return Ok(out);
+    }
+
+    // Rows of records: new ones inserted, changed ones updated.
+    let (mut new, mut old) = (Columns::default(), Columns::default());
+    for (id, state) in states.iter().filter(|(_, s)| s.changed) {
+        let columns = if state.stored { &mut old } else { &mut new };
+        columns.push(id, state);
+    }
+    if !new.patient.is_empty() {
+        tx.execute(
+            "INSERT INTO records (patient, head, seq, catchment, created_by, holders, created_at, updated_at, updated_by)
+             SELECT patient, head, seq, catchment, created_by, holders, created_at, $8, updated_by
+               FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bytea[], $7::bigint[], $9::bigint[])
+                 AS u(patient, head, seq, catchment, created_by, holders, created_at, updated_by)",
+            &[
+                &new.patient,
+                &new.head,
+                &new.seq,
+                &new.catchment,
+                &new.created_by,
+                &new.holders,
+                &new.created_at,
+                &now,
+                &new.updated_by,
+            ],
+        )
+        .await?;
+    }
+    if !old.patient.is_empty() {
+        tx.execute(
+            "UPDATE records r
+                SET head = u.head, seq = u.seq, catchment = u.catchment, holders = u.holders,
+                    updated_at = $6, updated_by = u.updated_by
+               FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $7::bigint[])
+                 AS u(patient, head, seq, catchment, holders, updated_by)
+              WHERE r.patient = u.patient",
+            &[
+                &old.patient,
+                &old.head,
+                &old.seq,
+                &old.catchment,
+                &old.holders,
+                &now,
+                &old.updated_by,
+            ],
+        )
+        .await?;
+    }
+
+    let mut log_seq = Vec::with_capacity(log.len());
+    let mut log_patient = Vec::with_capacity(log.len());
+    let mut log_head = Vec::with_capacity(log.len());
+    let mut log_by = Vec::with_capacity(log.len());
+    for (s, id, h, by) in log {
+        log_seq.push(s);
+        log_patient.push(id.as_bytes().to_vec());
+        log_head.push(h);
+        log_by.push(by);
+    }
+    tx.execute(
+        "INSERT INTO changes (seq, patient, head, instance, time)
+         SELECT seq, patient, head, instance, $5
+           FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[]) AS u(seq, patient, head, instance)",
+        &[&log_seq, &log_patient, &log_head, &log_by, &now],
+    )
+    .await?;
+
+    let mut p_patient = Vec::with_capacity(pending.len());
+    let mut p_head = Vec::with_capacity(pending.len());
+    let mut p_staging = Vec::with_capacity(pending.len());
+    for (id, (head, staging)) in pending {
+        p_patient.push(id.as_bytes().to_vec());
+        p_head.push(head);
+        p_staging.push(staging);
+    }
+    if packs.is_none() {
+        tx.execute(
+            "INSERT INTO ref_pending (patient, head, staging)
+             SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[])
+             ON CONFLICT (patient) DO UPDATE
+                SET head = excluded.head, staging = coalesce(excluded.staging, ref_pending.staging)",
+            &[&p_patient, &p_head, &p_staging],
+        )
+        .await?;
+    }
+    if !history.is_empty() {
+        let mut h_seq = Vec::with_capacity(history.len());
+        let mut h_patient = Vec::with_capacity(history.len());
+        let mut h_head = Vec::with_capacity(history.len());
+        let mut h_pack = Vec::with_capacity(history.len());
+        for (s, id, head, pack) in history {
+            h_seq.push(s);
+            h_patient.push(id.as_bytes().to_vec());
+            h_head.push(head);
+            h_pack.push(pack);
+        }
+        tx.execute(
+            "INSERT INTO record_history (patient, seq, head, pack)
+             SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::text[], $4::bytea[])",
+            &[&h_patient, &h_seq, &h_head, &h_pack],
+        )
+        .await?;
+    }
+
+    if !grants.is_empty() {
+        let mut seen = HashSet::new();
+        let (mut g_instance, mut g_patient, mut g_reason) = (Vec::new(), Vec::new(), Vec::new());
+        for (instance, id, reason) in grants {
+            if seen.insert((instance, id)) {
+                g_instance.push(instance);
+                g_patient.push(id.as_bytes().to_vec());
+                g_reason.push(reason.to_owned());
+            }
+        }
+        tx.execute(
+            "INSERT INTO grants (instance, patient, reason, granted_at)
+             SELECT instance, patient, reason, $4
+               FROM unnest($1::bigint[], $2::bytea[], $3::text[]) AS u(instance, patient, reason)
+             ON CONFLICT (instance, patient) DO NOTHING",
+            &[&g_instance, &g_patient, &g_reason, &now],
+        )
+        .await?;
+    }
+    tx.execute("UPDATE counters SET value = $1 WHERE name = 'seq'", &[&seq])
+        .await?;
+    Ok(out)
+}
+
+/// Columns of record rows to write in bulk.
+#[derive(Default)]
+struct Columns {
+    patient: Vec<Vec<u8>>,
+    head: Vec<String>,
+    seq: Vec<i64>,
+    catchment: Vec<Option<String>>,
+    created_by: Vec<Option<i64>>,
+    holders: Vec<Vec<u8>>,
+    created_at: Vec<i64>,
+    updated_by: Vec<Option<i64>>,
+}
+
+impl Columns {
+    fn push(&mut self, id: &PatientId, state: &State) {
+        self.patient.push(id.as_bytes().to_vec());
+        self.head.push(state.head.to_string());
+        self.seq.push(state.seq);
+        self.catchment.push(state.catchment.clone());
+        self.created_by.push(state.created_by);
+        self.holders.push(state.holders.to_bytes());
+        self.created_at.push(state.created_at);
+        self.updated_by.push(state.updated_by);
+    }
+}
+
+/// The rows of these records, in order.
+pub(super) async fn get(tx: &Transaction<'_>, ids: &[PatientId]) -> R<Vec<Option<RecordRow>>> {
+    let rows = tx
+        .query(
+            concat!(
+                "SELECT ",
+                record_columns!(),
+                " FROM records r WHERE r.patient = ANY($1)"
+            ),
+            &[&ids_sql(ids)],
+        )
+        .await?;
+    let mut found: HashMap<PatientId, RecordRow> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let record = decode(row)?;
+        found.insert(record.id, record);
+    }
+    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+}
+
+/// The record's first head.
+pub(super) async fn first_head(tx: &Transaction<'_>, id: &PatientId) -> R<Option<CommitId>> {
+    let row = tx
+        .query_opt(
+            "SELECT head FROM changes WHERE patient = $1 ORDER BY seq ASC LIMIT 1",
+            &[&&id.as_bytes()[..]],
+        )
+        .await?;
+    Ok(row
+        .map(|r| head_from(r.get(0), "changes.head"))
+        .transpose()?)
+}
+
+/// The record's head after its latest change numbered `at` or lower.
+pub(super) async fn head_at(tx: &Transaction<'_>, id: &PatientId, at: Seq) -> R<Option<CommitId>> {
+    let row = tx
+        .query_opt(
+            "SELECT head FROM changes WHERE patient = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1",
+            &[&&id.as_bytes()[..], &seq_to_sql(at)],
+        )
+        .await?;
+    Ok(row
+        .map(|r| head_from(r.get(0), "changes.head"))
+        .transpose()?)
+}
+
+/// Sets `instance`'s holder bit on these records (unknown ones ignored).
+pub(super) async fn add_holder(tx: &Transaction<'_>, instance: u32, ids: &[PatientId]) -> R<()> {
+    let mut ids = ids_sql(ids);
+    ids.sort();
+    ids.dedup();
+    let rows = tx
+        .query(
+            "SELECT patient, holders FROM records WHERE patient = ANY($1) ORDER BY patient FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
+    let mut patients: Vec<Vec<u8>> = Vec::new();
+    let mut holders: Vec<Vec<u8>> = Vec::new();
+    for row in &rows {
+        let mut now = Holders::from_bytes(row.get(1));
+        if now.insert(instance) {
+            patients.push(row.get(0));
+            holders.push(now.to_bytes());
+        }
+    }
+    if !patients.is_empty() {
+        tx.execute(
+            "UPDATE records r SET holders = u.holders
+               FROM unnest($1::bytea[], $2::bytea[]) AS u(patient, holders)
+              WHERE r.patient = u.patient",
+            &[&patients, &holders],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every head whose ref may lag.
+pub(super) async fn ref_pending(tx: &Transaction<'_>) -> R<Vec<RefPending>> {
+    let rows = tx
+        .query("SELECT patient, head, staging FROM ref_pending", &[])
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(RefPending {
+            id: patient_from(row.get(0), "ref_pending.patient")?,
+            head: head_from(row.get(1), "ref_pending.head")?,
+            staging: row.get(2),
+        });
+    }
+    Ok(out)
+}
+
+/// Forgets pending refs still at the given heads.
+pub(super) async fn clear_ref_pending(
+    tx: &Transaction<'_>,
+    done: &[(PatientId, CommitId)],
+) -> R<()> {
+    let patients: Vec<Vec<u8>> = done.iter().map(|(id, _)| id.as_bytes().to_vec()).collect();
+    let heads: Vec<String> = done.iter().map(|(_, head)| head.to_string()).collect();
+    tx.execute(
+        "DELETE FROM ref_pending p USING unnest($1::bytea[], $2::text[]) AS d(patient, head)
+          WHERE p.patient = d.patient AND p.head = d.head",
+        &[&patients, &heads],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether `instance` has a grant on the record.
+pub(super) async fn has_grant(tx: &Transaction<'_>, instance: u32, id: &PatientId) -> R<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM grants WHERE instance = $1 AND patient = $2",
+            &[&i64::from(instance), &&id.as_bytes()[..]],
+        )
+        .await?
+        .is_some())
+}
+
+/// Grants the record to `instance` (a grant it has keeps its first reason).
+pub(super) async fn grant(
+    tx: &Transaction<'_>,
+    instance: u32,
+    id: &PatientId,
+    reason: &str,
+) -> R<()> {
+    tx.execute(
+        "INSERT INTO grants (instance, patient, reason, granted_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (instance, patient) DO NOTHING",
+        &[
+            &i64::from(instance),
+            &&id.as_bytes()[..],
+            &reason,
+            &chrono::Utc::now().timestamp(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// At most `limit` records in the scope of instance `id` (with these
+/// catchments) changed after `after`, by sequence number: the catchments'
+/// ranges of the `(catchment, seq)` index and the instance's grants, each
+/// cut at the limit, merged.
+pub(super) async fn scope_changes(
+    tx: &Transaction<'_>,
+    id: u32,
+    catchments: &[String],
+    after: Seq,
+    limit: usize,
+) -> R<Vec<RecordRow>> {
+    let rows = tx
+        .query(
+            concat!(
+                "SELECT ",
+                record_columns!(),
+                " FROM (
+                    (SELECT * FROM records WHERE catchment = ANY($2) AND seq > $3 ORDER BY seq LIMIT $4)
+                    UNION
+                    (SELECT rr.* FROM grants g JOIN records rr ON rr.patient = g.patient
+                      WHERE g.instance = $1 AND rr.seq > $3 ORDER BY rr.seq LIMIT $4)
+                 ) r ORDER BY r.seq LIMIT $4"
+            ),
+            &[&i64::from(id), &catchments, &seq_to_sql(after), &big(limit)],
+        )
+        .await?;
+    Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+}
+
+/// Totals.
+pub(super) async fn counts(tx: &Transaction<'_>) -> R<Counts> {
+    let row = tx
+        .query_one(
+            "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM instances)",
+            &[],
+        )
+        .await?;
+    Ok(Counts {
+        records: u64::try_from(row.get::<_, i64>(0)).map_err(|_| DbError::Damaged("records"))?,
+        instances: u64::try_from(row.get::<_, i64>(1))
+            .map_err(|_| DbError::Damaged("instances"))?,
+        seq: seq_from(last_seq(tx, false).await?, "counters.seq")?,
+    })
+}
+
+/// A record's stored packs after the change that made `after` its head.
+pub(super) async fn history_after(
+    tx: &Transaction<'_>,
+    id: &PatientId,
+    after: Option<CommitId>,
+) -> R<Vec<(CommitId, Vec<u8>)>> {
+    let id = &id.as_bytes()[..];
+    let from: i64 = match after {
+        Some(head) => tx
+            .query_opt(
+                "SELECT seq FROM record_history WHERE patient = $1 AND head = $2 ORDER BY seq DESC LIMIT 1",
+                &[&id, &head.to_string()],
+            )
+            .await?
+            .map_or(0, |r| r.get(0)),
+        None => 0,
+    };
+    let rows = tx
+        .query(
+            "SELECT head, pack FROM record_history WHERE patient = $1 AND seq > $2 ORDER BY seq",
+            &[&id, &from],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push((head_from(row.get(0), "record_history.head")?, row.get(1)));
+    }
+    Ok(out)
+}
+
+/// [`head_at`] of several records in one query.
+pub(super) async fn heads_at(
+    tx: &Transaction<'_>,
+    ids: &[PatientId],
+    at: Seq,
+) -> R<Vec<Option<CommitId>>> {
+    let rows = tx
+        .query(
+            "SELECT DISTINCT ON (patient) patient, head FROM changes
+              WHERE patient = ANY($1) AND seq <= $2 ORDER BY patient, seq DESC",
+            &[&ids_sql(ids), &seq_to_sql(at)],
+        )
+        .await?;
+    let mut found: HashMap<PatientId, CommitId> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        found.insert(
+            patient_from(row.get(0), "changes.patient")?,
+            head_from(row.get(1), "changes.head")?,
+        );
+    }
+    Ok(ids.iter().map(|id| found.get(id).copied()).collect())
+}
