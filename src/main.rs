@@ -3,8 +3,8 @@
 mod bench;
 mod bench_link;
 mod bench_long;
-mod bench_pouchdb;
 mod bench_pg;
+mod bench_pouchdb;
 mod cli;
 mod copy;
 mod demo;
