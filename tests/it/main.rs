@@ -18,6 +18,7 @@ mod hostile;
 mod pages;
 mod poison;
 mod reports;
+mod retire;
 mod satellite_api;
 mod security;
 mod sync;

@@ -1,0 +1,467 @@
+//! Retiring, restoring and merging records, end to end on both servers
+//! (central with HQ's token, a satellite's local API offline), and through
+//! sync: tombstones and restores travel like any change, a merge at central
+//! reaches the clinics, an edit made offline to a record central merged
+//! meanwhile lands on the survivor, and every acknowledged write stays in
+//! some history.
+
+use chartsync_satellite::jobs::Job;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TestCentral, TestSatellite, client, patient_doc};
+
+/// One server's record API: its URL and the token to send, if any.
+#[derive(Clone)]
+struct Api {
+    url: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// An answer: status, ETag (empty if none), body (`null` if not JSON).
+struct Answer {
+    status: StatusCode,
+    etag: String,
+    body: Value,
+}
+
+impl Api {
+    fn central(c: &TestCentral) -> Api {
+        Api {
+            url: c.url.clone(),
+            token: Some(c.admin.clone()),
+            http: client(),
+        }
+    }
+
+    fn satellite(s: &TestSatellite) -> Api {
+        Api {
+            url: s.url.clone(),
+            token: None,
+            http: client(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut r = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(m) = if_match {
+            r = r.header("if-match", m);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.expect("send");
+        let status = r.status();
+        let etag = r
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().expect("etag").to_string())
+            .unwrap_or_default();
+        Answer {
+            status,
+            etag,
+            body: r.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    async fn create(&self, yaml: &str) -> (String, String) {
+        let a = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/patients",
+                None,
+                Some(json!({"files": {"patient.yaml": yaml}})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        (a.body["id"].as_str().expect("id").to_string(), a.etag)
+    }
+
+    async fn get(&self, id: &str) -> Answer {
+        self.send(
+            reqwest::Method::GET,
+            &format!("/v1/patients/{id}"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    async fn put(&self, id: &str, etag: &str, yaml: &str) -> Answer {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/v1/patients/{id}"),
+            Some(etag),
+            Some(json!({"files": {"patient.yaml": yaml}})),
+        )
+        .await
+    }
+
+    async fn patch(&self, id: &str, etag: &str, patch: Value) -> Answer {
+        let mut r = self
+            .http
+            .patch(format!("{}/v1/patients/{id}", self.url))
+            .header("content-type", "application/merge-patch+json")
+            .header("if-match", etag)
+            .json(&patch);
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.expect("patch");
+        let status = r.status();
+        let etag = r
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().expect("etag").to_string())
+            .unwrap_or_default();
+        Answer {
+            status,
+            etag,
+            body: r.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    async fn retire(&self, id: &str, etag: Option<&str>) -> Answer {
+        self.send(
+            reqwest::Method::DELETE,
+            &format!("/v1/patients/{id}"),
+            etag,
+            None,
+        )
+        .await
+    }
+
+    async fn restore(&self, id: &str, etag: Option<&str>) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/v1/patients/{id}/restore"),
+            etag,
+            None,
+        )
+        .await
+    }
+
+    async fn merge(
+        &self,
+        survivor: &str,
+        etag: Option<&str>,
+        other: &str,
+        other_etag: &str,
+    ) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/v1/patients/{survivor}/merge"),
+            etag,
+            Some(json!({"retire": other, "retire_if_match": other_etag})),
+        )
+        .await
+    }
+
+    async fn history(&self, id: &str) -> Vec<Value> {
+        let a = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/patients/{id}/history"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        a.body.as_array().expect("history").clone()
+    }
+}
+
+fn unquote(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+const AMINA: &str = "given_name: Amina\nfamily_name: Odhiambo\nborn: '1990-04-02'\nallergies: [penicillin]\ncatchment: north\n";
+const AMINA_TYPO: &str = "given_name: Amina\nfamily_name: Odiambo\nborn: '1990-04-02'\nallergies: [latex]\nphone: '0712 345678'\ncatchment: north\n";
+
+/// Every retire and restore answer of the contract, on one server.
+async fn retire_and_restore_paths(api: &Api) {
+    let (id, v1) = api.create(AMINA).await;
+    let v2 = api
+        .patch(&id, &v1, json!({"patient.yaml": {"phone": "0700 000001"}}))
+        .await;
+    assert_eq!(v2.status, StatusCode::OK);
+    let v2 = v2.etag;
+    let before = api.get(&id).await.body["files"].clone();
+
+    // Refusals change nothing.
+    assert_eq!(
+        api.retire(&id, None).await.status,
+        StatusCode::PRECONDITION_REQUIRED
+    );
+    let stale = api.retire(&id, Some(&v1)).await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
+    assert_eq!(stale.body["current_head"], unquote(&v2));
+    let unknown = chartsync_protocol::PatientId::random().to_string();
+    assert_eq!(
+        api.retire(&unknown, Some(&v2)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let reserved = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/patients/{id}"),
+            Some(&v2),
+            Some(json!({"files": {"patient.yaml": AMINA, "retired.yaml": "by: me\n"}})),
+        )
+        .await;
+    assert_eq!(
+        reserved.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        reserved.body
+    );
+    assert_eq!(reserved.body["error"], "reserved_file");
+    let got = api.get(&id).await;
+    assert_eq!(
+        (got.status, got.etag.as_str()),
+        (StatusCode::OK, v2.as_str())
+    );
+
+    // Retire.
+    let tomb = api.retire(&id, Some(&v2)).await;
+    assert_eq!(tomb.status, StatusCode::OK, "{}", tomb.body);
+    assert_ne!(tomb.etag, v2);
+    let gone = api.get(&id).await;
+    assert_eq!(gone.status, StatusCode::GONE, "{}", gone.body);
+    assert_eq!(gone.etag, tomb.etag);
+    assert_eq!(gone.body["error"], "retired");
+    assert_eq!(gone.body["replaced_by"], Value::Null);
+    assert_eq!(gone.body["head"], unquote(&tomb.etag));
+    assert!(
+        gone.body["retired_at"]
+            .as_str()
+            .expect("retired_at")
+            .starts_with("20")
+    );
+
+    // Every write to it is refused with 409 retired, even a second retire.
+    for answer in [
+        api.put(&id, &tomb.etag, AMINA).await,
+        api.patch(&id, &tomb.etag, json!({"patient.yaml": {"phone": "1"}}))
+            .await,
+        api.retire(&id, Some(&tomb.etag)).await,
+    ] {
+        assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+        assert_eq!(answer.body["error"], "retired");
+        assert_eq!(answer.body["replaced_by"], Value::Null);
+    }
+    assert_eq!(api.get(&id).await.etag, tomb.etag);
+
+    // History still answers, the tombstone first.
+    let history = api.history(&id).await;
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[0]["commit"], unquote(&tomb.etag));
+    assert!(
+        history[0]["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("Retire record")
+    );
+
+    // Restore: 428 without If-Match, 412 stale, then 200 with the last files.
+    assert_eq!(
+        api.restore(&id, None).await.status,
+        StatusCode::PRECONDITION_REQUIRED
+    );
+    let stale = api.restore(&id, Some(&v2)).await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
+    let restored = api.restore(&id, Some(&tomb.etag)).await;
+    assert_eq!(restored.status, StatusCode::OK, "{}", restored.body);
+    let back = api.get(&id).await;
+    assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(back.etag, restored.etag);
+    assert_eq!(back.body["files"], before);
+    let again = api.restore(&id, Some(&restored.etag)).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert_eq!(again.body["error"], "not_retired");
+    // Writable again.
+    assert_eq!(
+        api.put(&id, &restored.etag, AMINA).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(api.history(&id).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retire_and_restore_on_central_and_on_an_offline_satellite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = TestCentral::builder(dir.path().join("central"))
+        .start()
+        .await;
+    retire_and_restore_paths(&Api::central(&central)).await;
+    // No central is reachable from this satellite.
+    let sat = TestSatellite::builder(dir.path().join("sat")).start().await;
+    retire_and_restore_paths(&Api::satellite(&sat)).await;
+}
+
+/// Every merge answer of the contract, on one server.
+async fn merge_paths(api: &Api) {
+    let (a, a1) = api.create(AMINA).await;
+    let (b, b1) = api.create(AMINA_TYPO).await;
+    let b2 = api
+        .patch(
+            &b,
+            &b1,
+            json!({"patient.yaml": {"allergies": ["latex", "sulfa"]}}),
+        )
+        .await
+        .etag;
+
+    // Refusals change nothing.
+    let none = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/patients/{a}/merge"),
+            None,
+            Some(json!({"retire": b, "retire_if_match": b2})),
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::PRECONDITION_REQUIRED);
+    assert_eq!(
+        api.merge(&a, Some(&a1), &a, &a1).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let stale = api.merge(&a, Some(&a1), &b, &b1).await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
+    assert_eq!(stale.body["current_head"], unquote(&b2));
+    let bad = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/patients/{a}/merge"),
+            Some(&a1),
+            Some(json!({"retire": "not-an-id"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(api.get(&a).await.etag, a1);
+    assert_eq!(api.get(&b).await.etag, b2);
+
+    // The merge: lists united, equal values agree, the survivor's value
+    // stays where they differ and the other's is listed.
+    let merged = api.merge(&a, Some(&a1), &b, &b2).await;
+    assert_eq!(merged.status, StatusCode::OK, "{}", merged.body);
+    let doc = patient_doc(&merged.body);
+    assert_eq!(doc["family_name"], "Odhiambo");
+    assert_eq!(doc["phone"], "0712 345678");
+    let allergies: Vec<&str> = doc["allergies"]
+        .as_array()
+        .expect("allergies")
+        .iter()
+        .map(|v| v.as_str().expect("text"))
+        .collect();
+    for allergy in ["penicillin", "latex", "sulfa"] {
+        assert!(allergies.contains(&allergy), "{allergies:?}");
+    }
+    let conflicts = merged.body["conflicts"].as_array().expect("conflicts");
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0]["path"], "/family_name");
+    assert_eq!(conflicts[0]["kept"], "Odhiambo");
+    assert_eq!(conflicts[0]["other"], "Odiambo");
+    let survivor = api.get(&a).await;
+    assert_eq!(survivor.etag, merged.etag);
+    assert_eq!(api.history(&a).await.len(), 2, "one commit on the survivor");
+    let gone = api.get(&b).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.body["replaced_by"], a.as_str());
+    let write = api
+        .patch(&b, &gone.etag, json!({"patient.yaml": {"phone": "1"}}))
+        .await;
+    assert_eq!(write.status, StatusCode::CONFLICT);
+    assert_eq!(write.body["replaced_by"], a.as_str());
+
+    // Either side retired: 409.
+    let again = api.merge(&a, Some(&merged.etag), &b, &gone.etag).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert_eq!(again.body["error"], "retired");
+    let reverse = api.merge(&b, Some(&gone.etag), &a, &merged.etag).await;
+    assert_eq!(reverse.status, StatusCode::CONFLICT, "{}", reverse.body);
+
+    // Restoring the retired record gives it back with its own last files.
+    let restored = api.restore(&b, Some(&gone.etag)).await;
+    assert_eq!(restored.status, StatusCode::OK, "{}", restored.body);
+    assert_eq!(patient_doc(&restored.body)["family_name"], "Odiambo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_on_central_and_on_an_offline_satellite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = TestCentral::builder(dir.path().join("central"))
+        .start()
+        .await;
+    merge_paths(&Api::central(&central)).await;
+    let sat = TestSatellite::builder(dir.path().join("sat")).start().await;
+    merge_paths(&Api::satellite(&sat)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_and_restores_sync_both_ways() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = TestCentral::builder(dir.path().join("central"))
+        .start()
+        .await;
+    let (sid, token) = central.add_instance("north-a", &["north"]).await;
+    let sat = TestSatellite::builder(dir.path().join("sat"))
+        .central(&central.url)
+        .instance(sid, &token)
+        .start()
+        .await;
+    let (hq, local) = (Api::central(&central), Api::satellite(&sat));
+
+    // Retired at central, pulled by the clinic.
+    let (id, _) = local.create(AMINA).await;
+    sat.sync(&[Job::Push]).await;
+    let v = hq.get(&id).await.etag;
+    let tomb = hq.retire(&id, Some(&v)).await;
+    assert_eq!(tomb.status, StatusCode::OK);
+    sat.sync(&[Job::Pull]).await;
+    let gone = local.get(&id).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.etag, tomb.etag);
+
+    // Restored at the clinic, pushed to central.
+    let restored = local.restore(&id, Some(&tomb.etag)).await;
+    assert_eq!(restored.status, StatusCode::OK);
+    sat.sync(&[Job::Push]).await;
+    let back = hq.get(&id).await;
+    assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(back.etag, restored.etag);
+
+    // Retired at the clinic (offline), pushed to central.
+    let tomb = local.retire(&id, Some(&restored.etag)).await;
+    assert_eq!(tomb.status, StatusCode::OK);
+    sat.sync(&[Job::Push]).await;
+    let gone = hq.get(&id).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.etag, tomb.etag);
+    assert_eq!(hq.history(&id).await.len(), 4);
+}
