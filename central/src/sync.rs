@@ -157,6 +157,8 @@ async fn push<D: CentralDb>(
     c.metrics.push_batches.inc();
     c.metrics.push_records.add(request.records.len() as u64);
     let ids: Vec<PatientId> = request.records.iter().map(|r| r.id).collect();
+    let request_expected: Vec<Option<CommitId>> =
+        request.records.iter().map(|r| r.expected).collect();
     let writes = request
         .records
         .into_iter()
@@ -169,9 +171,36 @@ async fn push<D: CentralDb>(
             },
         })
         .collect();
-    let outcomes = apply_writes(c, &Caller::Instance(instance), writes)
+    let expected: Vec<Option<CommitId>> = request_expected;
+    let outcomes = apply_writes(c, &Caller::Instance(instance.clone()), writes)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    // Edits pushed to records that were retired into another: carried
+    // onto the survivor before answering (see `redirect.rs`). One tree
+    // read per moved record tells.
+    let moved: Vec<(PatientId, CommitId, CommitId)> = ids
+        .iter()
+        .zip(&expected)
+        .zip(&outcomes)
+        .filter_map(|((id, old), outcome)| match (old, outcome) {
+            (Some(old), Outcome::Applied { head, .. }) if old != head => Some((*id, *old, *head)),
+            _ => None,
+        })
+        .collect();
+    if !moved.is_empty() {
+        let store_c = Arc::clone(c);
+        let retired = chartsync_http::blocking(move || {
+            Ok(moved
+                .into_iter()
+                .filter(|(id, old, _)| store_c.store.is_retired_at(id, *old).unwrap_or(false))
+                .collect::<Vec<_>>())
+        })
+        .await
+        .unwrap_or_default();
+        for (id, old, new) in retired {
+            crate::redirect::after_push(c, &instance, id, old, new).await;
+        }
+    }
     let results = ids
         .into_iter()
         .zip(outcomes)

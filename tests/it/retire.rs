@@ -465,3 +465,151 @@ async fn tombstones_and_restores_sync_both_ways() {
     assert_eq!(gone.etag, tomb.etag);
     assert_eq!(hq.history(&id).await.len(), 4);
 }
+
+/// A central with two clinics in different catchments.
+struct World {
+    _dir: tempfile::TempDir,
+    central: TestCentral,
+    north: TestSatellite,
+    south: TestSatellite,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = TestCentral::builder(dir.path().join("central"))
+        .start()
+        .await;
+    let mut sats = Vec::new();
+    for (name, catchment) in [("north", "north"), ("south", "south")] {
+        let (id, token) = central.add_instance(name, &[catchment]).await;
+        sats.push(
+            TestSatellite::builder(dir.path().join(name))
+                .central(&central.url)
+                .instance(id, &token)
+                .start()
+                .await,
+        );
+    }
+    let south = sats.pop().expect("south");
+    let north = sats.pop().expect("north");
+    World {
+        _dir: dir,
+        central,
+        north,
+        south,
+    }
+}
+
+fn allergies(body: &Value) -> Vec<String> {
+    patient_doc(body)["allergies"]
+        .as_array()
+        .expect("allergies")
+        .iter()
+        .map(|v| v.as_str().expect("text").to_string())
+        .collect()
+}
+
+const NORTH_AMINA: &str = "given_name: Amina\nfamily_name: Odhiambo\nborn: '1990-04-02'\nallergies: [penicillin]\ncatchment: north\n";
+const SOUTH_AMINA: &str = "given_name: Aminah\nfamily_name: Odhiambo\nborn: '1990-04-02'\nallergies: [latex]\ncatchment: south\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_made_offline_to_a_merged_record_lands_on_the_survivor() {
+    let w = world().await;
+    let (hq, north, south) = (
+        Api::central(&w.central),
+        Api::satellite(&w.north),
+        Api::satellite(&w.south),
+    );
+    let (a, _) = north.create(NORTH_AMINA).await;
+    let (b, b1) = south.create(SOUTH_AMINA).await;
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+
+    // HQ merges the south record into the north one while the south
+    // clinic, offline, records another allergy on its record.
+    let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
+    assert_eq!(bh, b1);
+    let merged = hq.merge(&a, Some(&ah), &b, &bh).await;
+    assert_eq!(merged.status, StatusCode::OK, "{}", merged.body);
+    let edit = south
+        .patch(
+            &b,
+            &b1,
+            json!({"patient.yaml": {"allergies": ["latex", "sulfa"]}}),
+        )
+        .await;
+    assert_eq!(edit.status, StatusCode::OK, "{}", edit.body);
+
+    // The clinic syncs: its edit reaches the survivor, it now holds the
+    // survivor, and its own record is retired into it.
+    w.south.sync(&Job::ALL).await;
+    let survivor = hq.get(&a).await;
+    assert_eq!(survivor.status, StatusCode::OK);
+    let at_hq = allergies(&survivor.body);
+    for allergy in ["penicillin", "latex", "sulfa"] {
+        assert!(at_hq.contains(&allergy.to_string()), "{at_hq:?}");
+    }
+    assert_eq!(at_hq.len(), 3, "{at_hq:?}");
+    let gone = hq.get(&b).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.body["replaced_by"], a.as_str());
+    // The acknowledged offline edit is in the retired record's history.
+    let history = hq.history(&b).await;
+    assert!(
+        history.iter().any(|h| h["commit"] == unquote(&edit.etag)),
+        "{history:?}"
+    );
+    let local = south.get(&a).await;
+    assert_eq!(
+        local.status,
+        StatusCode::OK,
+        "the clinic holds the survivor"
+    );
+    assert_eq!(local.etag, survivor.etag);
+    assert_eq!(south.get(&b).await.status, StatusCode::GONE);
+
+    // The north clinic gets the survivor with everything.
+    w.north.sync(&Job::ALL).await;
+    let there = north.get(&a).await;
+    assert_eq!(there.etag, survivor.etag);
+    assert_eq!(allergies(&there.body).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_holding_only_the_retired_record_gets_the_survivor_on_its_next_pull() {
+    let w = world().await;
+    let (hq, north, south) = (
+        Api::central(&w.central),
+        Api::satellite(&w.north),
+        Api::satellite(&w.south),
+    );
+    let (a, _) = north.create(NORTH_AMINA).await;
+    let (b, _) = south.create(SOUTH_AMINA).await;
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+    assert_eq!(south.get(&a).await.status, StatusCode::NOT_FOUND);
+    let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
+    let merged = hq.merge(&a, Some(&ah), &b, &bh).await;
+    assert_eq!(merged.status, StatusCode::OK);
+    w.south.sync(&[Job::Pull]).await;
+    let gone = south.get(&b).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.body["replaced_by"], a.as_str());
+    let survivor = south.get(&a).await;
+    assert_eq!(survivor.status, StatusCode::OK);
+    assert_eq!(survivor.etag, merged.etag);
+    assert_eq!(allergies(&survivor.body), ["penicillin", "latex"]);
+
+    // Merge, then restore: the retired record comes back with its own
+    // data at both clinics, and the survivor keeps what it took in.
+    let restored = hq.restore(&b, Some(&gone.etag)).await;
+    assert_eq!(restored.status, StatusCode::OK);
+    w.south.sync(&[Job::Pull]).await;
+    let back = south.get(&b).await;
+    assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(allergies(&back.body), ["latex"]);
+    assert_eq!(
+        allergies(&south.get(&a).await.body),
+        ["penicillin", "latex"]
+    );
+}

@@ -386,9 +386,9 @@ fn stale(record: RecordBody, expected: CommitId) -> ApiError {
 }
 
 /// Merges record `retire` into `survivor`: the survivor gets one commit
-/// holding both records' data (the field-level three-way merge with an
-/// empty base: lists united, equal values agree; where they differ the
-/// survivor's value stays and the other's is listed in `conflicts`); then
+/// holding both records' data, united field by field (lists united, equal
+/// values agree; where they differ the survivor's value stays and the
+/// other's is listed in `conflicts`); then
 /// `retire` is retired with `replaced_by` = survivor.
 async fn merge<S: RecordService>(
     Authenticated(caller): Authenticated<S::Caller>,
@@ -447,11 +447,7 @@ async fn merge<S: RecordService>(
     if gone.head != other_head {
         return Err(stale(gone, other_head));
     }
-    let merged = chartsync_merge::files::merge_files(
-        &chartsync_protocol::Files::new(),
-        &gone.files,
-        &kept.files,
-    );
+    let merged = chartsync_merge::unite_files(&kept.files, &gone.files);
     let conflicts: Vec<serde_json::Value> = merged
         .conflicts
         .iter()
