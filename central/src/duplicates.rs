@@ -213,6 +213,11 @@ async fn person_at<D: CentralDb>(
             return Found::Unreadable;
         }
     };
+    // A retired record is nobody's duplicate any more (a restore is a
+    // change, and indexes it again).
+    if files.contains_key(chartsync_store::RETIRED_FILE) {
+        return Found::Nothing;
+    }
     let Some(document) = files
         .get("patient.yaml")
         .and_then(|text| chartsync_merge::parse_yaml(text).ok())
