@@ -199,7 +199,9 @@ async fn a_clinician_and_hq_use_the_pages() {
         .await;
     shot(&browser, "hq-duplicates").await;
     browser
-        .click_and_wait("#duplicate-pairs .pair button[type=submit]")
+        .click_and_wait(
+            "#duplicate-pairs .pair form[action='/ui/duplicates/dismiss'] button[type=submit]",
+        )
         .await;
     assert_eq!(browser.count("#duplicate-pairs .pair").await, 0);
     assert!(

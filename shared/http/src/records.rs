@@ -422,17 +422,60 @@ async fn merge<S: RecordService>(
             ApiError::bad_request("bad_precondition", format!("retire_if_match: {e}"))
         })?;
     let other = body.retire;
+    let meta = author_from_headers(
+        &headers,
+        service.default_author(),
+        &format!("Merge record {other} into this one (same person)"),
+    )?;
+    let (record, conflicts) = merge_records(
+        &service,
+        caller,
+        survivor,
+        survivor_head,
+        other,
+        other_head,
+        meta,
+    )
+    .await?;
+    let body = serde_json::json!({
+        "id": record.id,
+        "head": record.head,
+        "files": record.files,
+        "retired": other,
+        "conflicts": conflicts,
+    });
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(record.head));
+    Ok(response)
+}
+
+/// What a merge left for a clinician: per field where the two records
+/// differ, the survivor's value (kept) and the other's.
+pub type MergeConflicts = Vec<serde_json::Value>;
+
+/// Merges record `other` into `survivor` (both at the heads given, neither
+/// retired): the survivor gets one commit holding both records' data,
+/// united field by field (lists united, equal values agree; where they
+/// differ the survivor's value stays and the other's is listed); then
+/// `other` is retired with `replaced_by` = survivor. Used by `POST
+/// /v1/patients/{survivor}/merge` and by HQ's page.
+pub async fn merge_records<S: RecordService>(
+    service: &S,
+    caller: S::Caller,
+    survivor: PatientId,
+    survivor_head: CommitId,
+    other: PatientId,
+    other_head: CommitId,
+    meta: CommitMeta,
+) -> Result<(RecordBody, MergeConflicts), ApiError> {
     if other == survivor {
         return Err(ApiError::bad_request(
             "same_record",
             "a record cannot be merged into itself: \"retire\" must name another record",
         ));
     }
-    let meta = author_from_headers(
-        &headers,
-        service.default_author(),
-        &format!("Merge record {other} into this one (same person)"),
-    )?;
     let kept = service.read(caller.clone(), survivor).await?;
     if let Some(r) = Retirement::of(&kept.files) {
         return Err(ApiError::retired(survivor, r.replaced_by));
@@ -487,16 +530,5 @@ async fn merge<S: RecordService>(
             },
         )
         .await?;
-    let body = serde_json::json!({
-        "id": record.id,
-        "head": record.head,
-        "files": record.files,
-        "retired": other,
-        "conflicts": conflicts,
-    });
-    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::ETAG, etag(record.head));
-    Ok(response)
+    Ok((record, conflicts))
 }
