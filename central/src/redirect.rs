@@ -37,6 +37,89 @@ fn without_marker(files: &Files) -> Files {
     out
 }
 
+/// After a push retired `id` at `new` with `replaced_by`: when the record
+/// that replaces it has been retired into `id` in turn (two clinics merged
+/// the same pair in opposite directions while offline), the tombstone
+/// central accepted first wins and this later one is undone: `id` is
+/// restored with its data, and stays the survivor. Failures are logged.
+pub async fn after_retire<D: CentralDb>(central: &Arc<Central<D>>, id: PatientId, new: CommitId) {
+    if let Err(e) = undo_cycle(central, id, new).await {
+        tracing::error!(patient = %id, code = %e.code, message = %e.message, "could not undo a merge that contradicts an earlier one");
+    }
+}
+
+async fn undo_cycle<D: CentralDb>(
+    central: &Arc<Central<D>>,
+    id: PatientId,
+    new: CommitId,
+) -> Result<(), chartsync_http::ApiError> {
+    let c = Arc::clone(central);
+    let files = chartsync_http::blocking(move || Ok(c.store.read_at(&id, new)?)).await?;
+    let Some(Retirement {
+        replaced_by: Some(mut next),
+        ..
+    }) = files.as_ref().and_then(Retirement::of)
+    else {
+        return Ok(());
+    };
+    let mut cycle = false;
+    for _ in 0..MAX_HOPS {
+        if next == id {
+            cycle = true;
+            break;
+        }
+        let Some(row) = central
+            .db
+            .records(&[next])
+            .await
+            .map_err(|e| chartsync_http::ApiError::internal(&e))?
+            .into_iter()
+            .next()
+            .flatten()
+        else {
+            break;
+        };
+        let c = Arc::clone(central);
+        let (nid, head) = (next, row.head);
+        let files = chartsync_http::blocking(move || Ok(c.store.read_at(&nid, head)?)).await?;
+        match files.as_ref().and_then(Retirement::of) {
+            Some(Retirement {
+                replaced_by: Some(after),
+                ..
+            }) => next = after,
+            _ => break,
+        }
+    }
+    if !cycle {
+        return Ok(());
+    }
+    let write = Write {
+        id,
+        kind: WriteKind::Api {
+            condition: Condition::MatchHead(new),
+            change: Change::Restore,
+            meta: CommitMeta::new(
+                "chartsync",
+                "chartsync@localhost",
+                "Restore record: another record was merged into this one first (central's first accepted merge wins); this record stays the survivor",
+            ),
+        },
+    };
+    match apply_writes(central, &Caller::Admin, vec![write])
+        .await
+        .map_err(|e| chartsync_http::ApiError::internal(&e))?
+        .into_iter()
+        .next()
+    {
+        Some(Outcome::Applied { .. }) => {
+            tracing::info!(patient = %id, "a later merge in the opposite direction was undone");
+            Ok(())
+        }
+        Some(Outcome::Failed(e)) => Err(e),
+        _ => Err(chartsync_http::ApiError::busy("the record is busy", 1)),
+    }
+}
+
 /// After a push to `id` moved its head from `old` to `new`: when `old` was
 /// a tombstone with `replaced_by` and the push changed the record's data,
 /// carries that change onto the survivor. Failures are logged: the edit is

@@ -190,15 +190,28 @@ async fn push<D: CentralDb>(
     if !moved.is_empty() {
         let store_c = Arc::clone(c);
         let retired = chartsync_http::blocking(move || {
+            let retired_at =
+                |id: &PatientId, at: CommitId| store_c.store.is_retired_at(id, at).unwrap_or(false);
             Ok(moved
                 .into_iter()
-                .filter(|(id, old, _)| store_c.store.is_retired_at(id, *old).unwrap_or(false))
+                .map(|(id, old, new)| (id, old, new, retired_at(&id, old), retired_at(&id, new)))
+                .filter(|(.., was, is)| *was || *is)
                 .collect::<Vec<_>>())
         })
         .await
         .unwrap_or_default();
-        for (id, old, new) in retired {
-            crate::redirect::after_push(c, &instance, id, old, new).await;
+        // First tombstones this push brought (a merge made at the clinic
+        // that a merge accepted earlier contradicts is undone), then the
+        // edits to records that were retired already.
+        for (id, _, new, was, is) in &retired {
+            if !*was && *is {
+                crate::redirect::after_retire(c, *id, *new).await;
+            }
+        }
+        for (id, old, new, was, _) in retired {
+            if was {
+                crate::redirect::after_push(c, &instance, id, old, new).await;
+            }
         }
     }
     let results = ids

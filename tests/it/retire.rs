@@ -613,3 +613,102 @@ async fn a_clinic_holding_only_the_retired_record_gets_the_survivor_on_its_next_
         ["penicillin", "latex"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opposite_merges_of_one_pair_at_two_offline_clinics_converge_on_one_survivor() {
+    concurrent_merges(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_merge_at_two_offline_clinics_converges_without_a_conflict() {
+    concurrent_merges(false).await;
+}
+
+/// Both clinics hold both records; offline, the north clinic merges B into
+/// A, and the south clinic records an allergy on B and merges the pair too
+/// (A into B when `opposite`, else B into A). North syncs first.
+async fn concurrent_merges(opposite: bool) {
+    let w = world().await;
+    let (hq, north, south) = (
+        Api::central(&w.central),
+        Api::satellite(&w.north),
+        Api::satellite(&w.south),
+    );
+    let (a, _) = north.create(NORTH_AMINA).await;
+    let (b, _) = south.create(SOUTH_AMINA).await;
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+    // Each clinic also holds the other's record (fetched by id).
+    for (api, id) in [(&north, &b), (&south, &a)] {
+        let r = api
+            .send(
+                reqwest::Method::POST,
+                &format!("/v1/patients/{id}/fetch"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+
+    // Offline: the south clinic records an allergy, then each clinic
+    // merges the pair, in opposite directions.
+    let bh = south.get(&b).await.etag;
+    let edit = south
+        .patch(
+            &b,
+            &bh,
+            json!({"patient.yaml": {"allergies": ["latex", "sulfa"]}}),
+        )
+        .await;
+    assert_eq!(edit.status, StatusCode::OK);
+    let (na, nb) = (north.get(&a).await.etag, north.get(&b).await.etag);
+    let at_north = north.merge(&a, Some(&na), &b, &nb).await;
+    assert_eq!(at_north.status, StatusCode::OK, "{}", at_north.body);
+    let (sa, sb) = (south.get(&a).await.etag, south.get(&b).await.etag);
+    let at_south = if opposite {
+        south.merge(&b, Some(&sb), &a, &sa).await
+    } else {
+        south.merge(&a, Some(&sa), &b, &sb).await
+    };
+    assert_eq!(at_south.status, StatusCode::OK, "{}", at_south.body);
+
+    // North syncs first: its merge is the one central accepts first.
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+
+    // One survivor, A, with every allergy; B retired into it; the same at
+    // both clinics.
+    let survivor = hq.get(&a).await;
+    assert_eq!(survivor.status, StatusCode::OK, "{}", survivor.body);
+    let list = allergies(&survivor.body);
+    for allergy in ["penicillin", "latex", "sulfa"] {
+        assert!(list.contains(&allergy.to_string()), "{list:?}");
+    }
+    assert_eq!(list.len(), 3, "{list:?}");
+    let gone = hq.get(&b).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.body["replaced_by"], a.as_str());
+    for api in [&north, &south] {
+        let here = api.get(&a).await;
+        assert_eq!(here.status, StatusCode::OK);
+        assert_eq!(here.etag, survivor.etag);
+        let gone_here = api.get(&b).await;
+        assert_eq!(gone_here.status, StatusCode::GONE);
+        assert_eq!(gone_here.etag, gone.etag);
+    }
+    // Every acknowledged write is in some history at central.
+    let (ha, hb) = (hq.history(&a).await, hq.history(&b).await);
+    let all: Vec<&Value> = ha.iter().chain(hb.iter()).collect();
+    for etag in [&edit.etag, &at_north.etag, &at_south.etag] {
+        assert!(
+            all.iter().any(|h| h["commit"] == unquote(etag)),
+            "{etag} missing"
+        );
+    }
+    // No clinic was handed a conflict over the two tombstones.
+    assert_eq!(w.north.status().open_conflicts, 0);
+    assert_eq!(w.south.status().open_conflicts, 0);
+}
