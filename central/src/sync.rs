@@ -192,10 +192,13 @@ async fn push<D: CentralDb>(
         let retired = chartsync_http::blocking(move || {
             let retired_at =
                 |id: &PatientId, at: CommitId| store_c.store.is_retired_at(id, at).unwrap_or(false);
+            // Both cases need the new head retired (a push from a retired
+            // head to an active one is a restore): the old head is read
+            // only then.
             Ok(moved
                 .into_iter()
-                .map(|(id, old, new)| (id, old, new, retired_at(&id, old), retired_at(&id, new)))
-                .filter(|(.., was, is)| *was || *is)
+                .filter(|(id, _, new)| retired_at(id, *new))
+                .map(|(id, old, new)| (id, old, new, retired_at(&id, old), true))
                 .collect::<Vec<_>>())
         })
         .await
