@@ -712,3 +712,40 @@ async fn concurrent_merges(opposite: bool) {
     assert_eq!(w.north.status().open_conflicts, 0);
     assert_eq!(w.south.status().open_conflicts, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_cannot_retire_or_merge_records_outside_its_scope_at_central() {
+    let w = world().await;
+    let (hq, north, south) = (
+        Api::central(&w.central),
+        Api::satellite(&w.north),
+        Api::satellite(&w.south),
+    );
+    let (a, _) = north.create(NORTH_AMINA).await;
+    let (b, _) = south.create(SOUTH_AMINA).await;
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+    let token = w.north.sat.config.token().expect("token").expect("set").0;
+    let as_north = Api {
+        url: w.central.url.clone(),
+        token: Some(token),
+        http: client(),
+    };
+    let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
+    // Out of scope answers as unknown (404), and changes nothing.
+    assert_eq!(
+        as_north.retire(&b, Some(&bh)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        as_north.restore(&b, Some(&bh)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let merge = as_north.merge(&a, Some(&ah), &b, &bh).await;
+    assert_eq!(merge.status, StatusCode::NOT_FOUND, "{}", merge.body);
+    assert_eq!(hq.get(&a).await.etag, ah);
+    assert_eq!(hq.get(&b).await.etag, bh);
+    // Its own record it may retire.
+    assert_eq!(as_north.retire(&a, Some(&ah)).await.status, StatusCode::OK);
+    assert_eq!(hq.get(&a).await.status, StatusCode::GONE);
+}
