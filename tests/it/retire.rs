@@ -749,3 +749,590 @@ async fn a_clinic_cannot_retire_or_merge_records_outside_its_scope_at_central() 
     assert_eq!(as_north.retire(&a, Some(&ah)).await.status, StatusCode::OK);
     assert_eq!(hq.get(&a).await.status, StatusCode::GONE);
 }
+
+/// How a hostile request authenticates.
+#[derive(Clone, Copy, Debug)]
+enum Auth {
+    /// The server's token (none for a satellite without `api_token`).
+    Given,
+    /// No `Authorization` header.
+    Missing,
+    /// A token the server does not know.
+    Wrong,
+}
+
+/// One hostile request and the answer the contract gives it.
+struct Attack {
+    what: &'static str,
+    method: reqwest::Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Vec<u8>>,
+    auth: Auth,
+    status: StatusCode,
+    code: &'static str,
+}
+
+impl Api {
+    async fn attack(&self, a: &Attack) -> Answer {
+        let mut r = self
+            .http
+            .request(a.method.clone(), format!("{}{}", self.url, a.path));
+        match (a.auth, &self.token) {
+            (Auth::Given, Some(t)) => r = r.bearer_auth(t),
+            (Auth::Wrong, _) => r = r.bearer_auth("not-the-token-0123456789abcdef"),
+            _ => {}
+        }
+        for (name, value) in &a.headers {
+            r = r.header(*name, value);
+        }
+        if let Some(b) = &a.body {
+            r = r.header("content-type", "application/json").body(b.clone());
+        }
+        let r = r.send().await.expect("send");
+        let status = r.status();
+        let etag = r
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().expect("etag").to_string())
+            .unwrap_or_default();
+        Answer {
+            status,
+            etag,
+            body: r.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    /// What a refusal must not change: per record its read status, ETag
+    /// and history length.
+    async fn state(&self, ids: &[&str]) -> Vec<(StatusCode, String, usize)> {
+        let mut out = Vec::new();
+        for id in ids {
+            let got = self.get(id).await;
+            out.push((got.status, got.etag, self.history(id).await.len()));
+        }
+        out
+    }
+}
+
+/// Every way a hostile client can get retire, restore and merge wrong, on
+/// one server: each answers the contract's status with a JSON error naming
+/// its code and a message, and changes no record.
+async fn hostile_retire_restore_merge(api: &Api) {
+    let (a, a1) = api.create(AMINA).await;
+    let (b, b1) = api.create(AMINA_TYPO).await;
+    let (r, r1) = api.create(AMINA).await;
+    let rt = api.retire(&r, Some(&r1)).await;
+    assert_eq!(rt.status, StatusCode::OK, "{}", rt.body);
+    let rt = rt.etag;
+    let unknown = chartsync_protocol::PatientId::random().to_string();
+    let ids = [a.as_str(), b.as_str(), r.as_str()];
+
+    let merge_of = |survivor: &str| format!("/v1/patients/{survivor}/merge");
+    let json = |v: Value| Some(v.to_string().into_bytes());
+    let good_merge = || json(json!({"retire": b, "retire_if_match": b1}));
+    let if_match = |tag: &str| vec![("if-match", tag.to_string())];
+    let weak = |tag: &str| format!("W/{tag}");
+    let post = reqwest::Method::POST;
+    let delete = reqwest::Method::DELETE;
+    let row = |what,
+               method: &reqwest::Method,
+               path: &str,
+               headers: Vec<(&'static str, String)>,
+               body: Option<Vec<u8>>,
+               status,
+               code| Attack {
+        what,
+        method: method.clone(),
+        path: path.to_string(),
+        headers,
+        body,
+        auth: Auth::Given,
+        status,
+        code,
+    };
+    let huge_hash = "a".repeat(60_000);
+    let mut attacks = vec![
+        // Merge: the body.
+        row(
+            "merge with itself",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": a, "retire_if_match": a1})),
+            StatusCode::BAD_REQUEST,
+            "same_record",
+        ),
+        row(
+            "merge an unknown record",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": unknown, "retire_if_match": b1})),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        row(
+            "merge into an unknown record",
+            &post,
+            &merge_of(&unknown),
+            if_match(&a1),
+            good_merge(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        row(
+            "merge into a bad id",
+            &post,
+            "/v1/patients/not-an-id/merge",
+            if_match(&a1),
+            good_merge(),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        row(
+            "retire is not an id",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": "not-an-id", "retire_if_match": b1})),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "no retire_if_match",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": b})),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "no retire",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire_if_match": b1})),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "an extra field",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": b, "retire_if_match": b1, "replaced_by": a})),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "wrong types",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": 7, "retire_if_match": true})),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "an array",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!([b, b1])),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "null",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(Value::Null),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "not JSON",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            Some(format!("retire={b}").into_bytes()),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "no body",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
+            "over the body limit",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            Some(vec![b' '; 70_000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        row(
+            "a huge retire_if_match",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": b, "retire_if_match": huge_hash})),
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "retire_if_match not a hash",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": b, "retire_if_match": "xyz"})),
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "retire_if_match weak",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": b, "retire_if_match": weak(&b1)})),
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "retire_if_match stale",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": b, "retire_if_match": a1})),
+            StatusCode::PRECONDITION_FAILED,
+            "conflict",
+        ),
+        // Merge: the survivor's precondition.
+        row(
+            "merge without If-Match",
+            &post,
+            &merge_of(&a),
+            vec![],
+            good_merge(),
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition_required",
+        ),
+        row(
+            "merge with a bare hash",
+            &post,
+            &merge_of(&a),
+            if_match(unquote(&a1)),
+            good_merge(),
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "merge with a weak ETag",
+            &post,
+            &merge_of(&a),
+            if_match(&weak(&a1)),
+            good_merge(),
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "merge with If-Match: *",
+            &post,
+            &merge_of(&a),
+            if_match("*"),
+            good_merge(),
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "merge with If-None-Match: *",
+            &post,
+            &merge_of(&a),
+            vec![("if-none-match", "*".to_string())],
+            good_merge(),
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "merge with a stale If-Match",
+            &post,
+            &merge_of(&a),
+            if_match(&b1),
+            good_merge(),
+            StatusCode::PRECONDITION_FAILED,
+            "conflict",
+        ),
+        row(
+            "merge into a retired record",
+            &post,
+            &merge_of(&r),
+            if_match(&rt),
+            good_merge(),
+            StatusCode::CONFLICT,
+            "retired",
+        ),
+        row(
+            "merge a retired record",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            json(json!({"retire": r, "retire_if_match": rt})),
+            StatusCode::CONFLICT,
+            "retired",
+        ),
+        // DELETE.
+        row(
+            "DELETE without If-Match",
+            &delete,
+            &format!("/v1/patients/{a}"),
+            vec![],
+            None,
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition_required",
+        ),
+        row(
+            "DELETE with a bare hash",
+            &delete,
+            &format!("/v1/patients/{a}"),
+            if_match(unquote(&a1)),
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "DELETE with a weak ETag",
+            &delete,
+            &format!("/v1/patients/{a}"),
+            if_match(&weak(&a1)),
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "DELETE with two ETags",
+            &delete,
+            &format!("/v1/patients/{a}"),
+            if_match(&format!("{a1}, {b1}")),
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "DELETE with If-None-Match: *",
+            &delete,
+            &format!("/v1/patients/{a}"),
+            vec![("if-none-match", "*".to_string())],
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "DELETE with both preconditions",
+            &delete,
+            &format!("/v1/patients/{a}"),
+            vec![("if-match", a1.clone()), ("if-none-match", "*".to_string())],
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "DELETE stale",
+            &delete,
+            &format!("/v1/patients/{a}"),
+            if_match(&b1),
+            None,
+            StatusCode::PRECONDITION_FAILED,
+            "conflict",
+        ),
+        row(
+            "DELETE with a body",
+            &delete,
+            &format!("/v1/patients/{a}"),
+            if_match(&a1),
+            json(json!({"replaced_by": b})),
+            StatusCode::BAD_REQUEST,
+            "unexpected_body",
+        ),
+        row(
+            "DELETE a retired record",
+            &delete,
+            &format!("/v1/patients/{r}"),
+            if_match(&rt),
+            None,
+            StatusCode::CONFLICT,
+            "retired",
+        ),
+        row(
+            "DELETE an unknown record",
+            &delete,
+            &format!("/v1/patients/{unknown}"),
+            if_match(&a1),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        row(
+            "DELETE * an unknown record",
+            &delete,
+            &format!("/v1/patients/{unknown}"),
+            if_match("*"),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        // Restore.
+        row(
+            "restore a record never retired",
+            &post,
+            &format!("/v1/patients/{a}/restore"),
+            if_match(&a1),
+            None,
+            StatusCode::CONFLICT,
+            "not_retired",
+        ),
+        row(
+            "restore without If-Match",
+            &post,
+            &format!("/v1/patients/{r}/restore"),
+            vec![],
+            None,
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition_required",
+        ),
+        row(
+            "restore with a bare hash",
+            &post,
+            &format!("/v1/patients/{r}/restore"),
+            if_match(unquote(&rt)),
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "restore with a weak ETag",
+            &post,
+            &format!("/v1/patients/{r}/restore"),
+            if_match(&weak(&rt)),
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "restore with If-None-Match: *",
+            &post,
+            &format!("/v1/patients/{r}/restore"),
+            vec![("if-none-match", "*".to_string())],
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_precondition",
+        ),
+        row(
+            "restore stale",
+            &post,
+            &format!("/v1/patients/{r}/restore"),
+            if_match(&r1),
+            None,
+            StatusCode::PRECONDITION_FAILED,
+            "conflict",
+        ),
+        row(
+            "restore with a body",
+            &post,
+            &format!("/v1/patients/{r}/restore"),
+            if_match(&rt),
+            json(json!({"files": {}})),
+            StatusCode::BAD_REQUEST,
+            "unexpected_body",
+        ),
+        row(
+            "restore an unknown record",
+            &post,
+            &format!("/v1/patients/{unknown}/restore"),
+            if_match(&rt),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    // Without the token, or with a wrong one (where the server has one).
+    if api.token.is_some() {
+        for auth in [Auth::Missing, Auth::Wrong] {
+            for mut attack in [
+                row(
+                    "DELETE",
+                    &delete,
+                    &format!("/v1/patients/{a}"),
+                    if_match(&a1),
+                    None,
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                ),
+                row(
+                    "restore",
+                    &post,
+                    &format!("/v1/patients/{r}/restore"),
+                    if_match(&rt),
+                    None,
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                ),
+                row(
+                    "merge",
+                    &post,
+                    &merge_of(&a),
+                    if_match(&a1),
+                    good_merge(),
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                ),
+            ] {
+                attack.auth = auth;
+                attacks.push(attack);
+            }
+        }
+    }
+    for attack in &attacks {
+        let before = api.state(&ids).await;
+        let got = api.attack(attack).await;
+        let what = format!("{} ({:?}): {}", attack.what, attack.auth, got.body);
+        assert_eq!(got.status, attack.status, "{what}");
+        assert_eq!(got.body["error"], attack.code, "{what}");
+        assert!(
+            got.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        assert_eq!(api.state(&ids).await, before, "{what} changed a record");
+    }
+    // The good requests still work after all that.
+    let merged = api.merge(&a, Some(&a1), &b, &b1).await;
+    assert_eq!(merged.status, StatusCode::OK, "{}", merged.body);
+    let restored = api.restore(&r, Some(&rt)).await;
+    assert_eq!(restored.status, StatusCode::OK, "{}", restored.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_retire_restore_and_merge_requests_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = TestCentral::builder(dir.path().join("central"))
+        .config("max_body_bytes = 65536")
+        .start()
+        .await;
+    hostile_retire_restore_merge(&Api::central(&central)).await;
+    let token = "clinic-api-token-0123456789abcdef";
+    let sat = TestSatellite::builder(dir.path().join("sat"))
+        .config(&format!("max_body_bytes = 65536\napi_token = \"{token}\""))
+        .start()
+        .await;
+    let mut api = Api::satellite(&sat);
+    api.token = Some(token.to_string());
+    hostile_retire_restore_merge(&api).await;
+}

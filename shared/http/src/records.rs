@@ -313,6 +313,22 @@ fn gone(record: &RecordBody, retired: &Retirement) -> Response {
     response
 }
 
+/// Refuses a body on a request that takes none (DELETE, restore): a
+/// client sending one means something this API would not do, say a
+/// `replaced_by` on a DELETE, so it is told rather than ignored.
+fn no_body(headers: &HeaderMap) -> Result<(), ApiError> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().map(str::trim).unwrap_or("?"));
+    if matches!(length, Some(l) if l != "0") || headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ApiError::bad_request(
+            "unexpected_body",
+            "this request takes no body: send the precondition in If-Match and nothing else (a merge is POST /v1/patients/{survivor}/merge)",
+        ));
+    }
+    Ok(())
+}
+
 /// The condition of a retire or restore: `If-Match` only.
 fn match_condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
     match condition(headers)? {
@@ -330,6 +346,7 @@ async fn retire<S: RecordService>(
     PathParam(id): PathParam<PatientId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    no_body(&headers)?;
     let condition = match_condition(&headers)?;
     let meta = author_from_headers(&headers, service.default_author(), "Retire record")?;
     let request = WriteRequest {
@@ -348,6 +365,7 @@ async fn restore<S: RecordService>(
     PathParam(id): PathParam<PatientId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    no_body(&headers)?;
     let condition = match_condition(&headers)?;
     let meta = author_from_headers(&headers, service.default_author(), "Restore record")?;
     let request = WriteRequest {
@@ -398,21 +416,29 @@ async fn merge<S: RecordService>(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Condition::MatchHead(survivor_head) = condition(&headers)? else {
-        return Err(ApiError::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "precondition_required",
-            "a merge needs If-Match: \"<survivor's head>\"",
+        // Sent, but not a head: `If-Match: *` or `If-None-Match: *`.
+        return Err(ApiError::bad_request(
+            "bad_precondition",
+            "a merge needs the survivor's head as read: If-Match: \"<hash>\" (not * and not If-None-Match)",
         ));
     };
     let bytes = read_body(&headers, body, service.body_limit()).await?;
-    let body: MergeBody = serde_json::from_slice(&bytes).map_err(|e| {
+    let bad = |e: String| {
         ApiError::bad_request(
             "bad_json",
             format!(
-                "the body must be JSON like {{\"retire\": \"<id>\", \"retire_if_match\": \"<hash>\"}}: {e}"
+                "the body must be a JSON object like {{\"retire\": \"<id>\", \"retire_if_match\": \"<hash>\"}}: {e}"
             ),
         )
-    })?;
+    };
+    // An object only: serde would also take the fields as an array.
+    let body: MergeBody = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(value @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(value).map_err(|e| bad(e.to_string()))?
+        }
+        Ok(_) => return Err(bad("not an object".into())),
+        Err(e) => return Err(bad(e.to_string())),
+    };
     let other_head: CommitId = body
         .retire_if_match
         .trim()
