@@ -1336,3 +1336,125 @@ async fn hostile_retire_restore_and_merge_requests_are_refused_and_change_nothin
     api.token = Some(token.to_string());
     hostile_retire_restore_merge(&api).await;
 }
+
+/// A merged into B, then B into C: each read names the record it was
+/// merged into (A names B, B names C), writes to either are refused with
+/// that name, and following `replaced_by` reaches C, which holds all three.
+async fn merge_chain(api: &Api) {
+    let (a, a1) = api.create(AMINA).await;
+    let (b, b1) = api.create(AMINA_TYPO).await;
+    let (c, c1) = api
+        .create("given_name: Amina\nfamily_name: Odhiambo\nallergies: [sulfa]\ncatchment: north\n")
+        .await;
+    let ab = api.merge(&b, Some(&b1), &a, &a1).await;
+    assert_eq!(ab.status, StatusCode::OK, "{}", ab.body);
+    let bc = api.merge(&c, Some(&c1), &b, &ab.etag).await;
+    assert_eq!(bc.status, StatusCode::OK, "{}", bc.body);
+
+    let ga = api.get(&a).await;
+    assert_eq!(ga.status, StatusCode::GONE, "{}", ga.body);
+    assert_eq!(ga.body["replaced_by"], b.as_str());
+    let gb = api.get(&b).await;
+    assert_eq!(gb.status, StatusCode::GONE, "{}", gb.body);
+    assert_eq!(gb.body["replaced_by"], c.as_str());
+    // Following replaced_by ends at C, holding all three records' data.
+    let mut at = a.clone();
+    let mut hops = 0;
+    let last = loop {
+        let got = api.get(&at).await;
+        if got.status == StatusCode::OK {
+            break got;
+        }
+        assert_eq!(got.status, StatusCode::GONE);
+        at = got.body["replaced_by"]
+            .as_str()
+            .expect("replaced_by")
+            .to_string();
+        hops += 1;
+        assert!(hops <= 2, "the chain is two long");
+    };
+    assert_eq!(at, c);
+    let mut held = allergies(&last.body);
+    held.sort();
+    assert_eq!(held, ["latex", "penicillin", "sulfa"]);
+
+    // Writes to A or B, and merges naming them, change nothing.
+    let before = api.state(&[a.as_str(), b.as_str(), c.as_str()]).await;
+    for (got, into) in [
+        (api.put(&a, &ga.etag, AMINA).await, &b),
+        (api.retire(&b, Some(&gb.etag)).await, &c),
+        (api.merge(&a, Some(&ga.etag), &c, &bc.etag).await, &b),
+        (api.merge(&c, Some(&bc.etag), &a, &ga.etag).await, &b),
+    ] {
+        assert_eq!(got.status, StatusCode::CONFLICT, "{}", got.body);
+        assert_eq!(got.body["error"], "retired");
+        assert_eq!(got.body["replaced_by"], into.as_str(), "{}", got.body);
+    }
+    assert_eq!(
+        api.state(&[a.as_str(), b.as_str(), c.as_str()]).await,
+        before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_merges_reads_one_hop_at_a_time_and_ends_at_the_last_survivor() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = TestCentral::builder(dir.path().join("central"))
+        .start()
+        .await;
+    merge_chain(&Api::central(&central)).await;
+    let sat = TestSatellite::builder(dir.path().join("sat")).start().await;
+    merge_chain(&Api::satellite(&sat)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_central_a_record_outside_the_clinics_scope_answers_a_merge_as_an_unknown_one() {
+    let w = world().await;
+    let (hq, north, south) = (
+        Api::central(&w.central),
+        Api::satellite(&w.north),
+        Api::satellite(&w.south),
+    );
+    let (a, _) = north.create(NORTH_AMINA).await;
+    let (b, _) = south.create(SOUTH_AMINA).await;
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+    let token = w.north.sat.config.token().expect("token").expect("set").0;
+    let as_north = Api {
+        url: w.central.url.clone(),
+        token: Some(token),
+        http: client(),
+    };
+    let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
+    let unknown = chartsync_protocol::PatientId::random().to_string();
+    let before = hq.state(&[a.as_str(), b.as_str()]).await;
+    // The same answer, but for the id it names, whichever side is out of
+    // scope: nothing tells the clinic that the record exists.
+    let same = |got: &Answer, id: &str, unknown_answer: &Answer| {
+        assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.body);
+        assert_eq!(
+            got.body.to_string().replace(id, "X"),
+            unknown_answer.body.to_string().replace(&unknown, "X")
+        );
+    };
+    let out_other = as_north.merge(&a, Some(&ah), &b, &bh).await;
+    let unknown_other = as_north.merge(&a, Some(&ah), &unknown, &bh).await;
+    same(&out_other, &b, &unknown_other);
+    let out_survivor = as_north.merge(&b, Some(&bh), &a, &ah).await;
+    let unknown_survivor = as_north.merge(&unknown, Some(&bh), &a, &ah).await;
+    same(&out_survivor, &b, &unknown_survivor);
+    for (got, unknown_answer) in [
+        (
+            as_north.retire(&b, Some(&bh)).await,
+            as_north.retire(&unknown, Some(&bh)).await,
+        ),
+        (
+            as_north.restore(&b, Some(&bh)).await,
+            as_north.restore(&unknown, Some(&bh)).await,
+        ),
+        (as_north.get(&b).await, as_north.get(&unknown).await),
+    ] {
+        same(&got, &b, &unknown_answer);
+    }
+    assert_eq!(hq.state(&[a.as_str(), b.as_str()]).await, before);
+}
