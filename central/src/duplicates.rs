@@ -418,7 +418,7 @@ async fn dismiss<D: CentralDb>(
     body: Body,
 ) -> Result<axum::Json<Value>, ApiError> {
     let body = read_body(&headers, body, MAX_DISMISS_BODY).await?;
-    let body: DismissBody = serde_json::from_slice(&body).map_err(|e| {
+    let body: DismissBody = chartsync_http::json_object(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("the body must be {{\"a\": \"<id>\", \"b\": \"<id>\"}}: {e}"),

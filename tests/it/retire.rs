@@ -1458,3 +1458,71 @@ async fn at_central_a_record_outside_the_clinics_scope_answers_a_merge_as_an_unk
     }
     assert_eq!(hq.state(&[a.as_str(), b.as_str()]).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_array_where_an_object_is_expected_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = TestCentral::builder(dir.path().join("central"))
+        .start()
+        .await;
+    let sat = TestSatellite::builder(dir.path().join("sat")).start().await;
+    let hq = Api::central(&central);
+    let clinic = Api::satellite(&sat);
+    for api in [&hq, &clinic] {
+        let (a, a1) = api.create(AMINA).await;
+        let (b, b1) = api.create(AMINA_TYPO).await;
+        let ids = [a.as_str(), b.as_str()];
+        let before = api.state(&ids).await;
+        // serde would take a struct's fields as an array, in order.
+        let mut attacks = vec![
+            (
+                reqwest::Method::POST,
+                format!("/v1/patients/{a}/merge"),
+                Some(a1.as_str()),
+                json!([b, b1]),
+            ),
+            (
+                reqwest::Method::PUT,
+                format!("/v1/patients/{a}"),
+                Some(a1.as_str()),
+                json!([{"patient.yaml": AMINA_TYPO}]),
+            ),
+            (
+                reqwest::Method::POST,
+                "/v1/patients".to_string(),
+                None,
+                json!([{"patient.yaml": AMINA}]),
+            ),
+        ];
+        if api.token.is_some() {
+            attacks.push((
+                reqwest::Method::POST,
+                "/v1/duplicates/dismiss".to_string(),
+                None,
+                json!([a, b]),
+            ));
+        } else {
+            attacks.push((
+                reqwest::Method::POST,
+                "/v1/conflicts/1/resolve".to_string(),
+                None,
+                json!([{"patient.yaml": AMINA}]),
+            ));
+        }
+        for (method, path, if_match, body) in attacks {
+            let got = api.send(method.clone(), &path, if_match, Some(body)).await;
+            assert_eq!(
+                (got.status, got.body["error"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("bad_json")),
+                "{method} {path}: {}",
+                got.body
+            );
+            assert_eq!(api.state(&ids).await, before, "{method} {path}");
+        }
+    }
+    assert_eq!(
+        central.central.store.list().expect("list").len(),
+        2,
+        "no record was created"
+    );
+}

@@ -135,6 +135,19 @@ fn parse_author(s: &str) -> Option<(String, String)> {
     (ok(name) && ok(email)).then(|| (name.to_string(), email.to_string()))
 }
 
+/// Parses a JSON request body that must be an object (serde would also
+/// take a struct's fields given as an array, in order: a client sending
+/// `["<id>", "<hash>"]` means something else, or nothing, and is told so).
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(value @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(value).map_err(|e| e.to_string())
+        }
+        Ok(_) => Err("not a JSON object".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_author;

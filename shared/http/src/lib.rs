@@ -15,7 +15,7 @@ mod records;
 mod serve;
 pub mod ui;
 
-pub use body::{author_from_headers, read_body};
+pub use body::{author_from_headers, json_object, read_body};
 pub use disk::is_disk_full;
 pub use error::ApiError;
 pub use extract::{Authenticated, PathParam, method_not_allowed};

@@ -148,7 +148,7 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
 }
 
 fn files_body(bytes: &[u8]) -> Result<FilesBody, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    crate::body::json_object(bytes).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("the body must be JSON like {{\"files\": {{\"patient.yaml\": \"...\"}}}}: {e}"),
@@ -431,14 +431,7 @@ async fn merge<S: RecordService>(
             ),
         )
     };
-    // An object only: serde would also take the fields as an array.
-    let body: MergeBody = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(value @ serde_json::Value::Object(_)) => {
-            serde_json::from_value(value).map_err(|e| bad(e.to_string()))?
-        }
-        Ok(_) => return Err(bad("not an object".into())),
-        Err(e) => return Err(bad(e.to_string())),
-    };
+    let body: MergeBody = crate::body::json_object(&bytes).map_err(bad)?;
     let other_head: CommitId = body
         .retire_if_match
         .trim()
