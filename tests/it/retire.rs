@@ -900,6 +900,21 @@ async fn hostile_retire_restore_merge(api: &Api) {
             "bad_json",
         ),
         row(
+            "a field given twice",
+            &post,
+            &merge_of(&a),
+            if_match(&a1),
+            Some(
+                format!(
+                    r#"{{"retire": "{b}", "retire_if_match": "{b1q}", "retire": "{a}"}}"#,
+                    b1q = unquote(&b1)
+                )
+                .into_bytes(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        row(
             "no retire_if_match",
             &post,
             &merge_of(&a),
