@@ -1206,6 +1206,35 @@ async fn hostile_retire_restore_merge(api: &Api) {
         ),
         // Restore.
         row(
+            "PATCH away a tombstone's marker",
+            &reqwest::Method::PATCH,
+            &format!("/v1/patients/{r}"),
+            if_match(&rt),
+            json(json!({"retired.yaml": null})),
+            StatusCode::BAD_REQUEST,
+            "reserved_file",
+        ),
+        row(
+            "PATCH a marker onto an active record",
+            &reqwest::Method::PATCH,
+            &format!("/v1/patients/{a}"),
+            if_match(&a1),
+            json(json!({"retired.yaml": format!("replaced_by: \"{b}\"\n")})),
+            StatusCode::BAD_REQUEST,
+            "reserved_file",
+        ),
+        row(
+            "create a record born retired",
+            &post,
+            "/v1/patients",
+            vec![],
+            json(
+                json!({"files": {"patient.yaml": AMINA, "retired.yaml": format!("replaced_by: \"{b}\"\n")}}),
+            ),
+            StatusCode::BAD_REQUEST,
+            "reserved_file",
+        ),
+        row(
             "restore a record never retired",
             &post,
             &format!("/v1/patients/{a}/restore"),
