@@ -480,7 +480,80 @@ pub async fn run(patients: usize) -> anyhow::Result<()> {
     }
     say("   (a clinician checks both charts: each holds an allergy the other lacks)");
 
-    step(8, "The audit trail is plain git");
+    step(
+        8,
+        "HQ decides they are the same person and merges the two records",
+    );
+    let head_at_central = |id: String| {
+        let http = http.clone();
+        let url = format!("{central_url}/v1/patients/{id}");
+        async move {
+            let r = http.get(url).bearer_auth(DEMO_ADMIN_TOKEN).send().await?;
+            if !r.status().is_success() {
+                bail!("reading {id} at central answered {}", r.status());
+            }
+            Ok::<_, anyhow::Error>(r.headers()["etag"].to_str()?.to_string())
+        }
+    };
+    let survivor_head = head_at_central(amina_a.clone()).await?;
+    let other_head = head_at_central(amina_b.clone()).await?;
+    let r = http
+        .post(format!("{central_url}/v1/patients/{amina_a}/merge"))
+        .bearer_auth(DEMO_ADMIN_TOKEN)
+        .header("if-match", survivor_head)
+        .header("chartsync-author", "Records officer <records@hq>")
+        .json(&json!({"retire": amina_b, "retire_if_match": other_head}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("the merge answered {}: {}", r.status(), r.text().await?);
+    }
+    let merged: Value = r.json().await?;
+    for c in merged["conflicts"].as_array().into_iter().flatten() {
+        say(&format!(
+            "   {} differs: kept {}, the other record said {} (listed for a clinician)",
+            c["path"].as_str().unwrap_or_default(),
+            c["kept"],
+            c["other"]
+        ));
+    }
+    sync(&a, &Job::ALL).await?;
+    sync(&b, &Job::ALL).await?;
+    for clinic in [&a, &b] {
+        let (doc, _) = read(&http, clinic, &amina_a).await?;
+        let allergies: Vec<&str> = doc["allergies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !allergies.contains(&"penicillin") || !allergies.contains(&"sulfonamides") {
+            bail!(
+                "{} lost an allergy in the merge: {allergies:?}",
+                clinic.name
+            );
+        }
+        let gone = http
+            .get(format!("{}/v1/patients/{amina_b}", clinic.url))
+            .send()
+            .await?;
+        let status = gone.status();
+        let body: Value = gone.json().await.unwrap_or(Value::Null);
+        if status != reqwest::StatusCode::GONE || body["replaced_by"] != amina_a.as_str() {
+            bail!(
+                "{}: the retired record answered {status} {body}",
+                clinic.name
+            );
+        }
+        say(&format!(
+            "   {}: one record for her, allergies {}; the other answers 410, replaced_by {}",
+            clinic.name,
+            allergies.join(", "),
+            &amina_a[..8]
+        ));
+    }
+
+    step(9, "The audit trail is plain git");
     let id: chartsync_protocol::PatientId = disputed.parse()?;
     for entry in a.sat.store.history(&id)?.iter().take(5) {
         say(&format!(

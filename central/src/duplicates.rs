@@ -214,6 +214,11 @@ async fn person_at<D: CentralDb>(
             return Found::Unreadable;
         }
     };
+    // A retired record is nobody's duplicate any more (a restore is a
+    // change, and indexes it again).
+    if files.contains_key(chartsync_store::RETIRED_FILE) {
+        return Found::Nothing;
+    }
     let Some(document) = files
         .get("patient.yaml")
         .and_then(|text| chartsync_merge::parse_yaml(text).ok())
@@ -414,7 +419,7 @@ async fn dismiss<D: CentralDb>(
     body: Body,
 ) -> Result<axum::Json<Value>, ApiError> {
     let body = read_body(&headers, body, MAX_DISMISS_BODY).await?;
-    let body: DismissBody = serde_json::from_slice(&body).map_err(|e| {
+    let body: DismissBody = chartsync_http::json_object(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("the body must be {{\"a\": \"<id>\", \"b\": \"<id>\"}}: {e}"),

@@ -10,6 +10,7 @@ pub mod duplicates;
 pub mod locks;
 pub mod metrics;
 pub mod records;
+pub mod redirect;
 pub mod repair;
 pub mod reports;
 pub mod server;

@@ -244,6 +244,8 @@ async fn push<D: CentralDb>(
     c.metrics.push_batches.inc();
     c.metrics.push_records.add(request.records.len() as u64);
     let ids: Vec<PatientId> = request.records.iter().map(|r| r.id).collect();
+    let request_expected: Vec<Option<CommitId>> =
+        request.records.iter().map(|r| r.expected).collect();
     let writes = request
         .records
         .into_iter()
@@ -256,9 +258,52 @@ async fn push<D: CentralDb>(
             },
         })
         .collect();
-    let outcomes = apply_writes(c, &Caller::Instance(instance), writes)
+    let expected: Vec<Option<CommitId>> = request_expected;
+    let outcomes = apply_writes(c, &Caller::Instance(instance.clone()), writes)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    // Edits pushed to records that were retired into another: carried
+    // onto the survivor before answering (see `redirect.rs`). One tree
+    // read per moved record tells.
+    let moved: Vec<(PatientId, CommitId, CommitId)> = ids
+        .iter()
+        .zip(&expected)
+        .zip(&outcomes)
+        .filter_map(|((id, old), outcome)| match (old, outcome) {
+            (Some(old), Outcome::Applied { head, .. }) if old != head => Some((*id, *old, *head)),
+            _ => None,
+        })
+        .collect();
+    if !moved.is_empty() {
+        let store_c = Arc::clone(c);
+        let retired = chartsync_http::blocking(move || {
+            let retired_at =
+                |id: &PatientId, at: CommitId| store_c.store.is_retired_at(id, at).unwrap_or(false);
+            // Both cases need the new head retired (a push from a retired
+            // head to an active one is a restore): the old head is read
+            // only then.
+            Ok(moved
+                .into_iter()
+                .filter(|(id, _, new)| retired_at(id, *new))
+                .map(|(id, old, new)| (id, old, new, retired_at(&id, old), true))
+                .collect::<Vec<_>>())
+        })
+        .await
+        .unwrap_or_default();
+        // First tombstones this push brought (a merge made at the clinic
+        // that a merge accepted earlier contradicts is undone), then the
+        // edits to records that were retired already.
+        for (id, _, new, was, is) in &retired {
+            if !*was && *is {
+                crate::redirect::after_retire(c, *id, *new).await;
+            }
+        }
+        for (id, old, new, was, _) in retired {
+            if was {
+                crate::redirect::after_push(c, &instance, id, old, new).await;
+            }
+        }
+    }
     let results = ids
         .into_iter()
         .zip(outcomes)

@@ -39,6 +39,86 @@ pub fn routes<D: CentralDb>() -> Router<CentralApi<D>> {
         .route("/ui/login", post(login::<D>))
         .route("/ui/logout", post(logout::<D>))
         .route("/ui/duplicates/dismiss", post(dismiss::<D>))
+        .route("/ui/duplicates/merge", post(merge::<D>))
+}
+
+/// "Same person: merge": record `b` is merged into record `a` (the first
+/// listed stays) at their current heads, as `POST
+/// /v1/patients/{a}/merge` does; the page then says what was kept and
+/// which values differed.
+async fn merge<D: CentralDb>(
+    State(api): State<CentralApi<D>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let required: [ui::Field<'_>; 3] = [("csrf", None), ("a", None), ("b", None)];
+    let form = match ui::read_form(&headers, body, 64 << 10, &required).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(session) = api.0.ui.get(&headers) else {
+        return ui::redirect("/ui");
+    };
+    if !session.csrf_ok(&form) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let id = |name: &str| {
+        form.get(name)
+            .and_then(|v| v.parse::<chartsync_protocol::PatientId>().ok())
+    };
+    let (Some(a), Some(b)) = (id("a"), id("b")) else {
+        return ui::page(
+            StatusCode::BAD_REQUEST,
+            TITLE,
+            "<p class=\"msg bad\">Those are not patient ids. <a href=\"/ui\">Back to the page</a></p>",
+        );
+    };
+    let result = async {
+        let kept = api.read(Caller::Admin, a).await?;
+        let other = api.read(Caller::Admin, b).await?;
+        let meta = chartsync_store::CommitMeta::new(
+            "HQ",
+            "hq@localhost",
+            &format!("Merge record {b} into this one (same person, from HQ's page)"),
+        );
+        chartsync_http::merge_records(&api, Caller::Admin, a, kept.head, b, other.head, meta).await
+    }
+    .await;
+    match result {
+        Ok((_, conflicts)) => {
+            let mut h = format!(
+                "<p class=\"msg ok\">Merged: record <code>{}</code> now holds both records' data; <code>{}</code> is retired into it.</p>",
+                esc(&a.to_string()),
+                esc(&b.to_string())
+            );
+            if conflicts.is_empty() {
+                h.push_str("<p>The two records agreed on every field.</p>");
+            } else {
+                h.push_str("<p>Where they differed, the kept record's value stays; a clinician should check these:</p><table id=\"merge-conflicts\"><thead><tr><th>Field</th><th>Kept</th><th>Other record</th></tr></thead><tbody>");
+                for c in &conflicts {
+                    let _ = write!(
+                        h,
+                        "<tr><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(c["file"].as_str().unwrap_or_default()),
+                        esc(c["path"].as_str().unwrap_or_default()),
+                        esc(&c["kept"].to_string()),
+                        esc(&c["other"].to_string())
+                    );
+                }
+                h.push_str("</tbody></table>");
+            }
+            h.push_str("<p><a href=\"/ui#duplicates\">Back to the page</a></p>");
+            ui::page(StatusCode::OK, TITLE, &h)
+        }
+        Err(e) => ui::page(
+            e.status,
+            TITLE,
+            &format!(
+                "<p class=\"msg bad\">Not merged: {}</p><p><a href=\"/ui#duplicates\">Back to the page</a></p>",
+                esc(&e.message)
+            ),
+        ),
+    }
 }
 
 /// "Not the same person": the pair is dismissed (`POST
@@ -247,10 +327,10 @@ fn duplicates(h: &mut String, pairs: &[crate::db::DuplicatePair], session: &Sess
         }
         let _ = write!(
             h,
-            "</td><td><form method=\"post\" action=\"/ui/duplicates/dismiss\">{}<input type=\"hidden\" name=\"a\" value=\"{}\"><input type=\"hidden\" name=\"b\" value=\"{}\"><button type=\"submit\">Not the same person</button></form></td></tr>",
-            session.csrf_field(),
-            esc(&p.a.to_string()),
-            esc(&p.b.to_string())
+            "</td><td><form method=\"post\" action=\"/ui/duplicates/merge\">{csrf}<input type=\"hidden\" name=\"a\" value=\"{a}\"><input type=\"hidden\" name=\"b\" value=\"{b}\"><button type=\"submit\" title=\"the first record stays; the second is retired into it\">Same person: merge</button></form><form method=\"post\" action=\"/ui/duplicates/dismiss\">{csrf}<input type=\"hidden\" name=\"a\" value=\"{a}\"><input type=\"hidden\" name=\"b\" value=\"{b}\"><button type=\"submit\">Not the same person</button></form></td></tr>",
+            csrf = session.csrf_field(),
+            a = esc(&p.a.to_string()),
+            b = esc(&p.b.to_string())
         );
     }
     h.push_str("</tbody></table></div>");

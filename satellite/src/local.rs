@@ -67,7 +67,7 @@ async fn resolve(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, api.0.config.max_body_bytes).await?;
-    let files: FilesBody = serde_json::from_slice(&bytes).map_err(|e| {
+    let files: FilesBody = chartsync_http::json_object(&bytes).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("the body must be {{\"files\": {{...}}}}: {e}"),

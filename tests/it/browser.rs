@@ -199,7 +199,9 @@ async fn a_clinician_and_hq_use_the_pages() {
         .await;
     shot(&browser, "hq-duplicates").await;
     browser
-        .click_and_wait("#duplicate-pairs .pair button[type=submit]")
+        .click_and_wait(
+            "#duplicate-pairs .pair form[action='/ui/duplicates/dismiss'] button[type=submit]",
+        )
         .await;
     assert_eq!(browser.count("#duplicate-pairs .pair").await, 0);
     assert!(
@@ -210,6 +212,51 @@ async fn a_clinician_and_hq_use_the_pages() {
             .await
             .contains("(0)")
     );
+
+    // Two more registrations of one person: "Same person: merge" keeps the
+    // first record with both allergies and says which values differed.
+    let mut ids = Vec::new();
+    for (given, allergy) in [("Wanjiru", "penicillin"), ("Wanjiro", "latex")] {
+        let (id, _) = central
+            .create(
+                &http,
+                &format!("given_name: {given}\nfamily_name: Kamau\nborn: '1975-06-07'\nsex: F\ncatchment: south\nallergies: [{allergy}]\n"),
+            )
+            .await;
+        ids.push(id);
+    }
+    let start = std::time::Instant::now();
+    loop {
+        browser.goto(&format!("{}/ui", central.url)).await;
+        if browser.count("#duplicate-pairs .pair").await == 1 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 20, "no duplicate pair listed");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    browser
+        .click_and_wait(
+            "#duplicate-pairs .pair form[action='/ui/duplicates/merge'] button[type=submit]",
+        )
+        .await;
+    let page = browser.text().await;
+    assert!(page.contains("Merged"), "{page}");
+    assert_eq!(
+        browser.count("#merge-conflicts tbody tr").await,
+        1,
+        "{page}"
+    );
+    shot(&browser, "hq-merged").await;
+    let (kept, other) = (ids[0].min(ids[1]), ids[0].max(ids[1]));
+    let r = http
+        .get(format!("{}/v1/patients/{other}", central.url))
+        .bearer_auth(&central.admin)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), reqwest::StatusCode::GONE);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["replaced_by"], kept.to_string());
 
     // HQ: a clinic whose last push was two hours ago on a 5-minute
     // schedule is highlighted as silent; the others are not.

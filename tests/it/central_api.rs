@@ -322,6 +322,19 @@ impl PushWorld {
         admin_head(&self.http, &self.c.url, &self.c.admin, id).await
     }
 
+    /// [`PushWorld::stored`] taken as a `before`: first repacks the records
+    /// the way central's upkeep does (under the patient lock), so a repack
+    /// that an earlier accepted write queued is done, or finds nothing to
+    /// do, and cannot change the pack counts between this snapshot and the
+    /// next. Only `before` snapshots settle: an `after` one sees any pack a
+    /// refused or repeated push wrongly left.
+    async fn settled(&self, ids: &[PatientId]) -> Stored {
+        for id in ids {
+            chartsync_central::upkeep::repack_one(&self.c.central, *id).await;
+        }
+        self.stored(ids).await
+    }
+
     async fn stored(&self, ids: &[PatientId]) -> Stored {
         let counts = self.c.central.db.counts().await.expect("counts");
         let store = &self.c.central.store;
@@ -355,7 +368,7 @@ impl PushWorld {
     /// Pushes one record and expects it refused with `code`, storing nothing
     /// (`ids`: the records whose state must not change).
     async fn refused(&self, token: &str, record: PushRecord, code: &str, ids: &[PatientId]) {
-        let before = self.stored(ids).await;
+        let before = self.settled(ids).await;
         let response = self.push(token, vec![record]).await;
         match &response.results[0].outcome {
             PushOutcome::Refused { code: got, message } => {
@@ -381,7 +394,7 @@ impl PushWorld {
         code: &str,
         ids: &[PatientId],
     ) {
-        let before = self.stored(ids).await;
+        let before = self.settled(ids).await;
         let response = push_raw(&self.http, &self.c.url, token, protocol, body).await;
         assert_eq!(error_code(response).await, (status, code.to_string()));
         assert_eq!(
@@ -433,7 +446,7 @@ async fn pushes_are_applied_conflicted_or_retried_exactly_as_the_protocol_says()
 
     // A retry of an applied push (its reply was lost): Applied again, same
     // number, no new commit, nothing stored.
-    let before = w.stored(&[a, b]).await;
+    let before = w.settled(&[a, b]).await;
     let history = w.c.central.store.history(&a).expect("history").len();
     let r = w.push(&w.north, vec![update]).await;
     assert_eq!(applied(&r, 0), seq_a2);
@@ -463,7 +476,7 @@ async fn pushes_are_applied_conflicted_or_retried_exactly_as_the_protocol_says()
     assert_eq!(r.status(), StatusCode::OK);
     let hq = w.head(a).await.expect("a");
     sat.update(a, "name: A\nphone: '2'\n");
-    let before = w.stored(&[a, b]).await;
+    let before = w.settled(&[a, b]).await;
     let r = w.push(&w.north, vec![sat.record(a, Some(a2))]).await;
     let PushOutcome::Conflict { head, seq, pack } = &r.results[0].outcome else {
         panic!("expected a conflict, got {:?}", r.results[0].outcome);
@@ -483,7 +496,7 @@ async fn pushes_are_applied_conflicted_or_retried_exactly_as_the_protocol_says()
     // central's whole history, nothing stored.
     let other = Scratch::new();
     other.create(b, "name: Not B\n");
-    let before = w.stored(&[a, b]).await;
+    let before = w.settled(&[a, b]).await;
     let r = w.push(&w.north, vec![other.record(b, None)]).await;
     let PushOutcome::Conflict { head, pack, .. } = &r.results[0].outcome else {
         panic!("expected a conflict, got {:?}", r.results[0].outcome);
@@ -805,7 +818,7 @@ async fn bad_push_requests_are_refused_whole_and_store_nothing() {
     )
     .await;
     // Exactly 1000 is a batch: each record answered (refused), none stored.
-    let before = w.stored(&ids).await;
+    let before = w.settled(&ids).await;
     let r = w.push(&w.north, junk(1000)).await;
     assert_eq!(r.results.len(), 1000);
     assert!(r.results.iter().all(
@@ -919,7 +932,7 @@ async fn a_fault_at_central_is_not_the_records_fault() {
     let aside = session.with_extension("aside");
     std::fs::rename(&session, &aside).expect("move aside");
     std::fs::write(&session, b"not a folder").expect("break");
-    let before = w.stored(&[a]).await;
+    let before = w.settled(&[a]).await;
     let r = w.push(&w.north, vec![sat.record(a, None)]).await;
     match &r.results[0].outcome {
         PushOutcome::Failed { code, message } => {

@@ -19,6 +19,7 @@ mod pages;
 mod poison;
 mod postgres;
 mod reports;
+mod retire;
 mod satellite_api;
 mod security;
 mod slow_link;

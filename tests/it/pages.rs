@@ -388,3 +388,93 @@ async fn hq_page_with_1000_clinics() {
         }
     );
 }
+
+/// HQ's duplicates queue: "same person: merge" (with the page's CSRF
+/// token) merges the second record into the first; a forged token changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hq_merges_a_duplicate_pair_from_the_page() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let central = TestCentral::builder(dir.path()).start().await;
+    let http = no_redirects();
+    let mut ids = Vec::new();
+    for (given, allergy) in [("Esther", "penicillin"), ("Ester", "latex")] {
+        let (id, _) = central
+            .create(
+                &http,
+                &format!("given_name: {given}\nfamily_name: Njeri\nborn: '1961-02-03'\nsex: F\ncatchment: south\nallergies: [{allergy}]\n"),
+            )
+            .await;
+        ids.push(id);
+    }
+    let r = http
+        .post(format!("{}/ui/login", central.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", central.admin))
+        .send()
+        .await
+        .expect("login");
+    let cookie = cookie_of(r.headers());
+    let page = || async {
+        http.get(format!("{}/ui", central.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("text")
+    };
+    let start = Instant::now();
+    let html = loop {
+        let html = page().await;
+        if html.contains("action=\"/ui/duplicates/merge\"") {
+            break html;
+        }
+        assert!(start.elapsed().as_secs() < 20, "no pair listed: {html}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(html.contains("Same person: merge"), "{html}");
+    let csrf = csrf_in(&html);
+    let form = |token: &str| format!("csrf={token}&a={}&b={}", ids[0], ids[1]);
+    let post = |body: String| {
+        http.post(format!("{}/ui/duplicates/merge", central.url))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let forged = post(form(&"0".repeat(64))).await.expect("post");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let read = |id: chartsync_protocol::PatientId| {
+        http.get(format!("{}/v1/patients/{id}", central.url))
+            .bearer_auth(&central.admin)
+            .send()
+    };
+    assert_eq!(read(ids[1]).await.expect("get").status(), StatusCode::OK);
+
+    let merged = post(form(&csrf)).await.expect("post");
+    assert_eq!(merged.status(), StatusCode::OK);
+    let html = merged.text().await.expect("text");
+    assert!(html.contains("Merged"), "{html}");
+    assert!(
+        html.contains("id=\"merge-conflicts\"") && html.contains("Ester"),
+        "{html}"
+    );
+    let gone = read(ids[1]).await.expect("get");
+    assert_eq!(gone.status(), StatusCode::GONE);
+    let body: serde_json::Value = gone.json().await.expect("json");
+    assert_eq!(body["replaced_by"], ids[0].to_string());
+    let kept: serde_json::Value = read(ids[0]).await.expect("get").json().await.expect("json");
+    let doc = crate::support::patient_doc(&kept);
+    assert_eq!(doc["allergies"], serde_json::json!(["penicillin", "latex"]));
+    // The pair leaves the queue (a retired record is nobody's duplicate);
+    // merging again is refused, changing nothing.
+    let start = Instant::now();
+    while page().await.contains("action=\"/ui/duplicates/merge\"") {
+        assert!(start.elapsed().as_secs() < 20, "the pair stays listed");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let again = post(form(&csrf)).await.expect("post");
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+}

@@ -563,7 +563,7 @@ async fn the_token_is_checked_before_anything_else() {
         (
             &c.url,
             &c.admin,
-            "DELETE",
+            "POST",
             format!("/v1/patients/{unknown}"),
             405,
             "method_not_allowed",

@@ -8,6 +8,8 @@ use chartsync_protocol::sync::{
     FetchOneRequest, FetchOneResponse, PullRequest, PullResponse, RecordUpdate,
 };
 
+use chartsync_store::Retirement;
+
 use super::apply::{JobError, Stored, aside, store_updates};
 use super::{Progress, Summary};
 use crate::Satellite;
@@ -129,6 +131,7 @@ pub(crate) async fn run(
     let s = Arc::clone(sat);
     let mut cursor = super::spawn_db(move || s.db.state(CURSOR)).await?.max(0) as u64;
     retry_set_aside(sat, client, &mut summary).await?;
+    let mut pulled = Vec::new();
     loop {
         let request = PullRequest {
             cursor,
@@ -146,6 +149,7 @@ pub(crate) async fn run(
         }
         let stored = store_page(sat, client, page.updates).await?;
         stored.count(&mut summary);
+        pulled.extend(stored.states.iter().map(|s| (s.id, s.head)));
         // Durable records first, then the cursor (with their states).
         let s = Arc::clone(sat);
         let next = page.cursor;
@@ -171,5 +175,49 @@ pub(crate) async fn run(
             break;
         }
     }
+    fetch_survivors(sat, pulled, &mut summary).await?;
     Ok(summary)
+}
+
+/// A record pulled retired into another (a merge at central) brings the
+/// survivor here, fetched by id, when this clinic does not hold it yet.
+async fn fetch_survivors(
+    sat: &Arc<Satellite>,
+    pulled: Vec<(PatientId, chartsync_protocol::CommitId)>,
+    summary: &mut Summary,
+) -> Result<(), JobError> {
+    if pulled.is_empty() {
+        return Ok(());
+    }
+    let s = Arc::clone(sat);
+    let survivors = tokio::task::spawn_blocking(move || {
+        let mut out: Vec<PatientId> = Vec::new();
+        for (id, head) in pulled {
+            if !s.store.is_retired_at(&id, head)? {
+                continue;
+            }
+            let Some(files) = s.store.read_at(&id, head)? else {
+                continue;
+            };
+            if let Some(survivor) = Retirement::of(&files).and_then(|r| r.replaced_by)
+                && !s.store.exists(&survivor)
+                && !out.contains(&survivor)
+            {
+                out.push(survivor);
+            }
+        }
+        Ok::<_, JobError>(out)
+    })
+    .await
+    .map_err(|e| JobError::Task(e.to_string()))??;
+    for survivor in survivors {
+        match super::fetch_one(sat, survivor).await {
+            Ok(_) => summary.records_received += 1,
+            Err(JobError::Sync(e)) if !e.is_transient() => {
+                tracing::warn!(patient = %survivor, error = %crate::error_chain(&e), "central would not send the record that replaced a retired one");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -135,9 +135,64 @@ fn parse_author(s: &str) -> Option<(String, String)> {
     (ok(name) && ok(email)).then(|| (name.to_string(), email.to_string()))
 }
 
+/// Parses a JSON request body that must be an object (serde would also
+/// take a struct's fields given as an array, in order: a client sending
+/// `["<id>", "<hash>"]` means something else, or nothing, and is told so).
+/// Parsed straight into `T`, so serde's own checks (a field given twice,
+/// unknown fields) still apply.
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first.is_some_and(|b| *b != b'{') {
+        return Err("not a JSON object".into());
+    }
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_author;
+    use super::{json_object, parse_author};
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Pair {
+        a: String,
+        b: u32,
+    }
+
+    #[test]
+    fn json_bodies_are_objects_checked_by_serde() {
+        let pair = Pair {
+            a: "x".into(),
+            b: 1,
+        };
+        assert_eq!(json_object::<Pair>(br#"{"a": "x", "b": 1}"#), Ok(pair));
+        let pair = Pair {
+            a: "x".into(),
+            b: 1,
+        };
+        assert_eq!(
+            json_object::<Pair>(b" \r\n\t{\"a\":\"x\",\"b\":1}"),
+            Ok(pair)
+        );
+        for bad in [
+            &br#"["x", 1]"#[..],
+            br#"  ["x", 1]"#,
+            br#"{"a": "x", "b": 1, "a": "y"}"#,
+            br#"{"a": "x", "b": 1, "c": 2}"#,
+            br#"{"a": "x"}"#,
+            b"null",
+            b"",
+            b"\xef\xbb\xbf{\"a\": \"x\", \"b\": 1}",
+        ] {
+            assert!(
+                json_object::<Pair>(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn parses_authors() {

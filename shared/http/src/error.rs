@@ -2,6 +2,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use chartsync_protocol::api::{ConflictBody, ErrorBody};
+use chartsync_protocol::id::PatientId;
 use chartsync_store::{ReceiveError, StoreError, refs::RefError};
 
 /// An error answer: status, `{"error","message"}` body (or a conflict body
@@ -16,6 +17,7 @@ pub struct ApiError {
     pub message: String,
     conflict: Option<Box<ConflictBody>>,
     retry_after: Option<u64>,
+    extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {
@@ -27,7 +29,33 @@ impl ApiError {
             message: message.into(),
             conflict: None,
             retry_after: None,
+            extra: None,
         }
+    }
+
+    /// 409 `retired`: the record is retired; `replaced_by` names the record
+    /// that holds the patient now (or is `null`).
+    pub fn retired(id: PatientId, replaced_by: Option<PatientId>) -> ApiError {
+        let message = match replaced_by {
+            Some(r) => format!(
+                "patient record {id} is retired: it was merged into {r}; write to {r} instead"
+            ),
+            None => format!(
+                "patient record {id} is retired; restore it (POST /v1/patients/{id}/restore) to write to it again"
+            ),
+        };
+        Self::new(StatusCode::CONFLICT, "retired", message).with_field(
+            "replaced_by",
+            replaced_by.map_or(serde_json::Value::Null, |r| r.to_string().into()),
+        )
+    }
+
+    /// Adds a field to the JSON error body (next to `error` and `message`).
+    pub fn with_field(mut self, name: &str, value: serde_json::Value) -> ApiError {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(name.to_string(), value);
+        self
     }
 
     /// 400.
@@ -125,6 +153,12 @@ impl From<StoreError> for ApiError {
                 ApiError::bad_request(e.code(), e.to_string())
             }
             StoreError::Received(e) => ApiError::bad_request(e.code(), e.to_string()),
+            StoreError::Retired { id, replaced_by } => ApiError::retired(id, replaced_by),
+            StoreError::NotRetired { id } => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_retired",
+                format!("patient record {id} is not retired; there is nothing to restore"),
+            ),
             StoreError::Busy { id } => ApiError::busy(
                 format!("patient record {id} is being written by someone else; try again"),
                 1,
@@ -141,14 +175,22 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = match self.conflict {
             Some(body) => (self.status, axum::Json(*body)).into_response(),
-            None => (
-                self.status,
-                axum::Json(ErrorBody {
-                    error: self.code,
-                    message: self.message,
-                }),
-            )
-                .into_response(),
+            None => match self.extra {
+                None => (
+                    self.status,
+                    axum::Json(ErrorBody {
+                        error: self.code,
+                        message: self.message,
+                    }),
+                )
+                    .into_response(),
+                Some(extra) => {
+                    let mut body = *extra;
+                    body.insert("error".into(), self.code.into());
+                    body.insert("message".into(), self.message.into());
+                    (self.status, axum::Json(body)).into_response()
+                }
+            },
         };
         if let Some(secs) = self.retry_after {
             response

@@ -15,11 +15,11 @@ mod records;
 mod serve;
 pub mod ui;
 
-pub use body::{author_from_headers, read_body};
+pub use body::{author_from_headers, json_object, read_body};
 pub use disk::is_disk_full;
 pub use error::ApiError;
 pub use extract::{Authenticated, PathParam, method_not_allowed};
-pub use records::{RecordService, WriteRequest, record_routes};
+pub use records::{MergeConflicts, RecordService, WriteRequest, merge_records, record_routes};
 pub use serve::{ServeLimits, Tls, serve_app};
 
 /// Runs blocking store or database work off the async threads; a task that

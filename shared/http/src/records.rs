@@ -12,7 +12,7 @@ use chartsync_merge::number::{JsonError, parse_json_exact};
 use chartsync_protocol::CommitId;
 use chartsync_protocol::api::{FilesBody, HistoryEntry, RecordBody, parse_patch_body};
 use chartsync_protocol::id::PatientId;
-use chartsync_store::{Change, CommitMeta, Condition};
+use chartsync_store::{Change, CommitMeta, Condition, Retirement};
 
 /// One write, as the HTTP layer understood it.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct WriteRequest {
 /// What serves the record API.
 pub trait RecordService: Clone + Send + Sync + 'static {
     /// Who is calling (after authentication).
-    type Caller: Send + 'static;
+    type Caller: Clone + Send + 'static;
 
     /// Largest request body, in bytes.
     fn body_limit(&self) -> usize;
@@ -72,9 +72,14 @@ pub fn record_routes<S: RecordService>() -> Router<S> {
         .route("/v1/patients", post(create::<S>))
         .route(
             "/v1/patients/{id}",
-            get(read::<S>).put(put::<S>).patch(patch::<S>),
+            get(read::<S>)
+                .put(put::<S>)
+                .patch(patch::<S>)
+                .delete(retire::<S>),
         )
         .route("/v1/patients/{id}/history", get(history::<S>))
+        .route("/v1/patients/{id}/restore", post(restore::<S>))
+        .route("/v1/patients/{id}/merge", post(merge::<S>))
 }
 
 fn etag(head: CommitId) -> HeaderValue {
@@ -143,7 +148,7 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
 }
 
 fn files_body(bytes: &[u8]) -> Result<FilesBody, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    crate::body::json_object(bytes).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("the body must be JSON like {{\"files\": {{\"patient.yaml\": \"...\"}}}}: {e}"),
@@ -264,6 +269,9 @@ async fn read<S: RecordService>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let record = service.read(caller, id).await?;
+    if let Some(retired) = Retirement::of(&record.files) {
+        return Ok(gone(&record, &retired));
+    }
     if let Some(tag) = headers.get(header::IF_NONE_MATCH)
         && tag.as_bytes() == etag(record.head).as_bytes()
     {
@@ -283,4 +291,263 @@ async fn history<S: RecordService>(
 ) -> Result<Response, ApiError> {
     let entries = service.history(caller, id).await?;
     Ok(axum::Json(entries).into_response())
+}
+
+/// The answer to a read of a retired record: 410 with the tombstone's
+/// `ETag` and where the patient's record lives now.
+fn gone(record: &RecordBody, retired: &Retirement) -> Response {
+    let body = serde_json::json!({
+        "error": "retired",
+        "message": match retired.replaced_by {
+            Some(r) => format!("patient record {} is retired: it was merged into {r}", record.id),
+            None => format!("patient record {} is retired", record.id),
+        },
+        "replaced_by": retired.replaced_by.map(|r| r.to_string()),
+        "retired_at": retired.retired_at,
+        "head": record.head,
+    });
+    let mut response = (StatusCode::GONE, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(record.head));
+    response
+}
+
+/// Refuses a body on a request that takes none (DELETE, restore): a
+/// client sending one means something this API would not do, say a
+/// `replaced_by` on a DELETE, so it is told rather than ignored.
+fn no_body(headers: &HeaderMap) -> Result<(), ApiError> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().map(str::trim).unwrap_or("?"));
+    if matches!(length, Some(l) if l != "0") || headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ApiError::bad_request(
+            "unexpected_body",
+            "this request takes no body: send the precondition in If-Match and nothing else (a merge is POST /v1/patients/{survivor}/merge)",
+        ));
+    }
+    Ok(())
+}
+
+/// The condition of a retire or restore: `If-Match` only.
+fn match_condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
+    match condition(headers)? {
+        Condition::MustCreate => Err(ApiError::bad_request(
+            "bad_precondition",
+            "this request changes an existing record: send If-Match: \"<head>\", not If-None-Match",
+        )),
+        other => Ok(other),
+    }
+}
+
+async fn retire<S: RecordService>(
+    Authenticated(caller): Authenticated<S::Caller>,
+    State(service): State<S>,
+    PathParam(id): PathParam<PatientId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    no_body(&headers)?;
+    let condition = match_condition(&headers)?;
+    let meta = author_from_headers(&headers, service.default_author(), "Retire record")?;
+    let request = WriteRequest {
+        id,
+        condition,
+        change: Change::Retire { replaced_by: None },
+        meta,
+    };
+    let record = service.write(caller, request).await?;
+    Ok(record_response(StatusCode::OK, record))
+}
+
+async fn restore<S: RecordService>(
+    Authenticated(caller): Authenticated<S::Caller>,
+    State(service): State<S>,
+    PathParam(id): PathParam<PatientId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    no_body(&headers)?;
+    let condition = match_condition(&headers)?;
+    let meta = author_from_headers(&headers, service.default_author(), "Restore record")?;
+    let request = WriteRequest {
+        id,
+        condition,
+        change: Change::Restore,
+        meta,
+    };
+    let record = service.write(caller, request).await?;
+    Ok(record_response(StatusCode::OK, record))
+}
+
+/// Body of `POST /v1/patients/{survivor}/merge`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeBody {
+    /// The record to retire into the survivor.
+    retire: PatientId,
+    /// Its head, as read (with or without the quotes of an ETag).
+    retire_if_match: String,
+}
+
+/// A 412 for a merge whose `If-Match` or `retire_if_match` is stale.
+fn stale(record: RecordBody, expected: CommitId) -> ApiError {
+    ApiError::conflict(chartsync_protocol::api::ConflictBody {
+        error: "conflict".into(),
+        message: format!(
+            "patient record {} changed since version {expected}; re-read it and merge again",
+            record.id
+        ),
+        current_head: Some(record.head),
+        expected_head: Some(expected),
+        changed: Vec::new(),
+        current: record.files,
+    })
+}
+
+/// Merges record `retire` into `survivor`: the survivor gets one commit
+/// holding both records' data, united field by field (lists united, equal
+/// values agree; where they differ the survivor's value stays and the
+/// other's is listed in `conflicts`); then
+/// `retire` is retired with `replaced_by` = survivor.
+async fn merge<S: RecordService>(
+    Authenticated(caller): Authenticated<S::Caller>,
+    State(service): State<S>,
+    PathParam(survivor): PathParam<PatientId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Condition::MatchHead(survivor_head) = condition(&headers)? else {
+        // Sent, but not a head: `If-Match: *` or `If-None-Match: *`.
+        return Err(ApiError::bad_request(
+            "bad_precondition",
+            "a merge needs the survivor's head as read: If-Match: \"<hash>\" (not * and not If-None-Match)",
+        ));
+    };
+    let bytes = read_body(&headers, body, service.body_limit()).await?;
+    let bad = |e: String| {
+        ApiError::bad_request(
+            "bad_json",
+            format!(
+                "the body must be a JSON object like {{\"retire\": \"<id>\", \"retire_if_match\": \"<hash>\"}}: {e}"
+            ),
+        )
+    };
+    let body: MergeBody = crate::body::json_object(&bytes).map_err(bad)?;
+    let other_head: CommitId = body
+        .retire_if_match
+        .trim()
+        .trim_matches('"')
+        .parse()
+        .map_err(|e: chartsync_protocol::CommitIdError| {
+            ApiError::bad_request("bad_precondition", format!("retire_if_match: {e}"))
+        })?;
+    let other = body.retire;
+    let meta = author_from_headers(
+        &headers,
+        service.default_author(),
+        &format!("Merge record {other} into this one (same person)"),
+    )?;
+    let (record, conflicts) = merge_records(
+        &service,
+        caller,
+        survivor,
+        survivor_head,
+        other,
+        other_head,
+        meta,
+    )
+    .await?;
+    let body = serde_json::json!({
+        "id": record.id,
+        "head": record.head,
+        "files": record.files,
+        "retired": other,
+        "conflicts": conflicts,
+    });
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(record.head));
+    Ok(response)
+}
+
+/// What a merge left for a clinician: per field where the two records
+/// differ, the survivor's value (kept) and the other's.
+pub type MergeConflicts = Vec<serde_json::Value>;
+
+/// Merges record `other` into `survivor` (both at the heads given, neither
+/// retired): the survivor gets one commit holding both records' data,
+/// united field by field (lists united, equal values agree; where they
+/// differ the survivor's value stays and the other's is listed); then
+/// `other` is retired with `replaced_by` = survivor. Used by `POST
+/// /v1/patients/{survivor}/merge` and by HQ's page.
+pub async fn merge_records<S: RecordService>(
+    service: &S,
+    caller: S::Caller,
+    survivor: PatientId,
+    survivor_head: CommitId,
+    other: PatientId,
+    other_head: CommitId,
+    meta: CommitMeta,
+) -> Result<(RecordBody, MergeConflicts), ApiError> {
+    if other == survivor {
+        return Err(ApiError::bad_request(
+            "same_record",
+            "a record cannot be merged into itself: \"retire\" must name another record",
+        ));
+    }
+    let kept = service.read(caller.clone(), survivor).await?;
+    if let Some(r) = Retirement::of(&kept.files) {
+        return Err(ApiError::retired(survivor, r.replaced_by));
+    }
+    let gone = service.read(caller.clone(), other).await?;
+    if let Some(r) = Retirement::of(&gone.files) {
+        return Err(ApiError::retired(other, r.replaced_by));
+    }
+    if kept.head != survivor_head {
+        return Err(stale(kept, survivor_head));
+    }
+    if gone.head != other_head {
+        return Err(stale(gone, other_head));
+    }
+    let merged = chartsync_merge::unite_files(&kept.files, &gone.files);
+    let conflicts: Vec<serde_json::Value> = merged
+        .conflicts
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "file": c.file,
+                "path": c.path,
+                "kept": c.theirs,
+                "other": c.ours,
+            })
+        })
+        .collect();
+    let record = service
+        .write(
+            caller.clone(),
+            WriteRequest {
+                id: survivor,
+                condition: Condition::MatchHead(survivor_head),
+                change: Change::Replace(merged.files),
+                meta: meta.clone(),
+            },
+        )
+        .await?;
+    service
+        .write(
+            caller,
+            WriteRequest {
+                id: other,
+                condition: Condition::MatchHead(other_head),
+                change: Change::Retire {
+                    replaced_by: Some(survivor),
+                },
+                meta: CommitMeta {
+                    message: format!("Retire record: merged into {survivor} (same person)"),
+                    ..meta
+                },
+            },
+        )
+        .await?;
+    Ok((record, conflicts))
 }

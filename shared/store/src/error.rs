@@ -32,6 +32,20 @@ pub enum StoreError {
     /// Received data refused.
     #[error(transparent)]
     Received(#[from] ReceiveError),
+    /// The record is retired: only a restore writes to it.
+    #[error("patient record {id} is retired{}; restore it first, or write to the record that replaced it", .replaced_by.map(|r| format!(" (replaced by {r})")).unwrap_or_default())]
+    Retired {
+        /// The record.
+        id: PatientId,
+        /// The record that holds this patient now, if it was merged.
+        replaced_by: Option<PatientId>,
+    },
+    /// A restore of a record that is not retired.
+    #[error("patient record {id} is not retired; there is nothing to restore")]
+    NotRetired {
+        /// The record.
+        id: PatientId,
+    },
     /// Another writer holds the record for too long.
     #[error("patient record {id} is being written by someone else; try again")]
     Busy {

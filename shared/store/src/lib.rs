@@ -23,6 +23,7 @@ mod objects;
 mod read;
 mod receive;
 pub mod refs;
+mod retire;
 mod shape;
 mod write;
 
@@ -40,6 +41,7 @@ pub use maintenance::RepackStats;
 pub use merge_op::MergeOutcome;
 pub use objects::INSTANCE_TRAILER;
 pub use receive::{Attribution, ReceiveError, Received};
+pub use retire::{RETIRED_FILE, Retirement};
 pub use write::{Change, CommitMeta, Condition};
 
 use cache::RepoCache;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use super::objects::{build_commit, read_files, write_objects};
 use super::refs::{RefError, RefLock};
 use super::{CommitMeta, Flush, Prepared, RecordStore, Stage, StoreError, commit_id, oid};
+use crate::retire::RETIRED_FILE;
 use crate::validate::validate_files;
 use chartsync_merge::files::{FileConflict, merge_files};
 use chartsync_protocol::id::PatientId;
@@ -94,7 +95,19 @@ impl RecordStore {
             };
             let ours_files = read_files(repo, id, oid(ours))?.files;
             let theirs_contents = read_files(repo, id, oid(theirs))?;
-            let merged = merge_files(&base_files, &ours_files, &theirs_contents.files);
+            let mut merged = merge_files(&base_files, &ours_files, &theirs_contents.files);
+            // Both sides retired the record (the same merge made at two
+            // places): central's marker stands, and two markers differing
+            // in time or author are no conflict for a clinician.
+            if let (Some(_), Some(theirs_marker)) = (
+                ours_files.get(RETIRED_FILE),
+                theirs_contents.files.get(RETIRED_FILE),
+            ) {
+                merged
+                    .files
+                    .insert(RETIRED_FILE.to_string(), theirs_marker.clone());
+                merged.conflicts.retain(|c| c.file != RETIRED_FILE);
+            }
             validate_files(&merged.files, &self.limits)?;
             let mut known: HashSet<_> = theirs_contents.objects;
             known.extend(read_files(repo, id, oid(ours))?.objects);

@@ -34,6 +34,20 @@ impl RecordStore {
         })
     }
 
+    /// Whether the record is retired at `commit` (its tree holds the
+    /// marker [`crate::RETIRED_FILE`]); reads one tree, not the files.
+    pub fn is_retired_at(&self, id: &PatientId, commit: CommitId) -> Result<bool, StoreError> {
+        self.with_repo(id, |repo| {
+            let Ok(commit) = repo.find_commit(oid(commit)) else {
+                return Ok(false);
+            };
+            let tree = commit
+                .tree()
+                .map_err(StoreError::git(format!("reading the tree of {id}")))?;
+            Ok(tree.get_name(crate::RETIRED_FILE).is_some())
+        })
+    }
+
     /// Whether the repository has `commit`.
     pub fn has_commit(&self, id: &PatientId, commit: CommitId) -> Result<bool, StoreError> {
         self.with_repo(id, |repo| Ok(repo.find_commit(oid(commit)).is_ok()))

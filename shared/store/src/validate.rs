@@ -86,6 +86,15 @@ pub enum InvalidRecord {
         /// The file.
         file: String,
     },
+    /// A write through the record API that touches the retirement marker
+    /// (only retire and restore write it).
+    #[error(
+        "{file} marks a retired record; it is written only by retiring (DELETE) or restoring (POST .../restore), not by a record write"
+    )]
+    Reserved {
+        /// The file.
+        file: String,
+    },
     /// A folder without files (git keeps none; a record's folders exist only
     /// for the files in them).
     #[error("folder {folder:?} is empty; a record's folders hold files")]
@@ -118,6 +127,7 @@ impl InvalidRecord {
             InvalidRecord::PatchNotYaml { .. } => "invalid_patch",
             InvalidRecord::UnsupportedEntry { .. } => "unsupported_entry",
             InvalidRecord::EmptyFolder { .. } => "empty_folder",
+            InvalidRecord::Reserved { .. } => "reserved_file",
         }
     }
 }

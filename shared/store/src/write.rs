@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::objects::{NewCommit, build_commit, read_files, write_objects};
 use super::refs::RefLock;
+use super::retire::{RETIRED_FILE, Retirement};
 use super::{Conflict, Flush, Prepared, RecordStore, Stage, StoreError, TempRepo, commit_id, oid};
 use crate::validate::{InvalidRecord, validate_files};
 use chartsync_merge::diff::diff_files;
@@ -37,6 +38,41 @@ pub enum Change {
     Replace(Files),
     /// Patch some files.
     Patch(PatchBody),
+    /// Retire the record: a tombstone commit that keeps every file and adds
+    /// the marker [`RETIRED_FILE`]. Needs the exact head (a stale one is a
+    /// conflict); refused with [`StoreError::Retired`] when already retired.
+    Retire {
+        /// The record that holds this patient now (a merge), if any.
+        replaced_by: Option<PatientId>,
+    },
+    /// Restore a retired record: one commit removing the marker, so the
+    /// record is active again with its last files. Needs the exact head
+    /// (the tombstone's); refused with [`StoreError::NotRetired`] when the
+    /// record is not retired.
+    Restore,
+}
+
+impl Change {
+    /// Whether this is a record API write of files (not retire or restore).
+    fn is_edit(&self) -> bool {
+        matches!(self, Change::Replace(_) | Change::Patch(_))
+    }
+
+    /// Refuses a record write that touches the retirement marker.
+    fn check_reserved(&self) -> Result<(), StoreError> {
+        let touches = match self {
+            Change::Replace(files) => files.contains_key(RETIRED_FILE),
+            Change::Patch(patch) => patch.contains_key(RETIRED_FILE),
+            Change::Retire { .. } | Change::Restore => false,
+        };
+        if touches {
+            return Err(InvalidRecord::Reserved {
+                file: RETIRED_FILE.to_string(),
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// Who writes, and why.
@@ -115,12 +151,16 @@ impl RecordStore {
         meta: &CommitMeta,
         flush: Flush,
     ) -> Result<Prepared, StoreError> {
+        change.check_reserved()?;
         let guard = self.local_lock(*id)?;
         if condition == Condition::MustCreate {
             if self.exists(id) {
                 return Err(self.exists_conflict(id));
             }
-            let files = apply_change(&Files::new(), &change)?;
+            if !change.is_edit() {
+                return Err(StoreError::NotFound { id: *id });
+            }
+            let files = apply_change(&Files::new(), &change, instance)?;
             let catchment = validate_files(&files, &self.limits)?;
             let (new, objects) =
                 build_commit(&files, &new_commit(instance, meta, vec![]), &HashSet::new())?;
@@ -148,7 +188,38 @@ impl RecordStore {
             .ok_or_else(|| super::objects::corrupt(id, "the record has no head".into()))?;
         let (new, objects, changed, catchment) = self.with_repo(id, |repo| {
             let now_contents = read_files(repo, id, current)?;
+            let retired = Retirement::of(&now_contents.files);
+            match (&change, &retired) {
+                (Change::Restore, None) => return Err(StoreError::NotRetired { id: *id }),
+                (Change::Restore, Some(_)) => {}
+                (_, Some(r)) => {
+                    return Err(StoreError::Retired {
+                        id: *id,
+                        replaced_by: r.replaced_by,
+                    });
+                }
+                (_, None) => {}
+            }
             let target = match condition {
+                // Retire and restore apply to the exact version only.
+                Condition::MatchHead(expected) if oid(expected) != current && !change.is_edit() => {
+                    let expected_files = if repo.find_commit(oid(expected)).is_ok() {
+                        Some(read_files(repo, id, oid(expected))?.files)
+                    } else {
+                        None
+                    };
+                    let changed = stale_changes(
+                        expected_files.as_ref(),
+                        &now_contents.files,
+                        &Change::Replace(expected_files.clone().unwrap_or_default()),
+                    );
+                    return Err(StoreError::Conflict(Box::new(Conflict {
+                        current_head: Some(commit_id(current)),
+                        expected_head: Some(expected),
+                        changed,
+                        current: now_contents.files,
+                    })));
+                }
                 Condition::MatchHead(expected) if oid(expected) != current => {
                     let expected_files = if repo.find_commit(oid(expected)).is_ok() {
                         Some(read_files(repo, id, oid(expected))?.files)
@@ -165,9 +236,9 @@ impl RecordStore {
                             current: now_contents.files,
                         })));
                     }
-                    apply_change(&now_contents.files, &change)?
+                    apply_change(&now_contents.files, &change, instance)?
                 }
-                _ => apply_change(&now_contents.files, &change)?,
+                _ => apply_change(&now_contents.files, &change, instance)?,
             };
             let catchment = validate_files(&target, &self.limits)?;
             if target == now_contents.files {
@@ -267,9 +338,28 @@ impl RecordStore {
 }
 
 /// Applies a change to a file set.
-pub(crate) fn apply_change(files: &Files, change: &Change) -> Result<Files, StoreError> {
+pub(crate) fn apply_change(
+    files: &Files,
+    change: &Change,
+    instance: &str,
+) -> Result<Files, StoreError> {
     match change {
         Change::Replace(new) => Ok(new.clone()),
+        Change::Retire { replaced_by } => {
+            let mut out = files.clone();
+            let marker = Retirement {
+                retired_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                replaced_by: *replaced_by,
+                by: instance.to_string(),
+            };
+            out.insert(RETIRED_FILE.to_string(), marker.to_yaml());
+            Ok(out)
+        }
+        Change::Restore => {
+            let mut out = files.clone();
+            out.remove(RETIRED_FILE);
+            Ok(out)
+        }
         Change::Patch(patch) => {
             let mut out = files.clone();
             for (file, op) in patch {
@@ -348,6 +438,7 @@ fn stale_changes(expected: Option<&Files>, current: &Files, change: &Change) -> 
                 }
             })
             .collect(),
+        Change::Retire { .. } | Change::Restore => Vec::new(),
         Change::Patch(patch) => {
             let mut out = Vec::new();
             for (file, op) in patch {
