@@ -27,7 +27,7 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
         .merge(crate::sync::sync_routes::<D>())
         .merge(crate::ui::routes::<D>())
         .merge(crate::duplicates::routes::<D>())
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz::<D>))
         .route("/metrics", get(metrics::<D>))
         .route(
             "/openapi.json",
@@ -45,6 +45,31 @@ pub fn router<D: CentralDb>(central: Arc<Central<D>>) -> Router {
             count::<D>,
         ))
         .with_state(api)
+}
+
+/// How long `/healthz` waits for the database.
+const HEALTH_DB_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// 200 `ok` when the database answers a small query within two seconds,
+/// else 503 with the reason: a load balancer then stops sending requests
+/// to a central that lost its database (PostgreSQL down or failing over).
+async fn healthz<D: CentralDb>(State(api): State<CentralApi<D>>) -> Response {
+    match tokio::time::timeout(HEALTH_DB_WAIT, api.0.db.instances_version()).await {
+        Ok(Ok(_)) => "ok\n".into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: the database failed");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not healthy: the database failed; see the log\n",
+            )
+                .into_response()
+        }
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not healthy: the database did not answer within 2 s\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn count<D: CentralDb>(

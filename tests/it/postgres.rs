@@ -797,3 +797,32 @@ async fn three_centrals_behind_haproxy() {
         }
     }
 }
+
+/// A central whose database goes away answers `/healthz` with 503 (so a
+/// load balancer stops sending it requests), and 200 while it is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_says_when_the_database_is_gone() {
+    let test = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_config(dir.path(), "a", port, &test.url);
+    let (_daemon, url) = serve(&config, port).await;
+    let http = client();
+    let health = || async {
+        let r = http
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        (r.status(), r.text().await.expect("body"))
+    };
+    assert_eq!(health().await, (StatusCode::OK, "ok\n".to_owned()));
+
+    // The database is dropped under it (its connections are ended too).
+    admin_sql(format!("DROP DATABASE {} WITH (FORCE)", test.name))
+        .await
+        .expect("drop the database");
+    let (status, body) = health().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.starts_with("not healthy: the database"), "{body}");
+}
