@@ -42,6 +42,35 @@ pub fn routes<D: CentralDb>() -> Router<CentralApi<D>> {
         .route("/ui/duplicates/merge", post(merge::<D>))
 }
 
+/// The pair named by a duplicates-queue form (fields `a` and `b`), once
+/// the form's session and CSRF token are checked; else the answer to give.
+async fn pair_form<D: CentralDb>(
+    api: &CentralApi<D>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(chartsync_protocol::PatientId, chartsync_protocol::PatientId), Response> {
+    let required: [ui::Field<'_>; 3] = [("csrf", None), ("a", None), ("b", None)];
+    let form = ui::read_form(headers, body, 64 << 10, &required).await?;
+    let Some(session) = api.0.ui.get(headers) else {
+        return Err(ui::redirect("/ui"));
+    };
+    if !session.csrf_ok(&form) {
+        return Err(StatusCode::FORBIDDEN.into_response());
+    }
+    let id = |name: &str| {
+        form.get(name)
+            .and_then(|v| v.parse::<chartsync_protocol::PatientId>().ok())
+    };
+    let (Some(a), Some(b)) = (id("a"), id("b")) else {
+        return Err(ui::page(
+            StatusCode::BAD_REQUEST,
+            TITLE,
+            "<p class=\"msg bad\">Those are not patient ids. <a href=\"/ui\">Back to the page</a></p>",
+        ));
+    };
+    Ok((a, b))
+}
+
 /// "Same person: merge": record `b` is merged into record `a` (the first
 /// listed stays) at their current heads, as `POST
 /// /v1/patients/{a}/merge` does; the page then says what was kept and
@@ -51,27 +80,9 @@ async fn merge<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let required: [ui::Field<'_>; 3] = [("csrf", None), ("a", None), ("b", None)];
-    let form = match ui::read_form(&headers, body, 64 << 10, &required).await {
-        Ok(f) => f,
+    let (a, b) = match pair_form(&api, &headers, body).await {
+        Ok(pair) => pair,
         Err(r) => return r,
-    };
-    let Some(session) = api.0.ui.get(&headers) else {
-        return ui::redirect("/ui");
-    };
-    if !session.csrf_ok(&form) {
-        return StatusCode::FORBIDDEN.into_response();
-    }
-    let id = |name: &str| {
-        form.get(name)
-            .and_then(|v| v.parse::<chartsync_protocol::PatientId>().ok())
-    };
-    let (Some(a), Some(b)) = (id("a"), id("b")) else {
-        return ui::page(
-            StatusCode::BAD_REQUEST,
-            TITLE,
-            "<p class=\"msg bad\">Those are not patient ids. <a href=\"/ui\">Back to the page</a></p>",
-        );
     };
     let result = async {
         let kept = api.read(Caller::Admin, a).await?;
@@ -128,27 +139,9 @@ async fn dismiss<D: CentralDb>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let required: [ui::Field<'_>; 3] = [("csrf", None), ("a", None), ("b", None)];
-    let form = match ui::read_form(&headers, body, 64 << 10, &required).await {
-        Ok(f) => f,
+    let (a, b) = match pair_form(&api, &headers, body).await {
+        Ok(pair) => pair,
         Err(r) => return r,
-    };
-    let Some(session) = api.0.ui.get(&headers) else {
-        return ui::redirect("/ui");
-    };
-    if !session.csrf_ok(&form) {
-        return StatusCode::FORBIDDEN.into_response();
-    }
-    let id = |name: &str| {
-        form.get(name)
-            .and_then(|v| v.parse::<chartsync_protocol::PatientId>().ok())
-    };
-    let (Some(a), Some(b)) = (id("a"), id("b")) else {
-        return ui::page(
-            StatusCode::BAD_REQUEST,
-            TITLE,
-            "<p class=\"msg bad\">Those are not patient ids. <a href=\"/ui\">Back to the page</a></p>",
-        );
     };
     if let Err(e) = api
         .0
