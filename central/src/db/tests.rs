@@ -1008,7 +1008,8 @@ pub(crate) async fn suite_reports<D: CentralDb>(db: &D) {
         .await
         .expect("save");
     let rows = db.activity(0).await.expect("activity");
-    assert_eq!(rows.len(), 1, "pruned: {rows:?}");
+    assert_eq!(rows.len(), 1, "the hour 20 days back is pruned: {rows:?}");
+    assert_eq!(rows[0].hour, (start + 20 * 86_400) / 3600);
     let latest = db.reports().await.expect("reports");
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[0].report, "{\"pending\":3}");

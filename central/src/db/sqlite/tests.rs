@@ -302,37 +302,3 @@ async fn the_database_and_its_wal_are_private_to_their_owner() {
     drop(db);
     drop(path);
 }
-
-#[tokio::test]
-async fn reports_keep_the_latest_and_an_hourly_series_of_15_days() {
-    let (_dir, _path, db) = fresh();
-    let report = |at: i64, pending: u64| crate::db::SavedReport {
-        instance: 7,
-        at,
-        report: format!("{{\"pending\":{pending}}}"),
-        lag: pending * 2,
-        pending,
-        calls: 1,
-        conflicts: 1,
-    };
-    let start = 1_800_000_000 / 3600 * 3600;
-    // Two calls in the first hour, one 20 days later.
-    db.save_report(report(start, 1)).await.expect("save");
-    db.save_report(report(start + 60, 2)).await.expect("save");
-    let rows = db.activity(0).await.expect("activity");
-    assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].calls, rows[0].pending, rows[0].lag), (2, 2, 4));
-    db.save_report(report(start + 20 * 86_400, 3))
-        .await
-        .expect("save");
-    let rows = db.activity(0).await.expect("activity");
-    assert_eq!(rows.len(), 1, "the hour 20 days back is pruned: {rows:?}");
-    assert_eq!(rows[0].hour, (start + 20 * 86_400) / 3600);
-    let latest = db.reports().await.expect("reports");
-    assert_eq!(latest.len(), 1);
-    assert_eq!(latest[0].report, "{\"pending\":3}");
-    assert_eq!(
-        (latest[0].lag, latest[0].pending, latest[0].conflicts),
-        (6, 3, 1)
-    );
-}
