@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "record_history",
         sql: include_str!("../../../../migrations/central/postgres/0005_record_history.sql"),
     },
+    Migration {
+        version: 6,
+        name: "lease_owner",
+        sql: include_str!("../../../../migrations/central/postgres/0006_lease_owner.sql"),
+    },
 ];
 
 /// The schema version this build migrates to.

@@ -17,14 +17,20 @@
 //! to 1000 records, a few bulk statements), which keeps the queue short.
 //!
 //! Patient leases expire on the database's clock, so processes on servers
-//! whose clocks disagree still agree on who holds a lease. The head's
-//! compare-and-swap in [`CentralDb::apply`] is the fence: a process whose
-//! lease expired while it worked finds the head moved by the new holder and
-//! its change is refused as stale, never written over the other's.
+//! whose clocks disagree still agree on who holds a lease. A process that
+//! dies frees its leases sooner: each lease carries the key of its
+//! process's liveness session (see [`liveness`]), and a contender that finds
+//! that session gone takes the lease over at once, whatever server the dead
+//! process ran on. Two checks in the transaction of [`CentralDb::apply`]
+//! are the fence: a change to a patient whose lease another process holds
+//! now is refused as stale, and so is one whose expected head moved (the
+//! compare-and-swap). A process whose lease expired or was taken over while
+//! it worked never writes over the new holder's change.
 
 mod dump;
 mod duplicates;
 mod instances;
+mod liveness;
 mod locks;
 mod migrate;
 mod records;
@@ -136,6 +142,9 @@ macro_rules! transact {
 #[derive(Clone)]
 pub struct PgDb {
     pool: Pool,
+    /// This process's liveness session (see [`liveness`]), opened by the
+    /// first lease it takes.
+    liveness: std::sync::Arc<liveness::Liveness>,
 }
 
 impl std::fmt::Debug for PgDb {
@@ -169,6 +178,7 @@ impl PgDb {
     /// A pool for `url`, without touching the database yet.
     pub fn connect(url: &str) -> Result<PgDb, DbError> {
         let config = parse_url(url)?;
+        let liveness = std::sync::Arc::new(liveness::Liveness::new(config.clone()));
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -183,7 +193,7 @@ impl PgDb {
                 context: "making the connection pool",
                 source: Box::new(e),
             })?;
-        Ok(PgDb { pool })
+        Ok(PgDb { pool, liveness })
     }
 
     /// Creates or migrates the tables; returns the schema version. Safe
@@ -351,8 +361,13 @@ impl CentralDb for PgDb {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let owner = self
+            .liveness
+            .key()
+            .await
+            .map_err(|e| e.into_db("opening this process's liveness session"))?;
         transact!(self, "taking patient locks", write, |tx| {
-            locks::try_lock(&tx, ids, holder, lease).await?
+            locks::try_lock(&tx, ids, holder, lease, owner).await?
         })
         .await
     }
@@ -400,8 +415,9 @@ impl CentralDb for PgDb {
                 check_instance(by)?;
             }
         }
+        let owner = self.liveness.current();
         transact!(self, "accepting heads", write, |tx| {
-            records::apply(&tx, changes, None).await?
+            records::apply(&tx, changes, None, owner).await?
         })
         .await
     }
@@ -447,8 +463,9 @@ impl CentralDb for PgDb {
                 check_instance(by)?;
             }
         }
+        let owner = self.liveness.current();
         transact!(self, "accepting heads with their history", write, |tx| {
-            records::apply(&tx, changes, Some(packs)).await?
+            records::apply(&tx, changes, Some(packs), owner).await?
         })
         .await
     }

@@ -75,11 +75,14 @@ struct State {
 
 /// Accepts what it can of `changes` (see [`crate::db::CentralDb::apply`]).
 /// With `packs` (one per change), each accepted change's pack is stored in
-/// `record_history` and no `ref_pending` row is written.
+/// `record_history` and no `ref_pending` row is written. A change to a
+/// patient whose lease another process holds (any liveness key but
+/// `owner`) is refused as stale: its writer's lease was taken over.
 pub(super) async fn apply(
     tx: &Transaction<'_>,
     changes: &[HeadChange],
     packs: Option<&[Vec<u8>]>,
+    owner: Option<i64>,
 ) -> R<Vec<Applied>> {
     if packs.is_some_and(|p| p.len() != changes.len()) {
         return Err(DbError::Backend {
@@ -102,6 +105,7 @@ pub(super) async fn apply(
             &[&ids],
         )
         .await?;
+    let fenced = super::locks::leased_by_others(tx, &ids, owner).await?;
     let mut states: HashMap<PatientId, State> = HashMap::with_capacity(rows.len());
     for row in &rows {
         states.insert(
@@ -131,6 +135,10 @@ pub(super) async fn apply(
     for (index, change) in changes.iter().enumerate() {
         let by = change.by.map(i64::from);
         let current = states.get(&change.id).map(|s| s.head);
+        if fenced.contains(&change.id.as_bytes()[..]) {
+            out.push(Applied::Stale { current });
+            continue;
+        }
         match (&change.old, current) {
             (None, None) => {
                 let mut holders = Holders::default();

@@ -150,3 +150,144 @@ fn test_urls_name_the_database() {
         "postgres://u@h/x?sslmode=disable"
     );
 }
+
+/// Runs `sql` (with one BIGINT parameter) on the test database as another
+/// client; returns the first column of each row.
+async fn pids_of(url: &str, sql: &str, key: i64) -> Vec<i32> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let task = tokio::spawn(conn);
+    let rows = client.query(sql, &[&key]).await.expect("query");
+    drop(client);
+    let _ = task.await;
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// The backend holding liveness key `key`'s advisory lock.
+const LIVENESS_PID: &str = "SELECT pid FROM pg_locks
+  WHERE locktype = 'advisory' AND granted AND objsubid = 1
+    AND ((classid::int8 << 32) | objid::int8) = $1";
+
+/// Tries `db.try_lock(id)` for `holder` until it is taken or `within` has
+/// passed; returns how long it took.
+async fn lock_within(
+    db: &PgDb,
+    id: chartsync_protocol::PatientId,
+    holder: &str,
+    within: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use crate::db::CentralDb;
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        let got = db
+            .try_lock(&[id], holder, std::time::Duration::from_secs(60))
+            .await
+            .expect("try_lock");
+        if got == vec![true] {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Leases of a process whose database session ended go to the next
+/// contender at once (not after the 60 s lease), on any server; and a
+/// process cut off from the database while it still runs cannot publish
+/// under the lease it lost, even where its expected head still matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_an_ended_session_are_taken_over_and_fenced() {
+    use crate::db::tests::{create, new_commit, update};
+    use crate::db::{Applied, CentralDb};
+    use std::time::Duration;
+
+    let test = TestDb::new().await;
+    let (a, b) = (test.open().await, test.open().await);
+    let long = Duration::from_secs(60);
+    let p = chartsync_protocol::PatientId::random();
+    let first = new_commit();
+    assert_eq!(a.try_lock(&[p], "a", long).await.expect("lock"), vec![true]);
+    assert!(matches!(
+        a.apply(&[create(p, first, None, None)])
+            .await
+            .expect("apply")[0],
+        Applied::Ok { .. }
+    ));
+    // While a's session lives, its lease holds (and b cannot write p).
+    assert_eq!(
+        b.try_lock(&[p], "b", long).await.expect("lock"),
+        vec![false]
+    );
+    assert_eq!(
+        b.try_lock(&[p], "b", long).await.expect("lock"),
+        vec![false]
+    );
+    let b_key = b.liveness.current().expect("b's session is open");
+    assert!(matches!(
+        b.apply(&[update(p, first, new_commit(), None, None)])
+            .await
+            .expect("apply")[0],
+        Applied::Stale { .. }
+    ));
+
+    // a's liveness session is ended under it (a network cut, an
+    // administrator): a still runs, but b takes the lease over at once.
+    let a_key = a.liveness.current().expect("a's session is open");
+    let pids = pids_of(&test.url, LIVENESS_PID, a_key).await;
+    assert_eq!(pids.len(), 1, "one backend holds a's key");
+    pids_of(
+        &test.url,
+        "SELECT pid FROM (SELECT $1::int8::int4 AS pid) AS t WHERE pg_terminate_backend(pid)",
+        i64::from(pids[0]),
+    )
+    .await;
+    let took = lock_within(&b, p, "b", Duration::from_secs(10))
+        .await
+        .expect("b takes over the lease of a's ended session");
+    assert!(took < Duration::from_secs(10));
+    // a's write in flight under the lost lease is refused, though its
+    // expected head is still the current one; b's goes in.
+    let mine = new_commit();
+    assert!(matches!(
+        a.apply(&[update(p, first, new_commit(), None, None)])
+            .await
+            .expect("apply")[0],
+        Applied::Stale { current: Some(h) } if h == first
+    ));
+    assert!(matches!(
+        b.apply(&[update(p, first, mine, None, None)])
+            .await
+            .expect("apply")[0],
+        Applied::Ok { .. }
+    ));
+    // a comes back with a new key; b's lease holds against it.
+    assert_eq!(
+        a.try_lock(&[p], "a", long).await.expect("lock"),
+        vec![false]
+    );
+    let new_key = a.liveness.current().expect("a opened a new session");
+    assert_ne!(new_key, a_key);
+    assert_eq!(b.liveness.current(), Some(b_key));
+    b.unlock(&[p], "b").await.expect("unlock");
+    assert_eq!(a.try_lock(&[p], "a", long).await.expect("lock"), vec![true]);
+    assert!(matches!(
+        a.apply(&[update(p, mine, new_commit(), None, None)])
+            .await
+            .expect("apply")[0],
+        Applied::Ok { .. }
+    ));
+
+    // A process that dies (its connections close): its lease goes too.
+    let q = chartsync_protocol::PatientId::random();
+    let c = test.open().await;
+    assert_eq!(c.try_lock(&[q], "c", long).await.expect("lock"), vec![true]);
+    assert_eq!(
+        b.try_lock(&[q], "b", long).await.expect("lock"),
+        vec![false]
+    );
+    drop(c);
+    lock_within(&b, q, "b", Duration::from_secs(10))
+        .await
+        .expect("b takes over the lease of a process that is gone");
+}
