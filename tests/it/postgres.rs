@@ -88,16 +88,48 @@ impl Drop for TestDb {
 
 /// A central configuration on `db`, data in `dir`, listening on `port`.
 pub fn write_config(dir: &Path, name: &str, port: u16, db: &str) -> std::path::PathBuf {
+    write_config_with(dir, name, port, db, "")
+}
+
+/// [`write_config`] with `extra` sections (say `[locks]`) at the end.
+pub fn write_config_with(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    db: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\n[database]\nurl = \"{db}\"\n",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\n[database]\nurl = \"{db}\"\n{extra}",
             dir.join(name).display()
         ),
     )
     .expect("write config");
     path
+}
+
+/// A client of the test's database (for what the test watches or holds).
+async fn sql_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(conn);
+    client
+}
+
+/// How many patient leases the central process `pid` holds now (its lease
+/// holder name is `host:pid:random`).
+async fn leases_of(sql: &tokio_postgres::Client, pid: u32) -> i64 {
+    sql.query_one(
+        "SELECT count(*) FROM locks WHERE holder LIKE $1",
+        &[&format!("%:{pid}:%")],
+    )
+    .await
+    .expect("count leases")
+    .get(0)
 }
 
 /// Runs the binary; returns its standard output (it must succeed).
@@ -825,4 +857,497 @@ async fn healthz_says_when_the_database_is_gone() {
     let (status, body) = health().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.starts_with("not healthy: the database"), "{body}");
+}
+
+/// Issue 11: a patient whose lease holder died mid-write is writable
+/// through another process at once, far within the lease (60 s here), and
+/// the acknowledged history is whole. Process a is stopped mid-write by
+/// holding the change sequence's row from the test (its write then holds
+/// the patient's lease, its record staged, its transaction waiting), then
+/// killed with SIGKILL. Process b was started before a died, so b never
+/// runs its start-up release of same-machine dead holders (the /proc
+/// shortcut): what frees the lease is a's ended database session, which
+/// works the same across servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holders_patient_is_writable_through_another_process_within_the_lease() {
+    use std::time::{Duration, Instant};
+
+    let test = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port_a, port_b) = (free_port(), free_port());
+    let locks = "[locks]\nlease_secs = 60\nwait_secs = 1\n";
+    let a = write_config_with(dir.path(), "a", port_a, &test.url, locks);
+    let b = write_config_with(dir.path(), "b", port_b, &test.url, locks);
+    run_ok(&["central", "migrate", "--config", a.to_str().expect("a")]);
+    let ((mut proc_a, url_a), (_proc_b, url_b)) =
+        (serve(&a, port_a).await, serve(&b, port_b).await);
+    let http = client();
+
+    // A record with edits acknowledged through both processes.
+    let r = http
+        .post(format!("{url_b}/v1/patients"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"files": {"patient.yaml": "given_name: Ann\n"}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mut etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut yaml = "given_name: Ann\n".to_owned();
+    for (n, url) in [&url_a, &url_b, &url_a].into_iter().enumerate() {
+        yaml.push_str(&format!("visit_{n}: acknowledged\n"));
+        let (status, now) = put(&http, url, ADMIN, &id, &etag, &yaml).await;
+        assert_eq!(status, StatusCode::OK);
+        etag = now;
+    }
+
+    // a's next write stops mid-way: the test holds the sequence row.
+    let hold = sql_client(&test.url).await;
+    hold.batch_execute("BEGIN; SELECT value FROM counters WHERE name = 'seq' FOR UPDATE")
+        .await
+        .expect("hold the sequence row");
+    let watch = sql_client(&test.url).await;
+    let in_flight = {
+        let (http, url, id, etag) = (http.clone(), url_a.clone(), id.clone(), etag.clone());
+        let yaml = format!("{yaml}visit_3: in flight when a died\n");
+        tokio::spawn(async move {
+            http.put(format!("{url}/v1/patients/{id}"))
+                .bearer_auth(ADMIN)
+                .header("if-match", etag)
+                .json(&json!({"files": {"patient.yaml": yaml}}))
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    };
+    let pid = proc_a.child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("waiting backends")
+            .get(0);
+        if leases_of(&watch, pid).await == 1 && waiting == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a's write never got its lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proc_a.child.kill().expect("kill -9");
+    proc_a.child.wait().expect("reap");
+    hold.batch_execute("ROLLBACK").await.expect("let go");
+    let answer = in_flight.await.expect("request task");
+    assert!(
+        !matches!(answer, Ok(StatusCode::OK)),
+        "a answered {answer:?} though it was killed mid-write"
+    );
+    assert_eq!(
+        leases_of(&watch, pid).await,
+        1,
+        "the dead process's lease is there"
+    );
+
+    // Through b: the patient is writable at once (b's lock wait is 1 s; the
+    // lease would hold it for 60 s).
+    let start = Instant::now();
+    loop {
+        let (status, _, head) = get(&http, &url_b, &id).await;
+        assert_eq!((status, head.as_str()), (StatusCode::OK, etag.as_str()));
+        let next = format!("{yaml}visit_3: through b after a died\n");
+        match put(&http, &url_b, ADMIN, &id, &etag, &next).await {
+            (StatusCode::OK, now) => {
+                etag = now;
+                yaml = next;
+                break;
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, _) => assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the patient is still busy {:?} after its lease holder died",
+                start.elapsed()
+            ),
+            (other, _) => panic!("b answered {other}"),
+        }
+    }
+    let took = start.elapsed();
+    println!(
+        "a patient leased by a killed process: written through another process in {took:?} (lease 60 s)"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(leases_of(&watch, pid).await, 0);
+
+    // The acknowledged history is whole: the creation, three edits and b's.
+    let (status, body, head) = get(&http, &url_b, &id).await;
+    assert_eq!((status, head.as_str()), (StatusCode::OK, etag.as_str()));
+    assert_eq!(body["files"]["patient.yaml"].as_str(), Some(yaml.as_str()));
+    let history: Vec<Value> = http
+        .get(format!("{url_b}/v1/patients/{id}/history"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(history.len(), 5, "{history:?}");
+}
+
+/// A record's history as HQ sees it through `url`: its commit hashes.
+async fn history(http: &reqwest::Client, url: &str, id: &str) -> Vec<String> {
+    let r = http
+        .get(format!("{url}/v1/patients/{id}/history"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("history");
+    assert_eq!(r.status(), StatusCode::OK, "history of {id} through {url}");
+    r.json::<Vec<Value>>()
+        .await
+        .expect("json")
+        .iter()
+        .map(|e| e["commit"].as_str().expect("commit").to_owned())
+        .collect()
+}
+
+/// A writer through the balancer: creates a patient, then adds one line at
+/// a time (`w<w>_<n>: x`) with conditional PUTs until `stop`. An answer
+/// that did not come (its process was killed) is an unknown outcome: the
+/// writer reads the record again, and a line that landed is not written
+/// twice. Returns the patient, the acknowledged heads (ETags) and how many
+/// lines landed.
+async fn api_writer(
+    http: reqwest::Client,
+    lb: String,
+    w: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (String, Vec<String>, usize) {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    let pause = || tokio::time::sleep(Duration::from_millis(20));
+    let (id, mut acked) = loop {
+        let r = http
+            .post(format!("{lb}/v1/patients"))
+            .bearer_auth(ADMIN)
+            .timeout(Duration::from_secs(30))
+            .json(&json!({"files": {"patient.yaml": format!("given_name: W{w}\n")}}))
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status() == StatusCode::CREATED
+        {
+            let etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+            let body: Value = r.json().await.expect("json");
+            break (body["id"].as_str().expect("id").to_owned(), vec![etag]);
+        }
+        pause().await;
+    };
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let r = http
+            .get(format!("{lb}/v1/patients/{id}"))
+            .bearer_auth(ADMIN)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        let Ok(r) = r else {
+            pause().await;
+            continue;
+        };
+        if r.status() != StatusCode::OK {
+            pause().await;
+            continue;
+        }
+        let etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+        let Ok(body) = r.json::<Value>().await else {
+            continue;
+        };
+        let yaml = body["files"]["patient.yaml"]
+            .as_str()
+            .expect("yaml")
+            .to_owned();
+        if yaml.contains(&format!("\nw{w}_{n}:")) {
+            // An unknown outcome that landed.
+            n += 1;
+            continue;
+        }
+        let r = http
+            .put(format!("{lb}/v1/patients/{id}"))
+            .bearer_auth(ADMIN)
+            .header("if-match", &etag)
+            .timeout(Duration::from_secs(30))
+            .json(&json!({"files": {"patient.yaml": format!("{yaml}w{w}_{n}: x\n")}}))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == StatusCode::OK => {
+                acked.push(r.headers()["etag"].to_str().expect("etag").to_owned());
+                n += 1;
+            }
+            // Busy, stale, or cut off by a kill: read again.
+            _ => pause().await,
+        }
+    }
+    (id, acked, n)
+}
+
+/// A satellite's round: three new records and an edit of an earlier one,
+/// written locally, then pushed as one batch (and central's changes
+/// pulled); a failed sync (its central process killed) is retried at the
+/// next round. Returns every record written and its local commit count.
+async fn satellite_writer(
+    http: reqwest::Client,
+    sat: std::sync::Arc<crate::support::TestSatellite>,
+    s: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(String, usize)> {
+    use chartsync_satellite::jobs::Job;
+    use std::sync::atomic::Ordering;
+
+    let mut made: Vec<(String, usize)> = Vec::new();
+    let mut round = 0;
+    while !stop.load(Ordering::SeqCst) {
+        for k in 0..3 {
+            let (id, _) = sat
+                .create(
+                    &http,
+                    &format!("given_name: S{s}r{round}k{k}\ncatchment: north\n"),
+                )
+                .await;
+            made.push((id, 1));
+        }
+        let pick = (round * 7) % made.len();
+        let (id, commits) = &mut made[pick];
+        let (status, body, etag) = sat.get(&http, id).await;
+        assert_eq!(status, StatusCode::OK);
+        let yaml = format!(
+            "{}edit_{round}: x\n",
+            body["files"]["patient.yaml"].as_str().expect("yaml")
+        );
+        let r = http
+            .put(format!("{}/v1/patients/{id}", sat.url))
+            .header("if-match", &etag)
+            .json(&json!({"files": {"patient.yaml": yaml}}))
+            .send()
+            .await
+            .expect("put at the satellite");
+        assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+        *commits += 1;
+        let _ = sat.run(&[Job::Push, Job::Pull, Job::FetchNew]).await;
+        round += 1;
+    }
+    made
+}
+
+/// Issue 11: kill -9 of one central process after another, ten times, each
+/// while it holds patient leases mid-write (satellites' batch pushes and
+/// API writes through HAProxy in flight), each restarted: every
+/// acknowledged write is readable through every process, each is one
+/// commit, and satellites attached to different processes converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_kills_mid_batch_behind_haproxy_lose_nothing_acknowledged() {
+    use chartsync_satellite::jobs::Job;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    const KILLS: usize = 10;
+    const API_WRITERS: usize = 4;
+
+    let test = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = client();
+    let ports = [free_port(), free_port(), free_port()];
+    let configs: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            write_config_with(
+                dir.path(),
+                &format!("c{n}"),
+                *p,
+                &test.url,
+                "[locks]\nwait_secs = 1\n",
+            )
+        })
+        .collect();
+    run_ok(&[
+        "central",
+        "migrate",
+        "--config",
+        configs[0].to_str().expect("c"),
+    ]);
+    let mut instances = Vec::new();
+    for name in ["north-a", "north-b"] {
+        let added: Value = serde_json::from_str(&run_ok(&[
+            "central",
+            "instance",
+            "add",
+            "--config",
+            configs[0].to_str().expect("c"),
+            "--name",
+            name,
+            "--catchment",
+            "north",
+        ]))
+        .expect("json");
+        instances.push((
+            added["id"].as_u64().expect("id") as u32,
+            added["token"].as_str().expect("token").to_owned(),
+        ));
+    }
+    let mut daemons = Vec::new();
+    let mut urls = Vec::new();
+    for (config, port) in configs.iter().zip(ports) {
+        let (d, url) = serve(config, port).await;
+        daemons.push(d);
+        urls.push(url);
+    }
+    let lb_port = free_port();
+    let _lb = haproxy(dir.path(), lb_port, &ports);
+    let lb = format!("http://127.0.0.1:{lb_port}");
+    wait_healthy(&http, &lb).await;
+    let watch = sql_client(&test.url).await;
+
+    // Satellites attached to two different processes; API writers through
+    // the balancer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sats = Vec::new();
+    let mut sat_tasks = Vec::new();
+    for (s, (instance, token)) in instances.iter().enumerate() {
+        let sat = Arc::new(
+            crate::support::TestSatellite::builder(dir.path().join(format!("sat-{s}")))
+                .central(&urls[s + 1])
+                .instance(*instance, token)
+                .start()
+                .await,
+        );
+        sats.push(Arc::clone(&sat));
+        sat_tasks.push(tokio::spawn(satellite_writer(
+            http.clone(),
+            sat,
+            s,
+            Arc::clone(&stop),
+        )));
+    }
+    let writers: Vec<_> = (0..API_WRITERS)
+        .map(|w| tokio::spawn(api_writer(http.clone(), lb.clone(), w, Arc::clone(&stop))))
+        .collect();
+
+    // One process after another is killed while it holds leases (a write
+    // mid-way), then started again on its port.
+    let started = Instant::now();
+    for kill in 0..KILLS {
+        let victim = kill % 3;
+        let pid = daemons[victim].child.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while leases_of(&watch, pid).await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "kill {kill}: process c{victim} never held a lease"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        daemons[victim].child.kill().expect("kill -9");
+        daemons[victim].child.wait().expect("reap");
+        let (d, _) = serve(&configs[victim], ports[victim]).await;
+        daemons[victim] = d;
+        // Writes go on for a moment before the next kill.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!(
+        "{KILLS} kills mid-write, each restarted, in {:?}",
+        started.elapsed()
+    );
+    stop.store(true, Ordering::SeqCst);
+    let mut written = Vec::new();
+    for w in writers {
+        written.push(w.await.expect("writer"));
+    }
+    let mut made = Vec::new();
+    for t in sat_tasks {
+        made.extend(t.await.expect("satellite writer"));
+    }
+
+    // Every acknowledged API write, through every process: one commit each,
+    // every line once.
+    let mut acked_total = 0;
+    for (w, (id, acked, lines)) in written.iter().enumerate() {
+        acked_total += acked.len() - 1;
+        for url in &urls {
+            let (status, body, etag) = get(&http, url, id).await;
+            assert_eq!(status, StatusCode::OK, "{id} through {url}");
+            let yaml = body["files"]["patient.yaml"].as_str().expect("yaml");
+            for n in 0..*lines {
+                assert_eq!(
+                    yaml.matches(&format!("\nw{w}_{n}:")).count(),
+                    1,
+                    "line {n} of writer {w} through {url}:\n{yaml}"
+                );
+            }
+            assert!(!yaml.contains(&format!("\nw{w}_{lines}:")), "{yaml}");
+            let commits = history(&http, url, id).await;
+            assert_eq!(commits.len(), 1 + lines, "{id} through {url}");
+            assert_eq!(format!("\"{}\"", commits[0]), etag);
+            for head in acked {
+                assert!(
+                    commits.iter().any(|c| format!("\"{c}\"") == *head),
+                    "acknowledged {head} of {id} missing through {url}"
+                );
+            }
+        }
+    }
+
+    // The satellites converge: everything written at either is at central
+    // (through every process) and at both, at the same head, each local
+    // commit one commit at central.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for sat in &sats {
+            let _ = sat.run(&[Job::Push, Job::Pull, Job::FetchNew]).await;
+        }
+        let mut converged = sats.iter().all(|s| s.status().pending_push == 0);
+        for (id, _) in &made {
+            if !converged {
+                break;
+            }
+            let (sa, _, ha) = sats[0].get(&http, id).await;
+            let (sb, _, hb) = sats[1].get(&http, id).await;
+            converged = sa == StatusCode::OK && sb == StatusCode::OK && ha == hb;
+        }
+        if converged {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the satellites do not converge");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (id, commits) in &made {
+        let (_, _, head) = sats[0].get(&http, id).await;
+        for url in &urls {
+            let (status, _, etag) = get(&http, url, id).await;
+            assert_eq!(
+                (status, &etag),
+                (StatusCode::OK, &head),
+                "{id} through {url}"
+            );
+            assert_eq!(
+                history(&http, url, id).await.len(),
+                *commits,
+                "{id} through {url}"
+            );
+        }
+    }
+    println!(
+        "{KILLS} kills: {acked_total} acknowledged API edits on {API_WRITERS} patients and {} satellite records, \
+         all there through 3 processes; the satellites converged",
+        made.len()
+    );
 }
