@@ -123,9 +123,15 @@ async fn sql_client(url: &str) -> tokio_postgres::Client {
 /// How many patient leases the central process `pid` holds now (its lease
 /// holder name is `host:pid:random`).
 async fn leases_of(sql: &tokio_postgres::Client, pid: u32) -> i64 {
+    leases_besides(sql, pid, &[]).await
+}
+
+/// How many patient leases the central process `pid` holds now on other
+/// patients than `besides` (ids as stored).
+async fn leases_besides(sql: &tokio_postgres::Client, pid: u32, besides: &[Vec<u8>]) -> i64 {
     sql.query_one(
-        "SELECT count(*) FROM locks WHERE holder LIKE $1",
-        &[&format!("%:{pid}:%")],
+        "SELECT count(*) FROM locks WHERE holder LIKE $1 AND patient <> ALL($2)",
+        &[&format!("%:{pid}:%"), &besides],
     )
     .await
     .expect("count leases")
@@ -1021,14 +1027,16 @@ async fn history(http: &reqwest::Client, url: &str, id: &str) -> Vec<String> {
 /// a time (`w<w>_<n>: x`) with conditional PUTs until `stop`. An answer
 /// that did not come (its process was killed) is an unknown outcome: the
 /// writer reads the record again, and a line that landed is not written
-/// twice. Returns the patient, the acknowledged heads (ETags) and how many
-/// lines landed.
+/// twice. Its patient's id goes into `ids`. Returns the patient, the
+/// acknowledged heads (ETags), how many lines landed and how many writes
+/// had no answer.
 async fn api_writer(
     http: reqwest::Client,
     lb: String,
     w: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> (String, Vec<String>, usize) {
+    ids: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+) -> (String, Vec<String>, usize, usize) {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
@@ -1050,7 +1058,9 @@ async fn api_writer(
         }
         pause().await;
     };
-    let mut n = 0;
+    let patient: chartsync_protocol::PatientId = id.parse().expect("patient id");
+    ids.lock().expect("ids").push(patient.as_bytes().to_vec());
+    let (mut n, mut unanswered) = (0, 0);
     while !stop.load(Ordering::SeqCst) {
         let r = http
             .get(format!("{lb}/v1/patients/{id}"))
@@ -1092,28 +1102,34 @@ async fn api_writer(
                 acked.push(r.headers()["etag"].to_str().expect("etag").to_owned());
                 n += 1;
             }
-            // Busy, stale, or cut off by a kill: read again.
-            _ => pause().await,
+            // Busy or stale: read again.
+            Ok(r) if r.status() != StatusCode::BAD_GATEWAY => pause().await,
+            // Cut off by a kill: read again.
+            _ => {
+                unanswered += 1;
+                pause().await;
+            }
         }
     }
-    (id, acked, n)
+    (id, acked, n, unanswered)
 }
 
 /// A satellite's round: three new records and an edit of an earlier one,
 /// written locally, then pushed as one batch (and central's changes
 /// pulled); a failed sync (its central process killed) is retried at the
-/// next round. Returns every record written and its local commit count.
+/// next round. Returns every record written with its local commit count,
+/// and how many syncs failed.
 async fn satellite_writer(
     http: reqwest::Client,
     sat: std::sync::Arc<crate::support::TestSatellite>,
     s: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<(String, usize)> {
+) -> (Vec<(String, usize)>, usize) {
     use chartsync_satellite::jobs::Job;
     use std::sync::atomic::Ordering;
 
     let mut made: Vec<(String, usize)> = Vec::new();
-    let mut round = 0;
+    let (mut round, mut failed) = (0, 0);
     while !stop.load(Ordering::SeqCst) {
         for k in 0..3 {
             let (id, _) = sat
@@ -1141,10 +1157,16 @@ async fn satellite_writer(
             .expect("put at the satellite");
         assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
         *commits += 1;
-        let _ = sat.run(&[Job::Push, Job::Pull, Job::FetchNew]).await;
+        if sat
+            .run(&[Job::Push, Job::Pull, Job::FetchNew])
+            .await
+            .is_err()
+        {
+            failed += 1;
+        }
         round += 1;
     }
-    made
+    (made, failed)
 }
 
 /// Issue 11: kill -9 of one central process after another, ten times, each
@@ -1238,18 +1260,36 @@ async fn ten_kills_mid_batch_behind_haproxy_lose_nothing_acknowledged() {
             Arc::clone(&stop),
         )));
     }
+    let api_ids: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
     let writers: Vec<_> = (0..API_WRITERS)
-        .map(|w| tokio::spawn(api_writer(http.clone(), lb.clone(), w, Arc::clone(&stop))))
+        .map(|w| {
+            tokio::spawn(api_writer(
+                http.clone(),
+                lb.clone(),
+                w,
+                Arc::clone(&stop),
+                Arc::clone(&api_ids),
+            ))
+        })
         .collect();
 
-    // One process after another is killed while it holds leases (a write
-    // mid-way), then started again on its port.
+    // One process after another is killed mid-write, then started again on
+    // its port: c0 (API writes only) while it holds a lease, c1 and c2
+    // while they hold leases of their satellite's batch push.
     let started = Instant::now();
     for kill in 0..KILLS {
         let victim = kill % 3;
         let pid = daemons[victim].child.id();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while leases_of(&watch, pid).await == 0 {
+        loop {
+            let besides = if victim == 0 {
+                Vec::new()
+            } else {
+                api_ids.lock().expect("ids").clone()
+            };
+            if leases_besides(&watch, pid, &besides).await > 0 {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "kill {kill}: process c{victim} never held a lease"
@@ -1272,16 +1312,20 @@ async fn ten_kills_mid_batch_behind_haproxy_lose_nothing_acknowledged() {
     for w in writers {
         written.push(w.await.expect("writer"));
     }
-    let mut made = Vec::new();
+    let (mut made, mut failed_syncs) = (Vec::new(), 0);
     for t in sat_tasks {
-        made.extend(t.await.expect("satellite writer"));
+        let (records, failed) = t.await.expect("satellite writer");
+        made.extend(records);
+        failed_syncs += failed;
     }
+    assert!(failed_syncs > 0, "no satellite push was cut off by a kill");
 
     // Every acknowledged API write, through every process: one commit each,
     // every line once.
-    let mut acked_total = 0;
-    for (w, (id, acked, lines)) in written.iter().enumerate() {
+    let (mut acked_total, mut unanswered_total) = (0, 0);
+    for (w, (id, acked, lines, unanswered)) in written.iter().enumerate() {
         acked_total += acked.len() - 1;
+        unanswered_total += unanswered;
         for url in &urls {
             let (status, body, etag) = get(&http, url, id).await;
             assert_eq!(status, StatusCode::OK, "{id} through {url}");
@@ -1346,7 +1390,8 @@ async fn ten_kills_mid_batch_behind_haproxy_lose_nothing_acknowledged() {
         }
     }
     println!(
-        "{KILLS} kills: {acked_total} acknowledged API edits on {API_WRITERS} patients and {} satellite records, \
+        "{KILLS} kills: {acked_total} acknowledged API edits on {API_WRITERS} patients \
+         ({unanswered_total} more cut off) and {} satellite records ({failed_syncs} syncs cut off), \
          all there through 3 processes; the satellites converged",
         made.len()
     );
