@@ -126,7 +126,9 @@ pub struct LockConfig {
     /// Seconds a patient lock is leased for; a crashed process blocks a
     /// patient no longer than this (default 30). A restart right after a
     /// crash may wait up to this plus `wait_secs` before serving, to repair
-    /// the crashed process's last writes under their locks.
+    /// the crashed process's last writes under their locks. On PostgreSQL a
+    /// dead process's leases are taken over sooner: as soon as its
+    /// database session has ended (see `db::postgres`).
     #[serde(default = "default_lease")]
     pub lease_secs: f64,
     /// Seconds a request waits for a patient's lock before it is answered
