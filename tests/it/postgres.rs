@@ -1396,3 +1396,145 @@ async fn ten_kills_mid_batch_behind_haproxy_lose_nothing_acknowledged() {
         made.len()
     );
 }
+
+/// The backends holding the advisory lock of liveness key `key`.
+async fn liveness_backends(sql: &tokio_postgres::Client, key: i64) -> Vec<i32> {
+    sql.query(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+            AND ((classid::int8 << 32) | objid::int8) = $1",
+        &[&key],
+    )
+    .await
+    .expect("liveness backends")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// A PUT of `yaml` at `etag`, sent from a task of its own; its status.
+fn put_in_flight(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    etag: &str,
+    yaml: String,
+) -> tokio::task::JoinHandle<Result<StatusCode, reqwest::Error>> {
+    let (http, url, id, etag) = (http.clone(), url.to_owned(), id.to_owned(), etag.to_owned());
+    tokio::spawn(async move {
+        http.put(format!("{url}/v1/patients/{id}"))
+            .bearer_auth(ADMIN)
+            .header("if-match", etag)
+            .json(&json!({"files": {"patient.yaml": yaml}}))
+            .send()
+            .await
+            .map(|r| r.status())
+    })
+}
+
+/// Issue 11: a process that still runs but whose liveness session ended (a
+/// network cut, an administrator) while it was mid-write loses that
+/// patient's lease to another process, and its write is refused ("busy,
+/// try again") even though the head it expects is still the current one:
+/// the other process's write goes in, and nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_cut_off_from_the_database_cannot_publish_under_a_lost_lease() {
+    use std::time::{Duration, Instant};
+
+    let test = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port_a, port_b) = (free_port(), free_port());
+    let locks = "[locks]\nlease_secs = 60\nwait_secs = 1\n";
+    let a = write_config_with(dir.path(), "a", port_a, &test.url, locks);
+    let b = write_config_with(dir.path(), "b", port_b, &test.url, locks);
+    run_ok(&["central", "migrate", "--config", a.to_str().expect("a")]);
+    let ((proc_a, url_a), (proc_b, url_b)) = (serve(&a, port_a).await, serve(&b, port_b).await);
+    let http = client();
+    let r = http
+        .post(format!("{url_a}/v1/patients"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"files": {"patient.yaml": "given_name: Ann\n"}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // a's write stops mid-way, holding the lease (the test holds the
+    // sequence row).
+    let hold = sql_client(&test.url).await;
+    hold.batch_execute("BEGIN; SELECT value FROM counters WHERE name = 'seq' FOR UPDATE")
+        .await
+        .expect("hold the sequence row");
+    let watch = sql_client(&test.url).await;
+    let from_a = put_in_flight(&http, &url_a, &id, &etag, "given_name: Ann\nby: a\n".into());
+    let (pid_a, pid_b) = (proc_a.child.id(), proc_b.child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leases_of(&watch, pid_a).await == 0 {
+        assert!(Instant::now() < deadline, "a's write never got its lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Its liveness session is ended under it; a runs on.
+    let key: i64 = watch
+        .query_one(
+            "SELECT owner FROM locks WHERE holder LIKE $1",
+            &[&format!("%:{pid_a}:%")],
+        )
+        .await
+        .expect("a's lease")
+        .get(0);
+    let backends = liveness_backends(&watch, key).await;
+    assert_eq!(backends.len(), 1, "one session holds a's key");
+    watch
+        .execute("SELECT pg_terminate_backend($1)", &[&backends[0]])
+        .await
+        .expect("terminate a's liveness session");
+    while !liveness_backends(&watch, key).await.is_empty() {
+        assert!(Instant::now() < deadline, "a's session does not end");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // b takes the lease over and its write waits on the sequence row too.
+    let from_b = put_in_flight(&http, &url_b, &id, &etag, "given_name: Ann\nby: b\n".into());
+    while leases_of(&watch, pid_b).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "b never took over the lease of a's ended session"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(leases_of(&watch, pid_a).await, 0);
+    hold.batch_execute("ROLLBACK").await.expect("let go");
+
+    let a_answer = from_a.await.expect("task").expect("a answers");
+    let b_answer = from_b.await.expect("task").expect("b answers");
+    assert_eq!(
+        (a_answer, b_answer),
+        (StatusCode::SERVICE_UNAVAILABLE, StatusCode::OK),
+        "a's write under its lost lease must be refused, b's accepted"
+    );
+    for url in [&url_a, &url_b] {
+        let (status, body, _) = get(&http, url, &id).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body["files"]["patient.yaml"].as_str(),
+            Some("given_name: Ann\nby: b\n"),
+            "through {url}"
+        );
+        assert_eq!(history(&http, url, &id).await.len(), 2, "through {url}");
+    }
+    // a opens a new session and writes again.
+    let (_, _, head) = get(&http, &url_a, &id).await;
+    let (status, _) = put(
+        &http,
+        &url_a,
+        ADMIN,
+        &id,
+        &head,
+        "given_name: Ann\nby: b\nthen: a\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
