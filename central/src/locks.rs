@@ -194,6 +194,9 @@ pub fn holder_is_dead(holder: &str, me: &str) -> bool {
 /// Releases the leases of processes on this machine that are gone (a
 /// crash, kill -9), so that their patients are writable at once rather
 /// than after the lease expires. Returns how many leases were dropped.
+/// (On PostgreSQL, the next writer also takes over at once the leases of a
+/// dead process on any machine, its database session having ended: see
+/// the backend's `locks` and `liveness` modules.)
 pub async fn release_dead_holders<D: CentralDb>(db: &D, me: &str) -> Result<u64, DbError> {
     let mut released = 0;
     for holder in db.lease_holders().await? {
