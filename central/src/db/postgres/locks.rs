@@ -1,7 +1,7 @@
 //! Patient leases: a row per locked patient, expiring on the database's
 //! clock (Unix milliseconds), with a fence number that grows whenever a
 //! lease changes hands, and the liveness key of the process that holds it
-//! (`owner`, see [`super::liveness`]).
+//! (`owner`, see the `liveness` module).
 //!
 //! A lease is taken when it is free, expired, already the holder's, or
 //! held under a key whose advisory lock is free: its process's database

@@ -19,7 +19,7 @@
 //! Patient leases expire on the database's clock, so processes on servers
 //! whose clocks disagree still agree on who holds a lease. A process that
 //! dies frees its leases sooner: each lease carries the key of its
-//! process's liveness session (see [`liveness`]), and a contender that finds
+//! process's liveness session (see the `liveness` module), and a contender that finds
 //! that session gone takes the lease over at once, whatever server the dead
 //! process ran on. Two checks in the transaction of [`CentralDb::apply`]
 //! are the fence: a change to a patient whose lease another process holds
@@ -142,7 +142,7 @@ macro_rules! transact {
 #[derive(Clone)]
 pub struct PgDb {
     pool: Pool,
-    /// This process's liveness session (see [`liveness`]), opened by the
+    /// This process's liveness session (see the `liveness` module), opened by the
     /// first lease it takes.
     liveness: std::sync::Arc<liveness::Liveness>,
 }
