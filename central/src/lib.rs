@@ -104,7 +104,9 @@ impl<D: CentralDb> Central<D> {
         let holder = locks::holder_name(u64::from_le_bytes(holder));
         // A process on this machine that died (kill -9, a crash) leaves
         // leases that would block its patients until they expire: drop
-        // them now. Leases of other machines' processes expire as usual.
+        // them now. (On PostgreSQL a writer also takes over, at once, any
+        // lease whose holder's database session has ended, on whatever
+        // machine it ran; on SQLite other machines do not share the file.)
         let released = locks::release_dead_holders(&db, &holder).await?;
         if released > 0 {
             tracing::warn!(released, "released leases of a stopped central process");
