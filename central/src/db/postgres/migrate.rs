@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "record_history",
         sql: include_str!("../../../../migrations/central/postgres/0005_record_history.sql"),
     },
+    Migration {
+        version: 6,
+        name: "duplicate_blocks",
+        sql: include_str!("../../../../migrations/central/postgres/0006_duplicate_blocks.sql"),
+    },
 ];
 
 /// The schema version this build migrates to.

@@ -50,51 +50,85 @@ pub(super) fn changed_after(
     Ok(out)
 }
 
-/// A block member: its id as stored, and its fields (JSON).
-type BlockRow = (Vec<u8>, String);
-
 /// The records sharing a block with `keys` (see
 /// [`crate::db::CentralDb::duplicate_candidates`]), with their stored
-/// fields.
+/// fields. Block sizes come from `duplicate_blocks`, so a block too large
+/// to search costs one look-up, and each record's fields are read once
+/// however many blocks it shares.
 pub(super) fn candidates(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
 ) -> Result<Vec<(PatientId, String)>, DbError> {
     const CTX: &str = "reading duplicate candidates";
-    let mut found = std::collections::BTreeMap::new();
-    let mut block = tx
-        .prepare_cached(
-            "SELECT k.patient, p.person FROM duplicate_keys k
-             JOIN duplicate_people p ON p.patient = k.patient
-             WHERE k.key = ?1 LIMIT ?2",
-        )
+    let mut size = tx
+        .prepare_cached("SELECT size FROM duplicate_blocks WHERE key = ?1")
         .map_err(sql(CTX))?;
-    let mut read = |key: &str| -> Result<Option<Vec<BlockRow>>, DbError> {
-        let rows = block
-            .query_map(params![key, max_block as i64 + 1], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(sql(CTX))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql(CTX))?;
-        Ok((rows.len() <= max_block).then_some(rows))
-    };
+    let mut members = tx
+        .prepare_cached("SELECT patient FROM duplicate_keys WHERE key = ?1 LIMIT ?2")
+        .map_err(sql(CTX))?;
+    let mut ids = std::collections::BTreeSet::new();
     for key in keys {
-        // A block this large says little: its finer key's block is read
-        // instead (and the record's other keys still find its duplicates).
-        let rows = match read(&key.coarse)? {
-            Some(rows) => rows,
-            None => match &key.fine {
-                Some(fine) => read(fine)?.unwrap_or_default(),
-                None => Vec::new(),
-            },
-        };
-        for (patient, person) in rows {
-            found.insert(patient_from(&patient, "duplicate_keys.patient")?, person);
+        let mut failed = None;
+        let searched = key.searched(max_block, |k| {
+            match size
+                .query_row(params![k], |r| r.get::<_, i64>(0))
+                .optional()
+            {
+                Ok(n) => n.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                Err(e) => {
+                    failed = Some(e);
+                    0
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(sql(CTX)(e));
+        }
+        let Some(searched) = searched else { continue };
+        // The size is the block's; the limit only bounds a damaged table.
+        let rows = members
+            .query_map(params![searched, max_block as i64], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .map_err(sql(CTX))?;
+        for row in rows {
+            ids.insert(row.map_err(sql(CTX))?);
         }
     }
-    Ok(found.into_iter().collect())
+    let mut person = tx
+        .prepare_cached("SELECT person FROM duplicate_people WHERE patient = ?1")
+        .map_err(sql(CTX))?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(fields) = person
+            .query_row(params![id], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(sql(CTX))?
+        else {
+            continue;
+        };
+        found.push((patient_from(&id, "duplicate_keys.patient")?, fields));
+    }
+    Ok(found)
+}
+
+/// Moves the size of `key`'s block by `by` (a key no record holds any
+/// more is dropped).
+fn resize(tx: &Transaction<'_>, key: &str, by: i64) -> Result<(), DbError> {
+    const CTX: &str = "counting a duplicate block";
+    tx.prepare_cached(
+        "INSERT INTO duplicate_blocks (key, size) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET size = size + excluded.size",
+    )
+    .and_then(|mut s| s.execute(params![key, by]))
+    .map_err(sql(CTX))?;
+    if by < 0 {
+        tx.prepare_cached("DELETE FROM duplicate_blocks WHERE key = ?1 AND size <= 0")
+            .and_then(|mut s| s.execute(params![key]))
+            .map_err(sql(CTX))?;
+    }
+    Ok(())
 }
 
 /// A pair's two ids in their stored order.
@@ -119,7 +153,9 @@ pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<()
             .prepare_cached("DELETE FROM duplicate_keys WHERE key = ?1 AND patient = ?2")
             .map_err(sql(CTX))?;
         for key in old {
-            del.execute(params![key, id]).map_err(sql(CTX))?;
+            if del.execute(params![key, id]).map_err(sql(CTX))? > 0 {
+                resize(tx, &key, -1)?;
+            }
         }
     }
     tx.execute(
@@ -144,7 +180,9 @@ pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<()
             .prepare_cached("INSERT OR IGNORE INTO duplicate_keys (key, patient) VALUES (?1, ?2)")
             .map_err(sql(CTX))?;
         for key in &entry.keys {
-            add.execute(params![key, id]).map_err(sql(CTX))?;
+            if add.execute(params![key, id]).map_err(sql(CTX))? > 0 {
+                resize(tx, key, 1)?;
+            }
         }
     }
     let mut insert = tx
