@@ -179,7 +179,10 @@ pub fn key_plan(p: &Person) -> Vec<Key> {
         }
     }
     if let Some(phone) = p.phone.as_ref().filter(|p| p.len() >= 7) {
-        add(format!("p:{}", &phone[phone.len().saturating_sub(9)..]), None);
+        add(
+            format!("p:{}", &phone[phone.len().saturating_sub(9)..]),
+            None,
+        );
     }
     if let Some(id) = &p.national_id {
         add(format!("n:{id}"), None);

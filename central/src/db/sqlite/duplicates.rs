@@ -52,63 +52,62 @@ pub(super) fn changed_after(
 
 /// The records sharing a block with `keys` (see
 /// [`crate::db::CentralDb::duplicate_candidates`]), with their stored
-/// fields. Block sizes come from `duplicate_blocks`, so a block too large
-/// to search costs one look-up, and each record's fields are read once
-/// however many blocks it shares.
+/// fields: two statements, the sizes of every key's blocks (from
+/// `duplicate_blocks`, so a block too large to search is never read), then
+/// the members of the blocks searched, each record once.
 pub(super) fn candidates(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
 ) -> Result<Vec<(PatientId, String)>, DbError> {
     const CTX: &str = "reading duplicate candidates";
-    let mut size = tx
-        .prepare_cached("SELECT size FROM duplicate_blocks WHERE key = ?1")
-        .map_err(sql(CTX))?;
-    let mut members = tx
-        .prepare_cached("SELECT patient FROM duplicate_keys WHERE key = ?1 LIMIT ?2")
-        .map_err(sql(CTX))?;
-    let mut ids = std::collections::BTreeSet::new();
-    for key in keys {
-        let mut failed = None;
-        let searched = key.searched(max_block, |k| {
-            match size
-                .query_row(params![k], |r| r.get::<_, i64>(0))
-                .optional()
-            {
-                Ok(n) => n.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
-                Err(e) => {
-                    failed = Some(e);
-                    0
-                }
-            }
-        });
-        if let Some(e) = failed {
-            return Err(sql(CTX)(e));
-        }
-        let Some(searched) = searched else { continue };
-        // The size is the block's; the limit only bounds a damaged table.
-        let rows = members
-            .query_map(params![searched, max_block as i64], |r| {
-                r.get::<_, Vec<u8>>(0)
+    let list = |keys: &[&str]| {
+        serde_json::to_string(keys).map_err(|_| DbError::Damaged("duplicate_keys.key"))
+    };
+    let levels: Vec<&str> = keys.iter().flat_map(|k| k.levels()).collect();
+    let mut sizes = std::collections::HashMap::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT b.key, b.size FROM json_each(?1) AS j
+                 CROSS JOIN duplicate_blocks AS b ON b.key = j.value",
+            )
+            .map_err(sql(CTX))?;
+        let rows = stmt
+            .query_map(params![list(&levels)?], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .map_err(sql(CTX))?;
         for row in rows {
-            ids.insert(row.map_err(sql(CTX))?);
+            let (key, size) = row.map_err(sql(CTX))?;
+            sizes.insert(key, usize::try_from(size).unwrap_or(0));
         }
     }
-    let mut person = tx
-        .prepare_cached("SELECT person FROM duplicate_people WHERE patient = ?1")
+    let searched: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| k.searched(max_block, |level| sizes.get(level).copied().unwrap_or(0)))
+        .collect();
+    if searched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT p.patient, p.person FROM duplicate_people AS p
+             WHERE p.patient IN (
+                 SELECT k.patient FROM json_each(?1) AS j
+                 CROSS JOIN duplicate_keys AS k ON k.key = j.value
+             )",
+        )
         .map_err(sql(CTX))?;
-    let mut found = Vec::with_capacity(ids.len());
-    for id in ids {
-        let Some(fields) = person
-            .query_row(params![id], |r| r.get::<_, String>(0))
-            .optional()
-            .map_err(sql(CTX))?
-        else {
-            continue;
-        };
-        found.push((patient_from(&id, "duplicate_keys.patient")?, fields));
+    let rows = stmt
+        .query_map(params![list(&searched)?], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql(CTX))?;
+    let mut found = Vec::new();
+    for row in rows {
+        let (patient, person) = row.map_err(sql(CTX))?;
+        found.push((patient_from(&patient, "duplicate_people.patient")?, person));
     }
     Ok(found)
 }
@@ -176,12 +175,42 @@ pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<()
             params![id, entry.person, keys],
         )
         .map_err(sql(CTX))?;
-        let mut add = tx
-            .prepare_cached("INSERT OR IGNORE INTO duplicate_keys (key, patient) VALUES (?1, ?2)")
+        // The keys and their blocks' sizes in two statements, unless the
+        // record holds one of them already (its stored list was out of
+        // step): then one by one.
+        let distinct: std::collections::BTreeSet<&str> =
+            entry.keys.iter().map(String::as_str).collect();
+        let list = serde_json::to_string(&distinct)
+            .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
+        let held: i64 = tx
+            .prepare_cached(
+                "SELECT count(*) FROM json_each(?1) AS j
+                 CROSS JOIN duplicate_keys AS k ON k.key = j.value AND k.patient = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![list, id], |r| r.get(0)))
             .map_err(sql(CTX))?;
-        for key in &entry.keys {
-            if add.execute(params![key, id]).map_err(sql(CTX))? > 0 {
-                resize(tx, key, 1)?;
+        if held == 0 {
+            tx.prepare_cached(
+                "INSERT INTO duplicate_keys (key, patient) SELECT value, ?2 FROM json_each(?1)",
+            )
+            .and_then(|mut s| s.execute(params![list, id]))
+            .map_err(sql(CTX))?;
+            tx.prepare_cached(
+                "INSERT INTO duplicate_blocks (key, size) SELECT value, 1 FROM json_each(?1) WHERE true
+                 ON CONFLICT (key) DO UPDATE SET size = size + 1",
+            )
+            .and_then(|mut s| s.execute(params![list]))
+            .map_err(sql(CTX))?;
+        } else {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO duplicate_keys (key, patient) VALUES (?1, ?2)",
+                )
+                .map_err(sql(CTX))?;
+            for key in distinct {
+                if add.execute(params![key, id]).map_err(sql(CTX))? > 0 {
+                    resize(tx, key, 1)?;
+                }
             }
         }
     }
