@@ -135,12 +135,12 @@ fn id(n: u64) -> PatientId {
 
 /// Writes `people` (with ids) into the database's duplicate index as
 /// `index_duplicates` would, in key order; returns the key rows written.
-fn bulk_fill(path: &std::path::Path, people: &mut Vec<([u8; 16], Person)>) -> u64 {
+fn bulk_fill(path: &std::path::Path, people: &mut [([u8; 16], Person)]) -> u64 {
     let mut conn = rusqlite::Connection::open(path).expect("open");
     conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -1000000;")
         .expect("pragmas");
     let tx = conn.transaction().expect("tx");
-    people.sort_by(|a, b| a.0.cmp(&b.0));
+    people.sort_by_key(|a| a.0);
     let mut keys: Vec<(String, [u8; 16])> = Vec::new();
     {
         let mut add = tx
@@ -190,12 +190,14 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
-    // The largest block searched: the indexer's unless given (to see what
-    // the limit costs and keeps).
-    let max_block: usize = std::env::args()
+    // The largest block searched: the indexer's unless given, or several
+    // (comma-separated) to see what the limit costs and keeps; each but the
+    // last is timed without writing, the last writes the batch.
+    let limits: Vec<usize> = std::env::args()
         .nth(2)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(MAX_BLOCK);
+        .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![MAX_BLOCK]);
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("central.sqlite");
     drop(SqliteDb::open(&path).expect("db"));
@@ -240,57 +242,62 @@ async fn main() {
             }
         })
         .collect();
-    let start = Instant::now();
-    let (mut candidates, mut found, mut planted_found) = (0usize, 0usize, 0usize);
-    let (mut reading, mut comparing) = (Duration::ZERO, Duration::ZERO);
-    let mut updates = Vec::new();
-    for (i, (p, original)) in batch.iter().enumerate() {
-        let t = Instant::now();
-        let keys = blocking_keys(p);
-        let stored = db
-            .duplicate_candidates(key_plan(p), max_block)
-            .await
-            .expect("candidates");
-        reading += t.elapsed();
-        let t = Instant::now();
-        candidates += stored.len();
-        let me = id(n + i as u64);
-        let mut pairs = Vec::new();
-        for (other, json) in stored {
-            let other_person: Person = serde_json::from_str(&json).expect("person");
-            if let Some(c) = compare_at_least(&other_person, p, KEEP_SCORE) {
-                found += usize::from(c.score >= 0.8);
-                planted_found += usize::from(c.score >= 0.8 && Some(other) == *original);
-                pairs.push(DuplicatePair {
-                    a: other,
-                    b: me,
-                    score: c.score,
-                    fields: serde_json::to_string(&c.fields).expect("json"),
-                });
+    for (run, &max_block) in limits.iter().enumerate() {
+        let write = run + 1 == limits.len();
+        let start = Instant::now();
+        let (mut candidates, mut found, mut planted_found) = (0usize, 0usize, 0usize);
+        let (mut reading, mut comparing) = (Duration::ZERO, Duration::ZERO);
+        let mut updates = Vec::new();
+        for (i, (p, original)) in batch.iter().enumerate() {
+            let t = Instant::now();
+            let keys = blocking_keys(p);
+            let stored = db
+                .duplicate_candidates(key_plan(p), max_block)
+                .await
+                .expect("candidates");
+            reading += t.elapsed();
+            let t = Instant::now();
+            candidates += stored.len();
+            let me = id(n + i as u64);
+            let mut pairs = Vec::new();
+            for (other, json) in stored {
+                let other_person: Person = serde_json::from_str(&json).expect("person");
+                if let Some(c) = compare_at_least(&other_person, p, KEEP_SCORE) {
+                    found += usize::from(c.score >= 0.8);
+                    planted_found += usize::from(c.score >= 0.8 && Some(other) == *original);
+                    pairs.push(DuplicatePair {
+                        a: other,
+                        b: me,
+                        score: c.score,
+                        fields: serde_json::to_string(&c.fields).expect("json"),
+                    });
+                }
             }
+            comparing += t.elapsed();
+            updates.push(DuplicateUpdate {
+                id: me,
+                seq: 0,
+                entry: Some(DuplicateEntry {
+                    person: serde_json::to_string(p).expect("json"),
+                    keys,
+                }),
+                pairs,
+            });
         }
-        comparing += t.elapsed();
-        updates.push(DuplicateUpdate {
-            id: me,
-            seq: 0,
-            entry: Some(DuplicateEntry {
-                person: serde_json::to_string(p).expect("json"),
-                keys,
-            }),
-            pairs,
-        });
+        let t = Instant::now();
+        if write {
+            db.index_duplicates(updates).await.expect("write");
+        }
+        let writing = t.elapsed();
+        let took = start.elapsed();
+        let planted = batch.iter().filter(|(_, o)| o.is_some()).count();
+        println!(
+            "batch of 1000 at {n} records, blocks of at most {max_block}: {:.0} ms (candidates read {:.0} ms, compared {:.0} ms, written {:.0} ms); {} candidates per record; {found} pairs at 0.8 or more; {planted_found} of {planted} planted copies found",
+            took.as_secs_f64() * 1000.0,
+            reading.as_secs_f64() * 1000.0,
+            comparing.as_secs_f64() * 1000.0,
+            writing.as_secs_f64() * 1000.0,
+            candidates / batch.len(),
+        );
     }
-    let t = Instant::now();
-    db.index_duplicates(updates).await.expect("write");
-    let writing = t.elapsed();
-    let took = start.elapsed();
-    let planted = batch.iter().filter(|(_, o)| o.is_some()).count();
-    println!(
-        "batch of 1000 at {n} records, blocks of at most {max_block}: {:.0} ms (candidates read {:.0} ms, compared {:.0} ms, written {:.0} ms); {} candidates per record; {found} pairs at 0.8 or more; {planted_found} of {planted} planted copies found",
-        took.as_secs_f64() * 1000.0,
-        reading.as_secs_f64() * 1000.0,
-        comparing.as_secs_f64() * 1000.0,
-        writing.as_secs_f64() * 1000.0,
-        candidates / batch.len(),
-    );
 }

@@ -14,7 +14,7 @@ use crate::person::Person;
 /// name in one year) tells little, and the record's other keys still find
 /// its duplicates. It bounds the cost of one record's candidates whatever
 /// the number of records.
-pub const MAX_BLOCK: usize = 300;
+pub const MAX_BLOCK: usize = 100;
 
 /// Records by blocking key.
 #[derive(Debug, Default)]
