@@ -2,19 +2,28 @@
 //! 1,000 pushed records when its index already holds N records (by hand;
 //! the numbers go to docs/benchmarks.md):
 //!
-//!     cargo run --release -p chartsync-central --example duplicates_scale -- 1000000
+//!     cargo run --release -p chartsync-central --example duplicates_scale -- 1000000 [MAX_BLOCK]
 //!
 //! Fills a fresh SQLite database's duplicate index with N generated
 //! people (fixed seed; names drawn with a skewed frequency, so common names
 //! make large blocks as in life), then times the work the indexer does per
 //! batch apart from reading `patient.yaml` from git: the candidates of each
 //! of 1,000 new records (a third of them misspelled copies of indexed
-//! people), their comparison, and the batch's write.
+//! people), their comparison, and the batch's write through
+//! `index_duplicates`. It prints how many of the planted copies were found
+//! (recall of blocking and scoring at this size).
+//!
+//! The fill writes the rows `index_duplicates` would write (each record's
+//! fields, its blocking keys, every block's size) straight into the tables
+//! in key order, in one transaction, since a million records one batch at
+//! a time take tens of minutes on a small machine; it then checks the
+//! block sizes against the keys, so the index is the real one.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chartsync_central::db::sqlite::SqliteDb;
 use chartsync_central::db::{CentralDb, DuplicateEntry, DuplicatePair, DuplicateUpdate};
+use chartsync_central::duplicates::KEEP_SCORE;
 use chartsync_dedup::{BirthDate, MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan};
 use chartsync_protocol::PatientId;
 
@@ -124,97 +133,171 @@ fn id(n: u64) -> PatientId {
     PatientId::from_bytes(bytes).expect("v4 id")
 }
 
+/// Writes `people` (with ids) into the database's duplicate index as
+/// `index_duplicates` would, in key order; returns the key rows written.
+fn bulk_fill(path: &std::path::Path, people: &mut [([u8; 16], Person)]) -> u64 {
+    let mut conn = rusqlite::Connection::open(path).expect("open");
+    conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -1000000;")
+        .expect("pragmas");
+    let tx = conn.transaction().expect("tx");
+    people.sort_by_key(|a| a.0);
+    let mut keys: Vec<(String, [u8; 16])> = Vec::new();
+    {
+        let mut add = tx
+            .prepare("INSERT INTO duplicate_people (patient, person, keys) VALUES (?1, ?2, ?3)")
+            .expect("prepare");
+        for (id, p) in people.iter() {
+            let k = blocking_keys(p);
+            add.execute(rusqlite::params![
+                &id[..],
+                serde_json::to_string(p).expect("json"),
+                serde_json::to_string(&k).expect("json")
+            ])
+            .expect("person");
+            keys.extend(k.into_iter().map(|k| (k, *id)));
+        }
+    }
+    keys.sort_unstable();
+    {
+        let mut add = tx
+            .prepare("INSERT INTO duplicate_keys (key, patient) VALUES (?1, ?2)")
+            .expect("prepare");
+        let mut block = tx
+            .prepare("INSERT INTO duplicate_blocks (key, size) VALUES (?1, ?2)")
+            .expect("prepare");
+        let mut i = 0;
+        while i < keys.len() {
+            let key = &keys[i].0;
+            let mut j = i;
+            while j < keys.len() && &keys[j].0 == key {
+                add.execute(rusqlite::params![key, &keys[j].1[..]])
+                    .expect("key");
+                j += 1;
+            }
+            block
+                .execute(rusqlite::params![key, (j - i) as i64])
+                .expect("block");
+            i = j;
+        }
+    }
+    tx.commit().expect("commit");
+    keys.len() as u64
+}
+
 #[tokio::main]
 async fn main() {
     let n: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
+    // The largest block searched: the indexer's unless given, or several
+    // (comma-separated) to see what the limit costs and keeps; each but the
+    // last is timed without writing, the last writes the batch.
+    let limits: Vec<usize> = std::env::args()
+        .nth(2)
+        .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![MAX_BLOCK]);
     let dir = tempfile::tempdir().expect("tmp");
-    let db = SqliteDb::open(&dir.path().join("central.sqlite")).expect("db");
+    let path = dir.path().join("central.sqlite");
+    drop(SqliteDb::open(&path).expect("db"));
     let mut rng = Rng(0x5eed_1234_abcd_9876);
     let mut kept = Vec::new();
     let fill = Instant::now();
-    let mut updates = Vec::new();
+    let mut people = Vec::with_capacity(n as usize);
     for i in 0..n {
         let p = person(&mut rng);
         if i % (n / 400).max(1) == 0 {
-            kept.push(p.clone());
+            kept.push((id(i), p.clone()));
         }
-        updates.push(DuplicateUpdate {
-            id: id(i),
-            seq: 0,
-            entry: Some(DuplicateEntry {
-                person: serde_json::to_string(&p).expect("json"),
-                keys: blocking_keys(&p),
-            }),
-            pairs: Vec::new(),
-        });
-        if updates.len() == 10_000 {
-            db.index_duplicates(std::mem::take(&mut updates))
-                .await
-                .expect("fill");
-        }
+        people.push((*id(i).as_bytes(), p));
     }
-    db.index_duplicates(updates).await.expect("fill");
+    let rows = bulk_fill(&path, &mut people);
+    drop(people);
+    let db = SqliteDb::open(&path).expect("db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        let count = |q: &str| -> i64 { conn.query_row(q, [], |r| r.get(0)).expect(q) };
+        assert_eq!(count("SELECT count(*) FROM duplicate_people"), n as i64);
+        assert_eq!(count("SELECT count(*) FROM duplicate_keys"), rows as i64);
+        assert_eq!(count("SELECT sum(size) FROM duplicate_blocks"), rows as i64);
+    }
     println!(
-        "filled {n} records in {:.1} s",
+        "filled {n} records ({rows} keys) in {:.1} s",
         fill.elapsed().as_secs_f64()
     );
 
     // 1,000 new records: a third are copies of indexed people with a typo
     // in the family name.
-    let batch: Vec<Person> = (0..1000)
+    let batch: Vec<(Person, Option<PatientId>)> = (0..1000)
         .map(|i| {
             if i % 3 == 0 {
-                let mut p = kept[i % kept.len()].clone();
+                let (original, mut p) = kept[i % kept.len()].clone();
                 if let Some(f) = &mut p.family_name {
                     f.push('h');
                 }
-                p
+                (p, Some(original))
             } else {
-                person(&mut rng)
+                (person(&mut rng), None)
             }
         })
         .collect();
-    let start = Instant::now();
-    let (mut candidates, mut found) = (0usize, 0usize);
-    let mut updates = Vec::new();
-    for (i, p) in batch.iter().enumerate() {
-        let keys = blocking_keys(p);
-        let stored = db
-            .duplicate_candidates(key_plan(p), MAX_BLOCK)
-            .await
-            .expect("candidates");
-        candidates += stored.len();
-        let me = id(n + i as u64);
-        let mut pairs = Vec::new();
-        for (other, json) in stored {
-            let other_person: Person = serde_json::from_str(&json).expect("person");
-            if let Some(c) = compare_at_least(&other_person, p, 0.5) {
-                found += usize::from(c.score >= 0.8);
-                pairs.push(DuplicatePair {
-                    a: other,
-                    b: me,
-                    score: c.score,
-                    fields: serde_json::to_string(&c.fields).expect("json"),
-                });
+    for (run, &max_block) in limits.iter().enumerate() {
+        let write = run + 1 == limits.len();
+        let start = Instant::now();
+        let (mut candidates, mut found, mut planted_found) = (0usize, 0usize, 0usize);
+        let (mut reading, mut comparing) = (Duration::ZERO, Duration::ZERO);
+        let mut updates = Vec::new();
+        for (i, (p, original)) in batch.iter().enumerate() {
+            let t = Instant::now();
+            let keys = blocking_keys(p);
+            let stored = db
+                .duplicate_candidates(key_plan(p), max_block)
+                .await
+                .expect("candidates");
+            reading += t.elapsed();
+            let t = Instant::now();
+            candidates += stored.len();
+            let me = id(n + i as u64);
+            let mut pairs = Vec::new();
+            for (other, json) in stored {
+                let other_person: Person = serde_json::from_str(&json).expect("person");
+                if let Some(c) = compare_at_least(&other_person, p, KEEP_SCORE) {
+                    found += usize::from(c.score >= 0.8);
+                    planted_found += usize::from(c.score >= 0.8 && Some(other) == *original);
+                    pairs.push(DuplicatePair {
+                        a: other,
+                        b: me,
+                        score: c.score,
+                        fields: serde_json::to_string(&c.fields).expect("json"),
+                    });
+                }
             }
+            comparing += t.elapsed();
+            updates.push(DuplicateUpdate {
+                id: me,
+                seq: 0,
+                entry: Some(DuplicateEntry {
+                    person: serde_json::to_string(p).expect("json"),
+                    keys,
+                }),
+                pairs,
+            });
         }
-        updates.push(DuplicateUpdate {
-            id: me,
-            seq: 0,
-            entry: Some(DuplicateEntry {
-                person: serde_json::to_string(p).expect("json"),
-                keys,
-            }),
-            pairs,
-        });
+        let t = Instant::now();
+        if write {
+            db.index_duplicates(updates).await.expect("write");
+        }
+        let writing = t.elapsed();
+        let took = start.elapsed();
+        let planted = batch.iter().filter(|(_, o)| o.is_some()).count();
+        println!(
+            "batch of 1000 at {n} records, blocks of at most {max_block}: {:.0} ms (candidates read {:.0} ms, compared {:.0} ms, written {:.0} ms); {} candidates per record; {found} pairs at 0.8 or more; {planted_found} of {planted} planted copies found",
+            took.as_secs_f64() * 1000.0,
+            reading.as_secs_f64() * 1000.0,
+            comparing.as_secs_f64() * 1000.0,
+            writing.as_secs_f64() * 1000.0,
+            candidates / batch.len(),
+        );
     }
-    db.index_duplicates(updates).await.expect("write");
-    let took = start.elapsed();
-    println!(
-        "batch of 1000 at {n} records: {:.3} s ({candidates} candidates compared, {found} pairs at 0.8 or more; 333 planted)",
-        took.as_secs_f64()
-    );
 }

@@ -1040,6 +1040,12 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
     let key = |coarse: &str, fine: Option<&str>| DuplicateKey {
         coarse: coarse.to_owned(),
         fine: fine.map(str::to_owned),
+        finest: None,
+    };
+    let key3 = |coarse: &str, fine: &str, finest: &str| DuplicateKey {
+        coarse: coarse.to_owned(),
+        fine: Some(fine.to_owned()),
+        finest: Some(finest.to_owned()),
     };
     assert_eq!(db.duplicates_cursor().await.expect("cursor"), 0);
     db.index_duplicates(vec![
@@ -1083,6 +1089,18 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
         .await
         .expect("fine");
     assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![b]);
+    // The fine block is over the limit too: the finest is read; an empty
+    // block ends the search (every finer block is part of it).
+    let found = db
+        .duplicate_candidates(vec![key3("n:ann", "n:ann", "f:ann2")], 1)
+        .await
+        .expect("finest");
+    assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![b]);
+    let found = db
+        .duplicate_candidates(vec![key3("n:ann", "f:nobody", "f:ann2")], 1)
+        .await
+        .expect("empty fine");
+    assert!(found.is_empty());
     let pairs = db.duplicate_pairs(0.0, 0, 10).await.expect("pairs");
     assert_eq!(
         pairs.iter().map(|p| p.score).collect::<Vec<_>>(),
@@ -1116,6 +1134,21 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
         .await
         .expect("gone");
     assert!(found.is_empty());
+    // Block sizes follow re-indexing: b leaves "n:ann", whose block is
+    // then small enough to search.
+    db.index_duplicates(vec![DuplicateUpdate {
+        id: b,
+        seq: 6,
+        entry: Some(entry("Anne", &["n:anne"])),
+        pairs: vec![],
+    }])
+    .await
+    .expect("reindex");
+    let found = db
+        .duplicate_candidates(vec![key("n:ann", None)], 1)
+        .await
+        .expect("shrunk");
+    assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![a]);
     // Nothing identifying: out of every block and pair.
     db.index_duplicates(vec![DuplicateUpdate {
         id: c,

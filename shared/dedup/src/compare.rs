@@ -87,8 +87,10 @@ pub fn compare(a: &Person, b: &Person) -> Comparison {
 }
 
 /// Compares two patients, or says `None` as soon as the score cannot reach
-/// `min_score` (the address, the costly field, is compared last and only
-/// when it could still make the difference).
+/// `min_score`: the cheap fields (birth date, sex, phone, national id)
+/// first, then the names only when they could still make the difference,
+/// the address (the costly field) last on the same condition; the values
+/// shown are copied only for a pair that reaches `min_score`.
 pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Comparison> {
     // score >= m  <=>  evidence >= PRIOR_BITS - log2(1/m - 1)
     let needed = if min_score <= 0.0 {
@@ -98,18 +100,58 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     } else {
         PRIOR_BITS - (1.0 / min_score - 1.0).log2()
     };
-    let mut fields = Vec::new();
     let mut evidence = 0.0;
-    let mut add =
-        |field: &'static str, mu: (f64, f64), sim: f64, agreement: f64, va: String, vb: String| {
-            evidence += bits(mu, agreement);
-            fields.push(FieldSimilarity {
-                field,
-                a: va,
-                b: vb,
-                similarity: round(sim),
-            });
-        };
+    // The most the fields not compared yet can add.
+    let both = |x: &Option<String>, y: &Option<String>| x.is_some() && y.is_some();
+    // Each name is worth at most its field's full agreement, whichever
+    // way round the names are taken.
+    let names_at_most = {
+        let given = both(&a.given_name, &b.given_name) || both(&a.given_name, &b.family_name);
+        let family = both(&a.family_name, &b.family_name) || both(&a.family_name, &b.given_name);
+        let worth = |present: bool, mu| if present { bits(mu, 1.0) } else { 0.0 };
+        worth(given, GIVEN_NAME) + worth(family, FAMILY_NAME)
+    };
+    let address_at_most = if both(&a.address, &b.address) {
+        bits(ADDRESS, 1.0)
+    } else {
+        0.0
+    };
+
+    let date = match (&a.birth_date, &b.birth_date) {
+        (Some(da), Some(db)) => {
+            let sim = date_sim(da, db);
+            evidence += bits(BIRTH_DATE, sim);
+            Some((sim, da, db))
+        }
+        _ => None,
+    };
+    let sex = match (&a.sex, &b.sex) {
+        (Some(sa), Some(sb)) => {
+            let sim = if sa == sb { 1.0 } else { 0.0 };
+            evidence += bits(SEX, sim);
+            Some((sim, sa, sb))
+        }
+        _ => None,
+    };
+    let phone = match (&a.phone, &b.phone) {
+        (Some(pa), Some(pb)) => {
+            let sim = phone_sim(pa, pb);
+            evidence += bits(PHONE, sim);
+            Some((sim, pa, pb))
+        }
+        _ => None,
+    };
+    let national_id = match (&a.national_id, &b.national_id) {
+        (Some(ia), Some(ib)) => {
+            let sim = id_sim(ia, ib);
+            evidence += bits(NATIONAL_ID, sim);
+            Some((sim, ia, ib))
+        }
+        _ => None,
+    };
+    if evidence + names_at_most + address_at_most < needed {
+        return None;
+    }
 
     // Names, straight or swapped, whichever agrees better (a swap must
     // agree clearly better, so that it is not chosen on noise).
@@ -129,72 +171,64 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     } else {
         (&b.given_name, &b.family_name)
     };
-    if let (Some(sim), Some(va), Some(vb)) = (given, &a.given_name, b_given) {
-        add(
-            "given_name",
-            GIVEN_NAME,
-            sim,
-            text_agreement(sim),
-            va.clone(),
-            vb.clone(),
-        );
-    }
-    if let (Some(sim), Some(va), Some(vb)) = (family, &a.family_name, b_family) {
-        add(
-            "family_name",
-            FAMILY_NAME,
-            sim,
-            text_agreement(sim),
-            va.clone(),
-            vb.clone(),
-        );
-    }
-    if let (Some(da), Some(db)) = (&a.birth_date, &b.birth_date) {
-        let sim = date_sim(da, db);
-        add(
-            "birth_date",
-            BIRTH_DATE,
-            sim,
-            sim,
-            da.display(),
-            db.display(),
-        );
-    }
-    if let (Some(sa), Some(sb)) = (&a.sex, &b.sex) {
-        let sim = if sa == sb { 1.0 } else { 0.0 };
-        add("sex", SEX, sim, sim, sa.clone(), sb.clone());
-    }
-    if let (Some(pa), Some(pb)) = (&a.phone, &b.phone) {
-        let sim = phone_sim(pa, pb);
-        add("phone", PHONE, sim, sim, pa.clone(), pb.clone());
-    }
-    if let (Some(ia), Some(ib)) = (&a.national_id, &b.national_id) {
-        let sim = id_sim(ia, ib);
-        add("national_id", NATIONAL_ID, sim, sim, ia.clone(), ib.clone());
-    }
-    if let (Some(aa), Some(ab)) = (&a.address, &b.address) {
-        if evidence + bits(ADDRESS, 1.0) < needed {
-            return None;
+    let given = match (given, &a.given_name, b_given) {
+        (Some(sim), Some(va), Some(vb)) => {
+            evidence += bits(GIVEN_NAME, text_agreement(sim));
+            Some((sim, va, vb))
         }
-        let sim = address_sim(aa, ab);
-        evidence += bits(ADDRESS, text_agreement(sim));
-        // Shown in its place, after the fields that identify a person.
-        let address_at = fields
-            .iter()
-            .take_while(|f| f.field != "phone" && f.field != "national_id")
-            .count();
-        fields.insert(
-            address_at,
-            FieldSimilarity {
-                field: "address",
-                a: aa.clone(),
-                b: ab.clone(),
-                similarity: round(sim),
-            },
-        );
-    }
+        _ => None,
+    };
+    let family = match (family, &a.family_name, b_family) {
+        (Some(sim), Some(va), Some(vb)) => {
+            evidence += bits(FAMILY_NAME, text_agreement(sim));
+            Some((sim, va, vb))
+        }
+        _ => None,
+    };
+    let address = match (&a.address, &b.address) {
+        (Some(aa), Some(ab)) => {
+            if evidence + address_at_most < needed {
+                return None;
+            }
+            let sim = address_sim(aa, ab);
+            evidence += bits(ADDRESS, text_agreement(sim));
+            Some((sim, aa, ab))
+        }
+        _ => None,
+    };
     let score = 1.0 / (1.0 + (PRIOR_BITS - evidence).exp2());
-    (score >= min_score || min_score <= 0.0).then(|| Comparison {
+    if score < min_score && min_score > 0.0 {
+        return None;
+    }
+    // The fields both records have, in a fixed order: those that identify
+    // a person, the address, then phone and national id.
+    let show = |field: &'static str, seen: Option<(f64, &String, &String)>| {
+        seen.map(|(sim, va, vb)| FieldSimilarity {
+            field,
+            a: va.clone(),
+            b: vb.clone(),
+            similarity: round(sim),
+        })
+    };
+    let date = date.map(|(sim, da, db)| FieldSimilarity {
+        field: "birth_date",
+        a: da.display(),
+        b: db.display(),
+        similarity: round(sim),
+    });
+    let fields = [
+        show("given_name", given),
+        show("family_name", family),
+        date,
+        show("sex", sex),
+        show("address", address),
+        show("phone", phone),
+        show("national_id", national_id),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Some(Comparison {
         score: round(score),
         fields,
     })
@@ -250,11 +284,59 @@ pub fn date_sim(a: &BirthDate, b: &BirthDate) -> f64 {
     if a.year() == b.year() && a.month() == b.day() && a.day() == b.month() {
         return 0.9;
     }
+    if one_edit(&a.0, &b.0) {
+        return 0.8;
+    }
+    if edits_at_least(&a.0, &b.0) > 2 {
+        return 0.0;
+    }
     match damerau_levenshtein(&a.0, &b.0) {
         1 => 0.8,
         2 => 0.4,
         _ => 0.0,
     }
+}
+
+/// Whether `a` and `b` are one edit apart (one letter changed, added,
+/// removed, or two neighbours swapped): a Damerau-Levenshtein distance of
+/// exactly 1, without its tables.
+fn one_edit(a: &str, b: &str) -> bool {
+    if !a.is_ascii() || !b.is_ascii() {
+        return damerau_levenshtein(a, b) == 1;
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let p = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    match long.len() - short.len() {
+        0 if p == short.len() => false,
+        0 => {
+            short[p + 1..] == long[p + 1..]
+                || (p + 1 < short.len()
+                    && short[p] == long[p + 1]
+                    && short[p + 1] == long[p]
+                    && short[p + 2..] == long[p + 2..])
+        }
+        1 => short[p..] == long[p + 1..],
+        _ => false,
+    }
+}
+
+/// A lower bound of the Damerau-Levenshtein distance of two ASCII texts
+/// (0 for others): an edit changes the count of at most two letters by
+/// one each.
+fn edits_at_least(a: &str, b: &str) -> usize {
+    if !a.is_ascii() || !b.is_ascii() {
+        return 0;
+    }
+    let mut counts = [0i32; 128];
+    for &c in a.as_bytes() {
+        counts[usize::from(c)] += 1;
+    }
+    for &c in b.as_bytes() {
+        counts[usize::from(c)] -= 1;
+    }
+    let off: u32 = counts.iter().map(|c| c.unsigned_abs()).sum();
+    (off as usize).div_ceil(2)
 }
 
 /// Monge-Elkan in both directions: each word's best match in the other
@@ -283,7 +365,7 @@ fn word_sim(a: &str, b: &str) -> f64 {
     }
     let numeric = |s: &str| s.bytes().any(|c| c.is_ascii_digit());
     if numeric(a) || numeric(b) {
-        if a.len() >= 4 && b.len() >= 4 && damerau_levenshtein(a, b) == 1 {
+        if a.len() >= 4 && b.len() >= 4 && one_edit(a, b) {
             0.8
         } else {
             0.0
@@ -299,22 +381,20 @@ pub fn phone_sim(a: &str, b: &str) -> f64 {
     if a == b {
         return 1.0;
     }
-    let tail = |s: &str| s[s.len().saturating_sub(9)..].to_string();
+    fn tail(s: &str) -> &str {
+        s.get(s.len().saturating_sub(9)..).unwrap_or(s)
+    }
     if a.len() >= 7 && b.len() >= 7 && tail(a) == tail(b) {
         return 1.0;
     }
-    if damerau_levenshtein(a, b) == 1 {
-        0.7
-    } else {
-        0.0
-    }
+    if one_edit(a, b) { 0.7 } else { 0.0 }
 }
 
 /// 1 when equal, 0.6 for one slip, 0 otherwise.
 pub fn id_sim(a: &str, b: &str) -> f64 {
     if a == b {
         1.0
-    } else if damerau_levenshtein(a, b) == 1 {
+    } else if one_edit(a, b) {
         0.6
     } else {
         0.0
@@ -405,5 +485,48 @@ mod tests {
     fn house_numbers_must_agree_exactly() {
         assert!(address_sim("12 kisumu road", "12 kisumu road") == 1.0);
         assert!(address_sim("12 kisumu road", "21 kisumu road") < 0.8);
+    }
+
+    #[test]
+    fn the_quick_edit_checks_agree_with_damerau_levenshtein() {
+        let words = [
+            "",
+            "1",
+            "12",
+            "21",
+            "123",
+            "132",
+            "213",
+            "1234",
+            "1243",
+            "2134",
+            "12345",
+            "1235",
+            "0712345678",
+            "0712345687",
+            "0712354678",
+            "712345678",
+            "07123456789",
+            "0812345678",
+            "19800307",
+            "19800703",
+            "19810307",
+            "18900307",
+            "19800370",
+            "abc",
+            "acb",
+            "ca",
+            "abcd",
+            "Иван",
+            "Ивна",
+            "Ива",
+        ];
+        for a in words {
+            for b in words {
+                let d = damerau_levenshtein(a, b);
+                assert_eq!(one_edit(a, b), d == 1, "{a} {b}");
+                assert!(edits_at_least(a, b) <= d, "{a} {b}");
+            }
+        }
     }
 }

@@ -12,8 +12,9 @@ use crate::person::Person;
 /// Blocks larger than this are not searched (the finer key is, see
 /// [`crate::keys::Key`]): a key that many records share (a very common
 /// name in one year) tells little, and the record's other keys still find
-/// its duplicates.
-pub const MAX_BLOCK: usize = 300;
+/// its duplicates. It bounds the cost of one record's candidates whatever
+/// the number of records.
+pub const MAX_BLOCK: usize = 100;
 
 /// Records by blocking key.
 #[derive(Debug, Default)]
@@ -43,13 +44,8 @@ impl Index {
         let mut seen = HashSet::new();
         let mut found = Vec::new();
         for key in key_plan(&person) {
-            let size = |k: &str| self.blocks.get(k).map_or(0, Vec::len);
-            let searched = if size(&key.coarse) <= MAX_BLOCK {
-                Some(key.coarse)
-            } else {
-                key.fine.filter(|f| size(f) <= MAX_BLOCK)
-            };
-            let Some(block) = searched.and_then(|k| self.blocks.get(&k)) else {
+            let searched = key.searched(MAX_BLOCK, |k| self.blocks.get(k).map_or(0, Vec::len));
+            let Some(block) = searched.and_then(|k| self.blocks.get(k)) else {
                 continue;
             };
             for &other in block.iter() {

@@ -18,14 +18,41 @@ use rphonetic::DoubleMetaphone;
 
 use crate::person::Person;
 
-/// One way of blocking: a coarse key, and a finer one (the coarse key with
-/// a little more of the record: the initial of the other name, the decade
-/// of birth) to search instead when the coarse block has grown too large
-/// to search, as blocks do in a large population.
+/// One way of blocking: a coarse key, a finer one (the coarse key with a
+/// little more of the record: the initial sound of the other name, the
+/// decade of birth) and a finest one (the finer key with all of that
+/// field: the other name's whole sound, the year of birth), each searched
+/// instead of the one before when that one's block has grown too large to
+/// search, as blocks do in a large population. Each finer key's block is
+/// part of the one before it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     pub coarse: String,
     pub fine: Option<String>,
+    pub finest: Option<String>,
+}
+
+impl Key {
+    /// The keys from coarse to finest.
+    pub fn levels(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.coarse.as_str())
+            .chain(self.fine.as_deref())
+            .chain(self.finest.as_deref())
+    }
+
+    /// The key to search: the first whose block holds at most `max_block`
+    /// records (`size` tells a block's size); `None` when the coarse block
+    /// is empty (so is every finer one) or every block is too large.
+    pub fn searched(&self, max_block: usize, mut size: impl FnMut(&str) -> usize) -> Option<&str> {
+        for level in self.levels() {
+            match size(level) {
+                0 => return None,
+                n if n <= max_block => return Some(level),
+                _ => {}
+            }
+        }
+        None
+    }
 }
 
 /// Every key of `p` to store (coarse and fine), sorted, without repeats.
@@ -36,16 +63,30 @@ pub fn blocking_keys(p: &Person) -> Vec<String> {
     for k in key_plan(p) {
         keys.insert(k.coarse);
         keys.extend(k.fine);
+        keys.extend(k.finest);
     }
     keys.into_iter().collect()
 }
 
 /// The keys to search for `p`'s duplicates, each coarse with its finer
-/// fallback.
+/// fallbacks.
 pub fn key_plan(p: &Person) -> Vec<Key> {
     let mut keys = BTreeSet::new();
-    let mut add = |coarse: String, fine: Option<String>| {
-        keys.insert(Key { coarse, fine });
+    // The finer keys add a field's first letter, the finest all of it.
+    let mut add = |coarse: String, more: Option<(String, String)>| {
+        let (fine, finest) = match more {
+            Some((first, all)) => {
+                let fine = format!("{coarse}:{first}");
+                let finest = format!("{fine}:{all}");
+                (Some(fine), Some(finest))
+            }
+            None => (None, None),
+        };
+        keys.insert(Key {
+            coarse,
+            fine,
+            finest,
+        });
     };
     let dm = DoubleMetaphone::default();
     let sounds = |name: &Option<String>| -> Vec<String> {
@@ -66,12 +107,16 @@ pub fn key_plan(p: &Person) -> Vec<Key> {
     };
     let given = sounds(&p.given_name);
     let family = sounds(&p.family_name);
-    // The initial sound of each name, to make a key finer.
-    let initial = |codes: &[String]| codes.first().and_then(|c| c.get(..1)).map(str::to_string);
-    let (gi, fi) = (initial(&given), initial(&family));
+    // The sound of each name (its initial, then all of it), to make a key
+    // finer.
+    let sound = |codes: &[String]| {
+        let code = codes.first()?;
+        Some((code.get(..1)?.to_string(), code.clone()))
+    };
+    let (gi, fi) = (sound(&given), sound(&family));
     let date = p.birth_date.as_ref();
     let year = date.map(|d| d.year());
-    let decade = year.map(|y| &y[..3]);
+    let decade = year.map(|y| (y[..3].to_string(), y.to_string()));
     // Day and month in either order (a swap is a common slip).
     let day_month = date.map(|d| {
         let (m, dd) = (d.month(), d.day());
@@ -91,44 +136,42 @@ pub fn key_plan(p: &Person) -> Vec<Key> {
                 .collect()
         })
         .unwrap_or_default();
-    let finer = |key: &str, more: &Option<String>| more.as_ref().map(|m| format!("{key}:{m}"));
-
     for f in &family {
         if let Some(y) = year {
             let k = format!("fy:{f}:{y}");
-            add(k.clone(), finer(&k, &gi));
+            add(k, gi.clone());
         }
         if let Some(dm) = &day_month {
             let k = format!("fd:{f}:{dm}");
-            add(k.clone(), finer(&k, &gi));
+            add(k, gi.clone());
         }
         for g in &given {
             let (x, y) = if f <= g { (f, g) } else { (g, f) };
             let k = format!("gf:{x}:{y}");
-            add(k.clone(), finer(&k, &decade.map(str::to_string)));
+            add(k, decade.clone());
         }
         for n in &numbers {
             let k = format!("fa:{f}:{n}");
-            add(k.clone(), finer(&k, &gi));
+            add(k, gi.clone());
         }
     }
     for g in &given {
         if let Some(y) = year {
             let k = format!("gy:{g}:{y}");
-            add(k.clone(), finer(&k, &fi));
+            add(k, fi.clone());
         }
         if let Some(dm) = &day_month {
             let k = format!("gd:{g}:{dm}");
-            add(k.clone(), finer(&k, &fi));
+            add(k, fi.clone());
         }
         for n in &numbers {
             let k = format!("ga:{g}:{n}");
-            add(k.clone(), finer(&k, &fi));
+            add(k, fi.clone());
         }
     }
     if let (Some(y), Some(dm)) = (year, &day_month) {
         let k = format!("d:{y}{dm}");
-        add(k.clone(), finer(&k, &fi));
+        add(k, fi.clone());
     }
     if let Some(dm) = &day_month {
         for n in &numbers {

@@ -38,46 +38,54 @@ pub(super) async fn changed_after(
     Ok(out)
 }
 
-/// The records sharing a block with `keys`, with their stored fields.
+/// The records sharing a block with `keys`, with their stored fields:
+/// two queries, the sizes of every key's blocks (from `duplicate_blocks`,
+/// so a block too large to search is never read), then the members of
+/// the blocks searched, each record once.
 pub(super) async fn candidates(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
 ) -> R<Vec<(PatientId, String)>> {
-    let mut found = std::collections::BTreeMap::new();
-    let block = tx
-        .prepare(
-            "SELECT k.patient, p.person FROM duplicate_keys k
-             JOIN duplicate_people p ON p.patient = k.patient
-             WHERE k.key = $1 LIMIT $2",
+    let levels: Vec<&str> = keys.iter().flat_map(|k| k.levels()).collect();
+    let sizes: std::collections::HashMap<String, i64> = tx
+        .query(
+            "SELECT key, size FROM duplicate_blocks WHERE key = ANY($1)",
+            &[&levels],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let searched: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| {
+            k.searched(max_block, |level| {
+                sizes
+                    .get(level)
+                    .map_or(0, |&n| usize::try_from(n).unwrap_or(usize::MAX))
+            })
+        })
+        .collect();
+    if searched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = tx
+        .query(
+            "SELECT p.patient, p.person FROM duplicate_people p
+             WHERE p.patient IN (SELECT patient FROM duplicate_keys WHERE key = ANY($1))
+             ORDER BY p.patient",
+            &[&searched],
         )
         .await?;
-    let cap = big(max_block).saturating_add(1);
-    for key in keys {
-        // A block this large says little: its finer key's block is read
-        // instead (and the record's other keys still find its duplicates).
-        let mut rows = tx.query(&block, &[&key.coarse, &cap]).await?;
-        if rows.len() > max_block {
-            rows = match &key.fine {
-                Some(fine) => {
-                    let fine_rows = tx.query(&block, &[fine, &cap]).await?;
-                    if fine_rows.len() > max_block {
-                        Vec::new()
-                    } else {
-                        fine_rows
-                    }
-                }
-                None => Vec::new(),
-            };
-        }
-        for row in &rows {
-            found.insert(
+    rows.iter()
+        .map(|row| {
+            Ok((
                 patient_from(row.get(0), "duplicate_keys.patient")?,
                 row.get::<_, String>(1),
-            );
-        }
-    }
-    Ok(found.into_iter().collect())
+            ))
+        })
+        .collect()
 }
 
 /// A pair's two ids in their stored order.
@@ -100,8 +108,16 @@ pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<(
         let old: Vec<String> = serde_json::from_str(old.get(0))
             .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
         tx.execute(
-            "DELETE FROM duplicate_keys WHERE key = ANY($1) AND patient = $2",
+            "WITH gone AS (
+                 DELETE FROM duplicate_keys WHERE key = ANY($1) AND patient = $2 RETURNING key
+             )
+             UPDATE duplicate_blocks b SET size = b.size - 1 FROM gone WHERE b.key = gone.key",
             &[&old, &id],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM duplicate_blocks WHERE key = ANY($1) AND size <= 0",
+            &[&old],
         )
         .await?;
     }
@@ -118,8 +134,12 @@ pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<(
         )
         .await?;
         tx.execute(
-            "INSERT INTO duplicate_keys (key, patient) SELECT k, $2 FROM unnest($1::text[]) AS k
-             ON CONFLICT DO NOTHING",
+            "WITH added AS (
+                 INSERT INTO duplicate_keys (key, patient) SELECT k, $2 FROM unnest($1::text[]) AS k
+                 ON CONFLICT DO NOTHING RETURNING key
+             )
+             INSERT INTO duplicate_blocks (key, size) SELECT key, 1 FROM added
+             ON CONFLICT (key) DO UPDATE SET size = duplicate_blocks.size + 1",
             &[&entry.keys, &id],
         )
         .await?;

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lease_owner",
         sql: include_str!("../../../../migrations/central/postgres/0006_lease_owner.sql"),
     },
+    Migration {
+        version: 7,
+        name: "duplicate_blocks",
+        sql: include_str!("../../../../migrations/central/postgres/0007_duplicate_blocks.sql"),
+    },
 ];
 
 /// The schema version this build migrates to.

@@ -50,51 +50,84 @@ pub(super) fn changed_after(
     Ok(out)
 }
 
-/// A block member: its id as stored, and its fields (JSON).
-type BlockRow = (Vec<u8>, String);
-
 /// The records sharing a block with `keys` (see
 /// [`crate::db::CentralDb::duplicate_candidates`]), with their stored
-/// fields.
+/// fields: two statements, the sizes of every key's blocks (from
+/// `duplicate_blocks`, so a block too large to search is never read), then
+/// the members of the blocks searched, each record once.
 pub(super) fn candidates(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
 ) -> Result<Vec<(PatientId, String)>, DbError> {
     const CTX: &str = "reading duplicate candidates";
-    let mut found = std::collections::BTreeMap::new();
-    let mut block = tx
-        .prepare_cached(
-            "SELECT k.patient, p.person FROM duplicate_keys k
-             JOIN duplicate_people p ON p.patient = k.patient
-             WHERE k.key = ?1 LIMIT ?2",
-        )
-        .map_err(sql(CTX))?;
-    let mut read = |key: &str| -> Result<Option<Vec<BlockRow>>, DbError> {
-        let rows = block
-            .query_map(params![key, max_block as i64 + 1], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(sql(CTX))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql(CTX))?;
-        Ok((rows.len() <= max_block).then_some(rows))
+    let list = |keys: &[&str]| {
+        serde_json::to_string(keys).map_err(|_| DbError::Damaged("duplicate_keys.key"))
     };
-    for key in keys {
-        // A block this large says little: its finer key's block is read
-        // instead (and the record's other keys still find its duplicates).
-        let rows = match read(&key.coarse)? {
-            Some(rows) => rows,
-            None => match &key.fine {
-                Some(fine) => read(fine)?.unwrap_or_default(),
-                None => Vec::new(),
-            },
-        };
-        for (patient, person) in rows {
-            found.insert(patient_from(&patient, "duplicate_keys.patient")?, person);
+    let levels: Vec<&str> = keys.iter().flat_map(|k| k.levels()).collect();
+    let mut sizes = std::collections::HashMap::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT b.key, b.size FROM json_each(?1) AS j
+                 CROSS JOIN duplicate_blocks AS b ON b.key = j.value",
+            )
+            .map_err(sql(CTX))?;
+        let rows = stmt
+            .query_map(params![list(&levels)?], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(sql(CTX))?;
+        for row in rows {
+            let (key, size) = row.map_err(sql(CTX))?;
+            sizes.insert(key, usize::try_from(size).unwrap_or(0));
         }
     }
-    Ok(found.into_iter().collect())
+    let searched: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| k.searched(max_block, |level| sizes.get(level).copied().unwrap_or(0)))
+        .collect();
+    if searched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT p.patient, p.person FROM duplicate_people AS p
+             WHERE p.patient IN (
+                 SELECT k.patient FROM json_each(?1) AS j
+                 CROSS JOIN duplicate_keys AS k ON k.key = j.value
+             )",
+        )
+        .map_err(sql(CTX))?;
+    let rows = stmt
+        .query_map(params![list(&searched)?], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql(CTX))?;
+    let mut found = Vec::new();
+    for row in rows {
+        let (patient, person) = row.map_err(sql(CTX))?;
+        found.push((patient_from(&patient, "duplicate_people.patient")?, person));
+    }
+    Ok(found)
+}
+
+/// Moves the size of `key`'s block by `by` (a key no record holds any
+/// more is dropped).
+fn resize(tx: &Transaction<'_>, key: &str, by: i64) -> Result<(), DbError> {
+    const CTX: &str = "counting a duplicate block";
+    tx.prepare_cached(
+        "INSERT INTO duplicate_blocks (key, size) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET size = size + excluded.size",
+    )
+    .and_then(|mut s| s.execute(params![key, by]))
+    .map_err(sql(CTX))?;
+    if by < 0 {
+        tx.prepare_cached("DELETE FROM duplicate_blocks WHERE key = ?1 AND size <= 0")
+            .and_then(|mut s| s.execute(params![key]))
+            .map_err(sql(CTX))?;
+    }
+    Ok(())
 }
 
 /// A pair's two ids in their stored order.
@@ -119,7 +152,9 @@ pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<()
             .prepare_cached("DELETE FROM duplicate_keys WHERE key = ?1 AND patient = ?2")
             .map_err(sql(CTX))?;
         for key in old {
-            del.execute(params![key, id]).map_err(sql(CTX))?;
+            if del.execute(params![key, id]).map_err(sql(CTX))? > 0 {
+                resize(tx, &key, -1)?;
+            }
         }
     }
     tx.execute(
@@ -140,11 +175,43 @@ pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<()
             params![id, entry.person, keys],
         )
         .map_err(sql(CTX))?;
-        let mut add = tx
-            .prepare_cached("INSERT OR IGNORE INTO duplicate_keys (key, patient) VALUES (?1, ?2)")
+        // The keys and their blocks' sizes in two statements, unless the
+        // record holds one of them already (its stored list was out of
+        // step): then one by one.
+        let distinct: std::collections::BTreeSet<&str> =
+            entry.keys.iter().map(String::as_str).collect();
+        let list = serde_json::to_string(&distinct)
+            .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
+        let held: i64 = tx
+            .prepare_cached(
+                "SELECT count(*) FROM json_each(?1) AS j
+                 CROSS JOIN duplicate_keys AS k ON k.key = j.value AND k.patient = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![list, id], |r| r.get(0)))
             .map_err(sql(CTX))?;
-        for key in &entry.keys {
-            add.execute(params![key, id]).map_err(sql(CTX))?;
+        if held == 0 {
+            tx.prepare_cached(
+                "INSERT INTO duplicate_keys (key, patient) SELECT value, ?2 FROM json_each(?1)",
+            )
+            .and_then(|mut s| s.execute(params![list, id]))
+            .map_err(sql(CTX))?;
+            tx.prepare_cached(
+                "INSERT INTO duplicate_blocks (key, size) SELECT value, 1 FROM json_each(?1) WHERE true
+                 ON CONFLICT (key) DO UPDATE SET size = size + 1",
+            )
+            .and_then(|mut s| s.execute(params![list]))
+            .map_err(sql(CTX))?;
+        } else {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO duplicate_keys (key, patient) VALUES (?1, ?2)",
+                )
+                .map_err(sql(CTX))?;
+            for key in distinct {
+                if add.execute(params![key, id]).map_err(sql(CTX))? > 0 {
+                    resize(tx, key, 1)?;
+                }
+            }
         }
     }
     let mut insert = tx

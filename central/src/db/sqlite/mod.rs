@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "instance_reports",
         sql: include_str!("../../../../migrations/central/sqlite/0004_instance_reports.sql"),
     },
+    Migration {
+        version: 5,
+        name: "duplicate_blocks",
+        sql: include_str!("../../../../migrations/central/sqlite/0005_duplicate_blocks.sql"),
+    },
 ];
 
 /// Read-only connections per handle.
