@@ -195,7 +195,7 @@ impl std::io::Write for Chunks {
 /// A body of the marker and `raw` compressed at `level` on a blocking
 /// thread as it is sent. A failure cuts the body short, which the
 /// satellite refuses (the frame declares its size) and asks again.
-fn streamed(marker: [u8; 4], raw: Vec<u8>, level: i32) -> Body {
+fn streamed(marker: Vec<u8>, raw: Vec<u8>, level: i32) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         let mut out = Chunks(tx);
