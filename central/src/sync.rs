@@ -46,8 +46,8 @@ pub fn sync_routes<D: CentralDb>() -> Router<CentralApi<D>> {
 }
 
 /// The protocol version a request speaks (from its `Chartsync-Protocol`
-/// header, `2` or `3`, optionally with a minor part); the reply speaks it
-/// too, so satellites of protocol 2 keep working.
+/// header, `2`, `3` or `4`, optionally with a minor part); the reply speaks
+/// it too, so satellites of protocols 2 and 3 keep working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Version(u8);
 

@@ -789,8 +789,7 @@ async fn call_old<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
     );
     // Decoded as that version (which refuses protocol 4's linked packs and
     // needs every head said).
-    let (message, marked) =
-        envelope::decode_versioned(&bytes, MAX_REPLY_BYTES).expect("decode");
+    let (message, marked) = envelope::decode_versioned(&bytes, MAX_REPLY_BYTES).expect("decode");
     assert_eq!(marked, version);
     message
 }
