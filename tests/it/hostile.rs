@@ -1445,10 +1445,14 @@ fn table() -> Vec<Row> {
             400,
             Some("bad_batch"),
             |c| {
-                let (head, objects) = craft_commit(
+                let (head, mut objects) = craft_commit(
                     &[("patient.yaml", "name: Corrupted\ncatchment: north\n")],
                     &[c.r_head.get()],
                 );
+                // In the store's order (commit, tree, blob), so that the wire
+                // list (reversed) names the blob and the tree by reference
+                // and the head is derived.
+                objects.sort_by_key(|o| o.kind.type_code());
                 let (marker, mut raw) = envelope::prepare(
                     &PushRequest {
                         records: vec![PushRecord {
