@@ -301,8 +301,11 @@ fn kind_of_mode(mode: &[u8]) -> Option<git::Kind> {
     }
 }
 
-/// A tree's entries: (mode, name, id) slices, or `None` if malformed.
-fn tree_entries(data: &[u8]) -> Option<Vec<(&[u8], &[u8], &[u8])>> {
+/// A tree entry's mode, name and id, as slices of the tree.
+type EntryParts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+/// A tree's entries, or `None` if malformed.
+fn tree_entries(data: &[u8]) -> Option<Vec<EntryParts<'_>>> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -794,7 +797,8 @@ mod tests {
             envelope::decode::<PushRequest>(&linked(entries), 1 << 20),
             Err(EnvelopeError::HeadsDigest)
         ));
-        let hostile: Vec<(&str, Vec<(u8, Vec<u8>)>)> = vec![
+        type Entries = Vec<(u8, Vec<u8>)>;
+        let hostile: Vec<(&str, Entries)> = vec![
             (
                 "a reference to itself",
                 vec![tree.clone(), linked_commit(&[0])],

@@ -67,9 +67,10 @@ fn identity_cost() {
             let files = [("patient.yaml".to_string(), yaml.into_bytes())]
                 .into_iter()
                 .collect();
-            let (tree, parts) = build_tree(&files).unwrap();
+            let (tree, parts) = build_tree(&files).expect("measurement setup");
             let t = 1_764_000_000 + n as i64 * 3 + (rng(&mut s) % 3) as i64;
-            let who = Signature::new("chartsync", "chartsync@sat-a", t, 60).unwrap();
+            let who =
+                Signature::new("chartsync", "chartsync@sat-a", t, 60).expect("measurement setup");
             let mut data = encode_commit(&Commit {
                 tree,
                 parents: vec![],
@@ -83,12 +84,15 @@ fn identity_cost() {
             });
             if strip {
                 // As if identity and zone were a batch default: keep only the times.
-                let text = String::from_utf8(data).unwrap();
+                let text = String::from_utf8(data).expect("measurement setup");
                 data = text
                     .lines()
                     .map(|l| {
                         if l.starts_with("author ") || l.starts_with("committer ") {
-                            format!("{}\n", l.split(' ').rev().nth(1).unwrap())
+                            format!(
+                                "{}\n",
+                                l.split(' ').rev().nth(1).expect("measurement setup")
+                            )
                         } else {
                             format!("{l}\n")
                         }
@@ -97,7 +101,7 @@ fn identity_cost() {
                     .into_bytes();
             }
             let commit = Object::new(Kind::Commit, data);
-            let head = CommitId::from_slice(commit.id.as_bytes()).unwrap();
+            let head = CommitId::from_slice(commit.id.as_bytes()).expect("measurement setup");
             let mut objects = vec![commit];
             objects.extend(parts.into_iter().rev());
             records.push(PushRecord {
@@ -109,8 +113,12 @@ fn identity_cost() {
         }
         let msg = PushRequest { records };
         for level in [12, 19] {
-            let v4 = envelope::encode_at(&msg, 4, level).unwrap().len();
-            let v3 = envelope::encode_at(&msg, 3, level).unwrap().len();
+            let v4 = envelope::encode_at(&msg, 4, level)
+                .expect("measurement setup")
+                .len();
+            let v3 = envelope::encode_at(&msg, 3, level)
+                .expect("measurement setup")
+                .len();
             println!(
                 "strip={strip} level={level}: v3 {v3} B ({:.1}/rec), v4 {v4} B ({:.1}/rec)",
                 v3 as f64 / 1000.0,
