@@ -31,8 +31,9 @@ pub const MAX_BATCH: usize = 1000;
 /// from the frame's declared size, before decompressing). A satellite
 /// keeps its push batches under half of it. With the request body
 /// (`max_body_bytes`, 16 MiB by default), its decoded message and the
-/// packs rebuilt from it, one sync request holds at most about
-/// `max_body_bytes + 4 * MAX_REQUEST_BYTES` (144 MiB) at central.
+/// packs rebuilt from it (protocol 4's references may rebuild to at most
+/// twice the decoded message), one sync request holds at most about
+/// `max_body_bytes + 5 * MAX_REQUEST_BYTES` (176 MiB) at central.
 pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 /// Most bytes a reply batch may decompress to (the satellite refuses more).
 pub const MAX_REPLY_BYTES: usize = 256 << 20;
