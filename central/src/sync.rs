@@ -46,8 +46,8 @@ pub fn sync_routes<D: CentralDb>() -> Router<CentralApi<D>> {
 }
 
 /// The protocol version a request speaks (from its `Chartsync-Protocol`
-/// header, `2` or `3`, optionally with a minor part); the reply speaks it
-/// too, so satellites of protocol 2 keep working.
+/// header, `2`, `3` or `4`, optionally with a minor part); the reply speaks
+/// it too, so satellites of protocols 2 and 3 keep working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Version(u8);
 
@@ -195,7 +195,7 @@ impl std::io::Write for Chunks {
 /// A body of the marker and `raw` compressed at `level` on a blocking
 /// thread as it is sent. A failure cuts the body short, which the
 /// satellite refuses (the frame declares its size) and asks again.
-fn streamed(marker: [u8; 4], raw: Vec<u8>, level: i32) -> Body {
+fn streamed(marker: Vec<u8>, raw: Vec<u8>, level: i32) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         let mut out = Chunks(tx);

@@ -287,12 +287,14 @@ impl CentralClient {
                 Err(SyncError::Refused {
                     status: 400, code, ..
                 }) if code == "protocol_version" && version > MIN_PROTOCOL_VERSION => {
+                    // One version down at a time (4, then 3, then 2).
+                    let older = version - 1;
                     tracing::info!(
                         from = version,
-                        to = MIN_PROTOCOL_VERSION,
+                        to = older,
                         "central speaks an older sync protocol"
                     );
-                    version = MIN_PROTOCOL_VERSION;
+                    version = older;
                     self.version.store(version, Ordering::Relaxed);
                     body =
                         envelope::encode_at(request, version, level).map_err(SyncError::Encode)?;

@@ -18,7 +18,7 @@ use chartsync_git::{Kind, Object};
 use chartsync_protocol::envelope;
 use chartsync_protocol::sync::{
     CONTENT_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PushOutcome, PushRecord,
-    PushResponse,
+    PushRequest, PushResponse,
 };
 use chartsync_protocol::{CommitId, PatientId};
 use reqwest::StatusCode;
@@ -455,12 +455,62 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 // Crafting envelopes, packs and objects
 // ---------------------------------------------------------------------------
 
-/// The envelope marker and version, then `frame`.
+/// The envelope marker and version (and protocol 4's heads digest, of no
+/// heads: 20 bytes), then `frame`.
 fn envelope_of(frame: &[u8]) -> Vec<u8> {
     let mut out = b"CSB".to_vec();
     out.push(PROTOCOL_VERSION);
+    out.extend_from_slice(&sha1::Sha1::new().finalize());
     out.extend_from_slice(frame);
     out
+}
+
+/// A push of one record whose pack is sent in protocol 4's linked form as
+/// these `[kind, content]` entries (kind 8: a commit whose tree is a
+/// backward distance; 9: a tree whose entries may be), with its head said.
+fn linked_push(id: PatientId, expected: Option<CommitId>, entries: Vec<(u8, Vec<u8>)>) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Push {
+        records: Vec<Record>,
+    }
+    #[derive(serde::Serialize)]
+    struct Record {
+        id: PatientId,
+        expected: Option<CommitId>,
+        head: CommitId,
+        pack: Pack,
+    }
+    #[derive(serde::Serialize)]
+    enum Pack {
+        Linked(Vec<(u8, serde_bytes::ByteBuf)>),
+    }
+    envelope::encode(&Push {
+        records: vec![Record {
+            id,
+            expected,
+            head: CommitId([7; 20]),
+            pack: Pack::Linked(
+                entries
+                    .into_iter()
+                    .map(|(k, d)| (k, serde_bytes::ByteBuf::from(d)))
+                    .collect(),
+            ),
+        }],
+    })
+    .expect("encode")
+}
+
+/// A linked commit entry: `distance` back to its tree, then the commit
+/// without its tree line.
+fn linked_commit(distance: u8, parent: CommitId) -> (u8, Vec<u8>) {
+    let mut data = vec![distance];
+    data.extend(
+        format!(
+            "parent {parent}\nauthor chartsync <chartsync@north-a> 1700000000 +0000\ncommitter chartsync <chartsync@north-a> 1700000000 +0000\n\nedit\n\nChartsync-Instance: north-a\n"
+        )
+        .into_bytes(),
+    );
+    (8, data)
 }
 
 /// A zstd frame of `size` zero bytes that declares its size, made without
@@ -1287,7 +1337,7 @@ fn table() -> Vec<Row> {
             Some("bad_batch"),
             |c| {
                 let raw = encode_push(vec![]);
-                let inner = zstd::bulk::decompress(&raw[4..], 1 << 20).expect("decompress");
+                let inner = zstd::bulk::decompress(&raw[24..], 1 << 20).expect("decompress");
                 c.push_body(envelope_of(&zstd_undeclared(&inner)))
             },
         ),
@@ -1335,6 +1385,91 @@ fn table() -> Vec<Row> {
                 c.push_body(envelope_of(
                     &zstd::bulk::compress(&garbage, 3).expect("zstd"),
                 ))
+            },
+        ),
+        // --- protocol 4: linked packs --------------------------------------
+        row(
+            "linked packs",
+            "a commit's tree referenced forward",
+            400,
+            Some("bad_batch"),
+            |c| {
+                let tree = raw_tree(&[("100644", b"patient.yaml", blob(b"name: L\n").id)]);
+                c.push_body(linked_push(
+                    c.r,
+                    Some(c.r_head.get()),
+                    vec![linked_commit(1, c.r_head.get()), (2, tree.data)],
+                ))
+            },
+        ),
+        row(
+            "linked packs",
+            "a reference to itself",
+            400,
+            Some("bad_batch"),
+            |c| {
+                c.push_body(linked_push(
+                    c.r,
+                    Some(c.r_head.get()),
+                    vec![linked_commit(0, c.r_head.get())],
+                ))
+            },
+        ),
+        row(
+            "linked packs",
+            "a commit's tree that is a blob",
+            400,
+            Some("bad_batch"),
+            |c| {
+                c.push_body(linked_push(
+                    c.r,
+                    Some(c.r_head.get()),
+                    vec![(3, b"name: L\n".to_vec()), linked_commit(1, c.r_head.get())],
+                ))
+            },
+        ),
+        row(
+            "linked packs",
+            "a tree entry referencing past the first entry",
+            400,
+            Some("bad_batch"),
+            |c| {
+                let mut tree = b"100644 patient.yaml\0".to_vec();
+                tree.extend([0x80, 0x80, 0x01]);
+                c.push_body(linked_push(c.r, Some(c.r_head.get()), vec![(9, tree)]))
+            },
+        ),
+        row(
+            "linked packs",
+            "a corrupted file under a derived head (the heads digest)",
+            400,
+            Some("bad_batch"),
+            |c| {
+                let (head, mut objects) = craft_commit(
+                    &[("patient.yaml", "name: Corrupted\ncatchment: north\n")],
+                    &[c.r_head.get()],
+                );
+                // In the store's order (commit, tree, blob), so that the wire
+                // list (reversed) names the blob and the tree by reference
+                // and the head is derived.
+                objects.sort_by_key(|o| o.kind.type_code());
+                let (marker, mut raw) = envelope::prepare(
+                    &PushRequest {
+                        records: vec![PushRecord {
+                            id: c.r,
+                            expected: Some(c.r_head.get()),
+                            head,
+                            pack: pack_of(&objects),
+                        }],
+                    },
+                    PROTOCOL_VERSION,
+                )
+                .expect("prepare");
+                let at = find(&raw, b"Corrupted").expect("the file in the message");
+                raw[at] = b'c';
+                let mut body = marker;
+                body.extend(zstd::bulk::compress(&raw, 3).expect("zstd"));
+                c.push_body(body)
             },
         ),
         row("envelopes", "empty body", 400, Some("bad_batch"), |c| {

@@ -752,8 +752,10 @@ async fn an_edit_costs_what_changed_on_the_wire_and_records_stay_small_on_disk()
     );
 }
 
-/// A satellite of protocol 2, by hand: its requests and central's answers.
-async fn call_v2<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+/// A satellite of an older protocol (2 or 3), by hand: its requests and
+/// central's answers.
+async fn call_old<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    version: u8,
     http: &reqwest::Client,
     url: &str,
     token: &str,
@@ -765,9 +767,9 @@ async fn call_v2<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
     let r = http
         .post(format!("{url}{path}"))
         .bearer_auth(token)
-        .header(PROTOCOL_HEADER, "2")
+        .header(PROTOCOL_HEADER, version.to_string())
         .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-        .body(envelope::encode_as(request, 2).expect("encode"))
+        .body(envelope::encode_as(request, version).expect("encode"))
         .send()
         .await
         .expect("send");
@@ -776,20 +778,36 @@ async fn call_v2<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         r.headers()
             .get(PROTOCOL_HEADER)
             .and_then(|v| v.to_str().ok()),
-        Some("2"),
-        "{path}: the answer speaks version 2"
+        Some(version.to_string().as_str()),
+        "{path}: the answer speaks version {version}"
     );
     let bytes = r.bytes().await.expect("body");
     assert_eq!(
         bytes.get(3),
-        Some(&2),
-        "{path}: the batch is marked version 2"
+        Some(&version),
+        "{path}: the batch is marked version {version}"
     );
-    envelope::decode(&bytes, MAX_REPLY_BYTES).expect("decode")
+    // Decoded as that version (which refuses protocol 4's linked packs and
+    // needs every head said).
+    let (message, marked) = envelope::decode_versioned(&bytes, MAX_REPLY_BYTES).expect("decode");
+    assert_eq!(marked, version);
+    message
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protocol_2_satellite_still_syncs_with_central() {
+    old_satellite_syncs(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_3_satellite_still_syncs_with_central() {
+    old_satellite_syncs(3).await;
+}
+
+/// A satellite of protocol `version` (2 or 3) fetches, pulls and pushes
+/// through a central of the current protocol, and a current satellite
+/// pulls what it pushed.
+async fn old_satellite_syncs(version: u8) {
     use chartsync_protocol::sync::{
         Ack, AckRequest, AckResponse, FetchNewRequest, FetchNewResponse, PullRequest, PullResponse,
         PushOutcome, PushRequest, PushResponse,
@@ -812,8 +830,9 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
     );
     a.sync(&[Job::Push]).await;
 
-    // fetch-new in version 2: whole records, packs of whole objects.
-    let page: FetchNewResponse = call_v2(
+    // fetch-new in the old version: whole records, packs of whole objects.
+    let page: FetchNewResponse = call_old(
+        version,
         &w.http,
         &w.central.url,
         &token,
@@ -837,7 +856,8 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
         panic!("new here")
     };
     old.store.publish(p, Flush::Now).expect("publish");
-    let _: AckResponse = call_v2(
+    let _: AckResponse = call_old(
+        version,
         &w.http,
         &w.central.url,
         &token,
@@ -851,7 +871,8 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
     )
     .await;
 
-    // An edit at a new satellite reaches it in version 2: no deltas.
+    // An edit at a new satellite reaches it: in version 2 without deltas,
+    // in 3 as a delta on the version it has.
     yaml.push_str(&visit(100));
     write_at(
         a,
@@ -859,7 +880,8 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
         Files::from([("patient.yaml".to_string(), yaml.clone())]),
     );
     a.sync(&[Job::Push]).await;
-    let pulled: PullResponse = call_v2(
+    let pulled: PullResponse = call_old(
+        version,
         &w.http,
         &w.central.url,
         &token,
@@ -875,10 +897,18 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
         .iter()
         .find(|u| u.id == id)
         .expect("the edit");
-    assert!(
-        chartsync_git::split_pack(&update.pack).is_some(),
-        "a version 2 pull carries whole objects only"
-    );
+    if version == 2 {
+        assert!(
+            chartsync_git::split_pack(&update.pack).is_some(),
+            "a version 2 pull carries whole objects only"
+        );
+    } else {
+        let entries = chartsync_git::split_pack_entries(&update.pack).expect("entries");
+        assert!(
+            entries.iter().any(|(code, _)| *code == 7),
+            "a version 3 pull is thin"
+        );
+    }
     let Received::Ready(p) = old
         .store
         .prepare_received(&id, update.base, update.head, &update.pack, Flush::Now)
@@ -892,7 +922,7 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
         yaml
     );
 
-    // Its own edit, pushed in version 2 with a whole pack.
+    // Its own edit, pushed in the old version with a whole pack.
     yaml.push_str(&visit(101));
     let expected = old.head(id);
     let head = old.update_files(
@@ -901,7 +931,8 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
     );
     let record = old.record(id, Some(expected));
     assert_eq!(record.head, head);
-    let pushed: PushResponse = call_v2(
+    let pushed: PushResponse = call_old(
+        version,
         &w.http,
         &w.central.url,
         &token,
@@ -916,7 +947,7 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
         "{:?}",
         pushed.results[0].outcome
     );
-    // The new satellite pulls it in version 3.
+    // The new satellite pulls it in the current version.
     assert_eq!(a.sync(&[Job::Pull]).await.records_received, 1);
     assert_eq!(
         a.sat.store.read(&id).expect("read").files["patient.yaml"],
@@ -928,7 +959,10 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
         .http
         .post(format!("{}/v1/sync/pull", w.central.url))
         .bearer_auth(&token)
-        .header(chartsync_protocol::sync::PROTOCOL_HEADER, "2")
+        .header(
+            chartsync_protocol::sync::PROTOCOL_HEADER,
+            version.to_string(),
+        )
         .header(
             reqwest::header::CONTENT_TYPE,
             chartsync_protocol::sync::CONTENT_TYPE,
@@ -939,7 +973,7 @@ async fn a_protocol_2_satellite_still_syncs_with_central() {
                     cursor: 0,
                     limit: 1,
                 },
-                3,
+                version + 1,
             )
             .expect("encode"),
         )

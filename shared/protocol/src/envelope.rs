@@ -10,6 +10,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::sync::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use super::wire_pack::Scope;
+
+/// The first version whose packs are linked and whose envelope carries
+/// the digest of the heads the receiver derives.
+const LINKED_VERSION: u8 = 4;
+/// The digest's length (SHA-1).
+const DIGEST_LEN: usize = 20;
 
 const MAGIC: [u8; 3] = *b"CSB";
 
@@ -54,6 +61,13 @@ pub enum EnvelopeError {
     /// The message inside does not decode.
     #[error("batch message is malformed")]
     Decode(#[source] rmp_serde::decode::Error),
+    /// The heads the receiver derived from the batch's packs are not the
+    /// ones the sender meant (protocol 4): an object was corrupted or
+    /// rebuilt wrongly.
+    #[error(
+        "the heads rebuilt from the batch's packs do not match the batch's digest (an object was corrupted in transit)"
+    )]
+    HeadsDigest,
     /// The message could not be encoded.
     #[error("could not encode batch message")]
     Encode(#[source] rmp_serde::encode::Error),
@@ -78,23 +92,31 @@ pub fn encode_at<T: Serialize>(
     version: u8,
     level: i32,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let raw = rmp_serde::to_vec_named(message).map_err(EnvelopeError::Encode)?;
-    let mut out = Vec::with_capacity(raw.len() / 3 + 16);
-    out.extend_from_slice(&MAGIC);
-    out.push(version);
+    let (marker, raw) = prepare(message, version)?;
+    let mut out = Vec::with_capacity(raw.len() / 3 + 36);
+    out.extend_from_slice(&marker);
     let compressed = zstd::bulk::compress(&raw, level).map_err(EnvelopeError::Compression)?;
     out.extend_from_slice(&compressed);
     Ok(out)
 }
 
 /// A message ready to be compressed as it is sent ([`compress_to`]): the
-/// envelope's marker and the uncompressed message.
+/// envelope's marker (in protocol 4 followed by the heads' digest, 20
+/// bytes) and the uncompressed message.
 pub fn prepare<T: Serialize>(
     message: &T,
     version: u8,
-) -> Result<([u8; 4], Vec<u8>), EnvelopeError> {
+) -> Result<(Vec<u8>, Vec<u8>), EnvelopeError> {
+    let scope = Scope::enter(version, 0);
     let raw = rmp_serde::to_vec_named(message).map_err(EnvelopeError::Encode)?;
-    Ok(([MAGIC[0], MAGIC[1], MAGIC[2], version], raw))
+    let digest = scope.finish();
+    let mut marker = Vec::with_capacity(4 + DIGEST_LEN);
+    marker.extend_from_slice(&MAGIC);
+    marker.push(version);
+    if version >= LINKED_VERSION {
+        marker.extend_from_slice(&digest);
+    }
+    Ok((marker, raw))
 }
 
 /// Compresses a [`prepare`]d message into `out` at zstd `level`, block by
@@ -135,6 +157,14 @@ pub fn decode_versioned<T: DeserializeOwned>(
     if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
         return Err(EnvelopeError::Version(version));
     }
+    let (digest, frame) = if version >= LINKED_VERSION {
+        let (digest, frame) = frame
+            .split_first_chunk::<DIGEST_LEN>()
+            .ok_or(EnvelopeError::Marker)?;
+        (Some(*digest), frame)
+    } else {
+        (None, frame)
+    };
     let declared = match zstd::zstd_safe::get_frame_content_size(frame) {
         Ok(Some(n)) => n,
         Ok(None) => return Err(EnvelopeError::UndeclaredSize),
@@ -161,9 +191,15 @@ pub fn decode_versioned<T: DeserializeOwned>(
             actual: read,
         });
     }
-    rmp_serde::from_slice(&raw)
-        .map(|message| (message, version))
-        .map_err(EnvelopeError::Decode)
+    // Rebuilding a linked pack's references may add at most as many bytes
+    // as the message holds.
+    let scope = Scope::enter(version, raw.len());
+    let message = rmp_serde::from_slice(&raw).map_err(EnvelopeError::Decode)?;
+    let derived = scope.finish();
+    if digest.is_some_and(|sent| sent != derived) {
+        return Err(EnvelopeError::HeadsDigest);
+    }
+    Ok((message, version))
 }
 
 #[cfg(test)]
@@ -252,6 +288,7 @@ mod tests {
         let bomb = {
             let mut v = MAGIC.to_vec();
             v.push(PROTOCOL_VERSION);
+            v.extend([0u8; DIGEST_LEN]);
             v.extend(zstd::bulk::compress(&vec![0u8; 64 << 20], 3).expect("compress"));
             v
         };
@@ -264,6 +301,7 @@ mod tests {
     fn framed(zstd_frames: &[u8]) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.push(PROTOCOL_VERSION);
+        out.extend_from_slice(&Scope::enter(PROTOCOL_VERSION, 0).finish());
         out.extend_from_slice(zstd_frames);
         out
     }

@@ -4,16 +4,20 @@
 //! Every request is idempotent: a reply lost in transit and a repeated
 //! request change nothing twice.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::CommitId;
 use crate::id::PatientId;
+use crate::wire_pack::{Incoming, Outgoing};
 
 /// The protocol's major version, in the envelope and the
 /// `Chartsync-Protocol` header. Version 3 packs may be thin: a changed file
 /// or folder travels as a delta (REF_DELTA) on the version the receiver is
-/// known to hold. A peer outside [`MIN_PROTOCOL_VERSION`]..=this is refused.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// known to hold. Version 4 leaves out the object ids the receiver can
+/// compute (a commit's tree, a tree's entries, a record's head when it is
+/// the pack's last commit) and checks them with one digest per batch. A
+/// peer outside [`MIN_PROTOCOL_VERSION`]..=this is refused.
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The oldest version still spoken: central answers a version 2 request in
 /// version 2 (packs of whole objects), so older satellites keep working.
 pub const MIN_PROTOCOL_VERSION: u8 = 2;
@@ -27,8 +31,9 @@ pub const MAX_BATCH: usize = 1000;
 /// from the frame's declared size, before decompressing). A satellite
 /// keeps its push batches under half of it. With the request body
 /// (`max_body_bytes`, 16 MiB by default), its decoded message and the
-/// packs rebuilt from it, one sync request holds at most about
-/// `max_body_bytes + 4 * MAX_REQUEST_BYTES` (144 MiB) at central.
+/// packs rebuilt from it (protocol 4's references may rebuild to at most
+/// twice the decoded message), one sync request holds at most about
+/// `max_body_bytes + 5 * MAX_REQUEST_BYTES` (176 MiB) at central.
 pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 /// Most bytes a reply batch may decompress to (the satellite refuses more).
 pub const MAX_REPLY_BYTES: usize = 256 << 20;
@@ -48,7 +53,7 @@ pub struct PushRequest {
 }
 
 /// One record's new commits.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PushRecord {
     /// The patient.
     pub id: PatientId,
@@ -59,8 +64,56 @@ pub struct PushRecord {
     /// The satellite's head: the new head it asks central to take.
     pub head: CommitId,
     /// Git pack data: the commits from `expected` (exclusive) to `head`.
-    #[serde(with = "super::wire_pack")]
     pub pack: Vec<u8>,
+}
+
+// On the wire (protocol 4) `head` is left out when the pack's linked form
+// implies it: see `wire_pack`.
+#[derive(Serialize)]
+struct PushRecordOut<'a> {
+    id: &'a PatientId,
+    expected: &'a Option<CommitId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head: Option<&'a CommitId>,
+    pack: Outgoing<'a>,
+}
+
+#[derive(Deserialize)]
+struct PushRecordIn {
+    id: PatientId,
+    expected: Option<CommitId>,
+    #[serde(default)]
+    head: Option<CommitId>,
+    pack: Incoming,
+}
+
+impl Serialize for PushRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let pack = Outgoing::new(&self.pack);
+        PushRecordOut {
+            id: &self.id,
+            expected: &self.expected,
+            head: pack.head_to_send(&self.id, &self.head),
+            pack,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PushRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PushRecord, D::Error> {
+        let r = PushRecordIn::deserialize(deserializer)?;
+        let head = r
+            .pack
+            .head(&r.id, r.head)
+            .ok_or_else(|| serde::de::Error::missing_field("head"))?;
+        Ok(PushRecord {
+            id: r.id,
+            expected: r.expected,
+            head,
+            pack: r.pack.pack,
+        })
+    }
 }
 
 /// Central's answer to a push: one result per record, in request order.
@@ -146,7 +199,7 @@ pub struct PullResponse {
 }
 
 /// A record's state at central and the commits the receiver lacks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct RecordUpdate {
     /// The patient.
     pub id: PatientId,
@@ -160,8 +213,62 @@ pub struct RecordUpdate {
     /// pack holds the whole history.
     pub base: Option<CommitId>,
     /// Git pack data.
-    #[serde(with = "super::wire_pack")]
     pub pack: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct RecordUpdateOut<'a> {
+    id: &'a PatientId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head: Option<&'a CommitId>,
+    seq: u64,
+    time: i64,
+    base: &'a Option<CommitId>,
+    pack: Outgoing<'a>,
+}
+
+#[derive(Deserialize)]
+struct RecordUpdateIn {
+    id: PatientId,
+    #[serde(default)]
+    head: Option<CommitId>,
+    seq: u64,
+    time: i64,
+    base: Option<CommitId>,
+    pack: Incoming,
+}
+
+impl Serialize for RecordUpdate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let pack = Outgoing::new(&self.pack);
+        RecordUpdateOut {
+            id: &self.id,
+            head: pack.head_to_send(&self.id, &self.head),
+            seq: self.seq,
+            time: self.time,
+            base: &self.base,
+            pack,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordUpdate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RecordUpdate, D::Error> {
+        let r = RecordUpdateIn::deserialize(deserializer)?;
+        let head = r
+            .pack
+            .head(&r.id, r.head)
+            .ok_or_else(|| serde::de::Error::missing_field("head"))?;
+        Ok(RecordUpdate {
+            id: r.id,
+            head,
+            seq: r.seq,
+            time: r.time,
+            base: r.base,
+            pack: r.pack.pack,
+        })
+    }
 }
 
 /// `POST /v1/sync/fetch-new`: in-scope records this instance does not hold.

@@ -1,58 +1,498 @@
 //! How the sync messages' git packs travel (`#[serde(with = ...)]` on their
-//! `pack` fields). In memory a pack is git pack data; on the wire a pack of
-//! whole objects and REF_DELTA entries (a thin pack, protocol 3) is sent as
-//! its entries, `[kind, content]` each (kind 7: a delta, its content the
-//! base's id then the delta), and rebuilt on arrival. That drops the pack's
-//! framing (headers, Adler-32 and SHA-1 checksums: about 30 bytes per
-//! record that zstd cannot compress) and loses no safety: the receiver
-//! rebuilds and hashes every object to its id and checks every reference.
-//! A pack that is anything else (OFS_DELTA entries, or broken) travels byte
-//! for byte, so the receiver refuses exactly what was sent.
+//! `pack` fields, and [`Outgoing`] / [`Incoming`] inside records). In
+//! memory a pack is git pack data; on the wire a pack of whole objects and
+//! REF_DELTA entries (a thin pack, protocol 3) is sent as its entries,
+//! `[kind, content]` each (kind 7: a delta, its content the base's id then
+//! the delta), and rebuilt on arrival. That drops the pack's framing
+//! (headers, Adler-32 and SHA-1 checksums: about 30 bytes per record that
+//! zstd cannot compress) and loses no safety: the receiver rebuilds and
+//! hashes every object to its id and checks every reference. A pack that
+//! is anything else (OFS_DELTA entries, or broken) travels byte for byte,
+//! so the receiver refuses exactly what was sent.
+//!
+//! Protocol 4 sends the entries in reverse pack order (`Linked`), and an id
+//! the receiver can compute is not sent: a commit's `tree` line naming a
+//! tree sent earlier in the list (kind 8), a tree entry naming a blob or
+//! tree sent earlier (kind 9), each replaced by a backward distance in the
+//! list (a varint). The receiver rebuilds the exact object bytes and hashes
+//! them as before. A record's head is then not sent when it is the first
+//! commit of the list; one digest per batch over the (record, head) pairs
+//! so derived (in the envelope) still refuses a corrupted or mis-rebuilt
+//! object. See `docs/protocol.md`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::{ByteBuf, Bytes};
+use sha1::{Digest, Sha1};
 
 use chartsync_git as git;
 
-#[derive(Serialize)]
-enum WireRef<'a> {
-    Pack(&'a Bytes),
-    Objects(Vec<(u8, &'a Bytes)>),
+use crate::{CommitId, PatientId};
+
+/// Wire kind of a commit whose `tree` line is a reference.
+const LINKED_COMMIT: u8 = 8;
+/// Wire kind of a tree with at least one entry id by reference.
+const LINKED_TREE: u8 = 9;
+/// The REF_DELTA pack type code.
+const REF_DELTA: u8 = 7;
+/// Without an envelope's context, a linked pack may grow by at most this
+/// many bytes when its references are rebuilt.
+const DEFAULT_GROWTH: usize = 32 << 20;
+
+/// What the envelope being encoded or decoded on this thread says: the
+/// protocol version, the digest of the heads left out, and how many bytes
+/// rebuilding references may still add.
+struct Ctx {
+    version: u8,
+    heads: Sha1,
+    growth: usize,
 }
 
-#[derive(Deserialize)]
-enum Wire {
-    Pack(ByteBuf),
-    Objects(Vec<(u8, ByteBuf)>),
+thread_local! {
+    static CTX: RefCell<Option<Ctx>> = const { RefCell::new(None) };
 }
 
-/// Serializes a pack.
-pub fn serialize<S: Serializer>(pack: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-    match git::split_pack_entries(pack) {
-        Some(parts) => WireRef::Objects(
-            parts
-                .iter()
-                .map(|(code, data)| (*code, Bytes::new(data)))
-                .collect(),
-        )
-        .serialize(serializer),
-        None => WireRef::Pack(Bytes::new(pack)).serialize(serializer),
+/// Sets this thread's wire context while a message is encoded or decoded;
+/// [`Scope::finish`] returns the heads' digest.
+pub(crate) struct Scope {
+    previous: Option<Ctx>,
+}
+
+impl Scope {
+    /// Starts encoding or decoding a message of protocol `version`; when
+    /// decoding, references may add at most `growth` bytes in all.
+    pub(crate) fn enter(version: u8, growth: usize) -> Scope {
+        let previous = CTX.with(|c| {
+            c.borrow_mut().replace(Ctx {
+                version,
+                heads: Sha1::new(),
+                growth,
+            })
+        });
+        Scope { previous }
+    }
+
+    /// The digest over the (record id, head) pairs whose head was left out
+    /// (encoding) or derived (decoding), in message order.
+    pub(crate) fn finish(self) -> [u8; 20] {
+        let ctx = CTX.with(|c| c.borrow_mut().take());
+        let digest = ctx.map(|c| c.heads.finalize()).unwrap_or_default();
+        let mut out = [0u8; 20];
+        out.copy_from_slice(&digest);
+        out
     }
 }
 
-/// Deserializes a pack.
-pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-    match Wire::deserialize(deserializer)? {
-        Wire::Pack(bytes) => Ok(bytes.into_vec()),
-        Wire::Objects(parts) => {
-            git::join_pack_entries(parts.iter().map(|(code, data)| (*code, data.as_slice())))
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CTX.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+fn version() -> Option<u8> {
+    CTX.with(|c| c.borrow().as_ref().map(|c| c.version))
+}
+
+fn linked() -> bool {
+    version().is_some_and(|v| v >= 4)
+}
+
+fn note_head(id: &PatientId, head: &CommitId) {
+    CTX.with(|c| {
+        if let Some(ctx) = c.borrow_mut().as_mut() {
+            ctx.heads.update(id.as_bytes());
+            ctx.heads.update(head.as_bytes());
+        }
+    });
+}
+
+/// Takes `bytes` from the growth budget; false when it is spent.
+fn grow(bytes: usize) -> bool {
+    CTX.with(|c| match c.borrow_mut().as_mut() {
+        Some(ctx) => match ctx.growth.checked_sub(bytes) {
+            Some(left) => {
+                ctx.growth = left;
+                true
+            }
+            None => false,
+        },
+        None => bytes <= DEFAULT_GROWTH,
+    })
+}
+
+#[derive(Debug, Serialize)]
+enum WireRef<'a> {
+    Pack(&'a Bytes),
+    Objects(Vec<(u8, ByteBuf)>),
+    Linked(Vec<(u8, ByteBuf)>),
+}
+
+#[derive(Debug, Deserialize)]
+enum Wire {
+    Pack(ByteBuf),
+    Objects(Vec<(u8, ByteBuf)>),
+    Linked(Vec<(u8, ByteBuf)>),
+}
+
+/// A pack as it is about to be sent: its wire form, and (protocol 4) the
+/// id of its first commit on the wire, which a record then need not
+/// repeat as its head.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    wire: WireRef<'a>,
+    head: Option<CommitId>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// The wire form of `pack` for the protocol being encoded.
+    pub fn new(pack: &'a [u8]) -> Outgoing<'a> {
+        let Some(entries) = git::split_pack_entries(pack) else {
+            return Outgoing {
+                wire: WireRef::Pack(Bytes::new(pack)),
+                head: None,
+            };
+        };
+        if linked() {
+            let (list, head) = link(entries);
+            Outgoing {
+                wire: WireRef::Linked(list),
+                head,
+            }
+        } else {
+            Outgoing {
+                wire: WireRef::Objects(
+                    entries
+                        .into_iter()
+                        .map(|(code, data)| (code, ByteBuf::from(data)))
+                        .collect(),
+                ),
+                head: None,
+            }
+        }
+    }
+
+    /// The head to send for record `id` whose head is `head`: `None` (and
+    /// noted in the batch's digest) when the receiver derives it from the
+    /// pack.
+    pub fn head_to_send<'h>(&self, id: &PatientId, head: &'h CommitId) -> Option<&'h CommitId> {
+        if self.head.as_ref() == Some(head) {
+            note_head(id, head);
+            None
+        } else {
+            Some(head)
+        }
+    }
+}
+
+impl Serialize for Outgoing<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.wire.serialize(serializer)
+    }
+}
+
+/// A pack as received: the rebuilt pack data and, for a linked pack, the
+/// id of its first commit on the wire (the record's head when the record
+/// does not say it).
+#[derive(Debug)]
+pub struct Incoming {
+    /// Git pack data.
+    pub pack: Vec<u8>,
+    head: Option<CommitId>,
+}
+
+impl Incoming {
+    /// Record `id`'s head: `sent` when the record carries one, else the
+    /// one the linked pack implies (noted in the batch's digest, which the
+    /// envelope checks). `None`: neither.
+    pub fn head(&self, id: &PatientId, sent: Option<CommitId>) -> Option<CommitId> {
+        if sent.is_some() {
+            return sent;
+        }
+        let head = self.head?;
+        note_head(id, &head);
+        Some(head)
+    }
+}
+
+impl<'de> Deserialize<'de> for Incoming {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Incoming, D::Error> {
+        match Wire::deserialize(deserializer)? {
+            Wire::Pack(bytes) => Ok(Incoming {
+                pack: bytes.into_vec(),
+                head: None,
+            }),
+            Wire::Objects(parts) => {
+                let pack = git::join_pack_entries(
+                    parts.iter().map(|(code, data)| (*code, data.as_slice())),
+                )
                 .ok_or_else(|| {
                     serde::de::Error::custom(
                         "a pack entry of an unknown kind, or a delta without its base id",
                     )
-                })
+                })?;
+                Ok(Incoming { pack, head: None })
+            }
+            Wire::Linked(parts) => {
+                if !linked() && version().is_some() {
+                    return Err(serde::de::Error::custom(
+                        "a linked pack in a batch of protocol 3 or older",
+                    ));
+                }
+                let (pack, head) = unlink(parts).map_err(serde::de::Error::custom)?;
+                Ok(Incoming { pack, head })
+            }
         }
     }
+}
+
+/// Serializes a pack.
+pub fn serialize<S: Serializer>(pack: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    Outgoing::new(pack).serialize(serializer)
+}
+
+/// Deserializes a pack.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    Incoming::deserialize(deserializer).map(|i| i.pack)
+}
+
+fn hex(id: &[u8; 20]) -> [u8; 40] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 40];
+    for (i, b) in id.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A varint at the start of `bytes`: its value and length.
+fn get_varint(bytes: &[u8]) -> Result<(usize, usize), &'static str> {
+    let mut n: usize = 0;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        let part = usize::from(b & 0x7f);
+        n |= part
+            .checked_shl(7 * i as u32)
+            .filter(|v| v >> (7 * i as u32) == part)
+            .ok_or("a reference out of range")?;
+        if b & 0x80 == 0 {
+            return Ok((n, i + 1));
+        }
+    }
+    Err("a truncated reference")
+}
+
+/// The kind a tree entry of this mode names, when it may be a reference.
+fn kind_of_mode(mode: &[u8]) -> Option<git::Kind> {
+    match mode {
+        b"40000" => Some(git::Kind::Tree),
+        b"100644" | b"100755" | b"120000" => Some(git::Kind::Blob),
+        _ => None,
+    }
+}
+
+/// A tree entry's mode, name and id, as slices of the tree.
+type EntryParts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+/// A tree's entries, or `None` if malformed.
+fn tree_entries(data: &[u8]) -> Option<Vec<EntryParts<'_>>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|&b| b == b' ')?;
+        let nul = rest.iter().position(|&b| b == 0)?;
+        if nul < space {
+            return None;
+        }
+        let id = rest.get(nul + 1..nul + 21)?;
+        out.push((&rest[..space], &rest[space + 1..nul], id));
+        rest = &rest[nul + 21..];
+    }
+    Some(out)
+}
+
+/// Protocol 4's wire list for a pack's entries: reverse pack order, ids of
+/// objects earlier in the list sent as backward distances. Also the id of
+/// the first commit in the list.
+fn link(entries: Vec<(u8, Vec<u8>)>) -> (Vec<(u8, ByteBuf)>, Option<CommitId>) {
+    let mut seen: HashMap<[u8; 20], (usize, git::Kind)> = HashMap::with_capacity(entries.len());
+    let mut out = Vec::with_capacity(entries.len());
+    let mut head = None;
+    for (at, (code, data)) in entries.into_iter().rev().enumerate() {
+        let Some(kind) = git::Kind::from_type_code(code) else {
+            out.push((code, ByteBuf::from(data)));
+            continue;
+        };
+        let id = *git::hash_object(kind, &data)
+            .as_bytes()
+            .first_chunk::<20>()
+            .unwrap_or(&[0; 20]);
+        let back = |target: &[u8], want: git::Kind| -> Option<usize> {
+            let target: [u8; 20] = target.try_into().ok()?;
+            let &(index, found) = seen.get(&target)?;
+            (found == want).then_some(at - index)
+        };
+        let wire = match kind {
+            git::Kind::Commit => data
+                .strip_prefix(b"tree ")
+                .and_then(|rest| {
+                    let (line, rest) = (rest.get(..41)?, rest.get(41..)?);
+                    let tree: CommitId = std::str::from_utf8(&line[..40]).ok()?.parse().ok()?;
+                    if line[..40] != hex(tree.as_bytes()) || line[40] != b'\n' {
+                        return None;
+                    }
+                    let target = back(tree.as_bytes(), git::Kind::Tree);
+                    let mut linked = Vec::with_capacity(rest.len() + 3);
+                    put_varint(&mut linked, target?);
+                    linked.extend_from_slice(rest);
+                    Some((LINKED_COMMIT, linked))
+                })
+                .unwrap_or((code, data)),
+            git::Kind::Tree => match tree_entries(&data) {
+                Some(list)
+                    if list.iter().any(|(mode, _, id)| {
+                        kind_of_mode(mode).is_some_and(|k| back(id, k).is_some())
+                    }) =>
+                {
+                    let mut linked = Vec::with_capacity(data.len());
+                    for (mode, name, id) in list {
+                        linked.extend_from_slice(mode);
+                        linked.push(b' ');
+                        linked.extend_from_slice(name);
+                        linked.push(0);
+                        match kind_of_mode(mode).and_then(|k| back(id, k)) {
+                            Some(distance) => put_varint(&mut linked, distance),
+                            None => {
+                                linked.push(0);
+                                linked.extend_from_slice(id);
+                            }
+                        }
+                    }
+                    (LINKED_TREE, linked)
+                }
+                _ => (code, data),
+            },
+            _ => (code, data),
+        };
+        if kind == git::Kind::Commit && head.is_none() {
+            head = Some(CommitId(id));
+        }
+        seen.entry(id).or_insert((at, kind));
+        out.push((wire.0, ByteBuf::from(wire.1)));
+    }
+    (out, head)
+}
+
+/// The inverse of [`link`]: the pack (in pack order) and the id of the
+/// first commit in the list. Refuses a reference that is not backward, is
+/// out of range, or names an entry of the wrong kind (or a delta), and
+/// stops once rebuilding would pass the growth budget.
+fn unlink(parts: Vec<(u8, ByteBuf)>) -> Result<(Vec<u8>, Option<CommitId>), &'static str> {
+    // Per entry: the kind and id of a whole object (none for a delta).
+    let mut ids: Vec<Option<(git::Kind, [u8; 20])>> = Vec::with_capacity(parts.len());
+    let mut rebuilt: Vec<(u8, Vec<u8>)> = Vec::with_capacity(parts.len());
+    let mut head = None;
+    let target = |ids: &[Option<(git::Kind, [u8; 20])>],
+                  at: usize,
+                  distance: usize,
+                  want: git::Kind|
+     -> Result<[u8; 20], &'static str> {
+        if distance == 0 {
+            return Err("a reference to itself");
+        }
+        let index = at
+            .checked_sub(distance)
+            .ok_or("a reference before the first entry")?;
+        match ids.get(index).copied().flatten() {
+            Some((kind, id)) if kind == want => Ok(id),
+            _ => Err("a reference to an entry of the wrong kind"),
+        }
+    };
+    for (at, (code, data)) in parts.into_iter().enumerate() {
+        let data = data.into_vec();
+        let (kind, bytes) = match code {
+            REF_DELTA => {
+                ids.push(None);
+                rebuilt.push((code, data));
+                continue;
+            }
+            LINKED_COMMIT => {
+                let (distance, used) = get_varint(&data)?;
+                let tree = target(&ids, at, distance, git::Kind::Tree)?;
+                let rest = &data[used..];
+                if !grow(46usize.saturating_sub(used)) {
+                    return Err("references rebuild to too many bytes");
+                }
+                let mut commit = Vec::with_capacity(46 + rest.len());
+                commit.extend_from_slice(b"tree ");
+                commit.extend_from_slice(&hex(&tree));
+                commit.push(b'\n');
+                commit.extend_from_slice(rest);
+                (git::Kind::Commit, commit)
+            }
+            LINKED_TREE => {
+                let mut tree = Vec::with_capacity(data.len() + 64);
+                let mut rest = &data[..];
+                let mut added = 0usize;
+                while !rest.is_empty() {
+                    let space = rest
+                        .iter()
+                        .position(|&b| b == b' ')
+                        .ok_or("a malformed linked tree")?;
+                    let nul = rest
+                        .iter()
+                        .position(|&b| b == 0)
+                        .filter(|&nul| nul > space)
+                        .ok_or("a malformed linked tree")?;
+                    let mode = &rest[..space];
+                    tree.extend_from_slice(&rest[..=nul]);
+                    rest = &rest[nul + 1..];
+                    let (distance, used) = get_varint(rest)?;
+                    rest = &rest[used..];
+                    if distance == 0 {
+                        let id = rest.get(..20).ok_or("a truncated linked tree")?;
+                        tree.extend_from_slice(id);
+                        rest = &rest[20..];
+                    } else {
+                        let want = kind_of_mode(mode)
+                            .ok_or("a reference from a tree entry of another mode")?;
+                        tree.extend_from_slice(&target(&ids, at, distance, want)?);
+                        added += 20usize.saturating_sub(used);
+                    }
+                }
+                if !grow(added) {
+                    return Err("references rebuild to too many bytes");
+                }
+                (git::Kind::Tree, tree)
+            }
+            code => (
+                git::Kind::from_type_code(code).ok_or("a pack entry of an unknown kind")?,
+                data,
+            ),
+        };
+        let id = *git::hash_object(kind, &bytes)
+            .as_bytes()
+            .first_chunk::<20>()
+            .ok_or("an object id that is not 20 bytes")?;
+        if kind == git::Kind::Commit && head.is_none() {
+            head = Some(CommitId(id));
+        }
+        ids.push(Some((kind, id)));
+        rebuilt.push((kind.type_code(), bytes));
+    }
+    let pack = git::join_pack_entries(rebuilt.iter().rev().map(|(c, d)| (*c, d.as_slice())))
+        .ok_or("a pack entry of an unknown kind, or a delta without its base id")?;
+    Ok((pack, head))
 }
 
 #[cfg(test)]
@@ -73,9 +513,14 @@ mod tests {
         }
     }
 
+    /// The pack back, in protocol 3 and 4 (the same), and the size of the
+    /// protocol 3 envelope (4 has a 20-byte digest more).
     fn round_trip(pack: Vec<u8>) -> (Vec<u8>, usize) {
-        let bytes = envelope::encode(&request(pack)).expect("encode");
+        let bytes = envelope::encode_as(&request(pack.clone()), 3).expect("encode");
         let back: PushRequest = envelope::decode(&bytes, 1 << 20).expect("decode");
+        let v4 = envelope::encode(&request(pack)).expect("encode");
+        let back4: PushRequest = envelope::decode(&v4, 1 << 20).expect("decode");
+        assert_eq!(back4.records[0].pack, back.records[0].pack);
         (back.records[0].pack.clone(), bytes.len())
     }
 
@@ -129,6 +574,324 @@ mod tests {
             }],
         };
         let bytes = envelope::encode(&message).expect("encode");
+        assert!(envelope::decode::<PushRequest>(&bytes, 1 << 20).is_err());
+    }
+
+    // --- protocol 4: linked packs ---
+
+    use super::{LINKED_COMMIT, LINKED_TREE};
+    use crate::envelope::EnvelopeError;
+    use crate::sync::{PullResponse, RecordUpdate};
+    use chartsync_git::{Commit, Signature, build_tree, encode_commit};
+
+    /// A record's pack as the store writes it: per commit (oldest first),
+    /// the commit, then its new trees and blobs, root first. Returns the
+    /// pack and the head.
+    fn history(versions: &[&[(&str, &str)]]) -> (Vec<u8>, CommitId) {
+        let mut objects: Vec<Object> = Vec::new();
+        let mut parent = None;
+        let mut seen = std::collections::HashSet::new();
+        for (n, files) in versions.iter().enumerate() {
+            let files = files
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+                .collect();
+            let (tree, mut parts) = build_tree(&files).expect("tree");
+            let who = Signature::new(
+                "chartsync",
+                "chartsync@clinic-a",
+                1_700_000_000 + n as i64,
+                60,
+            )
+            .expect("signature");
+            let commit = Object::new(
+                Kind::Commit,
+                encode_commit(&Commit {
+                    tree,
+                    parents: parent.into_iter().collect(),
+                    author: who.clone(),
+                    committer: who,
+                    message: "edit\n\nChartsync-Instance: clinic-a\n".into(),
+                }),
+            );
+            parent = Some(commit.id);
+            objects.push(commit);
+            parts.reverse();
+            objects.extend(parts.into_iter().filter(|o| seen.insert(o.id)));
+        }
+        let head = CommitId::from_slice(parent.expect("a commit").as_bytes()).expect("20 bytes");
+        (write_pack_only(&objects, 0), head)
+    }
+
+    fn patient(n: usize) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "patient.yaml",
+                format!("name: Patient {n}\ncatchment: north\n"),
+            ),
+            (
+                "notes/visits.yaml",
+                format!("- date: 2026-01-{:02}\n", n % 28 + 1),
+            ),
+            ("notes/allergies.yaml", "- none\n".to_string()),
+        ]
+    }
+
+    fn update(id: PatientId, head: CommitId, pack: Vec<u8>) -> RecordUpdate {
+        RecordUpdate {
+            id,
+            head,
+            seq: 7,
+            time: 1_700_000_000,
+            base: None,
+            pack,
+        }
+    }
+
+    #[test]
+    fn linked_packs_round_trip_without_the_ids_the_receiver_computes() {
+        let files: Vec<Vec<(&str, String)>> = (0..3).map(patient).collect();
+        fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+            v.iter().map(|(p, c)| (*p, c.as_str())).collect()
+        }
+        let one = as_refs(&files[0]);
+        let two = as_refs(&files[1]);
+        let three = as_refs(&files[2]);
+        let (pack, head) = history(&[&one, &two, &three]);
+        let (single, single_head) = history(&[&one]);
+        let message = PullResponse {
+            updates: vec![
+                update(PatientId::random(), head, pack.clone()),
+                update(PatientId::random(), single_head, single.clone()),
+                // A head that is not the pack's last commit is sent.
+                update(PatientId::random(), CommitId([9; 20]), single.clone()),
+                // No pack at all.
+                update(PatientId::random(), CommitId([8; 20]), Vec::new()),
+            ],
+            cursor: 9,
+            more: false,
+        };
+        let bytes = envelope::encode(&message).expect("encode");
+        let back: PullResponse = envelope::decode(&bytes, 1 << 20).expect("decode");
+        for (sent, got) in message.updates.iter().zip(&back.updates) {
+            assert_eq!(got.pack, sent.pack, "the same pack, byte for byte");
+            assert_eq!(got.head, sent.head);
+            assert_eq!(got.id, sent.id);
+        }
+        // Version 3 carries every id: per record 20 (head) + 20 (the tree
+        // in the commit, as 40 hex digits) + 20 per file or folder more.
+        let (_, v3) = envelope::prepare(&message, 3).expect("v3");
+        let (_, v4) = envelope::prepare(&message, 4).expect("v4");
+        assert!(
+            v3.len() >= v4.len() + 2 * (20 + 40 + 4 * 20),
+            "v3 {} bytes, v4 {} bytes",
+            v3.len(),
+            v4.len()
+        );
+        // And a version 3 batch still decodes as before.
+        let old = envelope::encode_as(&message, 3).expect("v3");
+        let back: PullResponse = envelope::decode(&old, 1 << 20).expect("decode v3");
+        assert_eq!(back.updates[0].pack, pack);
+        assert_eq!(back.updates[0].head, head);
+    }
+
+    #[test]
+    fn a_corrupted_object_in_a_linked_pack_is_caught_by_the_heads_digest() {
+        let files = patient(1);
+        let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        let (pack, head) = history(&[&refs]);
+        let message = PullResponse {
+            updates: vec![update(PatientId::random(), head, pack)],
+            cursor: 1,
+            more: false,
+        };
+        let (marker, mut raw) = envelope::prepare(&message, 4).expect("prepare");
+        let at = raw
+            .windows(9)
+            .position(|w| w == b"Patient 1")
+            .expect("the blob in the message");
+        raw[at + 8] = b'2';
+        let mut bytes = marker.clone();
+        bytes.extend(zstd::bulk::compress(&raw, 3).expect("compress"));
+        assert!(matches!(
+            envelope::decode::<PullResponse>(&bytes, 1 << 20),
+            Err(EnvelopeError::HeadsDigest)
+        ));
+        // The same message untouched decodes.
+        let (marker, raw) = envelope::prepare(&message, 4).expect("prepare");
+        let mut bytes = marker;
+        bytes.extend(zstd::bulk::compress(&raw, 3).expect("compress"));
+        assert!(envelope::decode::<PullResponse>(&bytes, 1 << 20).is_ok());
+    }
+
+    /// A push of one record whose pack is `entries` in the linked form.
+    fn linked(entries: Vec<(u8, Vec<u8>)>) -> Vec<u8> {
+        linked_with_head(entries, None)
+    }
+
+    fn linked_with_head(entries: Vec<(u8, Vec<u8>)>, head: Option<CommitId>) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Hostile {
+            records: Vec<HostileRecord>,
+        }
+        #[derive(serde::Serialize)]
+        struct HostileRecord {
+            id: PatientId,
+            expected: Option<CommitId>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            head: Option<CommitId>,
+            pack: HostilePack,
+        }
+        #[derive(serde::Serialize)]
+        enum HostilePack {
+            Linked(Vec<(u8, serde_bytes::ByteBuf)>),
+        }
+        let message = Hostile {
+            records: vec![HostileRecord {
+                id: PatientId::random(),
+                expected: None,
+                head,
+                pack: HostilePack::Linked(
+                    entries
+                        .into_iter()
+                        .map(|(k, d)| (k, serde_bytes::ByteBuf::from(d)))
+                        .collect(),
+                ),
+            }],
+        };
+        envelope::encode(&message).expect("encode")
+    }
+
+    fn commit_body() -> Vec<u8> {
+        b"author a <a@b> 1 +0000\ncommitter a <a@b> 1 +0000\n\nm\n".to_vec()
+    }
+
+    fn linked_commit(distance: &[u8]) -> (u8, Vec<u8>) {
+        let mut data = distance.to_vec();
+        data.extend(commit_body());
+        (LINKED_COMMIT, data)
+    }
+
+    fn linked_tree(mode: &str, reference: &[u8]) -> (u8, Vec<u8>) {
+        let mut data = format!("{mode} a.yaml\0").into_bytes();
+        data.extend_from_slice(reference);
+        (LINKED_TREE, data)
+    }
+
+    #[test]
+    fn malformed_references_are_refused() {
+        let blob = (3u8, b"a: 1\n".to_vec());
+        let tree = (2u8, b"100644 a.yaml\0aaaaaaaaaaaaaaaaaaaa".to_vec());
+        let delta = (7u8, vec![5u8; 24]);
+        // Sanity: a well-formed linked pack decodes (with its head said:
+        // a derived head needs the batch's digest, which this lacks).
+        let entries = vec![
+            blob.clone(),
+            linked_tree("100644", &[1]),
+            linked_commit(&[1]),
+        ];
+        let good = linked_with_head(entries.clone(), Some(CommitId([7; 20])));
+        let back: PushRequest = envelope::decode(&good, 1 << 20).expect("a good linked pack");
+        assert!(!back.records[0].pack.is_empty());
+        assert!(matches!(
+            envelope::decode::<PushRequest>(&linked(entries), 1 << 20),
+            Err(EnvelopeError::HeadsDigest)
+        ));
+        type Entries = Vec<(u8, Vec<u8>)>;
+        let hostile: Vec<(&str, Entries)> = vec![
+            (
+                "a reference to itself",
+                vec![tree.clone(), linked_commit(&[0])],
+            ),
+            (
+                "before the first entry",
+                vec![tree.clone(), linked_commit(&[2])],
+            ),
+            (
+                "forward (the first entry)",
+                vec![linked_commit(&[1]), tree.clone()],
+            ),
+            (
+                "a commit's tree that is a blob",
+                vec![blob.clone(), linked_commit(&[1])],
+            ),
+            (
+                "a commit's tree that is a delta",
+                vec![delta.clone(), linked_commit(&[1])],
+            ),
+            (
+                "a tree entry naming a commit",
+                vec![
+                    tree.clone(),
+                    (1, commit_body()),
+                    linked_tree("100644", &[1]),
+                ],
+            ),
+            (
+                "a file entry naming a tree",
+                vec![tree.clone(), linked_tree("100644", &[1])],
+            ),
+            (
+                "a folder entry naming a blob",
+                vec![blob.clone(), linked_tree("40000", &[1])],
+            ),
+            (
+                "a submodule by reference",
+                vec![blob.clone(), linked_tree("160000", &[1])],
+            ),
+            (
+                "a tree entry naming a delta",
+                vec![delta, linked_tree("100644", &[1])],
+            ),
+            (
+                "a truncated explicit id",
+                vec![linked_tree("100644", &[0, 1, 2, 3])],
+            ),
+            (
+                "a varint that never ends",
+                vec![blob.clone(), linked_tree("100644", &[0xff; 12])],
+            ),
+            (
+                "a varint past usize",
+                vec![
+                    blob.clone(),
+                    linked_commit(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+                ],
+            ),
+            ("an empty linked commit", vec![(LINKED_COMMIT, Vec::new())]),
+            (
+                "a tree entry without its NUL",
+                vec![blob.clone(), (LINKED_TREE, b"100644 a.yaml".to_vec())],
+            ),
+            ("an unknown kind", vec![(10, b"x".to_vec())]),
+        ];
+        for (what, entries) in hostile {
+            let bytes = linked(entries);
+            assert!(
+                envelope::decode::<PushRequest>(&bytes, 1 << 20).is_err(),
+                "{what}: accepted"
+            );
+        }
+        // A version 3 batch may not carry the linked form.
+        let v3 = {
+            let raw = zstd::bulk::decompress(&good[24..], 1 << 20).expect("the message");
+            let mut v = b"CSB\x03".to_vec();
+            v.extend(zstd::bulk::compress(&raw, 3).expect("compress"));
+            v
+        };
+        assert!(envelope::decode::<PushRequest>(&v3, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn references_cannot_blow_a_small_batch_up() {
+        // 20,000 one-byte references to one blob: each rebuilds to 20 bytes.
+        let mut tree = Vec::new();
+        for n in 0..20_000 {
+            tree.extend(format!("100644 {n:05}\0").into_bytes());
+            tree.push(1);
+        }
+        let bytes = linked(vec![(3, b"x".to_vec()), (LINKED_TREE, tree)]);
+        assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
         assert!(envelope::decode::<PushRequest>(&bytes, 1 << 20).is_err());
     }
 }
