@@ -629,13 +629,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for &centrals in &options.centrals {
             runs.push(
-                crate::bench_clinics::run(
-                    options.clinics,
-                    options.clinic_records,
-                    centrals,
-                    &say,
-                )
-                .await?,
+                crate::bench_clinics::run(options.clinics, options.clinic_records, centrals, &say)
+                    .await?,
             );
         }
         result["clinics"] = json!(runs);

@@ -7,10 +7,14 @@
 //! clinic runs its job at the same moment (one `chartsync satellite sync`
 //! process each): push its new records, fetch-new (its catchment's other
 //! records), push an edit of each of its records, pull (the others' edits).
-//! A phase's rate is the records moved by all clinics over the phase's wall
-//! time (first start to last finish). A job fails when its process fails,
-//! when central refuses, defers or sets aside anything, or when it moves
-//! other than the expected number of records.
+//! A clinic whose job ends with central busy (records deferred, or 503 still
+//! after the satellite's own retries) runs it again at once, as its daemon
+//! would at its next sync, at most [`MAX_RUNS`] times. A phase's rate is the
+//! records moved by all clinics over the phase's wall time (first start to
+//! last finish); the slowest job is the slowest clinic's time over its runs.
+//! A job fails when its process fails other than busy, when central refuses
+//! or sets anything aside, when it is still busy after [`MAX_RUNS`] runs, or
+//! when it moved other than the expected number of records.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,7 +54,54 @@ struct Phase {
     wall: f64,
     slowest: f64,
     slowest_clinic: usize,
+    /// Job runs in all.
+    runs: usize,
+    /// Clinics that needed more than one run.
+    rerun: usize,
     failures: Vec<String>,
+}
+
+/// Runs of a job per clinic at most: a clinic whose job ends with records
+/// deferred or central busy runs it again at once, as its daemon would at
+/// its next sync.
+const MAX_RUNS: usize = 10;
+
+/// A clinic's job, run again while central is busy: the records moved, the
+/// runs, and the error that ended it (if it did not finish).
+fn job_until_done(
+    config: &Path,
+    job: &str,
+    moved: fn(&Summary) -> u64,
+) -> (u64, usize, Option<String>) {
+    let mut total = 0;
+    for run in 1..=MAX_RUNS {
+        match crate::bench::job(config, job) {
+            Ok((s, _)) => {
+                total += moved(&s);
+                if s.refused + s.set_aside > 0 {
+                    return (
+                        total,
+                        run,
+                        Some(format!("refused {}, set aside {}", s.refused, s.set_aside)),
+                    );
+                }
+                if s.deferred == 0 {
+                    return (total, run, None);
+                }
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                if !e.contains("central is busy") {
+                    return (total, run, Some(e));
+                }
+            }
+        }
+    }
+    (
+        total,
+        MAX_RUNS,
+        Some(format!("central still busy after {MAX_RUNS} runs")),
+    )
 }
 
 /// Runs `job` at every clinic at once; `expect(clinic)` is the number of
@@ -63,13 +114,13 @@ fn phase(
     moved: fn(&Summary) -> u64,
 ) -> Phase {
     let start = Instant::now();
-    let results: Vec<(anyhow::Result<Summary>, f64)> = std::thread::scope(|scope| {
+    let results: Vec<((u64, usize, Option<String>), f64)> = std::thread::scope(|scope| {
         let handles: Vec<_> = clinics
             .iter()
             .map(|c| {
                 scope.spawn(move || {
                     let t = Instant::now();
-                    let r = crate::bench::job(&c.config, job).map(|(s, _)| s);
+                    let r = job_until_done(&c.config, job, moved);
                     (r, t.elapsed().as_secs_f64())
                 })
             })
@@ -78,7 +129,10 @@ fn phase(
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    (Err(anyhow::anyhow!("the thread running a job panicked")), 0.0)
+                    (
+                        (0, 0, Some("the thread running a job panicked".into())),
+                        0.0,
+                    )
                 })
             })
             .collect()
@@ -90,28 +144,28 @@ fn phase(
         wall,
         slowest: 0.0,
         slowest_clinic: 0,
+        runs: 0,
+        rerun: 0,
         failures: Vec::new(),
     };
-    for (n, ((result, seconds), clinic)) in results.into_iter().zip(clinics).enumerate() {
+    for (n, (((count, runs, error), seconds), clinic)) in
+        results.into_iter().zip(clinics).enumerate()
+    {
         if seconds > out.slowest {
             out.slowest = seconds;
             out.slowest_clinic = n;
         }
-        match result {
-            Err(e) => out.failures.push(format!("clinic {n} {job}: {e:#}")),
-            Ok(s) => {
-                out.records += moved(&s);
-                let want = expect(clinic);
-                if moved(&s) != want || s.refused + s.deferred + s.set_aside > 0 {
-                    out.failures.push(format!(
-                        "clinic {n} {job}: moved {} records of {want}; refused {}, deferred {}, set aside {}",
-                        moved(&s),
-                        s.refused,
-                        s.deferred,
-                        s.set_aside
-                    ));
-                }
-            }
+        out.records += count;
+        out.runs += runs;
+        if runs > 1 {
+            out.rerun += 1;
+        }
+        let want = expect(clinic);
+        if let Some(e) = error {
+            out.failures.push(format!("clinic {n} {job}: {e}"));
+        } else if count != want {
+            out.failures
+                .push(format!("clinic {n} {job}: moved {count} records of {want}"));
         }
     }
     out
@@ -186,7 +240,7 @@ pub async fn run(
         bail!("--centrals above 1 needs --database postgres://... (the centrals share it)");
     }
     say(format!(
-        "bench: {clinics} clinics x {records} new records against {centrals} central process{} on {}{}",
+        "bench: {clinics} clinics x {records} new records against {centrals} central process{} on {}{} (default configuration: each handles 4 sync batches at once, max_concurrent_sync; the next get 503 and retry 2 s later)",
         if centrals == 1 { "" } else { "es" },
         if postgres { "PostgreSQL" } else { "SQLite" },
         if centrals > 1 { " behind HAProxy" } else { "" }
@@ -303,13 +357,15 @@ pub async fn run(
     let mut phases = Vec::new();
     let report = |p: &Phase| {
         format!(
-            "  {:<12} {:>7} records in {:>6.1} s: {:>7.0} records/s; slowest job {:.1} s (clinic {}); {} failed",
+            "  {:<12} {:>7} records in {:>6.1} s: {:>7.0} records/s; slowest job {:.1} s (clinic {}); {} clinics ran it again (central busy), {} runs; {} failed",
             p.name,
             p.records,
             p.wall,
             p.records as f64 / p.wall.max(1e-9),
             p.slowest,
             p.slowest_clinic,
+            p.rerun,
+            p.runs,
             p.failures.len()
         )
     };
@@ -359,6 +415,8 @@ pub async fn run(
             "records_per_s": p.records as f64 / p.wall.max(1e-9),
             "slowest_job_seconds": p.slowest,
             "slowest_clinic": p.slowest_clinic,
+            "job_runs": p.runs,
+            "clinics_run_again": p.rerun,
             "failed_jobs": p.failures.len(),
         })).collect::<Vec<_>>(),
         "failed_jobs": failures.len(),
@@ -376,8 +434,16 @@ pub async fn run(
 pub fn print_table(runs: &[serde_json::Value]) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     println!(
-        "{:<28} {:<13} {:>8} {:>8} {:>10} {:>18} {:>7}",
-        "clinics run", "phase", "records", "wall s", "records/s", "slowest job s", "failed"
+        "{:<28} {:<13} {:>8} {:>8} {:>10} {:>17} {:>6} {:>6} {:>7}",
+        "clinics run",
+        "phase",
+        "records",
+        "wall s",
+        "records/s",
+        "slowest job s (#)",
+        "runs",
+        "again",
+        "failed"
     );
     for r in runs {
         let name = format!(
@@ -392,26 +458,25 @@ pub fn print_table(runs: &[serde_json::Value]) {
         );
         if let Some(phases) = r["phases"].as_array() {
             for p in phases {
+                let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
                 println!(
-                    "{:<28} {:<13} {:>8} {:>8.1} {:>10.0} {:>12.1} ({:>3}) {:>7}",
+                    "{:<28} {:<13} {:>8} {:>8.1} {:>10.0} {:>10.1} (#{:<3}) {:>6} {:>6} {:>7}",
                     name,
                     p["phase"].as_str().unwrap_or(""),
-                    p["records"],
+                    u(&p["records"]),
                     f(&p["seconds"]),
                     f(&p["records_per_s"]),
                     f(&p["slowest_job_seconds"]),
-                    p["slowest_clinic"],
-                    p["failed_jobs"]
+                    u(&p["slowest_clinic"]),
+                    u(&p["job_runs"]),
+                    u(&p["clinics_run_again"]),
+                    u(&p["failed_jobs"])
                 );
             }
         }
         let peaks: Vec<String> = r["central_peak_bytes"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|b| format!("{:.0} MB", f(b) / 1e6))
-                    .collect()
-            })
+            .map(|a| a.iter().map(|b| format!("{:.0} MB", f(b) / 1e6)).collect())
             .unwrap_or_default();
         println!(
             "{:<28} central peak memory (VmHWM): {}; {} of {} alive at the end",
