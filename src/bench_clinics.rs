@@ -61,6 +61,10 @@ struct Phase {
     failures: Vec<String>,
 }
 
+/// What a clinic's job came to: records moved, runs, the error that ended
+/// it.
+type Done = (u64, usize, Option<String>);
+
 /// Runs of a job per clinic at most: a clinic whose job ends with records
 /// deferred or central busy runs it again at once, as its daemon would at
 /// its next sync.
@@ -68,11 +72,53 @@ const MAX_RUNS: usize = 10;
 
 /// A clinic's job, run again while central is busy: the records moved, the
 /// runs, and the error that ended it (if it did not finish).
-fn job_until_done(
-    config: &Path,
-    job: &str,
-    moved: fn(&Summary) -> u64,
-) -> (u64, usize, Option<String>) {
+fn job_until_done(config: &Path, job: &str, moved: Moved) -> Done {
+    let (result, runs, error) = runs_until_done(config, job, moved);
+    match moved {
+        Moved::Summary(_) => (result, runs, error),
+        // The records now held less those held before.
+        Moved::Held => match held(config) {
+            Ok(now) => (now.saturating_sub(result), runs, error),
+            Err(e) => (
+                0,
+                runs,
+                Some(format!("cannot count the records held: {e:#}")),
+            ),
+        },
+    }
+}
+
+/// How a phase counts the records a clinic's job moved.
+#[derive(Clone, Copy)]
+enum Moved {
+    /// From the jobs' summaries (a run that ends busy after it stored some
+    /// records does not report them, so this may count short).
+    Summary(fn(&Summary) -> u64),
+    /// Records held at the clinic after the job less those before (exact,
+    /// over every run).
+    Held,
+}
+
+/// Records held at a clinic.
+fn held(config: &Path) -> anyhow::Result<u64> {
+    let config = chartsync_satellite::SatelliteConfig::load(config)?;
+    let sat = chartsync_satellite::Satellite::open(config)?;
+    Ok(sat.store.list()?.len() as u64)
+}
+
+/// The runs of [`job_until_done`]: the records they reported moved (with
+/// [`Moved::Held`], the records held before), the runs, the error.
+fn runs_until_done(config: &Path, job: &str, moved: Moved) -> Done {
+    let moved = match moved {
+        Moved::Summary(f) => f,
+        Moved::Held => match held(config) {
+            Ok(before) => {
+                let (_, runs, error) = runs_until_done(config, job, Moved::Summary(|_| 0));
+                return (before, runs, error);
+            }
+            Err(e) => return (0, 0, Some(format!("cannot count the records held: {e:#}"))),
+        },
+    };
     let mut total = 0;
     for run in 1..=MAX_RUNS {
         match crate::bench::job(config, job) {
@@ -105,16 +151,16 @@ fn job_until_done(
 }
 
 /// Runs `job` at every clinic at once; `expect(clinic)` is the number of
-/// records the job must move, `moved(summary)` the number it did.
+/// records the job must move, `moved` says how the number it did is counted.
 fn phase(
     name: &'static str,
     job: &str,
     clinics: &[Clinic],
     expect: &(dyn Fn(&Clinic) -> u64 + Sync),
-    moved: fn(&Summary) -> u64,
+    moved: Moved,
 ) -> Phase {
     let start = Instant::now();
-    let results: Vec<((u64, usize, Option<String>), f64)> = std::thread::scope(|scope| {
+    let results: Vec<(Done, f64)> = std::thread::scope(|scope| {
         let handles: Vec<_> = clinics
             .iter()
             .map(|c| {
@@ -369,9 +415,15 @@ pub async fn run(
             p.failures.len()
         )
     };
-    phases.push(phase("push (new)", "push", &sats, &own, sent));
+    phases.push(phase(
+        "push (new)",
+        "push",
+        &sats,
+        &own,
+        Moved::Summary(sent),
+    ));
     say(report(&phases[0]));
-    phases.push(phase("fetch-new", "fetch-new", &sats, &others, received));
+    phases.push(phase("fetch-new", "fetch-new", &sats, &others, Moved::Held));
     say(report(&phases[1]));
     for c in &sats {
         populate_in(
@@ -382,9 +434,21 @@ pub async fn run(
             &format!("district-{}", c.catchment),
         )?;
     }
-    phases.push(phase("push (edits)", "push", &sats, &own, sent));
+    phases.push(phase(
+        "push (edits)",
+        "push",
+        &sats,
+        &own,
+        Moved::Summary(sent),
+    ));
     say(report(&phases[2]));
-    phases.push(phase("pull", "pull", &sats, &others, received));
+    phases.push(phase(
+        "pull",
+        "pull",
+        &sats,
+        &others,
+        Moved::Summary(received),
+    ));
     say(report(&phases[3]));
 
     let peaks: Vec<u64> = procs
