@@ -43,6 +43,15 @@ pub struct BenchOptions {
     /// Run central on PostgreSQL: a server url (a database is made per
     /// central and dropped afterwards); `None`: SQLite.
     pub database: Option<String>,
+    /// With `database`: main runs of each backend, alternating (SQLite,
+    /// PostgreSQL, SQLite, ...); the comparison takes the medians.
+    pub repeat: usize,
+    /// Clinics for the many-clinics run; 0 skips it.
+    pub clinics: usize,
+    /// New records per clinic in the many-clinics run.
+    pub clinic_records: usize,
+    /// Central processes for the many-clinics run, one run per value.
+    pub centrals: Vec<usize>,
 }
 
 /// A small deterministic generator (xorshift), so runs are comparable.
@@ -229,9 +238,14 @@ pub(crate) const REASONS: &[&str] = &[
 /// text from a clinical vocabulary, numbers), so that compression ratios
 /// are those of real records, not of a repeated template.
 fn record(n: usize, revision: usize) -> Files {
+    record_in(n, revision, "valley")
+}
+
+/// [`record`] in catchment `catchment`.
+pub(crate) fn record_in(n: usize, revision: usize, catchment: &str) -> Files {
     let mut r = Rng::new(n as u64 + 1);
     let mut yaml = format!(
-        "name: {} {}\nborn: {}-{:02}-{:02}\nsex: {}\ncatchment: valley\nphone: '07{:08}'\nvillage: {} {}\nrevision: {revision}\nallergies: [{}]\nencounters:\n",
+        "name: {} {}\nborn: {}-{:02}-{:02}\nsex: {}\ncatchment: {catchment}\nphone: '07{:08}'\nvillage: {} {}\nrevision: {revision}\nallergies: [{}]\nencounters:\n",
         r.pick(FIRST),
         r.pick(LAST),
         1940 + r.below(80),
@@ -278,17 +292,17 @@ impl Drop for Central {
     }
 }
 
-fn exe() -> anyhow::Result<PathBuf> {
+pub(crate) fn exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("cannot find the chartsync executable")
 }
 
-async fn free_port() -> anyhow::Result<u16> {
+pub(crate) async fn free_port() -> anyhow::Result<u16> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     Ok(l.local_addr()?.port())
 }
 
 /// Peak resident memory of a live process (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -353,13 +367,25 @@ pub(crate) fn job(config: &Path, job: &str) -> anyhow::Result<(Summary, u64)> {
     Ok((summary, rss))
 }
 
-fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Creates (or edits, for `revision` > 0) records at a satellite, in
 /// group-committed batches of 1000, marking them changed.
 fn populate(config: &Path, ids: &[PatientId], revision: usize) -> anyhow::Result<()> {
+    populate_in(config, ids, revision, 0, "valley")
+}
+
+/// [`populate`] with record contents numbered from `first`, in catchment
+/// `catchment`.
+pub(crate) fn populate_in(
+    config: &Path,
+    ids: &[PatientId],
+    revision: usize,
+    first: usize,
+    catchment: &str,
+) -> anyhow::Result<()> {
     let config = chartsync_satellite::SatelliteConfig::load(config)?;
     let sat = chartsync_satellite::Satellite::open(config)?;
     let meta = CommitMeta::new(
@@ -371,12 +397,12 @@ fn populate(config: &Path, ids: &[PatientId], revision: usize) -> anyhow::Result
         sat.db.mark_dirty_many(chunk)?;
         let mut prepared = Vec::with_capacity(chunk.len());
         for (i, id) in chunk.iter().enumerate() {
-            let n = chunk_no * 1000 + i;
+            let n = first + chunk_no * 1000 + i;
             let p = if revision == 0 {
                 sat.store.prepare(
                     id,
                     Condition::MustCreate,
-                    Change::Replace(record(n, 0)),
+                    Change::Replace(record_in(n, 0, catchment)),
                     &meta,
                     Flush::Deferred,
                 )?
@@ -588,7 +614,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             eprintln!("{s}");
         }
     };
-    let mut result = if options.records > 0 {
+    let mut result = if options.records > 0 && options.database.is_some() {
+        side_by_side(&options, &say).await?
+    } else if options.records > 0 {
         main_run(&options, &say).await?
     } else {
         json!({})
@@ -597,11 +625,98 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         result["long"] =
             crate::bench_long::run(options.long_records, options.long_edits, &say).await?;
     }
+    if options.clinics > 0 {
+        let mut runs = Vec::new();
+        for &centrals in &options.centrals {
+            runs.push(
+                crate::bench_clinics::run(options.clinics, options.clinic_records, centrals, &say)
+                    .await?,
+            );
+        }
+        result["clinics"] = json!(runs);
+    }
     if !options.json && options.records > 0 {
         print_table(&result);
     }
+    if !options.json
+        && let Some(runs) = result["clinics"].as_array()
+    {
+        crate::bench_clinics::print_table(runs);
+    }
     println!("{result}");
+    let failed: u64 = result["clinics"]
+        .as_array()
+        .map(|runs| runs.iter().filter_map(|r| r["failed_jobs"].as_u64()).sum())
+        .unwrap_or(0);
+    if failed > 0 {
+        bail!("{failed} clinic jobs failed (see \"failures\" above)");
+    }
     Ok(())
+}
+
+/// The phases compared between the backends.
+const PHASES: [(&str, &str); 4] = [
+    ("push (new records)", "push_new"),
+    ("fetch-new", "fetch_new"),
+    ("push (edits)", "push_edits"),
+    ("pull (edits)", "pull"),
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// With `--database`: the main run on SQLite and on PostgreSQL, alternating,
+/// `repeat` times each; the last PostgreSQL run's object, with every run's
+/// rates and the medians compared under "postgres_vs_sqlite".
+async fn side_by_side(
+    options: &BenchOptions,
+    say: &dyn Fn(String),
+) -> anyhow::Result<serde_json::Value> {
+    let mut runs: [Vec<serde_json::Value>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..options.repeat.max(1) {
+        for (slot, postgres) in [(0, false), (1, true)] {
+            crate::bench_pg::set_active(postgres);
+            say(format!(
+                "bench: repetition {} of {}, central on {}",
+                rep + 1,
+                options.repeat.max(1),
+                if postgres { "PostgreSQL" } else { "SQLite" }
+            ));
+            runs[slot].push(main_run(options, say).await?);
+        }
+    }
+    crate::bench_pg::set_active(true);
+    let [sqlite, postgres] = runs;
+    let mut result = postgres.last().cloned().unwrap_or_else(|| json!({}));
+    let rates = |runs: &[serde_json::Value], key: &str| -> Vec<f64> {
+        runs.iter()
+            .filter_map(|r| r[key]["records_per_s"].as_f64())
+            .collect()
+    };
+    let mut compared = serde_json::Map::new();
+    for (_, key) in PHASES {
+        let (s, p) = (rates(&sqlite, key), rates(&postgres, key));
+        let (ms, mp) = (median(s.clone()), median(p.clone()));
+        compared.insert(
+            key.to_string(),
+            json!({
+                "sqlite_records_per_s": s,
+                "postgres_records_per_s": p,
+                "sqlite_median": ms,
+                "postgres_median": mp,
+                "postgres_per_sqlite": mp / ms.max(1e-9),
+            }),
+        );
+    }
+    result["postgres_vs_sqlite"] = serde_json::Value::Object(compared);
+    result["repeat"] = json!(options.repeat.max(1));
+    Ok(result)
 }
 
 /// The main run: push, fetch-new, edits pushed and pulled, no-change
@@ -612,7 +727,12 @@ async fn main_run(
 ) -> anyhow::Result<serde_json::Value> {
     let n = options.records;
     say(format!(
-        "bench: {n} records of ~2 KB, central and two satellites as separate processes"
+        "bench: {n} records of ~2 KB, central ({}) and two satellites as separate processes",
+        if crate::bench_pg::active() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     ));
     let w = world("main", options.link, options.adapt).await?;
     // Both satellites sync once with nothing to sync, as a running clinic
@@ -813,6 +933,26 @@ async fn main_run(
 
 fn print_table(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    if let Some(c) = r.get("postgres_vs_sqlite") {
+        println!(
+            "central on SQLite vs PostgreSQL, {} runs each, alternating (medians; every run's rate in the JSON)",
+            r["repeat"]
+        );
+        println!(
+            "{:<22} {:>16} {:>16} {:>10}",
+            "", "SQLite rec/s", "PostgreSQL rec/s", "PG/SQLite"
+        );
+        for (name, key) in PHASES {
+            println!(
+                "{:<22} {:>16.0} {:>16.0} {:>9.0}%",
+                name,
+                f(&c[key]["sqlite_median"]),
+                f(&c[key]["postgres_median"]),
+                100.0 * f(&c[key]["postgres_per_sqlite"])
+            );
+        }
+        println!("the last PostgreSQL run:");
+    }
     if r.get("link").is_some() {
         println!(
             "link: {} ms round trip, {:.0} kbit/s each way, satellites {}adapting; zstd level {} (requests), {} (replies); /level: wire per content compressed as one stream at the level used",
@@ -831,12 +971,7 @@ fn print_table(r: &serde_json::Value) {
         "{:<22} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
         "", "records/s", "s/1000", "bytes/rec", "round trips", "/zstd3", "/each", "/level"
     );
-    for (name, key) in [
-        ("push (new records)", "push_new"),
-        ("fetch-new", "fetch_new"),
-        ("push (edits)", "push_edits"),
-        ("pull (edits)", "pull"),
-    ] {
+    for (name, key) in PHASES {
         let x = &r[key];
         println!(
             "{:<22} {:>10.0} {:>10.2} {:>10.0} {:>12} {:>10.2} {:>10.2} {:>10.2}",

@@ -4,18 +4,36 @@
 //! databases).
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
 /// The server given with `--database`, if any.
 static SERVER: OnceLock<String> = OnceLock::new();
 
-/// Remembers the server for the run.
+/// Whether the centrals started now use PostgreSQL (with `--database`,
+/// the bench runs SQLite and PostgreSQL side by side and switches).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Centrals started from now on use PostgreSQL (`true`, needs
+/// [`set_server`] first) or SQLite.
+pub fn set_active(on: bool) {
+    ACTIVE.store(on && SERVER.get().is_some(), Ordering::SeqCst);
+}
+
+/// Whether centrals started now use PostgreSQL.
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::SeqCst)
+}
+
+/// Remembers the server for the run (and makes it active).
 pub fn set_server(url: String) -> anyhow::Result<()> {
     chartsync_central::db::postgres::parse_url(&url).context("--database")?;
     SERVER
         .set(url)
-        .map_err(|_| anyhow::anyhow!("--database given twice"))
+        .map_err(|_| anyhow::anyhow!("--database given twice"))?;
+    set_active(true);
+    Ok(())
 }
 
 /// A database made for one bench central; dropped with it.
@@ -40,7 +58,7 @@ async fn admin(server: &str, sql: String) -> anyhow::Result<()> {
 
 /// A new database when `--database` was given.
 pub async fn create(tag: &str) -> anyhow::Result<Option<BenchDb>> {
-    let Some(server) = SERVER.get() else {
+    let Some(server) = SERVER.get().filter(|_| active()) else {
         return Ok(None);
     };
     let name = format!(

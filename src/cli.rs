@@ -37,6 +37,10 @@ enum Command {
     /// Long-lived records: chartsync bench --records 0 --long-records 20 --long-edits 300
     ///
     /// Slow link, next to PouchDB: chartsync bench --records 1000 --link 600ms,256kbit --pouchdb
+    ///
+    /// SQLite vs PostgreSQL: chartsync bench --records 2000 --repeat 3 --database postgres://postgres@127.0.0.1:5432/postgres
+    ///
+    /// Many clinics: chartsync bench --records 0 --database postgres://postgres@127.0.0.1:5432/postgres --clinics 100 --centrals 1,3
     Bench {
         /// Records for the main run.
         #[arg(long, default_value_t = 10_000)]
@@ -78,6 +82,27 @@ enum Command {
         /// Default: SQLite.
         #[arg(long)]
         database: Option<String>,
+        /// With --database: main runs on each backend, alternating SQLite
+        /// and PostgreSQL; the comparison prints the medians.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Many clinics at once: this many satellites (each its own data
+        /// folder, instance and processes; catchments of 10 clinics) push
+        /// new records, fetch-new, push edits and pull, every clinic's job
+        /// at the same moment; prints records/s, the slowest job and each
+        /// central's peak memory. 0 skips it. Example: chartsync bench
+        /// --records 0 --database postgres://postgres@127.0.0.1:5432/postgres
+        /// --clinics 100 --centrals 1,3
+        #[arg(long, default_value_t = 0)]
+        clinics: usize,
+        /// New records per clinic in the --clinics run.
+        #[arg(long, default_value_t = 20)]
+        clinic_records: usize,
+        /// Central processes in the --clinics run, one run per value (1,3:
+        /// one process, then three behind HAProxy on one PostgreSQL
+        /// database; above 1 needs --database and haproxy).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        centrals: Vec<usize>,
     },
     /// Central, the HQ server.
     #[command(subcommand)]
@@ -329,6 +354,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 no_adapt,
                 pouchdb,
                 database,
+                repeat,
+                clinics,
+                clinic_records,
+                centrals,
             } => {
                 install_crypto();
                 crate::bench::run(crate::bench::BenchOptions {
@@ -342,6 +371,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     adapt: !no_adapt,
                     pouchdb,
                     database,
+                    repeat,
+                    clinics,
+                    clinic_records,
+                    centrals,
                 })
                 .await?;
                 Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! `chartsync`: one binary for central, satellites and the demo.
 
 mod bench;
+mod bench_clinics;
 mod bench_link;
 mod bench_long;
 mod bench_pg;

@@ -219,6 +219,7 @@ async fn apply_locked<D: CentralDb>(
         // If this fails, the prepared writes are dropped: abandoned, nothing
         // acknowledged.
         let flushed_at = timer.elapsed();
+        let mut packed_at = flushed_at;
         let applied = if central.db.keeps_history() {
             // Each head goes into the database with its pack, in the same
             // transaction (see `CentralDb::apply_with_history`).
@@ -260,6 +261,7 @@ async fn apply_locked<D: CentralDb>(
             .await
             .map_err(store_to_db)?;
             ready = back;
+            packed_at = timer.elapsed();
             central.db.apply_with_history(&changes, &packs).await?
         } else {
             central.db.apply(&changes).await?
@@ -313,7 +315,8 @@ async fn apply_locked<D: CentralDb>(
             records,
             stage_ms = staged_at.as_millis() as u64,
             flush_ms = (flushed_at - staged_at).as_millis() as u64,
-            commit_ms = (committed_at - flushed_at).as_millis() as u64,
+            pack_ms = (packed_at - flushed_at).as_millis() as u64,
+            commit_ms = (committed_at - packed_at).as_millis() as u64,
             publish_ms = (timer.elapsed() - committed_at).as_millis() as u64,
             "write batch applied"
         );

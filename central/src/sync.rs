@@ -550,7 +550,9 @@ async fn fetch_new<D: CentralDb>(
     let (instance, request, _slot, ctx): (Instance, FetchNewRequest, _, _) =
         request(&api, &headers, body).await?;
     let c = &api.0;
+    let timer = Instant::now();
     let moved = take_acks(&api, &instance, &request.acks, ctx.version).await?;
+    let acked_at = timer.elapsed();
     let acked: HashSet<PatientId> = request.acks.iter().map(|a| a.id).collect();
     // A cursor from another scope epoch restarts from the beginning.
     let from: Seq = if request.epoch == instance.scope_epoch {
@@ -563,6 +565,7 @@ async fn fetch_new<D: CentralDb>(
         c.db.scope_changes(&instance, from, limit)
             .await
             .map_err(|e| ApiError::internal(&e))?;
+    let listed_at = timer.elapsed();
     let more = rows.len() == limit;
     let cursor = rows.last().map_or(from, |r| r.seq);
     let page: Vec<(RecordRow, Option<CommitId>)> = rows
@@ -571,6 +574,14 @@ async fn fetch_new<D: CentralDb>(
         .map(|r| (r, None))
         .collect();
     let (records, cut) = updates_within(&api, page, ctx.page_bytes(), ctx.version).await?;
+    tracing::debug!(
+        acks = request.acks.len(),
+        records = records.len(),
+        acks_ms = acked_at.as_millis() as u64,
+        list_ms = (listed_at - acked_at).as_millis() as u64,
+        packs_ms = (timer.elapsed() - listed_at).as_millis() as u64,
+        "fetch-new page"
+    );
     let (cursor, more) = match cut {
         Some(last) => (last, true),
         None => (cursor, more),

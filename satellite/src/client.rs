@@ -271,7 +271,8 @@ impl CentralClient {
 
     /// One round trip to a sync endpoint. When central says it is busy
     /// (503, every sync slot taken), waits as long as it asks (`Retry-After`,
-    /// at most 30 s) and tries again, a few times.
+    /// at most 30 s) plus up to as long again at random, and tries again, a
+    /// few times.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &str,
@@ -301,7 +302,15 @@ impl CentralClient {
                 }
                 Err(SyncError::Busy { retry_after, .. }) if attempt < BUSY_RETRIES => {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_secs(retry_after.clamp(1, 30))).await;
+                    // Plus up to as long again at random: satellites turned
+                    // away at the same moment do not all come back at the
+                    // same moment (which left central's sync slots idle
+                    // between waves of 503s with many clinics).
+                    let wait = retry_after.clamp(1, 30);
+                    tokio::time::sleep(
+                        Duration::from_secs(wait) + crate::scheduler::random_below(wait),
+                    )
+                    .await;
                 }
                 other => return other,
             }

@@ -27,7 +27,8 @@ pub const UPKEEP_EVERY: Duration = Duration::from_secs(10 * 60);
 /// Delay before the first upkeep sweep.
 const UPKEEP_FIRST: Duration = Duration::from_secs(60);
 
-fn random_below(max_secs: u64) -> Duration {
+/// A random time below `max_secs` (zero when no randomness is to be had).
+pub(crate) fn random_below(max_secs: u64) -> Duration {
     if max_secs == 0 {
         return Duration::ZERO;
     }
