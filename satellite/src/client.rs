@@ -161,6 +161,10 @@ pub struct CentralClient {
     batch_secs: u32,
 }
 
+/// How long an idle connection to central is kept for reuse: well under
+/// the 10 s after which central closes an idle keep-alive connection.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 impl CentralClient {
     /// A client for the configured central.
     pub fn new(config: &SatelliteConfig) -> Result<CentralClient, SyncError> {
@@ -169,7 +173,12 @@ impl CentralClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .timeout(Duration::from_secs(config.central.timeout_secs.max(1)))
-            .pool_idle_timeout(Duration::from_secs(30));
+            // Below central's idle keep-alive limit (10 s, the header read
+            // timeout that also closes idle connections): a connection
+            // reused just as central closes it fails with "connection
+            // closed before message completed" (seen with 100 clinics,
+            // on the acknowledgement after a page took long to store).
+            .pool_idle_timeout(POOL_IDLE);
         if let Some(ca) = &config.central.ca_cert {
             let pem = std::fs::read(ca).map_err(|e| SyncError::CaCert {
                 path: ca.clone(),
