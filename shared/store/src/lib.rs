@@ -366,8 +366,17 @@ impl RecordStore {
         let haves: Vec<CommitId> = prepared.old.into_iter().collect();
         match &prepared.stage {
             Stage::Create(tmp) => {
-                // The new repository's own packs first (no libgit2).
                 let dir = tmp.path.join("objects/pack");
+                // A new record's staged repository holds one pack: every
+                // object of the record, verified and reachable from its
+                // head (`stage_new_repo`). Those bytes are the pack asked
+                // for, with nothing to walk or write again.
+                if haves.is_empty()
+                    && let Some(pack) = objects::only_pack(&dir)?
+                {
+                    return Ok(pack);
+                }
+                // The new repository's own packs first (no libgit2).
                 let packs = chartsync_git::PackReader::open(&dir).map_err(StoreError::io(&dir))?;
                 let have_oids: Vec<Oid> = haves.iter().map(|h| oid(*h)).collect();
                 if let Some(objects) = objects::objects_since(&packs, oid(prepared.new), &have_oids)

@@ -217,6 +217,24 @@ pub(crate) fn write_objects_fresh(
     Ok(())
 }
 
+/// The bytes of the one pack in `pack_dir` (`None` when it holds more or
+/// fewer, or other files than a pack and its index).
+pub(crate) fn only_pack(pack_dir: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut packs = Vec::new();
+    for entry in std::fs::read_dir(pack_dir).map_err(StoreError::io(pack_dir))? {
+        let path = entry.map_err(StoreError::io(pack_dir))?.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("pack") => packs.push(path),
+            Some("idx") => {}
+            _ => return Ok(None),
+        }
+    }
+    match packs.as_slice() {
+        [pack] => std::fs::read(pack).map(Some).map_err(StoreError::io(pack)),
+        _ => Ok(None),
+    }
+}
+
 /// Reads one object from the repository.
 pub(crate) fn read_object(repo: &Repository, id: Oid) -> Option<Object> {
     let odb = repo.odb().ok()?;

@@ -434,6 +434,10 @@ fn records_travel_as_packs_and_bad_packs_change_nothing() {
         panic!("fresh record is not stale")
     };
     b.flush().expect("flush");
+    // The pack central keeps as a created record's history (PostgreSQL):
+    // taken from the staged repository, it brings the whole record to a
+    // third store.
+    let staged = b.prepared_pack(&p).expect("staged pack");
     b.publish(p, Flush::Deferred).expect("publish");
     b.flush().expect("flush");
     assert_eq!(
@@ -441,6 +445,19 @@ fn records_travel_as_packs_and_bad_packs_change_nothing() {
         a.read(&id).expect("read").files
     );
     fsck(&b.layout().repo(&id));
+    let c = store(dir.path(), "c");
+    let Received::Ready(p) = c
+        .prepare_received(&id, None, h1, &staged, Flush::Deferred)
+        .expect("the staged pack verifies")
+    else {
+        panic!("fresh record is not stale")
+    };
+    c.publish(p, Flush::Deferred).expect("publish");
+    c.flush().expect("flush");
+    assert_eq!(
+        c.read(&id).expect("read").files,
+        a.read(&id).expect("read").files
+    );
 
     // An update as a thin pack.
     let h2 = a
