@@ -291,8 +291,26 @@ impl CentralClient {
         let level = link::level_for(self.link().as_ref());
         let mut body = envelope::encode_at(request, version, level).map_err(SyncError::Encode)?;
         let mut attempt = 0;
+        let mut resent = false;
         loop {
             match self.call_once(path, body.clone(), version).await {
+                // Central closed the connection before answering: most
+                // likely a kept-alive connection it had just closed as
+                // idle (its idle timer starts once a reply is written,
+                // which on a slow link can be long before the satellite
+                // has read it). The request is sent once more, on a new
+                // connection; every sync request may be repeated (a push
+                // repeated after central applied it finds central's head
+                // already at its head).
+                Err(SyncError::Unreachable { ref source, .. })
+                    if !resent && closed_before_reply(source) =>
+                {
+                    resent = true;
+                    tracing::info!(
+                        path,
+                        "central closed the connection before answering: sending once more"
+                    );
+                }
                 // An older central: speak its version from now on.
                 Err(SyncError::Refused {
                     status: 400, code, ..
@@ -413,6 +431,20 @@ impl CentralClient {
         }
         envelope::decode(&bytes, MAX_REPLY_BYTES).map_err(SyncError::BadReply)
     }
+}
+
+/// Whether `error` is a connection closed before any of the reply came
+/// (hyper's "connection closed before message completed"), as opposed to a
+/// refused connection, a timeout or a reply cut off part way.
+fn closed_before_reply(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message();
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

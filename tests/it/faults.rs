@@ -155,11 +155,15 @@ async fn add_visit(http: &reqwest::Client, sat: &TestSatellite, id: &str, visit:
 
 /// Runs `jobs` with `fault` on the next connection to central: the run
 /// must fail cleanly (a transient error, no panic), and the fault must
-/// really have fired.
+/// really have fired. A request whose connection closes before any reply
+/// is sent once more on a new connection: the same fault meets it there
+/// (as the first message of that connection).
 async fn run_through(net: &Net, sat: &TestSatellite, jobs: &[Job], fault: Fault) {
     net.proxy.take_connections();
     net.proxy.next(1, fault);
+    net.proxy.next(1, first_message(fault));
     let result = sat.run(jobs).await;
+    net.proxy.clear_queue();
     let conns = net.proxy.take_connections();
     match result {
         Ok(s) => panic!("the run succeeded through {fault:?}: {s:?}; {conns:?}"),
@@ -175,6 +179,17 @@ async fn run_through(net: &Net, sat: &TestSatellite, jobs: &[Job], fault: Fault)
     );
     if let Fault::DropReply { .. } = fault {
         assert!(conns[0].held_back > 0, "{conns:?}");
+    }
+}
+
+/// `fault` aimed at the first message of a connection.
+fn first_message(fault: Fault) -> Fault {
+    match fault {
+        Fault::CutRequest { at, .. } => Fault::CutRequest { msg: 0, at },
+        Fault::CutReply { at, .. } => Fault::CutReply { msg: 0, at },
+        Fault::DropReply { .. } => Fault::DropReply { msg: 0 },
+        Fault::HangUp { after, .. } => Fault::HangUp { msg: 0, after },
+        other => other,
     }
 }
 
@@ -778,4 +793,71 @@ async fn a_push_whose_client_hung_up_midway_is_applied_whole_or_not_at_all() {
     for (i, &us) in fine.iter().enumerate() {
         round(100 + i, Duration::from_micros(us), &mut model).await;
     }
+}
+
+/// A request on a kept-alive connection that closes before any of the reply
+/// came (central closing the connection as idle just as the satellite sends
+/// on it, or a reply lost after central applied it) is sent once more on a
+/// new connection, and the run completes: a fetch-new's third page, and a
+/// push that central had applied, whose repetition adds no commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_connection_closed_before_any_reply_is_sent_once_more() {
+    let net = Net::start().await;
+    let w = net.satellite("writer", "north", true).await;
+    let r = net
+        .satellite_builder("reader", "north", true)
+        .await
+        .config("[sync]\nbatch_size = 4")
+        .start()
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            w.create(&net.http, &format!("name: K{i}\ncatchment: north\n"))
+                .await
+                .0,
+        );
+    }
+    // The push's reply is lost after central applied it.
+    net.proxy.take_connections();
+    net.proxy.next(1, Fault::DropReply { msg: 0 });
+    let s = w.run(&[Job::Push]).await.expect("push sent once more");
+    assert_eq!(s.records_sent, 10);
+    let conns = net.proxy.take_connections();
+    assert!(
+        conns.len() >= 2 && conns[0].faulted && !conns[1].faulted,
+        "{conns:?}"
+    );
+    assert_eq!(w.status().pending_push, 0);
+    for id in &ids {
+        let (head, _, history) = local_state(&w, id);
+        let (c_head, c_ref, _, c_history) = net.central_state(id).await;
+        assert_eq!((&head, &c_ref), (&c_head, &c_head), "{id}");
+        assert_eq!((history, c_history), (1, 1), "{id}: one commit");
+    }
+    // Pages of 4: the third request of the connection is closed before a
+    // byte of it reaches central.
+    net.proxy.next(
+        1,
+        Fault::CutRequest {
+            msg: 2,
+            at: At::Start(0),
+        },
+    );
+    let s = r.run(&[Job::FetchNew]).await.expect("page sent once more");
+    let conns = net.proxy.take_connections();
+    assert!(
+        conns.len() >= 2 && conns[0].faulted && conns[0].replies.len() == 2,
+        "{conns:?}"
+    );
+    assert_eq!(s.records_received, 10);
+    for id in &ids {
+        assert_eq!(local_state(&r, id).0, net.central_state(id).await.0);
+        assert!(
+            net.holders(id)
+                .await
+                .contains(r.sat.config.central.instance_id)
+        );
+    }
+    assert_eq!(r.sync(&[Job::FetchNew]).await.records_received, 0);
 }

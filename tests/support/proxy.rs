@@ -165,6 +165,11 @@ impl Proxy {
             .extend(std::iter::repeat_n(fault, n));
     }
 
+    /// Forgets the queued faults not yet taken by a connection.
+    pub fn clear_queue(&self) {
+        lock(&self.state).queue.clear();
+    }
+
     /// The connections since the last [`Proxy::take_connections`], in
     /// order of arrival.
     pub fn connections(&self) -> Vec<ConnStats> {
