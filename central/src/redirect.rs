@@ -5,17 +5,18 @@
 //! the clinic merges the tombstone in (the record stays retired, the edit
 //! is in its history) and pushes again. Central accepts that, and then
 //! carries the change the push made (tombstone to pushed head) onto the
-//! survivor with the same field-level three-way merge sync uses: base =
-//! the survivor united with the tombstone's files (what the merge brought
-//! in), "ours" = the survivor united with the pushed files, "theirs" = the
-//! survivor. Where the survivor changed the same field differently, its
-//! value stays and the clinic's is named in the carrying commit's message
-//! (and stays in the retired record's history). The pushing clinic is
-//! granted the survivor, so its next fetch-new brings it.
+//! survivor (`chartsync_merge::carry_files`): items added to lists and new
+//! fields come in; a field the clinic changed takes the clinic's value
+//! where the survivor still holds the value the clinic changed; where the
+//! survivor holds a third value, its value stays and the clinic's is named
+//! in the carrying commit's message (and stays in the retired record's
+//! history; the clinic queues it as a conflict on the survivor once it
+//! holds the survivor). The pushing clinic is granted the survivor, so its
+//! next fetch-new brings it.
 
 use std::sync::Arc;
 
-use chartsync_merge::{merge_files, unite_files};
+use chartsync_merge::carry_files;
 use chartsync_protocol::{CommitId, Files, PatientId};
 use chartsync_store::{Change, CommitMeta, Condition, RETIRED_FILE, Retirement};
 
@@ -169,12 +170,9 @@ async fn carry<D: CentralDb>(
         let Some((head, files)) = read_active(central, &mut survivor).await? else {
             return Ok(());
         };
-        // The clinic's change, seen from the survivor: the survivor united
-        // with the record before the push (what the merge brought in) and
-        // after it; their difference is merged into the survivor.
-        let before = unite_files(&files, &base).files;
-        let after = unite_files(&files, &ours).files;
-        let merged = merge_files(&before, &after, &files);
+        // The clinic's change (the record before the push to after it),
+        // applied to the survivor.
+        let merged = carry_files(&files, &base, &ours);
         if merged.files == files {
             break;
         }

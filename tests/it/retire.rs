@@ -575,6 +575,100 @@ async fn an_edit_made_offline_to_a_merged_record_lands_on_the_survivor() {
     assert_eq!(allergies(&there.body).len(), 3);
 }
 
+/// An offline edit to a record merged away meanwhile is carried onto the
+/// survivor field by field: a field the survivor still held as the clinic
+/// had it takes the clinic's value; a field where the survivor holds a
+/// third value keeps the survivor's, and the clinic's is queued as a
+/// conflict at that clinic, on the survivor; resolving it reaches central.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_edit_to_a_merged_record_is_carried_field_by_field_and_the_rest_queued() {
+    let w = world().await;
+    let (hq, north, south) = (
+        Api::central(&w.central),
+        Api::satellite(&w.north),
+        Api::satellite(&w.south),
+    );
+    let (a, _) = north.create(NORTH_AMINA).await;
+    let (b, b1) = south.create(SOUTH_AMINA).await;
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+    let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
+    let merged = hq.merge(&a, Some(&ah), &b, &bh).await;
+    assert_eq!(merged.status, StatusCode::OK, "{}", merged.body);
+    // Offline at the south clinic: a corrected birth date (both records
+    // had the same), a new spelling of the given name (the survivor kept
+    // its own at the merge), one more allergy.
+    let edit = south
+        .patch(
+            &b,
+            &b1,
+            json!({"patient.yaml": {
+                "given_name": "Aminah Wanjiru",
+                "born": "1990-02-04",
+                "allergies": ["latex", "sulfa"]
+            }}),
+        )
+        .await;
+    assert_eq!(edit.status, StatusCode::OK, "{}", edit.body);
+    w.south.sync(&Job::ALL).await;
+
+    let survivor = hq.get(&a).await;
+    let doc = patient_doc(&survivor.body);
+    assert_eq!(doc["born"], "1990-02-04", "the correction is carried");
+    assert_eq!(doc["given_name"], "Amina", "the survivor's own stays");
+    assert_eq!(allergies(&survivor.body), ["penicillin", "latex", "sulfa"]);
+    let history = hq.history(&a).await;
+    assert!(
+        history[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Aminah Wanjiru")),
+        "the carrying commit names the value kept out: {history:?}"
+    );
+
+    // The south clinic holds the survivor, with the name in its queue.
+    let queue = south
+        .send(reqwest::Method::GET, "/v1/conflicts", None, None)
+        .await;
+    assert_eq!(queue.status, StatusCode::OK, "{}", queue.body);
+    let open: Vec<&Value> = queue.body["conflicts"]
+        .as_array()
+        .or_else(|| queue.body.as_array())
+        .expect("conflicts")
+        .iter()
+        .collect();
+    assert_eq!(open.len(), 1, "{open:?}");
+    let c = open[0];
+    assert_eq!(c["patient"], a.as_str());
+    assert_eq!(c["path"], "/given_name");
+    assert_eq!(c["ours"], "Aminah Wanjiru");
+    assert_eq!(c["theirs"], "Amina");
+    assert_eq!(c["base"], "Aminah");
+    // A second sync queues it once.
+    w.south.sync(&Job::ALL).await;
+    let again = south
+        .send(reqwest::Method::GET, "/v1/conflicts", None, None)
+        .await;
+    assert_eq!(again.body, queue.body);
+
+    // The clinician takes the clinic's spelling; it reaches central.
+    let mut resolved = doc.clone();
+    resolved["given_name"] = json!("Aminah Wanjiru");
+    let yaml = chartsync_merge::to_yaml(&resolved);
+    let r = south
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/conflicts/{}/resolve", c["id"]),
+            None,
+            Some(json!({"files": {"patient.yaml": yaml}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    w.south.sync(&Job::ALL).await;
+    let after = hq.get(&a).await;
+    assert_eq!(patient_doc(&after.body)["given_name"], "Aminah Wanjiru");
+    assert_eq!(patient_doc(&after.body)["born"], "1990-02-04");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clinic_holding_only_the_retired_record_gets_the_survivor_on_its_next_pull() {
     let w = world().await;

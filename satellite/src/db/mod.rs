@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "set_aside",
         sql: include_str!("../../../migrations/satellite/0002_set_aside.sql"),
     },
+    Migration {
+        version: 3,
+        name: "carried",
+        sql: include_str!("../../../migrations/satellite/0003_carried.sql"),
+    },
 ];
 
 /// A database failure.
@@ -171,11 +176,13 @@ impl Db {
     }
 }
 
+mod carried;
 mod conflicts;
 mod runs;
 mod set_aside;
 mod sync;
 
+pub use carried::Carried;
 pub use conflicts::NewConflict;
 pub use runs::{JobRecord, RunRow};
 pub use set_aside::{NO_ASIDE, SetAside, SetAsideRow};

@@ -2,13 +2,16 @@
 //! fast-forwarded or merged with local unpushed changes. Every page is one
 //! group commit: all objects, one flush, all heads, one flush.
 
+use chartsync_protocol::Files;
 use chartsync_protocol::sync::RecordUpdate;
 use chartsync_protocol::{CommitId, PatientId};
-use chartsync_store::{CommitMeta, Flush, MergeOutcome, Prepared, Received, StoreError};
+use chartsync_store::{
+    CommitMeta, Flush, MergeOutcome, Prepared, RETIRED_FILE, Received, Retirement, StoreError,
+};
 
 use crate::Satellite;
 use crate::client::SyncError;
-use crate::db::{CentralState, DbError, NewConflict, SetAside};
+use crate::db::{Carried, CentralState, DbError, NewConflict, SetAside};
 
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
@@ -302,9 +305,21 @@ pub(crate) fn store_updates(
     }
     let mut dirty = Vec::new();
     let mut conflicts = Vec::new();
+    let mut carried = Vec::new();
     for (outcome, ours, u) in &merges {
         if outcome.fast_forward {
             continue;
+        }
+        // Local edits merged onto central's tombstone of a record merged
+        // into another: central carries them onto the survivor; the
+        // survivor's differing values are queued once it is held here.
+        if let Some(survivor) = merged_into(sat, &u.id, u.head)? {
+            carried.push(Carried {
+                retired: u.id,
+                edit: outcome.prepared.new,
+                tombstone: u.head,
+                survivor,
+            });
         }
         // Local changes remain on top of central's head: to be pushed.
         dirty.push(u.id);
@@ -332,6 +347,7 @@ pub(crate) fn store_updates(
     if !dirty.is_empty() {
         sat.db.mark_dirty_many(&dirty)?;
     }
+    sat.db.add_carried(&carried)?;
     if !conflicts.is_empty() {
         for c in &conflicts {
             store.keep_commit(&c.patient, c.ours_commit)?;
@@ -381,4 +397,109 @@ pub(crate) fn store_updates(
         "page stored"
     );
     Ok(out)
+}
+
+/// The record `id` was merged into, when `head` is its tombstone naming one.
+fn merged_into(
+    sat: &Satellite,
+    id: &PatientId,
+    head: CommitId,
+) -> Result<Option<PatientId>, StoreError> {
+    if !sat.store.is_retired_at(id, head)? {
+        return Ok(None);
+    }
+    Ok(sat
+        .store
+        .read_at(id, head)?
+        .as_ref()
+        .and_then(Retirement::of)
+        .and_then(|r| r.replaced_by))
+}
+
+/// Longest chain of survivors followed (a survivor merged in turn).
+const MAX_HOPS: usize = 8;
+
+fn without_marker(mut files: Files) -> Files {
+    files.remove(RETIRED_FILE);
+    files
+}
+
+/// Where a survivor stands here.
+enum Survivor {
+    /// Held and active: its id (at the end of the chain), head and files.
+    Held(PatientId, CommitId, Files),
+    /// Not held (yet).
+    Missing,
+    /// Retired without a successor, or a chain too long: nothing to queue.
+    Gone,
+}
+
+fn follow(sat: &Satellite, mut id: PatientId) -> Result<Survivor, StoreError> {
+    for _ in 0..MAX_HOPS {
+        let Some(head) = sat.store.head(&id)? else {
+            return Ok(Survivor::Missing);
+        };
+        let Some(files) = sat.store.read_at(&id, head)? else {
+            return Ok(Survivor::Missing);
+        };
+        match Retirement::of(&files) {
+            None => return Ok(Survivor::Held(id, head, files)),
+            Some(Retirement {
+                replaced_by: Some(next),
+                ..
+            }) if next != id => id = next,
+            Some(_) => return Ok(Survivor::Gone),
+        }
+    }
+    Ok(Survivor::Gone)
+}
+
+/// For each edit made here to a record central had merged into another
+/// ([`Carried`]) whose survivor is now held: the fields the edit changed
+/// where the survivor holds a third value (central kept the survivor's
+/// there, `chartsync_merge::carry_files`) are queued as conflicts on the
+/// survivor, this clinic's value as "ours". Returns how many were queued.
+pub(crate) fn queue_carried_conflicts(sat: &Satellite) -> Result<u64, JobError> {
+    let mut queued = 0;
+    for c in sat.db.carried()? {
+        let (survivor, head, files) = match follow(sat, c.survivor)? {
+            Survivor::Held(id, head, files) => (id, head, files),
+            Survivor::Missing => continue,
+            Survivor::Gone => {
+                sat.db.drop_carried(&c.retired, c.edit)?;
+                continue;
+            }
+        };
+        let (Some(base), Some(ours)) = (
+            sat.store.read_at(&c.retired, c.tombstone)?,
+            sat.store.read_at(&c.retired, c.edit)?,
+        ) else {
+            sat.db.drop_carried(&c.retired, c.edit)?;
+            continue;
+        };
+        let carried =
+            chartsync_merge::carry_files(&files, &without_marker(base), &without_marker(ours));
+        let conflicts: Vec<NewConflict> = carried
+            .conflicts
+            .into_iter()
+            .map(|k| NewConflict {
+                patient: survivor,
+                file: k.file,
+                path: k.path,
+                base: k.base.unwrap_or(serde_json::Value::Null),
+                ours: k.ours.unwrap_or(serde_json::Value::Null),
+                theirs: k.theirs.unwrap_or(serde_json::Value::Null),
+                ours_commit: c.edit,
+                theirs_commit: c.tombstone,
+                merge_commit: head,
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            tracing::info!(patient = %survivor, retired = %c.retired, conflicts = conflicts.len(), "an edit carried onto the survivor of a merge kept the survivor's values: queued as conflicts");
+            sat.db.record_conflicts(&conflicts)?;
+            queued += conflicts.len() as u64;
+        }
+        sat.db.drop_carried(&c.retired, c.edit)?;
+    }
+    Ok(queued)
 }

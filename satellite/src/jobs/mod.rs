@@ -240,11 +240,22 @@ async fn run_one(
     if let Ok(report) = spawn_db(move || Ok::<_, JobError>(crate::report::build(&s))).await {
         client.set_report(&report);
     }
-    let result = match job {
+    let mut result = match job {
         Job::Push => push::run(sat, client, &progress).await,
         Job::Pull => pull::run(sat, client, &progress).await,
         Job::FetchNew => fetch::run(sat, client, &progress).await,
     };
+    // Edits carried onto a survivor this satellite now holds (as current
+    // as this run made it): their conflicts join the queue.
+    if let (Job::Pull | Job::FetchNew, Ok(summary)) = (job, &mut result) {
+        let s = Arc::clone(sat);
+        match spawn_db(move || apply::queue_carried_conflicts(&s)).await {
+            Ok(n) => summary.conflicts += n,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "could not queue the conflicts of edits carried onto a survivor; tried again after the next pull");
+            }
+        }
+    }
     let finish = |mut summary: Summary| {
         summary.job = job.name().to_string();
         summary.bytes_sent = client.bytes_sent.load(Ordering::Relaxed) - before.0;

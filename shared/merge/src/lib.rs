@@ -30,7 +30,7 @@ pub use self::diff::{FileDiff, ValueDiff, diff_files, diff_values};
 pub use self::files::{FileConflict, Files, FilesMerge, merge_files};
 pub use self::number::{JsonError, parse_json_exact};
 pub use self::patch::{apply_merge_patch, stale_patch_conflicts, touched_paths};
-pub use self::union::{unite_files, unite_values};
+pub use self::union::{carry_files, unite_files, unite_values};
 pub use self::value::{ValueConflict, ValueMerge, merge_values};
 pub use self::yaml::{MAX_DEPTH, Position, YamlError, is_yaml_path, parse_yaml, to_yaml};
 

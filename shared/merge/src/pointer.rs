@@ -89,6 +89,31 @@ pub fn get<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
     })
 }
 
+/// Replaces the value at `pointer` (which must already be there) with
+/// `value`; `false` when nothing is there.
+pub fn replace(doc: &mut Value, pointer: &str, value: Value) -> bool {
+    let Some(tokens) = parse(pointer) else {
+        return false;
+    };
+    let mut node = doc;
+    for token in &tokens {
+        let next = match node {
+            Value::Object(map) => map.get_mut(token.as_str()),
+            Value::Array(items) => match parse_index(token) {
+                Some(i) => items.get_mut(i),
+                None => None,
+            },
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    *node = value;
+    true
+}
+
 /// Like [`get`], for an optional (possibly absent) document.
 #[must_use]
 pub fn get_opt<'a>(doc: Option<&'a Value>, pointer: &str) -> Option<&'a Value> {
