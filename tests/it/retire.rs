@@ -512,9 +512,9 @@ fn allergies(body: &Value) -> Vec<String> {
 const NORTH_AMINA: &str = "given_name: Amina\nfamily_name: Odhiambo\nborn: '1990-04-02'\nallergies: [penicillin]\ncatchment: north\n";
 const SOUTH_AMINA: &str = "given_name: Aminah\nfamily_name: Odhiambo\nborn: '1990-04-02'\nallergies: [latex]\ncatchment: south\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edit_made_offline_to_a_merged_record_lands_on_the_survivor() {
-    let w = world().await;
+/// North registers Amina (A), south Aminah (B); both sync; HQ merges B
+/// into A, which south has not heard of yet. Returns A, B and B's head.
+async fn merged_while_south_is_offline(w: &World) -> (String, String, String) {
     let (hq, north, south) = (
         Api::central(&w.central),
         Api::satellite(&w.north),
@@ -524,13 +524,20 @@ async fn an_edit_made_offline_to_a_merged_record_lands_on_the_survivor() {
     let (b, b1) = south.create(SOUTH_AMINA).await;
     w.north.sync(&Job::ALL).await;
     w.south.sync(&Job::ALL).await;
-
-    // HQ merges the south record into the north one while the south
-    // clinic, offline, records another allergy on its record.
     let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
     assert_eq!(bh, b1);
     let merged = hq.merge(&a, Some(&ah), &b, &bh).await;
     assert_eq!(merged.status, StatusCode::OK, "{}", merged.body);
+    (a, b, b1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_made_offline_to_a_merged_record_lands_on_the_survivor() {
+    let w = world().await;
+    let (hq, south) = (Api::central(&w.central), Api::satellite(&w.south));
+    // HQ merges the south record into the north one while the south
+    // clinic, offline, records another allergy on its record.
+    let (a, b, b1) = merged_while_south_is_offline(&w).await;
     let edit = south
         .patch(
             &b,
@@ -570,7 +577,7 @@ async fn an_edit_made_offline_to_a_merged_record_lands_on_the_survivor() {
 
     // The north clinic gets the survivor with everything.
     w.north.sync(&Job::ALL).await;
-    let there = north.get(&a).await;
+    let there = Api::satellite(&w.north).get(&a).await;
     assert_eq!(there.etag, survivor.etag);
     assert_eq!(allergies(&there.body).len(), 3);
 }
@@ -583,18 +590,8 @@ async fn an_edit_made_offline_to_a_merged_record_lands_on_the_survivor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_edit_to_a_merged_record_is_carried_field_by_field_and_the_rest_queued() {
     let w = world().await;
-    let (hq, north, south) = (
-        Api::central(&w.central),
-        Api::satellite(&w.north),
-        Api::satellite(&w.south),
-    );
-    let (a, _) = north.create(NORTH_AMINA).await;
-    let (b, b1) = south.create(SOUTH_AMINA).await;
-    w.north.sync(&Job::ALL).await;
-    w.south.sync(&Job::ALL).await;
-    let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
-    let merged = hq.merge(&a, Some(&ah), &b, &bh).await;
-    assert_eq!(merged.status, StatusCode::OK, "{}", merged.body);
+    let (hq, south) = (Api::central(&w.central), Api::satellite(&w.south));
+    let (a, b, b1) = merged_while_south_is_offline(&w).await;
     // Offline at the south clinic: a corrected birth date (both records
     // had the same), a new spelling of the given name (the survivor kept
     // its own at the merge), one more allergy.
