@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 use chartsync_central::db::sqlite::SqliteDb;
 use chartsync_central::db::{CentralDb, DuplicateEntry, DuplicatePair, DuplicateUpdate};
 use chartsync_central::duplicates::KEEP_SCORE;
-use chartsync_dedup::{
-    BirthDate, MAX_BLOCK, Person, compare_at_least, key_plan, stored_keys,
-};
+use chartsync_dedup::{BirthDate, MAX_BLOCK, Person, compare_at_least, key_plan, stored_keys};
 use chartsync_protocol::PatientId;
 
 const GIVEN: &[&str] = &[

@@ -22,9 +22,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use chartsync_dedup::{
-    MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan, stored_keys,
-};
+use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan, stored_keys};
 use chartsync_http::{ApiError, Authenticated, read_body};
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Deserialize;

@@ -561,9 +561,28 @@ mod tests {
     #[test]
     fn jaro_winkler_is_strsim_s_to_the_last_bit() {
         let mut words: Vec<String> = [
-            "", "a", "ab", "ba", "martha", "marhta", "dixon", "dicksonx", "jellyfish",
-            "smellyfish", "catherine", "kathryn", "odhiambo", "odhiambi", "12", "road",
-            "rd", "aaaa", "aaab", "abab", "cheeseburger", "cheese fries",
+            "",
+            "a",
+            "ab",
+            "ba",
+            "martha",
+            "marhta",
+            "dixon",
+            "dicksonx",
+            "jellyfish",
+            "smellyfish",
+            "catherine",
+            "kathryn",
+            "odhiambo",
+            "odhiambi",
+            "12",
+            "road",
+            "rd",
+            "aaaa",
+            "aaab",
+            "abab",
+            "cheeseburger",
+            "cheese fries",
         ]
         .iter()
         .map(|w| (*w).to_owned())
@@ -591,7 +610,10 @@ mod tests {
                 assert_eq!(ours.to_bits(), theirs.to_bits(), "{a:?} {b:?}");
             }
         }
-        assert_eq!(jaro_winkler("cường", "cuong"), strsim::jaro_winkler("cường", "cuong"));
+        assert_eq!(
+            jaro_winkler("cường", "cuong"),
+            strsim::jaro_winkler("cường", "cuong")
+        );
     }
 
     #[test]

@@ -307,7 +307,9 @@ mod tests {
                     // separator itself between levels.
                     let parts = level.split(LEVEL_SEPARATOR);
                     assert!(
-                        parts.clone().all(|s| !s.is_empty() && s.chars().all(|c| c > LEVEL_SEPARATOR)),
+                        parts
+                            .clone()
+                            .all(|s| !s.is_empty() && s.chars().all(|c| c > LEVEL_SEPARATOR)),
                         "{level:?}"
                     );
                     let end = block_end(level);
@@ -317,7 +319,11 @@ mod tests {
                         .filter(|s| *s >= level && *s < end.as_str())
                         .collect();
                     // Exactly the stored key of this rule falls in it.
-                    assert_eq!(in_range, vec![key.finest_level()], "{level:?} in {stored:?}");
+                    assert_eq!(
+                        in_range,
+                        vec![key.finest_level()],
+                        "{level:?} in {stored:?}"
+                    );
                 }
                 assert!(key.finest_level().starts_with(&key.coarse));
             }

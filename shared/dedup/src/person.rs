@@ -196,9 +196,7 @@ impl Person {
         let family_name = next()?;
         let birth_date = match next()? {
             None => None,
-            Some(d) if d.len() == 8 && d.bytes().all(|c| c.is_ascii_digit()) => {
-                Some(BirthDate(d))
-            }
+            Some(d) if d.len() == 8 && d.bytes().all(|c| c.is_ascii_digit()) => Some(BirthDate(d)),
             Some(_) => return None,
         };
         let person = Person {

@@ -70,8 +70,7 @@ pub(super) async fn candidates(
     if sizes.len() != levels.len() {
         return Err(DbError::Damaged("duplicate_members.key").into());
     }
-    let size_of: std::collections::HashMap<&str, i64> =
-        levels.iter().copied().zip(sizes).collect();
+    let size_of: std::collections::HashMap<&str, i64> = levels.iter().copied().zip(sizes).collect();
     let searched: Vec<&str> = keys
         .iter()
         .filter_map(|k| {
