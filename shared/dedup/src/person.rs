@@ -93,6 +93,11 @@ impl BirthDate {
     }
 }
 
+/// The most characters of a field kept ([`Person::from_document`] cuts
+/// the rest): far more than any name, address or id needs, and short
+/// enough for every field of a record to fit in one index row.
+pub const MAX_FIELD_CHARS: usize = 200;
+
 /// A patient's identifying fields, normalised. `None`: absent or empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
@@ -119,7 +124,14 @@ impl Person {
                 _ => None,
             }
         };
-        let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        // Empty is absent; a value longer than anyone's is cut, so that a
+        // stored row (and a key made of it) stays short.
+        let nonempty = |mut s: String| {
+            if let Some((cut, _)) = s.char_indices().nth(MAX_FIELD_CHARS) {
+                s.truncate(cut);
+            }
+            (!s.is_empty()).then_some(s)
+        };
         Person {
             given_name: get(&fields.given_name).and_then(|s| nonempty(normalize::name(&s))),
             family_name: get(&fields.family_name).and_then(|s| nonempty(normalize::name(&s))),
@@ -277,6 +289,20 @@ mod tests {
         );
         assert_eq!(BirthDate::parse("1980-3-7"), None);
         assert_eq!(BirthDate::parse("07/03/80"), None);
+    }
+
+    #[test]
+    fn a_field_longer_than_anyone_s_is_cut() {
+        let long = "ab".repeat(MAX_FIELD_CHARS);
+        let p = Person::from_document(
+            &json!({"address": long, "given_name": "é".repeat(300)}),
+            &Fields::default(),
+        );
+        assert_eq!(p.address.as_deref(), Some(&long[..MAX_FIELD_CHARS]));
+        assert_eq!(
+            p.given_name.map(|n| n.chars().count()),
+            Some(MAX_FIELD_CHARS)
+        );
     }
 
     #[test]
