@@ -1107,6 +1107,13 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
         .await
         .expect("finest");
     assert_eq!(ids(&found), vec![b]);
+    // A block over the limit is not searched, even when some of its
+    // records were found through another key.
+    let found = db
+        .duplicate_candidates(vec![key3("n:ann", "a", "q"), key("p:1")], 1)
+        .await
+        .expect("over the limit");
+    assert_eq!(ids(&found), vec![b]);
     // An empty block ends the search (every finer block is part of it).
     let found = db
         .duplicate_candidates(vec![key3("n:ann", "z", "q")], 1)

@@ -59,7 +59,8 @@ pub(super) fn changed_after(
 /// (see [`chartsync_dedup::LEVEL_SEPARATOR`]), counted up to one more than
 /// `max_block` (no column is read): a block that fits is read and is what
 /// that key contributes, a larger one sends the search to the key's next
-/// level, an empty one ends it (every finer block is part of it).
+/// level, an empty one ends it (every finer block is part of it). A key's
+/// last level is read at once, up to one row more than `max_block`.
 pub(super) fn candidates(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
@@ -75,45 +76,56 @@ pub(super) fn candidates(
         .map_err(sql(CTX))?;
     let mut members = tx
         .prepare_cached(
-            "SELECT patient, fields FROM duplicate_members WHERE key >= ?1 AND key < ?2",
+            "SELECT patient, fields FROM duplicate_members
+             WHERE key >= ?1 AND key < ?2 LIMIT ?3",
         )
         .map_err(sql(CTX))?;
     let limit = i64::try_from(max_block.saturating_add(1)).unwrap_or(i64::MAX);
     let mut seen = HashSet::new();
     let mut found = Vec::new();
+    // A block's rows, before knowing whether it fits.
+    let mut block: Vec<([u8; 16], String)> = Vec::new();
     for key in keys {
-        let mut searched = None;
-        for level in key.levels() {
+        let levels: Vec<&str> = key.levels().collect();
+        for (i, level) in levels.iter().enumerate() {
             let end = block_end(level);
-            let size: i64 = count
-                .query_row(params![level, end, limit], |r| r.get(0))
-                .map_err(sql(CTX))?;
-            match usize::try_from(size).unwrap_or(usize::MAX) {
-                0 => break,
-                n if n <= max_block => {
-                    searched = Some((level, end));
-                    break;
+            // The last level is read straight away (there is no finer one
+            // to turn to): one statement instead of a count and a read.
+            if i + 1 < levels.len() {
+                let size: i64 = count
+                    .query_row(params![level, end, limit], |r| r.get(0))
+                    .map_err(sql(CTX))?;
+                match usize::try_from(size).unwrap_or(usize::MAX) {
+                    0 => break,
+                    n if n > max_block => continue,
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        let Some((level, end)) = searched else {
-            continue;
-        };
-        let mut rows = members.query(params![level, end]).map_err(sql(CTX))?;
-        while let Some(row) = rows.next().map_err(sql(CTX))? {
-            let id: [u8; 16] = row
-                .get_ref(0)
-                .and_then(|v| v.as_blob().map_err(Into::into))
-                .map_err(sql(CTX))?
-                .try_into()
-                .map_err(|_| DbError::Damaged("duplicate_members.patient"))?;
-            if seen.insert(id) {
-                found.push((
-                    patient_from(&id, "duplicate_members.patient")?,
-                    row.get::<_, String>(1).map_err(sql(CTX))?,
-                ));
+            block.clear();
+            let mut size = 0;
+            let mut rows = members
+                .query(params![level, end, limit])
+                .map_err(sql(CTX))?;
+            while let Some(row) = rows.next().map_err(sql(CTX))? {
+                let id: [u8; 16] = row
+                    .get_ref(0)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
+                    .map_err(sql(CTX))?
+                    .try_into()
+                    .map_err(|_| DbError::Damaged("duplicate_members.patient"))?;
+                size += 1;
+                if !seen.contains(&id) {
+                    block.push((id, row.get::<_, String>(1).map_err(sql(CTX))?));
+                }
             }
+            drop(rows);
+            if size <= max_block {
+                for (id, fields) in block.drain(..) {
+                    seen.insert(id);
+                    found.push((patient_from(&id, "duplicate_members.patient")?, fields));
+                }
+            }
+            break;
         }
     }
     Ok(found)

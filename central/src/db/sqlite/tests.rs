@@ -313,7 +313,7 @@ fn duplicate_blocks_are_read_in_their_range_of_the_index() {
         "SELECT count(*) FROM (
              SELECT 1 FROM duplicate_members WHERE key >= ?1 AND key < ?2 LIMIT ?3
          )",
-        "SELECT patient, fields FROM duplicate_members WHERE key >= ?1 AND key < ?2",
+        "SELECT patient, fields FROM duplicate_members WHERE key >= ?1 AND key < ?2 LIMIT ?3",
     ] {
         // (The count's own step over its subquery's rows is a scan of
         // at most `LIMIT` rows.)
