@@ -2,7 +2,7 @@
 //! 1,000 pushed records when its index already holds N records (by hand;
 //! the numbers go to docs/benchmarks.md):
 //!
-//!     cargo run --release -p chartsync-central --example duplicates_scale -- 1000000 [MAX_BLOCK]
+//!     cargo run --release -p chartsync-central --example duplicates_scale -- 1000000 [LIMITS]
 //!
 //! Fills a fresh SQLite database's duplicate index with N generated
 //! people (fixed seed; names drawn with a skewed frequency, so common names
@@ -14,17 +14,17 @@
 //! (recall of blocking and scoring at this size).
 //!
 //! The fill writes the rows `index_duplicates` would write (each record's
-//! fields, its blocking keys, every block's size) straight into the tables
-//! in key order, in one transaction, since a million records one batch at
-//! a time take tens of minutes on a small machine; it then checks the
-//! block sizes against the keys, so the index is the real one.
+//! stored keys, and one member row per key with its fields) straight into
+//! the tables in key order, in one transaction, since a million records
+//! one batch at a time take tens of minutes on a small machine; it then
+//! checks the member rows against the keys, so the index is the real one.
 
 use std::time::{Duration, Instant};
 
 use chartsync_central::db::sqlite::SqliteDb;
 use chartsync_central::db::{CentralDb, DuplicateEntry, DuplicatePair, DuplicateUpdate};
 use chartsync_central::duplicates::KEEP_SCORE;
-use chartsync_dedup::{BirthDate, MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan};
+use chartsync_dedup::{BirthDate, MAX_BLOCK, Person, compare_at_least, key_plan, stored_keys};
 use chartsync_protocol::PatientId;
 
 const GIVEN: &[&str] = &[
@@ -124,6 +124,24 @@ fn person(rng: &mut Rng) -> Person {
     }
 }
 
+/// CPU time used by this process so far, all threads: on a shared
+/// machine, what the work cost apart from waiting for a core.
+fn cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the call's duration.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } == 0;
+    if !ok {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 fn id(n: u64) -> PatientId {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&n.to_be_bytes());
@@ -134,54 +152,44 @@ fn id(n: u64) -> PatientId {
 }
 
 /// Writes `people` (with ids) into the database's duplicate index as
-/// `index_duplicates` would, in key order; returns the key rows written.
+/// `index_duplicates` would, in key order; returns the member rows written.
 fn bulk_fill(path: &std::path::Path, people: &mut [([u8; 16], Person)]) -> u64 {
     let mut conn = rusqlite::Connection::open(path).expect("open");
     conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -1000000;")
         .expect("pragmas");
     let tx = conn.transaction().expect("tx");
     people.sort_by_key(|a| a.0);
-    let mut keys: Vec<(String, [u8; 16])> = Vec::new();
+    let mut rows: Vec<(String, u32)> = Vec::new();
+    let mut fields = Vec::with_capacity(people.len());
     {
         let mut add = tx
-            .prepare("INSERT INTO duplicate_people (patient, person, keys) VALUES (?1, ?2, ?3)")
+            .prepare("INSERT INTO duplicate_people (patient, keys) VALUES (?1, ?2)")
             .expect("prepare");
-        for (id, p) in people.iter() {
-            let k = blocking_keys(p);
+        for (i, (id, p)) in people.iter().enumerate() {
+            let k = stored_keys(p);
             add.execute(rusqlite::params![
                 &id[..],
-                serde_json::to_string(p).expect("json"),
                 serde_json::to_string(&k).expect("json")
             ])
             .expect("person");
-            keys.extend(k.into_iter().map(|k| (k, *id)));
+            fields.push(p.to_row());
+            rows.extend(k.into_iter().map(|k| (k, i as u32)));
         }
     }
-    keys.sort_unstable();
+    // Key order, then id order within a key (people are sorted by id).
+    rows.sort_unstable();
     {
         let mut add = tx
-            .prepare("INSERT INTO duplicate_keys (key, patient) VALUES (?1, ?2)")
+            .prepare("INSERT INTO duplicate_members (key, patient, fields) VALUES (?1, ?2, ?3)")
             .expect("prepare");
-        let mut block = tx
-            .prepare("INSERT INTO duplicate_blocks (key, size) VALUES (?1, ?2)")
-            .expect("prepare");
-        let mut i = 0;
-        while i < keys.len() {
-            let key = &keys[i].0;
-            let mut j = i;
-            while j < keys.len() && &keys[j].0 == key {
-                add.execute(rusqlite::params![key, &keys[j].1[..]])
-                    .expect("key");
-                j += 1;
-            }
-            block
-                .execute(rusqlite::params![key, (j - i) as i64])
-                .expect("block");
-            i = j;
+        for (key, i) in &rows {
+            let i = *i as usize;
+            add.execute(rusqlite::params![key, &people[i].0[..], fields[i]])
+                .expect("member");
         }
     }
     tx.commit().expect("commit");
-    keys.len() as u64
+    rows.len() as u64
 }
 
 #[tokio::main]
@@ -219,11 +227,16 @@ async fn main() {
         let conn = rusqlite::Connection::open(&path).expect("open");
         let count = |q: &str| -> i64 { conn.query_row(q, [], |r| r.get(0)).expect(q) };
         assert_eq!(count("SELECT count(*) FROM duplicate_people"), n as i64);
-        assert_eq!(count("SELECT count(*) FROM duplicate_keys"), rows as i64);
-        assert_eq!(count("SELECT sum(size) FROM duplicate_blocks"), rows as i64);
+        assert_eq!(count("SELECT count(*) FROM duplicate_members"), rows as i64);
+        assert_eq!(
+            count("SELECT sum(json_array_length(keys)) FROM duplicate_people"),
+            rows as i64
+        );
     }
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!(
-        "filled {n} records ({rows} keys) in {:.1} s",
+        "filled {n} records ({rows} member rows, database {:.2} GB) in {:.1} s",
+        bytes as f64 / 1e9,
         fill.elapsed().as_secs_f64()
     );
 
@@ -245,23 +258,28 @@ async fn main() {
     for (run, &max_block) in limits.iter().enumerate() {
         let write = run + 1 == limits.len();
         let start = Instant::now();
+        let cpu_start = cpu();
+        let (mut reading_cpu, mut comparing_cpu) = (Duration::ZERO, Duration::ZERO);
         let (mut candidates, mut found, mut planted_found) = (0usize, 0usize, 0usize);
         let (mut reading, mut comparing) = (Duration::ZERO, Duration::ZERO);
         let mut updates = Vec::new();
         for (i, (p, original)) in batch.iter().enumerate() {
             let t = Instant::now();
-            let keys = blocking_keys(p);
+            let c = cpu();
+            let keys = stored_keys(p);
             let stored = db
                 .duplicate_candidates(key_plan(p), max_block)
                 .await
                 .expect("candidates");
             reading += t.elapsed();
+            reading_cpu += cpu() - c;
             let t = Instant::now();
+            let c = cpu();
             candidates += stored.len();
             let me = id(n + i as u64);
             let mut pairs = Vec::new();
-            for (other, json) in stored {
-                let other_person: Person = serde_json::from_str(&json).expect("person");
+            for (other, row) in stored {
+                let other_person = Person::from_row(&row).expect("stored fields");
                 if let Some(c) = compare_at_least(&other_person, p, KEEP_SCORE) {
                     found += usize::from(c.score >= 0.8);
                     planted_found += usize::from(c.score >= 0.8 && Some(other) == *original);
@@ -274,29 +292,37 @@ async fn main() {
                 }
             }
             comparing += t.elapsed();
+            comparing_cpu += cpu() - c;
             updates.push(DuplicateUpdate {
                 id: me,
                 seq: 0,
                 entry: Some(DuplicateEntry {
-                    person: serde_json::to_string(p).expect("json"),
+                    person: p.to_row(),
                     keys,
                 }),
                 pairs,
             });
         }
         let t = Instant::now();
+        let c = cpu();
         if write {
             db.index_duplicates(updates).await.expect("write");
         }
         let writing = t.elapsed();
+        let writing_cpu = cpu() - c;
         let took = start.elapsed();
+        let took_cpu = cpu() - cpu_start;
         let planted = batch.iter().filter(|(_, o)| o.is_some()).count();
         println!(
-            "batch of 1000 at {n} records, blocks of at most {max_block}: {:.0} ms (candidates read {:.0} ms, compared {:.0} ms, written {:.0} ms); {} candidates per record; {found} pairs at 0.8 or more; {planted_found} of {planted} planted copies found",
+            "batch of 1000 at {n} records, blocks of at most {max_block}: {:.0} ms (candidates read {:.0} ms, compared {:.0} ms, written {:.0} ms); CPU {:.0} ms (read {:.0}, compare {:.0}, write {:.0}); {} candidates per record; {found} pairs at 0.8 or more; {planted_found} of {planted} planted copies found",
             took.as_secs_f64() * 1000.0,
             reading.as_secs_f64() * 1000.0,
             comparing.as_secs_f64() * 1000.0,
             writing.as_secs_f64() * 1000.0,
+            took_cpu.as_secs_f64() * 1000.0,
+            reading_cpu.as_secs_f64() * 1000.0,
+            comparing_cpu.as_secs_f64() * 1000.0,
+            writing_cpu.as_secs_f64() * 1000.0,
             candidates / batch.len(),
         );
     }

@@ -22,7 +22,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan};
+use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan, stored_keys};
 use chartsync_http::{ApiError, Authenticated, read_body};
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Deserialize;
@@ -262,7 +262,7 @@ async fn index_one<D: CentralDb>(
     let mut candidates: Vec<(PatientId, Person)> = stored
         .into_iter()
         .filter(|(other, _)| !processed.contains(other))
-        .filter_map(|(other, json)| Some((other, serde_json::from_str::<Person>(&json).ok()?)))
+        .filter_map(|(other, row)| Some((other, Person::from_row(&row)?)))
         .collect();
     candidates.extend(
         batch
@@ -292,14 +292,12 @@ async fn index_one<D: CentralDb>(
             });
         }
     }
-    let json =
-        serde_json::to_string(&person).map_err(|_| DbError::Damaged("duplicate_people.person"))?;
     let update = DuplicateUpdate {
         id,
         seq,
         entry: Some(DuplicateEntry {
-            person: json,
-            keys: keys.clone(),
+            person: person.to_row(),
+            keys: stored_keys(&person),
         }),
         pairs,
     };

@@ -417,10 +417,13 @@ pub trait CentralDb: Send + Sync + 'static {
     /// duplicates.
     fn duplicates_cursor(&self) -> impl Future<Output = Result<Seq, DbError>> + Send;
 
-    /// The indexed records sharing a block with one of `keys`, with their
-    /// stored fields (JSON): per key its coarse block, or its fine block
-    /// when the coarse one holds more than `max_block` records (neither
-    /// when both do).
+    /// The indexed records sharing a block with one of `keys`, each once,
+    /// with their stored fields ([`chartsync_dedup::Person::to_row`]): per
+    /// key its coarse block, or its fine block when the coarse one holds
+    /// more than `max_block` records, or its finest when the fine one does
+    /// too (none when all do). A level's block is every record stored
+    /// under a key equal to it or starting with it and
+    /// [`chartsync_dedup::LEVEL_SEPARATOR`].
     fn duplicate_candidates(
         &self,
         keys: Vec<DuplicateKey>,
@@ -531,12 +534,14 @@ pub struct DuplicatePair {
     pub fields: String,
 }
 
-/// A record's identifying fields (JSON) and blocking keys.
+/// A record's identifying fields and the keys it is stored under.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DuplicateEntry {
-    /// The normalised fields, as JSON.
+    /// The normalised fields, as one row
+    /// ([`chartsync_dedup::Person::to_row`]).
     pub person: String,
-    /// The blocking keys.
+    /// The keys it is stored under, one per blocking rule: the rule's
+    /// finest level ([`chartsync_dedup::stored_keys`]).
     pub keys: Vec<String>,
 }
 

@@ -1019,16 +1019,23 @@ pub(crate) async fn suite_reports<D: CentralDb>(db: &D) {
     );
 }
 
-/// The duplicate index: keys and blocks, pairs by score, dismissals that
-/// stick, re-indexing that replaces, the cursor.
+/// The duplicate index: blocks at every level as ranges of the stored
+/// keys, pairs by score, dismissals that stick, re-indexing that replaces,
+/// the cursor.
 pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
     let (a, b, c) = (
         PatientId::random(),
         PatientId::random(),
         PatientId::random(),
     );
+    // Keys as chartsync_dedup makes them: a finer level is the coarser
+    // one, a space, and more; a record is stored under its finest.
     let entry = |name: &str, keys: &[&str]| DuplicateEntry {
-        person: format!("{{\"given_name\":\"{name}\"}}"),
+        person: chartsync_dedup::Person {
+            given_name: Some(name.to_owned()),
+            ..chartsync_dedup::Person::default()
+        }
+        .to_row(),
         keys: keys.iter().map(|k| (*k).to_owned()).collect(),
     };
     let pair = |x: PatientId, y: PatientId, score: f64| DuplicatePair {
@@ -1037,34 +1044,36 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
         score,
         fields: "[]".to_owned(),
     };
-    let key = |coarse: &str, fine: Option<&str>| DuplicateKey {
+    let key = |coarse: &str| DuplicateKey {
         coarse: coarse.to_owned(),
-        fine: fine.map(str::to_owned),
+        fine: None,
         finest: None,
     };
     let key3 = |coarse: &str, fine: &str, finest: &str| DuplicateKey {
         coarse: coarse.to_owned(),
-        fine: Some(fine.to_owned()),
-        finest: Some(finest.to_owned()),
+        fine: Some(format!("{coarse} {fine}")),
+        finest: Some(format!("{coarse} {fine} {finest}")),
     };
+    let ids = |found: &[(PatientId, String)]| found.iter().map(|(id, _)| *id).collect::<Vec<_>>();
     assert_eq!(db.duplicates_cursor().await.expect("cursor"), 0);
     db.index_duplicates(vec![
         DuplicateUpdate {
             id: a,
             seq: 3,
-            entry: Some(entry("Ann", &["n:ann", "f:ann1"])),
+            entry: Some(entry("ann", &["n:ann a p", "p:1"])),
             pairs: vec![],
         },
         DuplicateUpdate {
             id: b,
             seq: 5,
-            entry: Some(entry("Anne", &["n:ann", "f:ann2"])),
+            entry: Some(entry("anne", &["n:ann a q", "p:1"])),
             pairs: vec![pair(b, a, 0.9)],
         },
         DuplicateUpdate {
             id: c,
             seq: 4,
-            entry: Some(entry("Cy", &["n:cy"])),
+            // Starts like "n:ann" but is another block.
+            entry: Some(entry("cy", &["n:anna b q", "n:ann!", "p:12"])),
             pairs: vec![pair(c, a, 0.5)],
         },
     ])
@@ -1076,30 +1085,45 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
         "never backwards"
     );
     let found = db
-        .duplicate_candidates(vec![key("n:ann", None)], 10)
+        .duplicate_candidates(vec![key3("n:ann", "a", "q")], 10)
         .await
         .expect("candidates");
     assert_eq!(
-        found.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>(),
+        ids(&found).into_iter().collect::<BTreeSet<_>>(),
         BTreeSet::from([a, b])
     );
-    // A block over the limit: its fine key is read instead.
+    let person = chartsync_dedup::Person::from_row(&found[0].1).expect("stored fields");
+    assert!(matches!(person.given_name.as_deref(), Some("ann" | "anne")));
+    // Each record once, whatever the number of blocks it shares.
     let found = db
-        .duplicate_candidates(vec![key("n:ann", Some("f:ann2"))], 1)
+        .duplicate_candidates(vec![key3("n:ann", "a", "q"), key("p:1")], 10)
         .await
-        .expect("fine");
-    assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![b]);
-    // The fine block is over the limit too: the finest is read; an empty
-    // block ends the search (every finer block is part of it).
+        .expect("two blocks");
+    assert_eq!(found.len(), 2);
+    // The coarse block over the limit: its fine one is read instead; it
+    // is over the limit too: the finest is read.
     let found = db
-        .duplicate_candidates(vec![key3("n:ann", "n:ann", "f:ann2")], 1)
+        .duplicate_candidates(vec![key3("n:ann", "a", "q")], 1)
         .await
         .expect("finest");
-    assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![b]);
+    assert_eq!(ids(&found), vec![b]);
+    // A block over the limit is not searched, even when some of its
+    // records were found through another key.
     let found = db
-        .duplicate_candidates(vec![key3("n:ann", "f:nobody", "f:ann2")], 1)
+        .duplicate_candidates(vec![key3("n:ann", "a", "q"), key("p:1")], 1)
+        .await
+        .expect("over the limit");
+    assert_eq!(ids(&found), vec![b]);
+    // An empty block ends the search (every finer block is part of it).
+    let found = db
+        .duplicate_candidates(vec![key3("n:ann", "z", "q")], 1)
         .await
         .expect("empty fine");
+    assert!(found.is_empty());
+    let found = db
+        .duplicate_candidates(vec![key("p:2"), key("n:an")], 10)
+        .await
+        .expect("nothing");
     assert!(found.is_empty());
     let pairs = db.duplicate_pairs(0.0, 0, 10).await.expect("pairs");
     assert_eq!(
@@ -1120,7 +1144,7 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
     db.index_duplicates(vec![DuplicateUpdate {
         id: b,
         seq: 6,
-        entry: Some(entry("Anne", &["n:ann"])),
+        entry: Some(entry("anne", &["n:ann a q"])),
         pairs: vec![pair(a, b, 0.95)],
     }])
     .await
@@ -1128,27 +1152,27 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
     let pairs = db.duplicate_pairs(0.0, 0, 10).await.expect("pairs");
     assert_eq!(pairs.len(), 1);
     assert!(pairs[0].a == c || pairs[0].b == c);
-    // Re-indexing replaces the keys: b left its fine block.
+    // Re-indexing replaces the keys: b left the block "p:1".
     let found = db
-        .duplicate_candidates(vec![key("f:ann2", None)], 10)
+        .duplicate_candidates(vec![key("p:1")], 10)
         .await
         .expect("gone");
-    assert!(found.is_empty());
-    // Block sizes follow re-indexing: b leaves "n:ann", whose block is
-    // then small enough to search.
+    assert_eq!(ids(&found), vec![a]);
+    // Blocks follow re-indexing: b leaves "n:ann", whose block is then
+    // small enough to search.
     db.index_duplicates(vec![DuplicateUpdate {
         id: b,
         seq: 6,
-        entry: Some(entry("Anne", &["n:anne"])),
+        entry: Some(entry("anne", &["n:anne a q"])),
         pairs: vec![],
     }])
     .await
     .expect("reindex");
     let found = db
-        .duplicate_candidates(vec![key("n:ann", None)], 1)
+        .duplicate_candidates(vec![key3("n:ann", "a", "p")], 1)
         .await
         .expect("shrunk");
-    assert_eq!(found.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![a]);
+    assert_eq!(ids(&found), vec![a]);
     // Nothing identifying: out of every block and pair.
     db.index_duplicates(vec![DuplicateUpdate {
         id: c,
@@ -1164,6 +1188,11 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
             .expect("pairs")
             .is_empty()
     );
+    let found = db
+        .duplicate_candidates(vec![key("p:12"), key("n:anna")], 10)
+        .await
+        .expect("c gone");
+    assert!(found.is_empty());
     assert_eq!(db.duplicates_cursor().await.expect("cursor"), 7);
 }
 

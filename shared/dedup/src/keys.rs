@@ -18,6 +18,22 @@ use rphonetic::DoubleMetaphone;
 
 use crate::person::Person;
 
+/// Separates a key's levels: a finer key is the coarser one, this
+/// character, then more. Keys hold no other character at or below it
+/// (they are made of rule names, name sounds, letters, digits and `:`), so
+/// the records holding a level are those stored under a key equal to it or
+/// starting with it and this separator: one range of a bytewise sorted
+/// index, `[level, `[`block_end`]`(level))`, in which a record stored
+/// under its finest key appears once per rule.
+pub const LEVEL_SEPARATOR: char = ' ';
+
+/// The end (excluded) of `level`'s block in a bytewise sorted index of
+/// stored keys, see [`LEVEL_SEPARATOR`]: `level` followed by the character
+/// after the separator.
+pub fn block_end(level: &str) -> String {
+    format!("{level}!")
+}
+
 /// One way of blocking: a coarse key, a finer one (the coarse key with a
 /// little more of the record: the initial sound of the other name, the
 /// decade of birth) and a finest one (the finer key with all of that
@@ -38,6 +54,15 @@ impl Key {
         std::iter::once(self.coarse.as_str())
             .chain(self.fine.as_deref())
             .chain(self.finest.as_deref())
+    }
+
+    /// The finest level: the key a record is stored under for this rule
+    /// (every coarser level is a prefix of it, see [`LEVEL_SEPARATOR`]).
+    pub fn finest_level(&self) -> &str {
+        self.finest
+            .as_deref()
+            .or(self.fine.as_deref())
+            .unwrap_or(&self.coarse)
     }
 
     /// The key to search: the first whose block holds at most `max_block`
@@ -68,16 +93,40 @@ pub fn blocking_keys(p: &Person) -> Vec<String> {
     keys.into_iter().collect()
 }
 
+/// The keys `p` is stored under, one per rule (its finest level, see
+/// [`Key::finest_level`]), sorted, without repeats: each of its blocks, at
+/// any level, is a range of these keys.
+pub fn stored_keys(p: &Person) -> Vec<String> {
+    let keys: BTreeSet<String> = key_plan(p)
+        .iter()
+        .map(|k| k.finest_level().to_owned())
+        .collect();
+    keys.into_iter().collect()
+}
+
 /// The keys to search for `p`'s duplicates, each coarse with its finer
 /// fallbacks.
 pub fn key_plan(p: &Person) -> Vec<Key> {
     let mut keys = BTreeSet::new();
-    // The finer keys add a field's first letter, the finest all of it.
+    // The finer keys add a field's first letter, the finest all of it,
+    // each after the level separator (which, like anything below it, is
+    // kept out of the parts: a level's block must be a range).
+    let clean = |s: String| {
+        if s.chars().any(|c| c <= LEVEL_SEPARATOR) {
+            s.chars()
+                .map(|c| if c <= LEVEL_SEPARATOR { '_' } else { c })
+                .collect()
+        } else {
+            s
+        }
+    };
     let mut add = |coarse: String, more: Option<(String, String)>| {
+        let coarse = clean(coarse);
         let (fine, finest) = match more {
             Some((first, all)) => {
-                let fine = format!("{coarse}:{first}");
-                let finest = format!("{fine}:{all}");
+                let sep = LEVEL_SEPARATOR;
+                let fine = format!("{coarse}{sep}{}", clean(first));
+                let finest = format!("{fine}{sep}{}", clean(all));
                 (Some(fine), Some(finest))
             }
             None => (None, None),
@@ -242,7 +291,57 @@ mod tests {
     }
 
     #[test]
+    fn each_level_s_block_is_a_range_of_the_stored_keys() {
+        let people = [
+            json!({"given_name": "Catherine", "family_name": "Smith", "born": "1980-03-07", "address": "12 Moi Avenue 00100", "phone": "0712 345 678", "national_id": "AB 12"}),
+            json!({"given_name": "Иван", "family_name": "Петров", "born": "1990-01-02"}),
+            json!({"given_name": "Ann", "born": "1912-12-12", "address": "1 2 3 4"}),
+            json!({"family_name": "O'Neil", "born": "2001-10-03"}),
+        ];
+        for v in people {
+            let p = Person::from_document(&v, &Fields::default());
+            let stored = stored_keys(&p);
+            for key in key_plan(&p) {
+                for level in key.levels() {
+                    // No character at or below the separator but the
+                    // separator itself between levels.
+                    let parts = level.split(LEVEL_SEPARATOR);
+                    assert!(
+                        parts
+                            .clone()
+                            .all(|s| !s.is_empty() && s.chars().all(|c| c > LEVEL_SEPARATOR)),
+                        "{level:?}"
+                    );
+                    let end = block_end(level);
+                    let in_range: Vec<&str> = stored
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|s| *s >= level && *s < end.as_str())
+                        .collect();
+                    // Exactly the stored key of this rule falls in it.
+                    assert_eq!(
+                        in_range,
+                        vec![key.finest_level()],
+                        "{level:?} in {stored:?}"
+                    );
+                }
+                assert!(key.finest_level().starts_with(&key.coarse));
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_that_merely_starts_like_another_is_outside_its_block() {
+        // "fa:SM0:12" and "fa:SM0:123" are different blocks.
+        let level = "fa:SM0:12";
+        let end = block_end(level);
+        assert!("fa:SM0:123 K KTRN" >= level && "fa:SM0:123 K KTRN" > end.as_str());
+        assert!("fa:SM0:12 K KTRN" >= level && "fa:SM0:12 K KTRN" < end.as_str());
+    }
+
+    #[test]
     fn a_person_with_nothing_has_no_keys() {
         assert!(keys(json!({})).is_empty());
+        assert!(stored_keys(&Person::default()).is_empty());
     }
 }

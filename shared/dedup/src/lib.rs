@@ -19,7 +19,7 @@ pub mod person;
 
 pub use compare::{Comparison, FieldSimilarity, PRIOR_BITS, compare, compare_at_least};
 pub use index::{Candidate, Index, MAX_BLOCK};
-pub use keys::{Key, blocking_keys, key_plan};
+pub use keys::{Key, LEVEL_SEPARATOR, block_end, blocking_keys, key_plan, stored_keys};
 pub use person::{BirthDate, Fields, Person};
 
 /// Pairs scoring at or above this are listed unless configured otherwise.

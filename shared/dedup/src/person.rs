@@ -93,6 +93,11 @@ impl BirthDate {
     }
 }
 
+/// The most characters of a field kept ([`Person::from_document`] cuts
+/// the rest): far more than any name, address or id needs, and short
+/// enough for every field of a record to fit in one index row.
+pub const MAX_FIELD_CHARS: usize = 200;
+
 /// A patient's identifying fields, normalised. `None`: absent or empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
@@ -119,7 +124,14 @@ impl Person {
                 _ => None,
             }
         };
-        let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        // Empty is absent; a value longer than anyone's is cut, so that a
+        // stored row (and a key made of it) stays short.
+        let nonempty = |mut s: String| {
+            if let Some((cut, _)) = s.char_indices().nth(MAX_FIELD_CHARS) {
+                s.truncate(cut);
+            }
+            (!s.is_empty()).then_some(s)
+        };
         Person {
             given_name: get(&fields.given_name).and_then(|s| nonempty(normalize::name(&s))),
             family_name: get(&fields.family_name).and_then(|s| nonempty(normalize::name(&s))),
@@ -135,6 +147,80 @@ impl Person {
     /// indexed, as it cannot be told apart from anyone.
     pub fn is_empty(&self) -> bool {
         self == &Person::default()
+    }
+}
+
+/// Separates the fields of a stored row ([`Person::to_row`]): normalised
+/// values (letters, digits, spaces) never hold it.
+const ROW_SEPARATOR: char = '\u{1f}';
+
+/// The version of the row format, its first field.
+const ROW_VERSION: &str = "1";
+
+impl Person {
+    /// The fields as one short text, to store beside each of the record's
+    /// blocking keys so that a block's members are read with their fields
+    /// in one range: the format's version (`1`), then given name, family
+    /// name, birth date (`YYYYMMDD`), sex, address, phone and national id,
+    /// separated by U+001F, an absent field empty. Read back by
+    /// [`Person::from_row`].
+    pub fn to_row(&self) -> String {
+        let fields = [
+            self.given_name.as_deref(),
+            self.family_name.as_deref(),
+            self.birth_date.as_ref().map(|d| d.0.as_str()),
+            self.sex.as_deref(),
+            self.address.as_deref(),
+            self.phone.as_deref(),
+            self.national_id.as_deref(),
+        ];
+        let mut row = String::with_capacity(
+            ROW_VERSION.len() + 7 + fields.iter().flatten().map(|f| f.len()).sum::<usize>(),
+        );
+        row.push_str(ROW_VERSION);
+        for field in fields {
+            row.push(ROW_SEPARATOR);
+            // A value set by hand may hold anything: the separator is
+            // never written inside one.
+            row.extend(
+                field
+                    .unwrap_or("")
+                    .chars()
+                    .map(|c| if c == ROW_SEPARATOR { ' ' } else { c }),
+            );
+        }
+        row
+    }
+
+    /// The fields of a row written by [`Person::to_row`]; `None` for a row
+    /// of another format or version, or a birth date that is not eight
+    /// digits.
+    pub fn from_row(row: &str) -> Option<Person> {
+        let mut parts = row.split(ROW_SEPARATOR);
+        if parts.next()? != ROW_VERSION {
+            return None;
+        }
+        let mut next = || -> Option<Option<String>> {
+            let part = parts.next()?;
+            Some((!part.is_empty()).then(|| part.to_owned()))
+        };
+        let given_name = next()?;
+        let family_name = next()?;
+        let birth_date = match next()? {
+            None => None,
+            Some(d) if d.len() == 8 && d.bytes().all(|c| c.is_ascii_digit()) => Some(BirthDate(d)),
+            Some(_) => return None,
+        };
+        let person = Person {
+            given_name,
+            family_name,
+            birth_date,
+            sex: next()?,
+            address: next()?,
+            phone: next()?,
+            national_id: next()?,
+        };
+        parts.next().is_none().then_some(person)
     }
 }
 
@@ -203,6 +289,68 @@ mod tests {
         );
         assert_eq!(BirthDate::parse("1980-3-7"), None);
         assert_eq!(BirthDate::parse("07/03/80"), None);
+    }
+
+    #[test]
+    fn a_field_longer_than_anyone_s_is_cut() {
+        let long = "ab".repeat(MAX_FIELD_CHARS);
+        let p = Person::from_document(
+            &json!({"address": long, "given_name": "é".repeat(300)}),
+            &Fields::default(),
+        );
+        assert_eq!(p.address.as_deref(), Some(&long[..MAX_FIELD_CHARS]));
+        assert_eq!(
+            p.given_name.map(|n| n.chars().count()),
+            Some(MAX_FIELD_CHARS)
+        );
+    }
+
+    #[test]
+    fn a_row_reads_back_as_the_same_person() {
+        let full = Person::from_document(
+            &json!({
+                "given_name": "José", "family_name": "O'Brien", "born": "1980-03-07",
+                "sex": "F", "address": "12, Main St.", "phone": "+254 712 345",
+                "national_id": "ab-123"
+            }),
+            &Fields::default(),
+        );
+        let partial = Person {
+            family_name: Some("otieno".into()),
+            phone: Some("0712345678".into()),
+            ..Person::default()
+        };
+        for p in [full, partial, Person::default()] {
+            assert_eq!(Person::from_row(&p.to_row()), Some(p.clone()), "{p:?}");
+        }
+        // A separator typed into a value set by hand does not shift the
+        // fields after it.
+        let odd = Person {
+            given_name: Some("a\u{1f}b".into()),
+            sex: Some("f".into()),
+            ..Person::default()
+        };
+        let back = Person::from_row(&odd.to_row()).expect("row");
+        assert_eq!(back.given_name.as_deref(), Some("a b"));
+        assert_eq!(back.sex.as_deref(), Some("f"));
+    }
+
+    #[test]
+    fn rows_of_another_shape_are_refused() {
+        let row = Person {
+            given_name: Some("ann".into()),
+            ..Person::default()
+        }
+        .to_row();
+        assert!(Person::from_row(&row).is_some());
+        assert_eq!(Person::from_row(&row.replacen('1', "2", 1)), None);
+        assert_eq!(Person::from_row(&format!("{row}\u{1f}")), None);
+        assert_eq!(Person::from_row(&row[..row.len() - 1]), None);
+        assert_eq!(Person::from_row("{\"given_name\":\"ann\"}"), None);
+        assert_eq!(
+            Person::from_row("1\u{1f}ann\u{1f}\u{1f}1980\u{1f}\u{1f}\u{1f}\u{1f}"),
+            None
+        );
     }
 
     #[test]

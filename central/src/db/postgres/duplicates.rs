@@ -1,6 +1,7 @@
 //! Duplicate patients: identifying fields, blocking keys, pairs, dismissals
 //! and the indexing cursor.
 
+use chartsync_dedup::block_end;
 use chartsync_protocol::{CommitId, PatientId};
 use tokio_postgres::Transaction;
 
@@ -38,30 +39,43 @@ pub(super) async fn changed_after(
     Ok(out)
 }
 
-/// The records sharing a block with `keys`, with their stored fields:
-/// two queries, the sizes of every key's blocks (from `duplicate_blocks`,
-/// so a block too large to search is never read), then the members of
-/// the blocks searched, each record once.
+/// The records sharing a block with `keys`, each once, with their stored
+/// fields: two queries, the size of every key's blocks (each level's
+/// block is one range of `duplicate_members`, see
+/// [`chartsync_dedup::LEVEL_SEPARATOR`], counted up to one more than
+/// `max_block`, so a block too large to search costs no more than that),
+/// then the members of the blocks searched.
 pub(super) async fn candidates(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
 ) -> R<Vec<(PatientId, String)>> {
     let levels: Vec<&str> = keys.iter().flat_map(|k| k.levels()).collect();
-    let sizes: std::collections::HashMap<String, i64> = tx
+    let ends: Vec<String> = levels.iter().map(|l| block_end(l)).collect();
+    let sizes: Vec<i64> = tx
         .query(
-            "SELECT key, size FROM duplicate_blocks WHERE key = ANY($1)",
-            &[&levels],
+            "SELECT (SELECT count(*) FROM (
+                         SELECT 1 FROM duplicate_members m
+                         WHERE m.key >= l.k COLLATE \"C\" AND m.key < l.e COLLATE \"C\"
+                         LIMIT $3
+                     ) AS s)
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS l(k, e, i)
+             ORDER BY l.i",
+            &[&levels, &ends, &big(max_block.saturating_add(1))],
         )
         .await?
         .iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .map(|row| row.get(0))
         .collect();
+    if sizes.len() != levels.len() {
+        return Err(DbError::Damaged("duplicate_members.key").into());
+    }
+    let size_of: std::collections::HashMap<&str, i64> = levels.iter().copied().zip(sizes).collect();
     let searched: Vec<&str> = keys
         .iter()
         .filter_map(|k| {
             k.searched(max_block, |level| {
-                sizes
+                size_of
                     .get(level)
                     .map_or(0, |&n| usize::try_from(n).unwrap_or(usize::MAX))
             })
@@ -70,22 +84,25 @@ pub(super) async fn candidates(
     if searched.is_empty() {
         return Ok(Vec::new());
     }
+    let ends: Vec<String> = searched.iter().map(|l| block_end(l)).collect();
     let rows = tx
         .query(
-            "SELECT p.patient, p.person FROM duplicate_people p
-             WHERE p.patient IN (SELECT patient FROM duplicate_keys WHERE key = ANY($1))
-             ORDER BY p.patient",
-            &[&searched],
+            "SELECT m.patient, m.fields
+             FROM unnest($1::text[], $2::text[]) AS l(k, e)
+             JOIN duplicate_members m
+               ON m.key >= l.k COLLATE \"C\" AND m.key < l.e COLLATE \"C\"",
+            &[&searched, &ends],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                patient_from(row.get(0), "duplicate_keys.patient")?,
-                row.get::<_, String>(1),
-            ))
-        })
-        .collect()
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for row in &rows {
+        let id = patient_from(row.get(0), "duplicate_members.patient")?;
+        if seen.insert(id) {
+            found.push((id, row.get::<_, String>(1)));
+        }
+    }
+    Ok(found)
 }
 
 /// A pair's two ids in their stored order.
@@ -100,7 +117,7 @@ pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<(
     let id = &update.id.as_bytes()[..];
     let old = tx
         .query_opt(
-            "SELECT keys FROM duplicate_people WHERE patient = $1",
+            "DELETE FROM duplicate_people WHERE patient = $1 RETURNING keys",
             &[&id],
         )
         .await?;
@@ -108,39 +125,32 @@ pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<(
         let old: Vec<String> = serde_json::from_str(old.get(0))
             .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
         tx.execute(
-            "WITH gone AS (
-                 DELETE FROM duplicate_keys WHERE key = ANY($1) AND patient = $2 RETURNING key
-             )
-             UPDATE duplicate_blocks b SET size = b.size - 1 FROM gone WHERE b.key = gone.key",
+            "DELETE FROM duplicate_members WHERE key = ANY($1) AND patient = $2",
             &[&old, &id],
         )
         .await?;
-        tx.execute(
-            "DELETE FROM duplicate_blocks WHERE key = ANY($1) AND size <= 0",
-            &[&old],
-        )
-        .await?;
     }
-    tx.execute("DELETE FROM duplicate_people WHERE patient = $1", &[&id])
-        .await?;
     tx.execute("DELETE FROM duplicate_pairs WHERE a = $1 OR b = $1", &[&id])
         .await?;
     if let Some(entry) = &update.entry {
-        let keys = serde_json::to_string(&entry.keys)
+        let distinct: Vec<&str> = entry
+            .keys
+            .iter()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let keys = serde_json::to_string(&distinct)
             .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
         tx.execute(
-            "INSERT INTO duplicate_people (patient, person, keys) VALUES ($1, $2, $3)",
-            &[&id, &entry.person, &keys],
+            "INSERT INTO duplicate_people (patient, keys) VALUES ($1, $2)",
+            &[&id, &keys],
         )
         .await?;
         tx.execute(
-            "WITH added AS (
-                 INSERT INTO duplicate_keys (key, patient) SELECT k, $2 FROM unnest($1::text[]) AS k
-                 ON CONFLICT DO NOTHING RETURNING key
-             )
-             INSERT INTO duplicate_blocks (key, size) SELECT key, 1 FROM added
-             ON CONFLICT (key) DO UPDATE SET size = duplicate_blocks.size + 1",
-            &[&entry.keys, &id],
+            "INSERT INTO duplicate_members (key, patient, fields)
+             SELECT k, $2, $3 FROM unnest($1::text[]) AS k",
+            &[&distinct, &id, &entry.person],
         )
         .await?;
     }

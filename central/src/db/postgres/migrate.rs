@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "duplicate_blocks",
         sql: include_str!("../../../../migrations/central/postgres/0007_duplicate_blocks.sql"),
     },
+    Migration {
+        version: 8,
+        name: "duplicate_members",
+        sql: include_str!("../../../../migrations/central/postgres/0008_duplicate_members.sql"),
+    },
 ];
 
 /// The schema version this build migrates to.

@@ -1,6 +1,9 @@
 //! Duplicate patients: identifying fields, blocking keys, pairs, dismissals
 //! and the indexing cursor.
 
+use std::collections::{BTreeSet, HashSet};
+
+use chartsync_dedup::block_end;
 use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -51,83 +54,81 @@ pub(super) fn changed_after(
 }
 
 /// The records sharing a block with `keys` (see
-/// [`crate::db::CentralDb::duplicate_candidates`]), with their stored
-/// fields: two statements, the sizes of every key's blocks (from
-/// `duplicate_blocks`, so a block too large to search is never read), then
-/// the members of the blocks searched, each record once.
+/// [`crate::db::CentralDb::duplicate_candidates`]), each once, with its
+/// stored fields. Each level's block is one range of `duplicate_members`
+/// (see [`chartsync_dedup::LEVEL_SEPARATOR`]), counted up to one more than
+/// `max_block` (no column is read): a block that fits is read and is what
+/// that key contributes, a larger one sends the search to the key's next
+/// level, an empty one ends it (every finer block is part of it). A key's
+/// last level is read at once, up to one row more than `max_block`.
 pub(super) fn candidates(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
 ) -> Result<Vec<(PatientId, String)>, DbError> {
     const CTX: &str = "reading duplicate candidates";
-    let list = |keys: &[&str]| {
-        serde_json::to_string(keys).map_err(|_| DbError::Damaged("duplicate_keys.key"))
-    };
-    let levels: Vec<&str> = keys.iter().flat_map(|k| k.levels()).collect();
-    let mut sizes = std::collections::HashMap::new();
-    {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT b.key, b.size FROM json_each(?1) AS j
-                 CROSS JOIN duplicate_blocks AS b ON b.key = j.value",
-            )
-            .map_err(sql(CTX))?;
-        let rows = stmt
-            .query_map(params![list(&levels)?], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(sql(CTX))?;
-        for row in rows {
-            let (key, size) = row.map_err(sql(CTX))?;
-            sizes.insert(key, usize::try_from(size).unwrap_or(0));
-        }
-    }
-    let searched: Vec<&str> = keys
-        .iter()
-        .filter_map(|k| k.searched(max_block, |level| sizes.get(level).copied().unwrap_or(0)))
-        .collect();
-    if searched.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut stmt = tx
+    let mut count = tx
         .prepare_cached(
-            "SELECT p.patient, p.person FROM duplicate_people AS p
-             WHERE p.patient IN (
-                 SELECT k.patient FROM json_each(?1) AS j
-                 CROSS JOIN duplicate_keys AS k ON k.key = j.value
+            "SELECT count(*) FROM (
+                 SELECT 1 FROM duplicate_members WHERE key >= ?1 AND key < ?2 LIMIT ?3
              )",
         )
         .map_err(sql(CTX))?;
-    let rows = stmt
-        .query_map(params![list(&searched)?], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-        })
+    let mut members = tx
+        .prepare_cached(
+            "SELECT patient, fields FROM duplicate_members
+             WHERE key >= ?1 AND key < ?2 LIMIT ?3",
+        )
         .map_err(sql(CTX))?;
+    let limit = i64::try_from(max_block.saturating_add(1)).unwrap_or(i64::MAX);
+    let mut seen = HashSet::new();
     let mut found = Vec::new();
-    for row in rows {
-        let (patient, person) = row.map_err(sql(CTX))?;
-        found.push((patient_from(&patient, "duplicate_people.patient")?, person));
+    // A block's rows, before knowing whether it fits.
+    let mut block: Vec<([u8; 16], String)> = Vec::new();
+    for key in keys {
+        let levels: Vec<&str> = key.levels().collect();
+        for (i, level) in levels.iter().enumerate() {
+            let end = block_end(level);
+            // The last level is read straight away (there is no finer one
+            // to turn to): one statement instead of a count and a read.
+            if i + 1 < levels.len() {
+                let size: i64 = count
+                    .query_row(params![level, end, limit], |r| r.get(0))
+                    .map_err(sql(CTX))?;
+                match usize::try_from(size).unwrap_or(usize::MAX) {
+                    0 => break,
+                    n if n > max_block => continue,
+                    _ => {}
+                }
+            }
+            block.clear();
+            let mut size = 0;
+            let mut rows = members
+                .query(params![level, end, limit])
+                .map_err(sql(CTX))?;
+            while let Some(row) = rows.next().map_err(sql(CTX))? {
+                let id: [u8; 16] = row
+                    .get_ref(0)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
+                    .map_err(sql(CTX))?
+                    .try_into()
+                    .map_err(|_| DbError::Damaged("duplicate_members.patient"))?;
+                size += 1;
+                if !seen.contains(&id) {
+                    block.push((id, row.get::<_, String>(1).map_err(sql(CTX))?));
+                }
+            }
+            drop(rows);
+            if size <= max_block {
+                for (id, fields) in block.drain(..) {
+                    seen.insert(id);
+                    found.push((patient_from(&id, "duplicate_members.patient")?, fields));
+                }
+            }
+            break;
+        }
     }
     Ok(found)
-}
-
-/// Moves the size of `key`'s block by `by` (a key no record holds any
-/// more is dropped).
-fn resize(tx: &Transaction<'_>, key: &str, by: i64) -> Result<(), DbError> {
-    const CTX: &str = "counting a duplicate block";
-    tx.prepare_cached(
-        "INSERT INTO duplicate_blocks (key, size) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET size = size + excluded.size",
-    )
-    .and_then(|mut s| s.execute(params![key, by]))
-    .map_err(sql(CTX))?;
-    if by < 0 {
-        tx.prepare_cached("DELETE FROM duplicate_blocks WHERE key = ?1 AND size <= 0")
-            .and_then(|mut s| s.execute(params![key]))
-            .map_err(sql(CTX))?;
-    }
-    Ok(())
 }
 
 /// A pair's two ids in their stored order.
@@ -149,69 +150,33 @@ pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<()
         let old: Vec<String> =
             serde_json::from_str(&old).map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
         let mut del = tx
-            .prepare_cached("DELETE FROM duplicate_keys WHERE key = ?1 AND patient = ?2")
+            .prepare_cached("DELETE FROM duplicate_members WHERE key = ?1 AND patient = ?2")
             .map_err(sql(CTX))?;
         for key in old {
-            if del.execute(params![key, id]).map_err(sql(CTX))? > 0 {
-                resize(tx, &key, -1)?;
-            }
+            del.execute(params![key, id]).map_err(sql(CTX))?;
         }
+        tx.prepare_cached("DELETE FROM duplicate_people WHERE patient = ?1")
+            .and_then(|mut s| s.execute(params![id]))
+            .map_err(sql(CTX))?;
     }
-    tx.execute(
-        "DELETE FROM duplicate_people WHERE patient = ?1",
-        params![id],
-    )
-    .map_err(sql(CTX))?;
-    tx.execute(
-        "DELETE FROM duplicate_pairs WHERE a = ?1 OR b = ?1",
-        params![id],
-    )
-    .map_err(sql(CTX))?;
-    if let Some(entry) = &update.entry {
-        let keys = serde_json::to_string(&entry.keys)
-            .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
-        tx.execute(
-            "INSERT INTO duplicate_people (patient, person, keys) VALUES (?1, ?2, ?3)",
-            params![id, entry.person, keys],
-        )
+    tx.prepare_cached("DELETE FROM duplicate_pairs WHERE a = ?1 OR b = ?1")
+        .and_then(|mut s| s.execute(params![id]))
         .map_err(sql(CTX))?;
-        // The keys and their blocks' sizes in two statements, unless the
-        // record holds one of them already (its stored list was out of
-        // step): then one by one.
-        let distinct: std::collections::BTreeSet<&str> =
-            entry.keys.iter().map(String::as_str).collect();
-        let list = serde_json::to_string(&distinct)
+    if let Some(entry) = &update.entry {
+        let distinct: BTreeSet<&str> = entry.keys.iter().map(String::as_str).collect();
+        let keys = serde_json::to_string(&distinct)
             .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
-        let held: i64 = tx
+        tx.prepare_cached("INSERT INTO duplicate_people (patient, keys) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![id, keys]))
+            .map_err(sql(CTX))?;
+        let mut add = tx
             .prepare_cached(
-                "SELECT count(*) FROM json_each(?1) AS j
-                 CROSS JOIN duplicate_keys AS k ON k.key = j.value AND k.patient = ?2",
+                "INSERT INTO duplicate_members (key, patient, fields) VALUES (?1, ?2, ?3)",
             )
-            .and_then(|mut s| s.query_row(params![list, id], |r| r.get(0)))
             .map_err(sql(CTX))?;
-        if held == 0 {
-            tx.prepare_cached(
-                "INSERT INTO duplicate_keys (key, patient) SELECT value, ?2 FROM json_each(?1)",
-            )
-            .and_then(|mut s| s.execute(params![list, id]))
-            .map_err(sql(CTX))?;
-            tx.prepare_cached(
-                "INSERT INTO duplicate_blocks (key, size) SELECT value, 1 FROM json_each(?1) WHERE true
-                 ON CONFLICT (key) DO UPDATE SET size = size + 1",
-            )
-            .and_then(|mut s| s.execute(params![list]))
-            .map_err(sql(CTX))?;
-        } else {
-            let mut add = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO duplicate_keys (key, patient) VALUES (?1, ?2)",
-                )
+        for key in distinct {
+            add.execute(params![key, id, entry.person])
                 .map_err(sql(CTX))?;
-            for key in distinct {
-                if add.execute(params![key, id]).map_err(sql(CTX))? > 0 {
-                    resize(tx, key, 1)?;
-                }
-            }
         }
     }
     let mut insert = tx
@@ -230,11 +195,9 @@ pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<()
             .execute(params![&a[..], &b[..], pair.score, pair.fields])
             .map_err(sql(CTX))?;
     }
-    tx.execute(
-        "UPDATE duplicate_cursor SET seq = max(seq, ?1) WHERE id = 1",
-        params![seq_to_sql(update.seq)],
-    )
-    .map_err(sql(CTX))?;
+    tx.prepare_cached("UPDATE duplicate_cursor SET seq = max(seq, ?1) WHERE id = 1")
+        .and_then(|mut s| s.execute(params![seq_to_sql(update.seq)]))
+        .map_err(sql(CTX))?;
     Ok(())
 }
 

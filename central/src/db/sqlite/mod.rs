@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "duplicate_blocks",
         sql: include_str!("../../../../migrations/central/sqlite/0005_duplicate_blocks.sql"),
     },
+    Migration {
+        version: 6,
+        name: "duplicate_members",
+        sql: include_str!("../../../../migrations/central/sqlite/0006_duplicate_members.sql"),
+    },
 ];
 
 /// Read-only connections per handle.

@@ -302,3 +302,94 @@ async fn the_database_and_its_wal_are_private_to_their_owner() {
     drop(db);
     drop(path);
 }
+
+/// A block's size and its members are read in its range of the primary
+/// key, never by a scan.
+#[test]
+fn duplicate_blocks_are_read_in_their_range_of_the_index() {
+    let (_dir, path, _db) = fresh();
+    let conn = raw(&path);
+    for sql in [
+        "SELECT count(*) FROM (
+             SELECT 1 FROM duplicate_members WHERE key >= ?1 AND key < ?2 LIMIT ?3
+         )",
+        "SELECT patient, fields FROM duplicate_members WHERE key >= ?1 AND key < ?2 LIMIT ?3",
+    ] {
+        // (The count's own step over its subquery's rows is a scan of
+        // at most `LIMIT` rows.)
+        let text = plan(&conn, sql).join("\n");
+        assert!(!text.contains("SCAN duplicate_members"), "{text}");
+        assert!(
+            text.contains("SEARCH duplicate_members USING PRIMARY KEY (key>? AND key<?)"),
+            "{text}"
+        );
+    }
+}
+
+/// The migration to the index by block empties the duplicate index and
+/// starts indexing again from the first change, keeping the pairs listed
+/// and the dismissals.
+#[tokio::test]
+async fn the_duplicate_index_of_schema_5_is_rebuilt_keeping_pairs_and_dismissals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("central.sqlite");
+    let (a, b, c) = (
+        *PatientId::random().as_bytes(),
+        *PatientId::random().as_bytes(),
+        *PatientId::random().as_bytes(),
+    );
+    {
+        let mut conn = Connection::open(&path).expect("open");
+        chartsync_common::sqlite::migrate(&mut conn, &super::MIGRATIONS[..5]).expect("schema 5");
+        conn.execute_batch(
+            "INSERT INTO duplicate_keys (key, patient) VALUES ('n:ann', x'01010101010101010101010101010101');
+             INSERT INTO duplicate_blocks (key, size) VALUES ('n:ann', 1);
+             INSERT INTO duplicate_people (patient, person, keys)
+                 VALUES (x'01010101010101010101010101010101', '{}', '[\"n:ann\"]');
+             UPDATE duplicate_cursor SET seq = 9;",
+        )
+        .expect("an index of the old schema");
+        conn.execute(
+            "INSERT INTO duplicate_pairs (a, b, score, fields) VALUES (?1, ?2, 0.9, '[]')",
+            params![&a[..], &b[..]],
+        )
+        .expect("pair");
+        conn.execute(
+            "INSERT INTO duplicate_dismissed (a, b, dismissed_at) VALUES (?1, ?2, 1)",
+            params![&b[..], &c[..]],
+        )
+        .expect("dismissed");
+    }
+    let db = SqliteDb::open(&path).expect("upgrade");
+    assert_eq!(db.duplicates_cursor().await.expect("cursor"), 0);
+    let pairs = db.duplicate_pairs(0.0, 0, 10).await.expect("pairs");
+    assert_eq!(pairs.len(), 1);
+    let key = crate::db::DuplicateKey {
+        coarse: "n:ann".to_owned(),
+        fine: None,
+        finest: None,
+    };
+    assert!(
+        db.duplicate_candidates(vec![key], 10)
+            .await
+            .expect("candidates")
+            .is_empty()
+    );
+    let conn = raw(&path);
+    let count = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!(count("duplicate_dismissed"), 1);
+    assert_eq!(count("duplicate_people"), 0);
+    for gone in ["duplicate_keys", "duplicate_blocks"] {
+        let exists: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = ?1",
+                params![gone],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(exists, 0, "{gone}");
+    }
+}
