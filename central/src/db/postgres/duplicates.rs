@@ -1,15 +1,14 @@
 //! Duplicate patients: identifying fields, blocking keys, pairs, dismissals
 //! and the indexing cursor.
 
+use super::cached::{self, Tx as Transaction};
 use chartsync_protocol::{CommitId, PatientId};
-use tokio_postgres::Transaction;
 
 use super::{R, big, head_from, patient_from, seq_from, seq_to_sql};
 use crate::db::{DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, Seq};
 
 pub(super) async fn cursor(tx: &Transaction<'_>) -> R<Seq> {
-    let raw: i64 = tx
-        .query_one("SELECT seq FROM duplicate_cursor WHERE id = 1", &[])
+    let raw: i64 = cached::query_one(tx, "SELECT seq FROM duplicate_cursor WHERE id = 1", &[])
         .await?
         .get(0);
     Ok(seq_from(raw, "duplicate_cursor.seq")?)
@@ -21,12 +20,12 @@ pub(super) async fn changed_after(
     after: Seq,
     limit: usize,
 ) -> R<Vec<(Seq, PatientId, CommitId)>> {
-    let rows = tx
-        .query(
-            "SELECT seq, patient, head FROM records WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&seq_to_sql(after), &big(limit)],
-        )
-        .await?;
+    let rows = cached::query(
+        tx,
+        "SELECT seq, patient, head FROM records WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &[&seq_to_sql(after), &big(limit)],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         out.push((
@@ -48,15 +47,15 @@ pub(super) async fn candidates(
     max_block: usize,
 ) -> R<Vec<(PatientId, String)>> {
     let levels: Vec<&str> = keys.iter().flat_map(|k| k.levels()).collect();
-    let sizes: std::collections::HashMap<String, i64> = tx
-        .query(
-            "SELECT key, size FROM duplicate_blocks WHERE key = ANY($1)",
-            &[&levels],
-        )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let sizes: std::collections::HashMap<String, i64> = cached::query(
+        tx,
+        "SELECT key, size FROM duplicate_blocks WHERE key = ANY($1)",
+        &[&levels],
+    )
+    .await?
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect();
     let searched: Vec<&str> = keys
         .iter()
         .filter_map(|k| {
@@ -70,14 +69,14 @@ pub(super) async fn candidates(
     if searched.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = tx
-        .query(
-            "SELECT p.patient, p.person FROM duplicate_people p
+    let rows = cached::query(
+        tx,
+        "SELECT p.patient, p.person FROM duplicate_people p
              WHERE p.patient IN (SELECT patient FROM duplicate_keys WHERE key = ANY($1))
              ORDER BY p.patient",
-            &[&searched],
-        )
-        .await?;
+        &[&searched],
+    )
+    .await?;
     rows.iter()
         .map(|row| {
             Ok((
@@ -98,16 +97,17 @@ fn ordered(a: &PatientId, b: &PatientId) -> ([u8; 16], [u8; 16]) {
 /// forward to `update.seq`.
 pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<()> {
     let id = &update.id.as_bytes()[..];
-    let old = tx
-        .query_opt(
-            "SELECT keys FROM duplicate_people WHERE patient = $1",
-            &[&id],
-        )
-        .await?;
+    let old = cached::query_opt(
+        tx,
+        "SELECT keys FROM duplicate_people WHERE patient = $1",
+        &[&id],
+    )
+    .await?;
     if let Some(old) = old {
         let old: Vec<String> = serde_json::from_str(old.get(0))
             .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
-        tx.execute(
+        cached::execute(
+            tx,
             "WITH gone AS (
                  DELETE FROM duplicate_keys WHERE key = ANY($1) AND patient = $2 RETURNING key
              )
@@ -115,25 +115,36 @@ pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<(
             &[&old, &id],
         )
         .await?;
-        tx.execute(
+        cached::execute(
+            tx,
             "DELETE FROM duplicate_blocks WHERE key = ANY($1) AND size <= 0",
             &[&old],
         )
         .await?;
     }
-    tx.execute("DELETE FROM duplicate_people WHERE patient = $1", &[&id])
-        .await?;
-    tx.execute("DELETE FROM duplicate_pairs WHERE a = $1 OR b = $1", &[&id])
-        .await?;
+    cached::execute(
+        tx,
+        "DELETE FROM duplicate_people WHERE patient = $1",
+        &[&id],
+    )
+    .await?;
+    cached::execute(
+        tx,
+        "DELETE FROM duplicate_pairs WHERE a = $1 OR b = $1",
+        &[&id],
+    )
+    .await?;
     if let Some(entry) = &update.entry {
         let keys = serde_json::to_string(&entry.keys)
             .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
-        tx.execute(
+        cached::execute(
+            tx,
             "INSERT INTO duplicate_people (patient, person, keys) VALUES ($1, $2, $3)",
             &[&id, &entry.person, &keys],
         )
         .await?;
-        tx.execute(
+        cached::execute(
+            tx,
             "WITH added AS (
                  INSERT INTO duplicate_keys (key, patient) SELECT k, $2 FROM unnest($1::text[]) AS k
                  ON CONFLICT DO NOTHING RETURNING key
@@ -149,7 +160,8 @@ pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<(
         if a == b {
             continue;
         }
-        tx.execute(
+        cached::execute(
+            tx,
             "INSERT INTO duplicate_pairs (a, b, score, fields)
              SELECT $1, $2, $3, $4
              WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissed WHERE a = $1 AND b = $2)
@@ -158,7 +170,8 @@ pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<(
         )
         .await?;
     }
-    tx.execute(
+    cached::execute(
+        tx,
         "UPDATE duplicate_cursor SET seq = greatest(seq, $1) WHERE id = 1",
         &[&seq_to_sql(update.seq)],
     )
@@ -173,13 +186,13 @@ pub(super) async fn pairs(
     offset: usize,
     limit: usize,
 ) -> R<Vec<DuplicatePair>> {
-    let rows = tx
-        .query(
-            "SELECT a, b, score, fields FROM duplicate_pairs
+    let rows = cached::query(
+        tx,
+        "SELECT a, b, score, fields FROM duplicate_pairs
              WHERE score >= $1 ORDER BY score DESC, a, b LIMIT $2 OFFSET $3",
-            &[&min_score, &big(limit), &big(offset)],
-        )
-        .await?;
+        &[&min_score, &big(limit), &big(offset)],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         out.push(DuplicatePair {
@@ -195,13 +208,15 @@ pub(super) async fn pairs(
 /// Marks the pair as two people and forgets it as a pair.
 pub(super) async fn dismiss(tx: &Transaction<'_>, a: &PatientId, b: &PatientId, at: i64) -> R<()> {
     let (a, b) = ordered(a, b);
-    tx.execute(
+    cached::execute(
+        tx,
         "INSERT INTO duplicate_dismissed (a, b, dismissed_at) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",
         &[&&a[..], &&b[..], &at],
     )
     .await?;
-    tx.execute(
+    cached::execute(
+        tx,
         "DELETE FROM duplicate_pairs WHERE a = $1 AND b = $2",
         &[&&a[..], &&b[..]],
     )

@@ -27,6 +27,7 @@
 //! compare-and-swap). A process whose lease expired or was taken over while
 //! it worked never writes over the new holder's change.
 
+mod cached;
 mod dump;
 mod duplicates;
 mod instances;
@@ -432,6 +433,16 @@ impl CentralDb for PgDb {
         }
         transact!(self, "reading past heads", read, |tx| {
             records::heads_at(&tx, ids, at).await?
+        })
+        .await
+    }
+
+    async fn first_heads(&self, ids: &[PatientId]) -> Result<Vec<Option<CommitId>>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        transact!(self, "reading first heads", read, |tx| {
+            records::first_heads(&tx, ids).await?
         })
         .await
     }
