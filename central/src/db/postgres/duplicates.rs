@@ -1,7 +1,11 @@
 //! Duplicate patients: identifying fields, blocking keys, pairs, dismissals
 //! and the indexing cursor.
 
-use super::cached::{self, Tx as Transaction};
+use std::collections::HashMap;
+
+use tokio_postgres::types::ToSql;
+
+use super::cached::{self, Params, Tx as Transaction};
 use chartsync_protocol::{CommitId, PatientId};
 
 use super::{R, big, head_from, patient_from, seq_from, seq_to_sql};
@@ -93,89 +97,120 @@ fn ordered(a: &PatientId, b: &PatientId) -> ([u8; 16], [u8; 16]) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
-/// Replaces what is indexed of one record and its pairs; moves the cursor
-/// forward to `update.seq`.
-pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<()> {
-    let id = &update.id.as_bytes()[..];
-    let old = cached::query_opt(
-        tx,
-        "SELECT keys FROM duplicate_people WHERE patient = $1",
-        &[&id],
-    )
-    .await?;
-    if let Some(old) = old {
-        let old: Vec<String> = serde_json::from_str(old.get(0))
-            .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
-        cached::execute(
-            tx,
-            "WITH gone AS (
-                 DELETE FROM duplicate_keys WHERE key = ANY($1) AND patient = $2 RETURNING key
-             )
-             UPDATE duplicate_blocks b SET size = b.size - 1 FROM gone WHERE b.key = gone.key",
-            &[&old, &id],
-        )
-        .await?;
-        cached::execute(
-            tx,
-            "DELETE FROM duplicate_blocks WHERE key = ANY($1) AND size <= 0",
-            &[&old],
-        )
-        .await?;
+/// Replaces what is indexed of these records and their pairs, one after
+/// another in order (as if each were indexed alone); moves the cursor
+/// forward to the last `seq`. Two round trips however many records: their
+/// stored keys are read first, then every write is sent at once.
+pub(super) async fn index(tx: &Transaction<'_>, updates: &[DuplicateUpdate]) -> R<()> {
+    if updates.is_empty() {
+        return Ok(());
     }
-    cached::execute(
+    let ids: Vec<Vec<u8>> = updates.iter().map(|u| u.id.as_bytes().to_vec()).collect();
+    let rows = cached::query(
         tx,
-        "DELETE FROM duplicate_people WHERE patient = $1",
-        &[&id],
+        "SELECT patient, keys FROM duplicate_people WHERE patient = ANY($1)",
+        &[&ids],
     )
     .await?;
-    cached::execute(
-        tx,
-        "DELETE FROM duplicate_pairs WHERE a = $1 OR b = $1",
-        &[&id],
-    )
-    .await?;
-    if let Some(entry) = &update.entry {
-        let keys = serde_json::to_string(&entry.keys)
+    // Each record's keys as the writes before it leave them.
+    let mut keys_now: HashMap<Vec<u8>, Vec<String>> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let keys: Vec<String> = serde_json::from_str(row.get(1))
             .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
-        cached::execute(
-            tx,
-            "INSERT INTO duplicate_people (patient, person, keys) VALUES ($1, $2, $3)",
-            &[&id, &entry.person, &keys],
-        )
-        .await?;
-        cached::execute(
-            tx,
-            "WITH added AS (
-                 INSERT INTO duplicate_keys (key, patient) SELECT k, $2 FROM unnest($1::text[]) AS k
-                 ON CONFLICT DO NOTHING RETURNING key
-             )
-             INSERT INTO duplicate_blocks (key, size) SELECT key, 1 FROM added
-             ON CONFLICT (key) DO UPDATE SET size = duplicate_blocks.size + 1",
-            &[&entry.keys, &id],
-        )
-        .await?;
+        keys_now.insert(row.get(0), keys);
     }
-    for pair in &update.pairs {
-        let (a, b) = ordered(&pair.a, &pair.b);
-        if a == b {
-            continue;
+    // The values of every statement, owned here.
+    struct One {
+        id: Vec<u8>,
+        old: Option<Vec<String>>,
+        entry: Option<(String, String, Vec<String>)>,
+        pairs: Vec<(Vec<u8>, Vec<u8>, f64, String)>,
+    }
+    let mut all = Vec::with_capacity(updates.len());
+    for (update, id) in updates.iter().zip(ids) {
+        let old = keys_now.remove(&id);
+        let entry = match &update.entry {
+            Some(entry) => {
+                let keys = serde_json::to_string(&entry.keys)
+                    .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
+                keys_now.insert(id.clone(), entry.keys.clone());
+                Some((entry.person.clone(), keys, entry.keys.clone()))
+            }
+            None => None,
+        };
+        let pairs = update
+            .pairs
+            .iter()
+            .map(|pair| (ordered(&pair.a, &pair.b), pair))
+            .filter(|((a, b), _)| a != b)
+            .map(|((a, b), pair)| (a.to_vec(), b.to_vec(), pair.score, pair.fields.clone()))
+            .collect();
+        all.push(One {
+            id,
+            old,
+            entry,
+            pairs,
+        });
+    }
+    let last = updates.iter().map(|u| u.seq).max().map_or(0, seq_to_sql);
+
+    let mut statements: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
+    for one in &all {
+        if let Some(old) = &one.old {
+            statements.push((
+                "WITH gone AS (
+                     DELETE FROM duplicate_keys WHERE key = ANY($1) AND patient = $2 RETURNING key
+                 )
+                 UPDATE duplicate_blocks b SET size = b.size - 1 FROM gone WHERE b.key = gone.key",
+                vec![old, &one.id],
+            ));
+            statements.push((
+                "DELETE FROM duplicate_blocks WHERE key = ANY($1) AND size <= 0",
+                vec![old],
+            ));
         }
-        cached::execute(
-            tx,
-            "INSERT INTO duplicate_pairs (a, b, score, fields)
-             SELECT $1, $2, $3, $4
-             WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissed WHERE a = $1 AND b = $2)
-             ON CONFLICT (a, b) DO UPDATE SET score = excluded.score, fields = excluded.fields",
-            &[&&a[..], &&b[..], &pair.score, &pair.fields],
-        )
-        .await?;
+        statements.push((
+            "DELETE FROM duplicate_people WHERE patient = $1",
+            vec![&one.id],
+        ));
+        statements.push((
+            "DELETE FROM duplicate_pairs WHERE a = $1 OR b = $1",
+            vec![&one.id],
+        ));
+        if let Some((person, keys_json, keys)) = &one.entry {
+            statements.push((
+                "INSERT INTO duplicate_people (patient, person, keys) VALUES ($1, $2, $3)",
+                vec![&one.id, person, keys_json],
+            ));
+            statements.push((
+                "WITH added AS (
+                     INSERT INTO duplicate_keys (key, patient) SELECT k, $2 FROM unnest($1::text[]) AS k
+                     ON CONFLICT DO NOTHING RETURNING key
+                 )
+                 INSERT INTO duplicate_blocks (key, size) SELECT key, 1 FROM added
+                 ON CONFLICT (key) DO UPDATE SET size = duplicate_blocks.size + 1",
+                vec![keys, &one.id],
+            ));
+        }
+        for (a, b, score, fields) in &one.pairs {
+            statements.push((
+                "INSERT INTO duplicate_pairs (a, b, score, fields)
+                 SELECT $1, $2, $3, $4
+                 WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissed WHERE a = $1 AND b = $2)
+                 ON CONFLICT (a, b) DO UPDATE SET score = excluded.score, fields = excluded.fields",
+                vec![a, b, score, fields],
+            ));
+        }
     }
-    cached::execute(
-        tx,
+    statements.push((
         "UPDATE duplicate_cursor SET seq = greatest(seq, $1) WHERE id = 1",
-        &[&seq_to_sql(update.seq)],
-    )
-    .await?;
+        vec![&last],
+    ));
+    let statements: Vec<(&str, &Params<'_>)> = statements
+        .iter()
+        .map(|(sql, params)| (*sql, params.as_slice()))
+        .collect();
+    cached::execute_all(tx, &statements).await?;
     Ok(())
 }
 

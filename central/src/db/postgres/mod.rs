@@ -623,9 +623,7 @@ impl CentralDb for PgDb {
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
         let updates = &updates;
         transact!(self, "indexing records for duplicates", write, |tx| {
-            for update in updates {
-                duplicates::index(&tx, update).await?;
-            }
+            duplicates::index(&tx, updates).await?
         })
         .await
     }
