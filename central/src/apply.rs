@@ -136,14 +136,23 @@ async fn run_pipeline<D: CentralDb>(
     writes: Vec<Write>,
 ) -> Result<Vec<Outcome>, DbError> {
     let ids: Vec<PatientId> = writes.iter().map(|w| w.id).collect();
+    let timer = std::time::Instant::now();
     let held = central.locks.acquire(&central.db, &ids).await?;
     central
         .metrics
         .lock_wait(held.waited, ids.len() - held.ids.len());
+    let locked_at = timer.elapsed();
     let result = apply_locked(central, caller, writes, &held.ids).await;
+    let applied_at = timer.elapsed();
     if let Err(e) = central.locks.release(&central.db, held).await {
         tracing::error!(error = %e, "could not release patient locks (they expire with their lease)");
     }
+    tracing::debug!(
+        records = ids.len(),
+        lock_ms = locked_at.as_millis() as u64,
+        unlock_ms = (timer.elapsed() - applied_at).as_millis() as u64,
+        "write batch locks"
+    );
     result
 }
 
@@ -155,6 +164,7 @@ async fn apply_locked<D: CentralDb>(
 ) -> Result<Vec<Outcome>, DbError> {
     let held: HashSet<PatientId> = held.iter().copied().collect();
     let ids: Vec<PatientId> = writes.iter().map(|w| w.id).collect();
+    let read_timer = std::time::Instant::now();
     let rows = central.db.records(&ids).await?;
     // Where the database keeps history, this process's copy of each held
     // record is brought level with the database first.
@@ -184,6 +194,7 @@ async fn apply_locked<D: CentralDb>(
         work.push((index, write, row));
     }
 
+    let read_ms = read_timer.elapsed().as_millis() as u64;
     // Stage in the store, in parallel on blocking threads.
     let by = caller.instance_id();
     let timer = std::time::Instant::now();
@@ -313,6 +324,7 @@ async fn apply_locked<D: CentralDb>(
         }
         tracing::debug!(
             records,
+            read_ms,
             stage_ms = staged_at.as_millis() as u64,
             flush_ms = (flushed_at - staged_at).as_millis() as u64,
             pack_ms = (packed_at - flushed_at).as_millis() as u64,
@@ -320,7 +332,11 @@ async fn apply_locked<D: CentralDb>(
             publish_ms = (timer.elapsed() - committed_at).as_millis() as u64,
             "write batch applied"
         );
-        if let Err(e) = central.db.clear_ref_pending(&done).await {
+        // Where the database keeps history, no ref_pending rows were
+        // written (see `CentralDb::apply_with_history`): nothing to clear.
+        if !central.db.keeps_history()
+            && let Err(e) = central.db.clear_ref_pending(&done).await
+        {
             tracing::warn!(error = %e, "could not clear ref_pending rows (harmless: repair is a no-op)");
         }
     }

@@ -375,7 +375,9 @@ async fn updates<D: CentralDb>(
     version: Version,
 ) -> Result<Vec<RecordUpdate>, ApiError> {
     let current: Vec<_> = rows.iter().map(|(row, _)| (row.id, row.head)).collect();
+    let timer = Instant::now();
     crate::Central::catch_up(&api.0, &current, false).await;
+    let caught_up = timer.elapsed();
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
@@ -415,6 +417,12 @@ async fn updates<D: CentralDb>(
     for task in tasks {
         out.extend(task.await.map_err(|e| ApiError::internal(&e))??);
     }
+    tracing::trace!(
+        records = out.len(),
+        catch_up_us = caught_up.as_micros() as u64,
+        pack_us = (timer.elapsed() - caught_up).as_micros() as u64,
+        "packs for records"
+    );
     Ok(out)
 }
 
@@ -453,6 +461,7 @@ async fn pull<D: CentralDb>(
             .await
             .map_err(|e| ApiError::internal(&e))?
             .into_iter();
+    let mut later = Vec::new();
     for row in held {
         let at_cursor = bases.next().flatten();
         if row.updated_by == Some(instance.id) {
@@ -472,15 +481,22 @@ async fn pull<D: CentralDb>(
         // at least the record's first head, which every head descends from.
         // (If it lacks that commit after all, say after a restore from an
         // old backup, it fetches the record whole.)
-        let base = match at_cursor {
-            Some(base) => Some(base),
-            None => {
-                c.db.first_head(&row.id)
-                    .await
-                    .map_err(|e| ApiError::internal(&e))?
-            }
-        };
-        page.push((row, base));
+        if at_cursor.is_none() {
+            later.push(page.len());
+        }
+        page.push((row, at_cursor));
+    }
+    // The first heads of records created after the cursor, in one look
+    // where the backend can.
+    if !later.is_empty() {
+        let ids: Vec<_> = later.iter().map(|&i| page[i].0.id).collect();
+        let firsts =
+            c.db.first_heads(&ids)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        for (i, first) in later.into_iter().zip(firsts) {
+            page[i].1 = first;
+        }
     }
     let (mut updates, cut) = updates_within(&api, page, ctx.page_bytes(), ctx.version).await?;
     let (cursor, more) = match cut {
@@ -515,10 +531,12 @@ async fn take_acks<D: CentralDb>(
     check_batch(acks.iter().map(|a| a.id))?;
     let c = &api.0;
     let ids: Vec<PatientId> = acks.iter().map(|a| a.id).collect();
+    let timer = Instant::now();
     let rows =
         c.db.records(&ids)
             .await
             .map_err(|e| ApiError::internal(&e))?;
+    let read_at = timer.elapsed();
     let caller = Caller::Instance(instance.clone());
     let mut accepted = Vec::new();
     let mut moved = Vec::new();
@@ -536,9 +554,17 @@ async fn take_acks<D: CentralDb>(
             moved.push((row, Some(ack.head)));
         }
     }
+    let scoped_at = timer.elapsed();
     c.db.add_holder(instance.id, &accepted)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    tracing::debug!(
+        acks = acks.len(),
+        read_ms = read_at.as_millis() as u64,
+        scope_ms = (scoped_at - read_at).as_millis() as u64,
+        holders_ms = (timer.elapsed() - scoped_at).as_millis() as u64,
+        "acknowledgements taken"
+    );
     updates(api, moved, version).await
 }
 

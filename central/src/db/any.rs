@@ -196,6 +196,9 @@ impl CentralDb for AnyDb {
     async fn heads_at(&self, ids: &[PatientId], at: Seq) -> Result<Vec<Option<CommitId>>, DbError> {
         both!(self.heads_at(ids, at))
     }
+    async fn first_heads(&self, ids: &[PatientId]) -> Result<Vec<Option<CommitId>>, DbError> {
+        both!(self.first_heads(ids))
+    }
     fn keeps_history(&self) -> bool {
         match self {
             AnyDb::Sqlite(db) => db.keeps_history(),

@@ -472,6 +472,21 @@ pub trait CentralDb: Send + Sync + 'static {
         }
     }
 
+    /// [`CentralDb::first_head`] of several records at once, in order. The
+    /// default asks one by one.
+    fn first_heads(
+        &self,
+        ids: &[PatientId],
+    ) -> impl Future<Output = Result<Vec<Option<CommitId>>, DbError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(self.first_head(id).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// Whether the database keeps every record's history (PostgreSQL):
     /// then each process's git repositories in `data_dir` are only a cache,
     /// brought up to date from [`CentralDb::history_after`] (see

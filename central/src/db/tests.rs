@@ -479,6 +479,10 @@ pub(crate) async fn suite_apply<D: CentralDb>(db: &D) {
     );
     assert_eq!(db.first_head(&p).await.expect("first_head"), Some(h1));
     assert_eq!(db.first_head(&unknown).await.expect("first_head"), None);
+    assert_eq!(
+        db.first_heads(&[p, unknown, p]).await.expect("first_heads"),
+        vec![Some(h1), None, Some(h1)]
+    );
 
     // A catchment change grants the record to every holder.
     let s5 = seq_of(&apply_one(db, update(p, h4, h5, Some("south"), None)).await);
@@ -565,10 +569,25 @@ pub(crate) async fn suite_add_holder<D: CentralDb>(db: &D) {
     db.add_holder(5, &[p, PatientId::random()])
         .await
         .expect("holder");
+    let r = row(db, p).await;
+    assert_eq!(r.holders.iter().collect::<Vec<_>>(), vec![2, 5]);
+    assert_eq!(
+        r.holders.to_bytes(),
+        vec![0b0010_0100],
+        "one byte, bits 2 and 5"
+    );
     db.add_holder(5, &[p]).await.expect("again");
     db.add_holder(1023, &[p]).await.expect("high");
+    db.add_holder(9, &[p]).await.expect("within the bytes");
     let r = row(db, p).await;
-    assert_eq!(r.holders.iter().collect::<Vec<_>>(), vec![2, 5, 1023]);
+    assert_eq!(r.holders.iter().collect::<Vec<_>>(), vec![2, 5, 9, 1023]);
+    // Stored compactly: the bytes read back are exactly the trimmed ones
+    // (a trailing zero byte would make a longer bit string).
+    let mut expected = Holders::default();
+    for i in [2, 5, 9, 1023] {
+        expected.insert(i);
+    }
+    assert_eq!(r.holders, Holders::from_bytes(&expected.to_bytes()));
     assert_eq!((r.head, r.seq), (head, seq), "holding is not a change");
     assert!(db.add_holder(MAX_INSTANCE_ID + 1, &[p]).await.is_err());
 }

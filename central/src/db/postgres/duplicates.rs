@@ -1,10 +1,14 @@
 //! Duplicate patients: identifying fields, blocking keys, pairs, dismissals
 //! and the indexing cursor.
 
+use std::collections::HashMap;
+
 use chartsync_dedup::block_end;
 use chartsync_protocol::{CommitId, PatientId};
 use tokio_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
+use super::cached::{self, Params};
 use super::{R, big, head_from, patient_from, seq_from, seq_to_sql};
 use crate::db::{DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, Seq};
 
@@ -111,68 +115,117 @@ fn ordered(a: &PatientId, b: &PatientId) -> ([u8; 16], [u8; 16]) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
-/// Replaces what is indexed of one record and its pairs; moves the cursor
-/// forward to `update.seq`.
-pub(super) async fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> R<()> {
-    let id = &update.id.as_bytes()[..];
-    let old = tx
-        .query_opt(
-            "DELETE FROM duplicate_people WHERE patient = $1 RETURNING keys",
-            &[&id],
-        )
-        .await?;
-    if let Some(old) = old {
-        let old: Vec<String> = serde_json::from_str(old.get(0))
-            .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
-        tx.execute(
-            "DELETE FROM duplicate_members WHERE key = ANY($1) AND patient = $2",
-            &[&old, &id],
-        )
-        .await?;
+/// Replaces what is indexed of these records and their pairs, one after
+/// another in order (as if each were indexed alone); moves the cursor
+/// forward to the last `seq`. Two round trips however many records: their
+/// stored keys are read first, then every write is sent at once.
+pub(super) async fn index(tx: &cached::Tx<'_>, updates: &[DuplicateUpdate]) -> R<()> {
+    if updates.is_empty() {
+        return Ok(());
     }
-    tx.execute("DELETE FROM duplicate_pairs WHERE a = $1 OR b = $1", &[&id])
-        .await?;
-    if let Some(entry) = &update.entry {
-        let distinct: Vec<&str> = entry
-            .keys
-            .iter()
-            .map(String::as_str)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let keys = serde_json::to_string(&distinct)
-            .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
-        tx.execute(
-            "INSERT INTO duplicate_people (patient, keys) VALUES ($1, $2)",
-            &[&id, &keys],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO duplicate_members (key, patient, fields)
-             SELECT k, $2, $3 FROM unnest($1::text[]) AS k",
-            &[&distinct, &id, &entry.person],
-        )
-        .await?;
-    }
-    for pair in &update.pairs {
-        let (a, b) = ordered(&pair.a, &pair.b);
-        if a == b {
-            continue;
-        }
-        tx.execute(
-            "INSERT INTO duplicate_pairs (a, b, score, fields)
-             SELECT $1, $2, $3, $4
-             WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissed WHERE a = $1 AND b = $2)
-             ON CONFLICT (a, b) DO UPDATE SET score = excluded.score, fields = excluded.fields",
-            &[&&a[..], &&b[..], &pair.score, &pair.fields],
-        )
-        .await?;
-    }
-    tx.execute(
-        "UPDATE duplicate_cursor SET seq = greatest(seq, $1) WHERE id = 1",
-        &[&seq_to_sql(update.seq)],
+    let ids: Vec<Vec<u8>> = updates.iter().map(|u| u.id.as_bytes().to_vec()).collect();
+    let rows = cached::query(
+        tx,
+        "SELECT patient, keys FROM duplicate_people WHERE patient = ANY($1)",
+        &[&ids],
     )
     .await?;
+    // Each record's keys as the writes before it leave them.
+    let mut keys_now: HashMap<Vec<u8>, Vec<String>> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let keys: Vec<String> = serde_json::from_str(row.get(1))
+            .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
+        keys_now.insert(row.get(0), keys);
+    }
+    // The values of every statement, owned here.
+    struct One {
+        id: Vec<u8>,
+        old: Option<Vec<String>>,
+        /// The fields compared, the distinct keys as JSON, and as a list.
+        entry: Option<(String, String, Vec<String>)>,
+        pairs: Vec<(Vec<u8>, Vec<u8>, f64, String)>,
+    }
+    let mut all = Vec::with_capacity(updates.len());
+    for (update, id) in updates.iter().zip(ids) {
+        let old = keys_now.remove(&id);
+        let entry = match &update.entry {
+            Some(entry) => {
+                let distinct: Vec<String> = entry
+                    .keys
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let keys = serde_json::to_string(&distinct)
+                    .map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
+                keys_now.insert(id.clone(), distinct.clone());
+                Some((entry.person.clone(), keys, distinct))
+            }
+            None => None,
+        };
+        let pairs = update
+            .pairs
+            .iter()
+            .map(|pair| (ordered(&pair.a, &pair.b), pair))
+            .filter(|((a, b), _)| a != b)
+            .map(|((a, b), pair)| (a.to_vec(), b.to_vec(), pair.score, pair.fields.clone()))
+            .collect();
+        all.push(One {
+            id,
+            old,
+            entry,
+            pairs,
+        });
+    }
+    let last = updates.iter().map(|u| u.seq).max().map_or(0, seq_to_sql);
+
+    let mut statements: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
+    for one in &all {
+        if let Some(old) = &one.old {
+            statements.push((
+                "DELETE FROM duplicate_members WHERE key = ANY($1) AND patient = $2",
+                vec![old, &one.id],
+            ));
+        }
+        statements.push((
+            "DELETE FROM duplicate_people WHERE patient = $1",
+            vec![&one.id],
+        ));
+        statements.push((
+            "DELETE FROM duplicate_pairs WHERE a = $1 OR b = $1",
+            vec![&one.id],
+        ));
+        if let Some((person, keys_json, keys)) = &one.entry {
+            statements.push((
+                "INSERT INTO duplicate_people (patient, keys) VALUES ($1, $2)",
+                vec![&one.id, keys_json],
+            ));
+            statements.push((
+                "INSERT INTO duplicate_members (key, patient, fields)
+                 SELECT k, $2, $3 FROM unnest($1::text[]) AS k",
+                vec![keys, &one.id, person],
+            ));
+        }
+        for (a, b, score, fields) in &one.pairs {
+            statements.push((
+                "INSERT INTO duplicate_pairs (a, b, score, fields)
+                 SELECT $1, $2, $3, $4
+                 WHERE NOT EXISTS (SELECT 1 FROM duplicate_dismissed WHERE a = $1 AND b = $2)
+                 ON CONFLICT (a, b) DO UPDATE SET score = excluded.score, fields = excluded.fields",
+                vec![a, b, score, fields],
+            ));
+        }
+    }
+    statements.push((
+        "UPDATE duplicate_cursor SET seq = greatest(seq, $1) WHERE id = 1",
+        vec![&last],
+    ));
+    let statements: Vec<(&str, &Params<'_>)> = statements
+        .iter()
+        .map(|(sql, params)| (*sql, params.as_slice()))
+        .collect();
+    cached::execute_all(tx, &statements).await?;
     Ok(())
 }
 

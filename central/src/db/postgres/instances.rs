@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
+
+use super::cached::{self, Tx as Transaction};
 
 use super::R;
 use crate::db::{DbError, Instance, MAX_INSTANCE_ID, NewInstance};
@@ -33,7 +35,8 @@ fn decode(row: &Row, catchments: Vec<String>) -> Result<Instance, DbError> {
 /// one at a time across every process (the next one sees what the one
 /// before committed).
 async fn serialise(tx: &Transaction<'_>) -> R<()> {
-    tx.execute(
+    cached::execute(
+        tx,
         "SELECT value FROM counters WHERE name = 'instances' FOR UPDATE",
         &[],
     )
@@ -43,7 +46,8 @@ async fn serialise(tx: &Transaction<'_>) -> R<()> {
 
 /// Moves the instances version (see `CentralDb::instances_version`).
 async fn bump_version(tx: &Transaction<'_>) -> R<()> {
-    tx.execute(
+    cached::execute(
+        tx,
         "UPDATE counters SET value = value + 1 WHERE name = 'instances'",
         &[],
     )
@@ -53,32 +57,35 @@ async fn bump_version(tx: &Transaction<'_>) -> R<()> {
 
 /// The instances version.
 pub(super) async fn version(tx: &Transaction<'_>) -> R<u64> {
-    let value: i64 = tx
-        .query_one("SELECT value FROM counters WHERE name = 'instances'", &[])
-        .await?
-        .get(0);
+    let value: i64 = cached::query_one(
+        tx,
+        "SELECT value FROM counters WHERE name = 'instances'",
+        &[],
+    )
+    .await?
+    .get(0);
     Ok(u64::try_from(value).map_err(|_| DbError::Damaged("counters.instances"))?)
 }
 
 async fn catchments_of(tx: &Transaction<'_>, id: i64) -> R<Vec<String>> {
-    let rows = tx
-        .query(
-            "SELECT catchment FROM instance_catchments WHERE instance = $1 ORDER BY position",
-            &[&id],
-        )
-        .await?;
+    let rows = cached::query(
+        tx,
+        "SELECT catchment FROM instance_catchments WHERE instance = $1 ORDER BY position",
+        &[&id],
+    )
+    .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// One instance by id.
 async fn by_id(tx: &Transaction<'_>, id: u32) -> R<Instance> {
-    let row = tx
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM instances WHERE id = $1"),
-            &[&i64::from(id)],
-        )
-        .await?
-        .ok_or(DbError::NoSuchInstance { id })?;
+    let row = cached::query_opt(
+        tx,
+        &format!("SELECT {COLUMNS} FROM instances WHERE id = $1"),
+        &[&i64::from(id)],
+    )
+    .await?
+    .ok_or(DbError::NoSuchInstance { id })?;
     let catchments = catchments_of(tx, i64::from(id)).await?;
     Ok(decode(&row, catchments)?)
 }
@@ -88,10 +95,13 @@ pub(super) async fn add(tx: &Transaction<'_>, new: &NewInstance) -> R<Instance> 
     serialise(tx).await?;
     let id = match new.id {
         Some(id) => {
-            let taken = tx
-                .query_opt("SELECT 1 FROM instances WHERE id = $1", &[&i64::from(id)])
-                .await?
-                .is_some();
+            let taken = cached::query_opt(
+                tx,
+                "SELECT 1 FROM instances WHERE id = $1",
+                &[&i64::from(id)],
+            )
+            .await?
+            .is_some();
             if taken {
                 return Err(DbError::IdTaken(id).into());
             }
@@ -99,12 +109,12 @@ pub(super) async fn add(tx: &Transaction<'_>, new: &NewInstance) -> R<Instance> 
         }
         None => lowest_free(tx).await?,
     };
-    let holder = tx
-        .query_opt(
-            "SELECT id FROM instances WHERE name = $1 LIMIT 1",
-            &[&new.name],
-        )
-        .await?;
+    let holder = cached::query_opt(
+        tx,
+        "SELECT id FROM instances WHERE name = $1 LIMIT 1",
+        &[&new.name],
+    )
+    .await?;
     if let Some(holder) = holder {
         return Err(DbError::NameTaken {
             name: new.name.clone(),
@@ -112,7 +122,8 @@ pub(super) async fn add(tx: &Transaction<'_>, new: &NewInstance) -> R<Instance> 
         }
         .into());
     }
-    tx.execute(
+    cached::execute(
+        tx,
         "INSERT INTO instances (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
         &[
             &i64::from(id),
@@ -129,7 +140,8 @@ pub(super) async fn add(tx: &Transaction<'_>, new: &NewInstance) -> R<Instance> 
         }
     }
     let positions: Vec<i64> = (0..catchments.len() as i64).collect();
-    tx.execute(
+    cached::execute(
+        tx,
         "INSERT INTO instance_catchments (instance, catchment, position)
          SELECT $1, c, p FROM unnest($2::text[], $3::bigint[]) AS u(c, p)",
         &[&i64::from(id), &catchments, &positions],
@@ -148,17 +160,17 @@ pub(super) async fn add(tx: &Transaction<'_>, new: &NewInstance) -> R<Instance> 
 
 /// The lowest id no instance has (revoked instances keep theirs).
 async fn lowest_free(tx: &Transaction<'_>) -> R<u32> {
-    let free = tx
-        .query_opt(
-            "SELECT 0::bigint AS id WHERE NOT EXISTS (SELECT 1 FROM instances WHERE id = 0)
+    let free = cached::query_opt(
+        tx,
+        "SELECT 0::bigint AS id WHERE NOT EXISTS (SELECT 1 FROM instances WHERE id = 0)
              UNION ALL
              SELECT i.id + 1 FROM instances i
               WHERE i.id >= 0 AND i.id < $1
                 AND NOT EXISTS (SELECT 1 FROM instances j WHERE j.id = i.id + 1)
              ORDER BY id LIMIT 1",
-            &[&i64::from(MAX_INSTANCE_ID)],
-        )
-        .await?;
+        &[&i64::from(MAX_INSTANCE_ID)],
+    )
+    .await?;
     match free {
         Some(row) => Ok(instance_id(row.get(0))?),
         None => Err(DbError::IdsExhausted(MAX_INSTANCE_ID).into()),
@@ -172,7 +184,8 @@ pub(super) async fn revoke(tx: &Transaction<'_>, id: u32) -> R<Instance> {
     if instance.revoked {
         return Ok(instance);
     }
-    tx.execute(
+    cached::execute(
+        tx,
         "UPDATE instances SET revoked_at = $2 WHERE id = $1",
         &[&i64::from(id), &chrono::Utc::now().timestamp()],
     )
@@ -191,7 +204,8 @@ pub(super) async fn rotate(tx: &Transaction<'_>, id: u32, token_hash: &[u8; 32])
     if instance.revoked {
         return Err(DbError::Revoked { id }.into());
     }
-    tx.execute(
+    cached::execute(
+        tx,
         "UPDATE instances SET token_hash = $2, token_rotated_at = $3 WHERE id = $1",
         &[
             &i64::from(id),
@@ -206,7 +220,8 @@ pub(super) async fn rotate(tx: &Transaction<'_>, id: u32, token_hash: &[u8; 32])
 
 /// Notes when an instance was last seen (never backwards).
 pub(super) async fn touch(tx: &Transaction<'_>, id: u32, at: i64) -> R<()> {
-    tx.execute(
+    cached::execute(
+        tx,
         "UPDATE instances SET last_seen = $2 WHERE id = $1 AND (last_seen IS NULL OR last_seen < $2)",
         &[&i64::from(id), &at],
     )
@@ -216,14 +231,12 @@ pub(super) async fn touch(tx: &Transaction<'_>, id: u32, at: i64) -> R<()> {
 
 /// The not revoked instance with this token hash.
 pub(super) async fn by_token(tx: &Transaction<'_>, token_hash: &[u8; 32]) -> R<Option<Instance>> {
-    let row = tx
-        .query_opt(
-            &format!(
-                "SELECT {COLUMNS} FROM instances WHERE token_hash = $1 AND revoked_at IS NULL"
-            ),
-            &[&&token_hash[..]],
-        )
-        .await?;
+    let row = cached::query_opt(
+        tx,
+        &format!("SELECT {COLUMNS} FROM instances WHERE token_hash = $1 AND revoked_at IS NULL"),
+        &[&&token_hash[..]],
+    )
+    .await?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -234,19 +247,22 @@ pub(super) async fn by_token(tx: &Transaction<'_>, token_hash: &[u8; 32]) -> R<O
 /// Every instance, by id.
 pub(super) async fn all(tx: &Transaction<'_>) -> R<Vec<Instance>> {
     let mut catchments: HashMap<i64, Vec<String>> = HashMap::new();
-    for row in tx
-        .query(
-            "SELECT instance, catchment FROM instance_catchments ORDER BY instance, position",
-            &[],
-        )
-        .await?
+    for row in cached::query(
+        tx,
+        "SELECT instance, catchment FROM instance_catchments ORDER BY instance, position",
+        &[],
+    )
+    .await?
     {
         catchments.entry(row.get(0)).or_default().push(row.get(1));
     }
     let mut out = Vec::new();
-    for row in tx
-        .query(&format!("SELECT {COLUMNS} FROM instances ORDER BY id"), &[])
-        .await?
+    for row in cached::query(
+        tx,
+        &format!("SELECT {COLUMNS} FROM instances ORDER BY id"),
+        &[],
+    )
+    .await?
     {
         let mine = catchments.remove(&row.get::<_, i64>(0)).unwrap_or_default();
         out.push(decode(&row, mine)?);

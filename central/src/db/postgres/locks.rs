@@ -10,8 +10,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::cached::{self, Tx as Transaction};
 use chartsync_protocol::PatientId;
-use tokio_postgres::Transaction;
 
 use super::R;
 
@@ -79,9 +79,7 @@ async fn upsert(
              OR locks.owner = ANY($5::bigint[])
          RETURNING patient"
     );
-    let rows = tx
-        .query(&sql, &[&patients, &holder, &lease, &owner, &dead])
-        .await?;
+    let rows = cached::query(tx, &sql, &[&patients, &holder, &lease, &owner, &dead]).await?;
     Ok(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
 }
 
@@ -96,31 +94,24 @@ async fn dead_owners(tx: &Transaction<'_>, patients: &[Vec<u8>], owner: i64) -> 
                            AND expires_at >= {NOW_MS}) AS held
           WHERE pg_try_advisory_xact_lock(o)"
     );
-    let rows = tx.query(&sql, &[&patients, &owner]).await?;
+    let rows = cached::query(tx, &sql, &[&patients, &owner]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// The patients among `patients` leased (unexpired) by another process
-/// than the one whose liveness key is `owner` (`None`: this process has no
-/// live session, so every lease counts as another's). A head change on
-/// them is refused: the fence for a writer whose lease was taken over.
-pub(super) async fn leased_by_others(
-    tx: &Transaction<'_>,
-    patients: &[Vec<u8>],
-    owner: Option<i64>,
-) -> R<HashSet<Vec<u8>>> {
-    let sql = format!(
-        "SELECT patient FROM locks
-          WHERE patient = ANY($1) AND expires_at >= {NOW_MS} AND owner IS DISTINCT FROM $2"
-    );
-    let rows = tx.query(&sql, &[&patients, &owner]).await?;
-    Ok(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
-}
+/// The query for the patients among `$1` leased (unexpired) by another
+/// process than the one whose liveness key is `$2` (`NULL`: this process
+/// has no live session, so every lease counts as another's); its rows'
+/// first column is a patient. A head change on them is refused: the fence
+/// for a writer whose lease was taken over. (The clock is `NOW_MS`.)
+pub(super) const LEASED_BY_OTHERS: &str = "SELECT patient FROM locks
+  WHERE patient = ANY($1) AND owner IS DISTINCT FROM $2
+    AND expires_at >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// Drops `holder`'s leases on these patients (others' are left alone).
 pub(super) async fn unlock(tx: &Transaction<'_>, ids: &[PatientId], holder: &str) -> R<()> {
     let ids: Vec<Vec<u8>> = ids.iter().map(|id| id.as_bytes().to_vec()).collect();
-    tx.execute(
+    cached::execute(
+        tx,
         "DELETE FROM locks WHERE patient = ANY($1) AND holder = $2",
         &[&ids, &holder],
     )
@@ -130,13 +121,11 @@ pub(super) async fn unlock(tx: &Transaction<'_>, ids: &[PatientId], holder: &str
 
 /// Every holder with a lease row.
 pub(super) async fn holders(tx: &Transaction<'_>) -> R<Vec<String>> {
-    let rows = tx.query("SELECT DISTINCT holder FROM locks", &[]).await?;
+    let rows = cached::query(tx, "SELECT DISTINCT holder FROM locks", &[]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Drops every lease of `holder`.
 pub(super) async fn release_all(tx: &Transaction<'_>, holder: &str) -> R<u64> {
-    Ok(tx
-        .execute("DELETE FROM locks WHERE holder = $1", &[&holder])
-        .await?)
+    cached::execute(tx, "DELETE FROM locks WHERE holder = $1", &[&holder]).await
 }

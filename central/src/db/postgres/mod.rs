@@ -27,6 +27,7 @@
 //! compare-and-swap). A process whose lease expired or was taken over while
 //! it worked never writes over the new holder's change.
 
+mod cached;
 mod dump;
 mod duplicates;
 mod instances;
@@ -436,6 +437,16 @@ impl CentralDb for PgDb {
         .await
     }
 
+    async fn first_heads(&self, ids: &[PatientId]) -> Result<Vec<Option<CommitId>>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        transact!(self, "reading first heads", read, |tx| {
+            records::first_heads(&tx, ids).await?
+        })
+        .await
+    }
+
     async fn dump(&self) -> Result<crate::db::dump::Dump, DbError> {
         transact!(self, "reading the whole database", read, |tx| {
             dump::dump(&tx).await?
@@ -612,9 +623,7 @@ impl CentralDb for PgDb {
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
         let updates = &updates;
         transact!(self, "indexing records for duplicates", write, |tx| {
-            for update in updates {
-                duplicates::index(&tx, update).await?;
-            }
+            duplicates::index(&tx, updates).await?
         })
         .await
     }

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use chartsync_protocol::{CommitId, PatientId};
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
+
+use super::cached::{self, Params, Tx as Transaction};
 
 use super::instances::instance_id;
 use super::{R, big, head_from, patient_from, seq_from, seq_to_sql};
@@ -40,18 +42,18 @@ fn ids_sql(ids: &[PatientId]) -> Vec<Vec<u8>> {
     ids.iter().map(|id| id.as_bytes().to_vec()).collect()
 }
 
+/// The last sequence number given out, its row locked until commit.
+const LAST_SEQ_FOR_UPDATE: &str = "SELECT value FROM counters WHERE name = 'seq' FOR UPDATE";
+
 /// The last sequence number given out.
-async fn last_seq(tx: &Transaction<'_>, lock: bool) -> R<i64> {
-    let sql = if lock {
-        "SELECT value FROM counters WHERE name = 'seq' FOR UPDATE"
-    } else {
-        "SELECT value FROM counters WHERE name = 'seq'"
-    };
-    let value: i64 = tx
-        .query_opt(sql, &[])
-        .await?
-        .ok_or(DbError::Damaged("counters.seq"))?
-        .get(0);
+async fn last_seq(tx: &Transaction<'_>) -> R<i64> {
+    let row = cached::query_opt(tx, "SELECT value FROM counters WHERE name = 'seq'", &[]).await?;
+    seq_value(row.as_ref())
+}
+
+/// The value of the `seq` counter's row.
+fn seq_value(row: Option<&Row>) -> R<i64> {
+    let value: i64 = row.ok_or(DbError::Damaged("counters.seq"))?.get(0);
     if value < 0 {
         return Err(DbError::Damaged("counters.seq").into());
     }
@@ -92,20 +94,32 @@ pub(super) async fn apply(
         .into());
     }
     let now = chrono::Utc::now().timestamp();
-    // Writers of heads queue here (see the module documentation of
-    // `postgres`): the sequence is gap-free and in commit order.
-    let first = last_seq(tx, true).await?;
     let mut ids: Vec<Vec<u8>> = changes.iter().map(|c| c.id.as_bytes().to_vec()).collect();
     ids.sort();
     ids.dedup();
-    let rows = tx
-        .query(
-            "SELECT patient, head, seq, catchment, created_by, holders, created_at, updated_by
-               FROM records WHERE patient = ANY($1) ORDER BY patient FOR UPDATE",
-            &[&ids],
-        )
-        .await?;
-    let fenced = super::locks::leased_by_others(tx, &ids, owner).await?;
+    // Sent together, run in this order: first the `seq` counter's row lock,
+    // where writers of heads queue (see the module documentation of
+    // `postgres`: the sequence is gap-free and in commit order), then the
+    // records' rows, locked in patient order, then the leases of others.
+    let mut read = cached::query_all(
+        tx,
+        &[
+            (LAST_SEQ_FOR_UPDATE, &[]),
+            (
+                "SELECT patient, head, seq, catchment, created_by, holders, created_at, updated_by
+                   FROM records WHERE patient = ANY($1) ORDER BY patient FOR UPDATE",
+                &[&ids],
+            ),
+            (super::locks::LEASED_BY_OTHERS, &[&ids, &owner]),
+        ],
+    )
+    .await?
+    .into_iter();
+    let (Some(counter), Some(rows), Some(leased)) = (read.next(), read.next(), read.next()) else {
+        return Err(DbError::Damaged("counters.seq").into());
+    };
+    let first = seq_value(counter.first())?;
+    let fenced: HashSet<Vec<u8>> = leased.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
     let mut states: HashMap<PatientId, State> = HashMap::with_capacity(rows.len());
     for row in &rows {
         states.insert(
@@ -212,47 +226,6 @@ pub(super) async fn apply(
         let columns = if state.stored { &mut old } else { &mut new };
         columns.push(id, state);
     }
-    if !new.patient.is_empty() {
-        tx.execute(
-            "INSERT INTO records (patient, head, seq, catchment, created_by, holders, created_at, updated_at, updated_by)
-             SELECT patient, head, seq, catchment, created_by, holders, created_at, $8, updated_by
-               FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bytea[], $7::bigint[], $9::bigint[])
-                 AS u(patient, head, seq, catchment, created_by, holders, created_at, updated_by)",
-            &[
-                &new.patient,
-                &new.head,
-                &new.seq,
-                &new.catchment,
-                &new.created_by,
-                &new.holders,
-                &new.created_at,
-                &now,
-                &new.updated_by,
-            ],
-        )
-        .await?;
-    }
-    if !old.patient.is_empty() {
-        tx.execute(
-            "UPDATE records r
-                SET head = u.head, seq = u.seq, catchment = u.catchment, holders = u.holders,
-                    updated_at = $6, updated_by = u.updated_by
-               FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $7::bigint[])
-                 AS u(patient, head, seq, catchment, holders, updated_by)
-              WHERE r.patient = u.patient",
-            &[
-                &old.patient,
-                &old.head,
-                &old.seq,
-                &old.catchment,
-                &old.holders,
-                &now,
-                &old.updated_by,
-            ],
-        )
-        .await?;
-    }
-
     let mut log_seq = Vec::with_capacity(log.len());
     let mut log_patient = Vec::with_capacity(log.len());
     let mut log_head = Vec::with_capacity(log.len());
@@ -263,14 +236,6 @@ pub(super) async fn apply(
         log_head.push(h);
         log_by.push(by);
     }
-    tx.execute(
-        "INSERT INTO changes (seq, patient, head, instance, time)
-         SELECT seq, patient, head, instance, $5
-           FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[]) AS u(seq, patient, head, instance)",
-        &[&log_seq, &log_patient, &log_head, &log_by, &now],
-    )
-    .await?;
-
     let mut p_patient = Vec::with_capacity(pending.len());
     let mut p_head = Vec::with_capacity(pending.len());
     let mut p_staging = Vec::with_capacity(pending.len());
@@ -279,56 +244,106 @@ pub(super) async fn apply(
         p_head.push(head);
         p_staging.push(staging);
     }
+    let mut h_seq = Vec::with_capacity(history.len());
+    let mut h_patient = Vec::with_capacity(history.len());
+    let mut h_head = Vec::with_capacity(history.len());
+    let mut h_pack = Vec::with_capacity(history.len());
+    for (s, id, head, pack) in history {
+        h_seq.push(s);
+        h_patient.push(id.as_bytes().to_vec());
+        h_head.push(head);
+        h_pack.push(pack);
+    }
+    let mut seen = HashSet::new();
+    let (mut g_instance, mut g_patient, mut g_reason) = (Vec::new(), Vec::new(), Vec::new());
+    for (instance, id, reason) in grants {
+        if seen.insert((instance, id)) {
+            g_instance.push(instance);
+            g_patient.push(id.as_bytes().to_vec());
+            g_reason.push(reason.to_owned());
+        }
+    }
+
+    // The writes, sent together (one round trip), run in this order.
+    let insert_records: &Params<'_> = &[
+        &new.patient,
+        &new.head,
+        &new.seq,
+        &new.catchment,
+        &new.created_by,
+        &new.holders,
+        &new.created_at,
+        &now,
+        &new.updated_by,
+    ];
+    let update_records: &Params<'_> = &[
+        &old.patient,
+        &old.head,
+        &old.seq,
+        &old.catchment,
+        &old.holders,
+        &now,
+        &old.updated_by,
+    ];
+    let insert_changes: &Params<'_> = &[&log_seq, &log_patient, &log_head, &log_by, &now];
+    let insert_pending: &Params<'_> = &[&p_patient, &p_head, &p_staging];
+    let insert_history: &Params<'_> = &[&h_patient, &h_seq, &h_head, &h_pack];
+    let insert_grants: &Params<'_> = &[&g_instance, &g_patient, &g_reason, &now];
+    let set_seq: &Params<'_> = &[&seq];
+    let mut writes: Vec<(&str, &Params<'_>)> = Vec::with_capacity(7);
+    if !new.patient.is_empty() {
+        writes.push((
+            "INSERT INTO records (patient, head, seq, catchment, created_by, holders, created_at, updated_at, updated_by)
+             SELECT patient, head, seq, catchment, created_by, holders, created_at, $8, updated_by
+               FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bytea[], $7::bigint[], $9::bigint[])
+                 AS u(patient, head, seq, catchment, created_by, holders, created_at, updated_by)",
+            insert_records,
+        ));
+    }
+    if !old.patient.is_empty() {
+        writes.push((
+            "UPDATE records r
+                SET head = u.head, seq = u.seq, catchment = u.catchment, holders = u.holders,
+                    updated_at = $6, updated_by = u.updated_by
+               FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $7::bigint[])
+                 AS u(patient, head, seq, catchment, holders, updated_by)
+              WHERE r.patient = u.patient",
+            update_records,
+        ));
+    }
+    writes.push((
+        "INSERT INTO changes (seq, patient, head, instance, time)
+         SELECT seq, patient, head, instance, $5
+           FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[]) AS u(seq, patient, head, instance)",
+        insert_changes,
+    ));
     if packs.is_none() {
-        tx.execute(
+        writes.push((
             "INSERT INTO ref_pending (patient, head, staging)
              SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[])
              ON CONFLICT (patient) DO UPDATE
                 SET head = excluded.head, staging = coalesce(excluded.staging, ref_pending.staging)",
-            &[&p_patient, &p_head, &p_staging],
-        )
-        .await?;
+            insert_pending,
+        ));
     }
-    if !history.is_empty() {
-        let mut h_seq = Vec::with_capacity(history.len());
-        let mut h_patient = Vec::with_capacity(history.len());
-        let mut h_head = Vec::with_capacity(history.len());
-        let mut h_pack = Vec::with_capacity(history.len());
-        for (s, id, head, pack) in history {
-            h_seq.push(s);
-            h_patient.push(id.as_bytes().to_vec());
-            h_head.push(head);
-            h_pack.push(pack);
-        }
-        tx.execute(
+    if !h_patient.is_empty() {
+        writes.push((
             "INSERT INTO record_history (patient, seq, head, pack)
              SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::text[], $4::bytea[])",
-            &[&h_patient, &h_seq, &h_head, &h_pack],
-        )
-        .await?;
+            insert_history,
+        ));
     }
-
-    if !grants.is_empty() {
-        let mut seen = HashSet::new();
-        let (mut g_instance, mut g_patient, mut g_reason) = (Vec::new(), Vec::new(), Vec::new());
-        for (instance, id, reason) in grants {
-            if seen.insert((instance, id)) {
-                g_instance.push(instance);
-                g_patient.push(id.as_bytes().to_vec());
-                g_reason.push(reason.to_owned());
-            }
-        }
-        tx.execute(
+    if !g_patient.is_empty() {
+        writes.push((
             "INSERT INTO grants (instance, patient, reason, granted_at)
              SELECT instance, patient, reason, $4
                FROM unnest($1::bigint[], $2::bytea[], $3::text[]) AS u(instance, patient, reason)
              ON CONFLICT (instance, patient) DO NOTHING",
-            &[&g_instance, &g_patient, &g_reason, &now],
-        )
-        .await?;
+            insert_grants,
+        ));
     }
-    tx.execute("UPDATE counters SET value = $1 WHERE name = 'seq'", &[&seq])
-        .await?;
+    writes.push(("UPDATE counters SET value = $1 WHERE name = 'seq'", set_seq));
+    cached::execute_all(tx, &writes).await?;
     Ok(out)
 }
 
@@ -360,16 +375,16 @@ impl Columns {
 
 /// The rows of these records, in order.
 pub(super) async fn get(tx: &Transaction<'_>, ids: &[PatientId]) -> R<Vec<Option<RecordRow>>> {
-    let rows = tx
-        .query(
-            concat!(
-                "SELECT ",
-                record_columns!(),
-                " FROM records r WHERE r.patient = ANY($1)"
-            ),
-            &[&ids_sql(ids)],
-        )
-        .await?;
+    let rows = cached::query(
+        tx,
+        concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM records r WHERE r.patient = ANY($1)"
+        ),
+        &[&ids_sql(ids)],
+    )
+    .await?;
     let mut found: HashMap<PatientId, RecordRow> = HashMap::with_capacity(rows.len());
     for row in &rows {
         let record = decode(row)?;
@@ -380,12 +395,12 @@ pub(super) async fn get(tx: &Transaction<'_>, ids: &[PatientId]) -> R<Vec<Option
 
 /// The record's first head.
 pub(super) async fn first_head(tx: &Transaction<'_>, id: &PatientId) -> R<Option<CommitId>> {
-    let row = tx
-        .query_opt(
-            "SELECT head FROM changes WHERE patient = $1 ORDER BY seq ASC LIMIT 1",
-            &[&&id.as_bytes()[..]],
-        )
-        .await?;
+    let row = cached::query_opt(
+        tx,
+        "SELECT head FROM changes WHERE patient = $1 ORDER BY seq ASC LIMIT 1",
+        &[&&id.as_bytes()[..]],
+    )
+    .await?;
     Ok(row
         .map(|r| head_from(r.get(0), "changes.head"))
         .transpose()?)
@@ -393,54 +408,52 @@ pub(super) async fn first_head(tx: &Transaction<'_>, id: &PatientId) -> R<Option
 
 /// The record's head after its latest change numbered `at` or lower.
 pub(super) async fn head_at(tx: &Transaction<'_>, id: &PatientId, at: Seq) -> R<Option<CommitId>> {
-    let row = tx
-        .query_opt(
-            "SELECT head FROM changes WHERE patient = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1",
-            &[&&id.as_bytes()[..], &seq_to_sql(at)],
-        )
-        .await?;
+    let row = cached::query_opt(
+        tx,
+        "SELECT head FROM changes WHERE patient = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1",
+        &[&&id.as_bytes()[..], &seq_to_sql(at)],
+    )
+    .await?;
     Ok(row
         .map(|r| head_from(r.get(0), "changes.head"))
         .transpose()?)
 }
 
-/// Sets `instance`'s holder bit on these records (unknown ones ignored).
+/// Sets `instance`'s holder bit on these records (unknown ones ignored),
+/// in one statement: the rows are locked in patient order (as
+/// [`apply`] locks them), and the bit is set in the stored bytes where it
+/// is not set yet (bit `i` is bit `i % 8` of byte `i / 8`, the layout of
+/// [`Holders`]; a string too short for it is first extended with zero
+/// bytes, so no trailing zero byte is ever stored).
 pub(super) async fn add_holder(tx: &Transaction<'_>, instance: u32, ids: &[PatientId]) -> R<()> {
     let mut ids = ids_sql(ids);
     ids.sort();
     ids.dedup();
-    let rows = tx
-        .query(
-            "SELECT patient, holders FROM records WHERE patient = ANY($1) ORDER BY patient FOR UPDATE",
-            &[&ids],
-        )
-        .await?;
-    let mut patients: Vec<Vec<u8>> = Vec::new();
-    let mut holders: Vec<Vec<u8>> = Vec::new();
-    for row in &rows {
-        let mut now = Holders::from_bytes(row.get(1));
-        if now.insert(instance) {
-            patients.push(row.get(0));
-            holders.push(now.to_bytes());
-        }
-    }
-    if !patients.is_empty() {
-        tx.execute(
-            "UPDATE records r SET holders = u.holders
-               FROM unnest($1::bytea[], $2::bytea[]) AS u(patient, holders)
-              WHERE r.patient = u.patient",
-            &[&patients, &holders],
-        )
-        .await?;
-    }
+    let bit = i64::from(instance);
+    let byte = i32::try_from(instance / 8).map_err(|_| DbError::IdOutOfRange(instance))?;
+    cached::execute(
+        tx,
+        "WITH locked AS MATERIALIZED (
+             SELECT patient FROM records WHERE patient = ANY($1) ORDER BY patient FOR UPDATE
+         )
+         UPDATE records r
+            SET holders = set_bit(
+                    CASE WHEN length(r.holders) > $3 THEN r.holders
+                         ELSE r.holders || decode(repeat('00', $3 + 1 - length(r.holders)), 'hex')
+                    END,
+                    $2, 1)
+           FROM locked
+          WHERE r.patient = locked.patient
+            AND CASE WHEN length(r.holders) > $3 THEN get_bit(r.holders, $2) = 0 ELSE true END",
+        &[&ids, &bit, &byte],
+    )
+    .await?;
     Ok(())
 }
 
 /// Every head whose ref may lag.
 pub(super) async fn ref_pending(tx: &Transaction<'_>) -> R<Vec<RefPending>> {
-    let rows = tx
-        .query("SELECT patient, head, staging FROM ref_pending", &[])
-        .await?;
+    let rows = cached::query(tx, "SELECT patient, head, staging FROM ref_pending", &[]).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         out.push(RefPending {
@@ -459,7 +472,8 @@ pub(super) async fn clear_ref_pending(
 ) -> R<()> {
     let patients: Vec<Vec<u8>> = done.iter().map(|(id, _)| id.as_bytes().to_vec()).collect();
     let heads: Vec<String> = done.iter().map(|(_, head)| head.to_string()).collect();
-    tx.execute(
+    cached::execute(
+        tx,
         "DELETE FROM ref_pending p USING unnest($1::bytea[], $2::text[]) AS d(patient, head)
           WHERE p.patient = d.patient AND p.head = d.head",
         &[&patients, &heads],
@@ -470,13 +484,13 @@ pub(super) async fn clear_ref_pending(
 
 /// Whether `instance` has a grant on the record.
 pub(super) async fn has_grant(tx: &Transaction<'_>, instance: u32, id: &PatientId) -> R<bool> {
-    Ok(tx
-        .query_opt(
-            "SELECT 1 FROM grants WHERE instance = $1 AND patient = $2",
-            &[&i64::from(instance), &&id.as_bytes()[..]],
-        )
-        .await?
-        .is_some())
+    Ok(cached::query_opt(
+        tx,
+        "SELECT 1 FROM grants WHERE instance = $1 AND patient = $2",
+        &[&i64::from(instance), &&id.as_bytes()[..]],
+    )
+    .await?
+    .is_some())
 }
 
 /// Grants the record to `instance` (a grant it has keeps its first reason).
@@ -486,7 +500,8 @@ pub(super) async fn grant(
     id: &PatientId,
     reason: &str,
 ) -> R<()> {
-    tx.execute(
+    cached::execute(
+        tx,
         "INSERT INTO grants (instance, patient, reason, granted_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (instance, patient) DO NOTHING",
         &[
@@ -511,8 +526,8 @@ pub(super) async fn scope_changes(
     after: Seq,
     limit: usize,
 ) -> R<Vec<RecordRow>> {
-    let rows = tx
-        .query(
+    let rows = cached::query(
+            tx,
             concat!(
                 "SELECT ",
                 record_columns!(),
@@ -531,17 +546,17 @@ pub(super) async fn scope_changes(
 
 /// Totals.
 pub(super) async fn counts(tx: &Transaction<'_>) -> R<Counts> {
-    let row = tx
-        .query_one(
-            "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM instances)",
-            &[],
-        )
-        .await?;
+    let row = cached::query_one(
+        tx,
+        "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM instances)",
+        &[],
+    )
+    .await?;
     Ok(Counts {
         records: u64::try_from(row.get::<_, i64>(0)).map_err(|_| DbError::Damaged("records"))?,
         instances: u64::try_from(row.get::<_, i64>(1))
             .map_err(|_| DbError::Damaged("instances"))?,
-        seq: seq_from(last_seq(tx, false).await?, "counters.seq")?,
+        seq: seq_from(last_seq(tx).await?, "counters.seq")?,
     })
 }
 
@@ -553,8 +568,8 @@ pub(super) async fn history_after(
 ) -> R<Vec<(CommitId, Vec<u8>)>> {
     let id = &id.as_bytes()[..];
     let from: i64 = match after {
-        Some(head) => tx
-            .query_opt(
+        Some(head) => cached::query_opt(
+                tx,
                 "SELECT seq FROM record_history WHERE patient = $1 AND head = $2 ORDER BY seq DESC LIMIT 1",
                 &[&id, &head.to_string()],
             )
@@ -562,12 +577,12 @@ pub(super) async fn history_after(
             .map_or(0, |r| r.get(0)),
         None => 0,
     };
-    let rows = tx
-        .query(
-            "SELECT head, pack FROM record_history WHERE patient = $1 AND seq > $2 ORDER BY seq",
-            &[&id, &from],
-        )
-        .await?;
+    let rows = cached::query(
+        tx,
+        "SELECT head, pack FROM record_history WHERE patient = $1 AND seq > $2 ORDER BY seq",
+        &[&id, &from],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         out.push((head_from(row.get(0), "record_history.head")?, row.get(1)));
@@ -581,13 +596,35 @@ pub(super) async fn heads_at(
     ids: &[PatientId],
     at: Seq,
 ) -> R<Vec<Option<CommitId>>> {
-    let rows = tx
-        .query(
-            "SELECT DISTINCT ON (patient) patient, head FROM changes
+    let rows = cached::query(
+        tx,
+        "SELECT DISTINCT ON (patient) patient, head FROM changes
               WHERE patient = ANY($1) AND seq <= $2 ORDER BY patient, seq DESC",
-            &[&ids_sql(ids), &seq_to_sql(at)],
-        )
-        .await?;
+        &[&ids_sql(ids), &seq_to_sql(at)],
+    )
+    .await?;
+    let mut found: HashMap<PatientId, CommitId> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        found.insert(
+            patient_from(row.get(0), "changes.patient")?,
+            head_from(row.get(1), "changes.head")?,
+        );
+    }
+    Ok(ids.iter().map(|id| found.get(id).copied()).collect())
+}
+
+/// [`first_head`] of several records in one query.
+pub(super) async fn first_heads(
+    tx: &Transaction<'_>,
+    ids: &[PatientId],
+) -> R<Vec<Option<CommitId>>> {
+    let rows = cached::query(
+        tx,
+        "SELECT DISTINCT ON (patient) patient, head FROM changes
+          WHERE patient = ANY($1) ORDER BY patient, seq ASC",
+        &[&ids_sql(ids)],
+    )
+    .await?;
     let mut found: HashMap<PatientId, CommitId> = HashMap::with_capacity(rows.len());
     for row in &rows {
         found.insert(

@@ -1,6 +1,6 @@
 //! Instances' reports and their hourly activity.
 
-use tokio_postgres::Transaction;
+use super::cached::{self, Tx as Transaction};
 
 use super::R;
 use super::instances::instance_id;
@@ -13,14 +13,16 @@ fn big(n: u64) -> i64 {
 pub(super) async fn save(tx: &Transaction<'_>, r: &SavedReport) -> R<()> {
     let instance = i64::from(r.instance);
     let lag = big(r.lag);
-    tx.execute(
+    cached::execute(
+        tx,
         "INSERT INTO instance_reports (instance, at, report, lag) VALUES ($1, $2, $3, $4)
          ON CONFLICT (instance) DO UPDATE SET at = excluded.at, report = excluded.report, lag = excluded.lag",
         &[&instance, &r.at, &r.report, &lag],
     )
     .await?;
     let hour = r.at.div_euclid(3600);
-    tx.execute(
+    cached::execute(
+        tx,
         "INSERT INTO instance_activity (instance, hour, calls, lag, pending, conflicts)
          VALUES ($1, $2, $6, $3, $4, $5)
          ON CONFLICT (instance, hour) DO UPDATE SET calls = instance_activity.calls + excluded.calls,
@@ -35,7 +37,8 @@ pub(super) async fn save(tx: &Transaction<'_>, r: &SavedReport) -> R<()> {
         ],
     )
     .await?;
-    tx.execute(
+    cached::execute(
+        tx,
         "DELETE FROM instance_activity WHERE instance = $1 AND hour < $2",
         &[&instance, &(hour - ACTIVITY_KEEP_HOURS)],
     )
@@ -44,17 +47,17 @@ pub(super) async fn save(tx: &Transaction<'_>, r: &SavedReport) -> R<()> {
 }
 
 pub(super) async fn latest(tx: &Transaction<'_>) -> R<Vec<SavedReport>> {
-    let rows = tx
-        .query(
-            "SELECT r.instance, r.at, r.report, r.lag,
+    let rows = cached::query(
+        tx,
+        "SELECT r.instance, r.at, r.report, r.lag,
                     coalesce(a.pending, 0), coalesce(a.conflicts, 0)
              FROM instance_reports r
              LEFT JOIN instance_activity a
                ON a.instance = r.instance AND a.hour = div(r.at, 3600)
              ORDER BY r.instance",
-            &[],
-        )
-        .await?;
+        &[],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         out.push(SavedReport {
@@ -71,13 +74,13 @@ pub(super) async fn latest(tx: &Transaction<'_>) -> R<Vec<SavedReport>> {
 }
 
 pub(super) async fn activity(tx: &Transaction<'_>, since_hour: i64) -> R<Vec<ActivityRow>> {
-    let rows = tx
-        .query(
-            "SELECT instance, hour, calls, lag, pending, conflicts FROM instance_activity
+    let rows = cached::query(
+        tx,
+        "SELECT instance, hour, calls, lag, pending, conflicts FROM instance_activity
              WHERE hour >= $1 ORDER BY instance, hour",
-            &[&since_hour],
-        )
-        .await?;
+        &[&since_hour],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         out.push(ActivityRow {
