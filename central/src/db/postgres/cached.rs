@@ -46,10 +46,7 @@ pub(crate) async fn execute(tx: &Tx<'_>, sql: &str, params: &Params<'_>) -> R<u6
 /// statement's failure (a failure aborts the transaction, so the ones
 /// after it fail too, saying only that).
 pub(crate) async fn execute_all(tx: &Tx<'_>, statements: &[(&str, &Params<'_>)]) -> R<Vec<u64>> {
-    let mut prepared = Vec::with_capacity(statements.len());
-    for (sql, _) in statements {
-        prepared.push(tx.prepare_cached(sql).await?);
-    }
+    let prepared = prepare_all(tx, statements).await?;
     let runs = prepared
         .iter()
         .zip(statements)
@@ -60,15 +57,24 @@ pub(crate) async fn execute_all(tx: &Tx<'_>, statements: &[(&str, &Params<'_>)])
 /// Runs the queries of `statements` like [`execute_all`], returning the
 /// rows of each.
 pub(crate) async fn query_all(tx: &Tx<'_>, statements: &[(&str, &Params<'_>)]) -> R<Vec<Vec<Row>>> {
-    let mut prepared = Vec::with_capacity(statements.len());
-    for (sql, _) in statements {
-        prepared.push(tx.prepare_cached(sql).await?);
-    }
+    let prepared = prepare_all(tx, statements).await?;
     let runs = prepared
         .iter()
         .zip(statements)
         .map(|(statement, (_, params))| tx.query(statement, params));
     Ok(in_order(runs).await?)
+}
+
+/// The prepared statements of `statements` (cached per connection).
+async fn prepare_all(
+    tx: &Tx<'_>,
+    statements: &[(&str, &Params<'_>)],
+) -> R<Vec<tokio_postgres::Statement>> {
+    let mut prepared = Vec::with_capacity(statements.len());
+    for (sql, _) in statements {
+        prepared.push(tx.prepare_cached(sql).await?);
+    }
+    Ok(prepared)
 }
 
 /// Awaits futures together, polling them in the order given: the first
