@@ -313,13 +313,18 @@ pub(crate) fn store_updates(
         // Local edits merged onto central's tombstone of a record merged
         // into another: central carries them onto the survivor; the
         // survivor's differing values are queued once it is held here.
-        if let Some(survivor) = merged_into(sat, &u.id, u.head)? {
-            carried.push(Carried {
+        match merged_into(sat, &u.id, u.head) {
+            Ok(Some(survivor)) => carried.push(Carried {
                 retired: u.id,
                 edit: outcome.prepared.new,
                 tombstone: u.head,
                 survivor,
-            });
+            }),
+            Ok(None) => {}
+            // The merge itself goes on: central still carries the edit.
+            Err(e) => {
+                tracing::warn!(patient = %u.id, error = %crate::error_chain(&e), "could not read central's tombstone: the survivor's differing values will not be queued here");
+            }
         }
         // Local changes remain on top of central's head: to be pushed.
         dirty.push(u.id);
@@ -462,44 +467,56 @@ fn follow(sat: &Satellite, mut id: PatientId) -> Result<Survivor, StoreError> {
 pub(crate) fn queue_carried_conflicts(sat: &Satellite) -> Result<u64, JobError> {
     let mut queued = 0;
     for c in sat.db.carried()? {
-        let (survivor, head, files) = match follow(sat, c.survivor)? {
-            Survivor::Held(id, head, files) => (id, head, files),
-            Survivor::Missing => continue,
-            Survivor::Gone => {
-                sat.db.drop_carried(&c.retired, c.edit)?;
-                continue;
+        // One record's trouble leaves the others' queued; it is tried
+        // again after the next pull.
+        match queue_carried(sat, &c) {
+            Ok(n) => queued += n,
+            Err(e) => {
+                tracing::warn!(patient = %c.survivor, retired = %c.retired, error = %crate::error_chain(&e), "could not queue the conflicts of an edit carried onto a survivor");
             }
-        };
-        let (Some(base), Some(ours)) = (
-            sat.store.read_at(&c.retired, c.tombstone)?,
-            sat.store.read_at(&c.retired, c.edit)?,
-        ) else {
-            sat.db.drop_carried(&c.retired, c.edit)?;
-            continue;
-        };
-        let carried =
-            chartsync_merge::carry_files(&files, &without_marker(base), &without_marker(ours));
-        let conflicts: Vec<NewConflict> = carried
-            .conflicts
-            .into_iter()
-            .map(|k| NewConflict {
-                patient: survivor,
-                file: k.file,
-                path: k.path,
-                base: k.base.unwrap_or(serde_json::Value::Null),
-                ours: k.ours.unwrap_or(serde_json::Value::Null),
-                theirs: k.theirs.unwrap_or(serde_json::Value::Null),
-                ours_commit: c.edit,
-                theirs_commit: c.tombstone,
-                merge_commit: head,
-            })
-            .collect();
-        if !conflicts.is_empty() {
-            tracing::info!(patient = %survivor, retired = %c.retired, conflicts = conflicts.len(), "an edit carried onto the survivor of a merge kept the survivor's values: queued as conflicts");
-            sat.db.record_conflicts(&conflicts)?;
-            queued += conflicts.len() as u64;
         }
-        sat.db.drop_carried(&c.retired, c.edit)?;
     }
     Ok(queued)
+}
+
+/// [`queue_carried_conflicts`] for one edit.
+fn queue_carried(sat: &Satellite, c: &Carried) -> Result<u64, JobError> {
+    let (survivor, head, files) = match follow(sat, c.survivor)? {
+        Survivor::Held(id, head, files) => (id, head, files),
+        Survivor::Missing => return Ok(0),
+        Survivor::Gone => {
+            sat.db.drop_carried(&c.retired, c.edit)?;
+            return Ok(0);
+        }
+    };
+    let (Some(base), Some(ours)) = (
+        sat.store.read_at(&c.retired, c.tombstone)?,
+        sat.store.read_at(&c.retired, c.edit)?,
+    ) else {
+        sat.db.drop_carried(&c.retired, c.edit)?;
+        return Ok(0);
+    };
+    let carried =
+        chartsync_merge::carry_files(&files, &without_marker(base), &without_marker(ours));
+    let conflicts: Vec<NewConflict> = carried
+        .conflicts
+        .into_iter()
+        .map(|k| NewConflict {
+            patient: survivor,
+            file: k.file,
+            path: k.path,
+            base: k.base.unwrap_or(serde_json::Value::Null),
+            ours: k.ours.unwrap_or(serde_json::Value::Null),
+            theirs: k.theirs.unwrap_or(serde_json::Value::Null),
+            ours_commit: c.edit,
+            theirs_commit: c.tombstone,
+            merge_commit: head,
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        tracing::info!(patient = %survivor, retired = %c.retired, conflicts = conflicts.len(), "an edit carried onto the survivor of a merge kept the survivor's values: queued as conflicts");
+        sat.db.record_conflicts(&conflicts)?;
+    }
+    sat.db.drop_carried(&c.retired, c.edit)?;
+    Ok(conflicts.len() as u64)
 }
