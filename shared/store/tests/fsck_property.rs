@@ -508,11 +508,15 @@ fn every_pack_the_receiver_accepts_passes_git_fsck() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = store(dir.path(), "central");
     let accepted = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config {
+    let config = Config {
         cases,
         failure_persistence: None,
         ..Config::default()
-    });
+    };
+    // The same cases every run (a random seed let the share accepted below
+    // fall under its bound now and then); more cases explore further.
+    let rng = proptest::test_runner::TestRng::deterministic_rng(config.rng_algorithm);
+    let mut runner = TestRunner::new_with_rng(config, rng);
     runner
         .run(&case(), |mutations| {
             let (objects, head) = build(&mutations);
