@@ -21,9 +21,10 @@ use serde_json::json;
 pub struct BenchOptions {
     /// Records for the main run.
     pub records: usize,
-    /// Records for the large run (no-change cycle and fetch-new paging);
-    /// 0 skips it.
-    pub large: usize,
+    /// Records for the large runs (push, fetch-new paging, no-change
+    /// cycle), one run per value, on the backend `database` picks; empty
+    /// skips them.
+    pub large: Vec<usize>,
     /// Records pushed with plain git for the baseline.
     pub baseline_sample: usize,
     /// Print only the JSON object.
@@ -456,6 +457,32 @@ pub(crate) struct World {
     central: Central,
     pub(crate) a: PathBuf,
     pub(crate) b: PathBuf,
+    /// Satellite A's configuration text, its data folder named `{data_dir}`.
+    a_template: String,
+}
+
+impl World {
+    /// The configuration of another satellite of clinic A's instance, with
+    /// its own data folder `name` (the large run's seeding satellites).
+    fn satellite_like_a(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(format!("{name}.toml"));
+        write_config(&path, &self.a_template.replace("{data_dir}", name))?;
+        Ok(path)
+    }
+
+    /// Stops central and the link proxy, and hands back the folder, to be
+    /// removed when the caller drops it.
+    fn retire(self) -> tempfile::TempDir {
+        let World {
+            _dir,
+            proxy,
+            central,
+            ..
+        } = self;
+        drop(central);
+        drop(proxy);
+        _dir
+    }
 }
 
 /// Central and two satellites; with a link, the satellites reach central
@@ -542,16 +569,17 @@ pub(crate) async fn world(
     };
     let reach = proxy.as_ref().map_or(&central.url, |p| &p.url);
     let mut paths = Vec::new();
+    let mut templates = Vec::new();
     for (name, (id, token)) in ["a", "b"].iter().zip(&tokens) {
         let path = dir.join(format!("{name}.toml"));
-        write_config(
-            &path,
-            &format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{name}\"\n[central]\nurl = \"{reach}\"\ninstance_id = {id}\ntoken = \"{token}\"\ntimeout_secs = 600\n[sync]\nadapt_to_link = {adapt}\n"
-            ),
-        )?;
+        let template = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{{data_dir}}\"\n[central]\nurl = \"{reach}\"\ninstance_id = {id}\ntoken = \"{token}\"\ntimeout_secs = 600\n[sync]\nadapt_to_link = {adapt}\n"
+        );
+        write_config(&path, &template.replace("{data_dir}", name))?;
         paths.push(path);
+        templates.push(template);
     }
+    let a_template = templates.swap_remove(0);
     let b = paths.pop().context("b")?;
     let a = paths.pop().context("a")?;
     Ok(World {
@@ -561,6 +589,7 @@ pub(crate) async fn world(
         central,
         a,
         b,
+        a_template,
     })
 }
 
@@ -614,13 +643,22 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             eprintln!("{s}");
         }
     };
+    // Every run's folder is removed at the end (see `World::retire`).
+    let mut leftovers = Vec::new();
     let mut result = if options.records > 0 && options.database.is_some() {
-        side_by_side(&options, &say).await?
+        side_by_side(&options, &say, &mut leftovers).await?
     } else if options.records > 0 {
-        main_run(&options, &say).await?
+        main_run(&options, &say, &mut leftovers).await?
     } else {
         json!({})
     };
+    if !options.large.is_empty() {
+        let mut runs = Vec::new();
+        for &big in &options.large {
+            runs.push(large_run(&options, big, &say, &mut leftovers).await?);
+        }
+        result["large"] = json!(runs);
+    }
     if options.long_records > 0 {
         result["long"] =
             crate::bench_long::run(options.long_records, options.long_edits, &say).await?;
@@ -637,6 +675,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if !options.json && options.records > 0 {
         print_table(&result);
+    }
+    if !options.json {
+        print_large(&result);
     }
     if !options.json
         && let Some(runs) = result["clinics"].as_array()
@@ -677,6 +718,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn side_by_side(
     options: &BenchOptions,
     say: &dyn Fn(String),
+    leftovers: &mut Vec<tempfile::TempDir>,
 ) -> anyhow::Result<serde_json::Value> {
     let mut runs: [Vec<serde_json::Value>; 2] = [Vec::new(), Vec::new()];
     for rep in 0..options.repeat.max(1) {
@@ -688,7 +730,7 @@ async fn side_by_side(
                 options.repeat.max(1),
                 if postgres { "PostgreSQL" } else { "SQLite" }
             ));
-            runs[slot].push(main_run(options, say).await?);
+            runs[slot].push(main_run(options, say, leftovers).await?);
         }
     }
     crate::bench_pg::set_active(true);
@@ -724,6 +766,7 @@ async fn side_by_side(
 async fn main_run(
     options: &BenchOptions,
     say: &dyn Fn(String),
+    leftovers: &mut Vec<tempfile::TempDir>,
 ) -> anyhow::Result<serde_json::Value> {
     let n = options.records;
     say(format!(
@@ -889,46 +932,97 @@ async fn main_run(
             "fetch_times_slower": p.fetch_seconds / fetch.seconds.max(1e-9),
         });
     }
-    // The main run's folder is removed only at the end: deleting many
-    // files slows down creating new ones for minutes on some file systems
-    // (ext4 without a journal avoids reusing recently freed inodes), which
-    // would distort the large run.
-    let main_world = w;
-
-    if options.large > 0 {
-        let big = options.large;
-        say(format!(
-            "bench: large run, {big} records (no-change cycle and fetch-new paging)"
-        ));
-        let w = world("large", options.link, options.adapt).await?;
-        let ids: Vec<PatientId> = (0..big).map(|_| PatientId::random()).collect();
-        let t = Instant::now();
-        populate(&w.a, &ids, 0)?;
-        say(format!(
-            "  created {big} records at satellite A in {:.1} s",
-            t.elapsed().as_secs_f64()
-        ));
-        let (push, _) = job(&w.a, "push")?;
-        say(format!("  push (new):   {}", push.line()));
-        let (fetch, rss) = job(&w.b, "fetch-new")?;
-        say(format!("  fetch-new:    {}", fetch.line()));
-        let mut cycles = Vec::new();
-        for _ in 0..3 {
-            cycles.push(job(&w.b, "all")?.0);
-        }
-        cycles.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
-        let idle = cycles[cycles.len() / 2].clone();
-        say(format!("  no change:    {}", idle.line()));
-        result["large"] = json!({
-            "records": big,
-            "push_new": {"records_per_s": rate(&push, big as u64), "round_trips": push.round_trips},
-            "fetch_new": {"records_per_s": rate(&fetch, big as u64), "round_trips": fetch.round_trips, "satellite_peak_bytes": rss, "bytes_per_record": wire(&fetch) / big as f64},
-            "no_change_cycle": {"seconds": idle.seconds, "round_trips": idle.round_trips},
-            "central_peak_bytes": peak_rss(w.central.child.id()).unwrap_or(0),
-        });
-    }
-    drop(main_world);
+    // The main run's folder is removed only at the end of the benchmark:
+    // deleting many files slows down creating new ones for minutes on
+    // some file systems (ext4 avoids reusing recently freed inodes), which
+    // would distort the runs after it.
+    leftovers.push(w.retire());
     Ok(result)
+}
+
+/// Records a seeding satellite creates and pushes in the large run before
+/// its folder is left for the end (so that the disk holds at most one
+/// seeding satellite's records beside satellite B's).
+const SEED_CHUNK: usize = 100_000;
+
+/// The large run: `big` records pushed to central by seeding satellites
+/// (the clinic A instance, a fresh folder per [`SEED_CHUNK`] records, each
+/// chunk's push rate reported so a rate falling with central's size
+/// shows), fetched by satellite B (fetch-new paging over all of them),
+/// then the no-change cycle at B.
+async fn large_run(
+    options: &BenchOptions,
+    big: usize,
+    say: &dyn Fn(String),
+    leftovers: &mut Vec<tempfile::TempDir>,
+) -> anyhow::Result<serde_json::Value> {
+    say(format!(
+        "bench: large run, {big} records at central ({}) (push, fetch-new paging, no-change cycle)",
+        if crate::bench_pg::active() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    ));
+    let w = world("large", options.link, options.adapt).await?;
+    let mut pushes = Vec::new();
+    let mut push_seconds = 0.0;
+    let mut push_round_trips = 0;
+    let mut seeds: Vec<PathBuf> = Vec::new();
+    for (k, first) in (0..big).step_by(SEED_CHUNK).enumerate() {
+        let count = SEED_CHUNK.min(big - first);
+        let seed = if k == 0 {
+            w.a.clone()
+        } else {
+            let seed = w.satellite_like_a(&format!("seed{k}"))?;
+            // The previous seeding satellite's records are at central now.
+            if let Some(done) = seeds.last() {
+                let data = chartsync_satellite::SatelliteConfig::load(done)?.data_dir;
+                let _ = std::fs::remove_dir_all(data);
+            }
+            seed
+        };
+        seeds.push(seed.clone());
+        let ids: Vec<PatientId> = (0..count).map(|_| PatientId::random()).collect();
+        let t = Instant::now();
+        populate_in(&seed, &ids, 0, first, "valley")?;
+        let made = t.elapsed().as_secs_f64();
+        let (push, _) = job(&seed, "push")?;
+        say(format!(
+            "  records {}..{}: created in {made:.1} s; push (new): {}",
+            first,
+            first + count,
+            push.line()
+        ));
+        push_seconds += push.seconds;
+        push_round_trips += push.round_trips;
+        pushes.push(json!({
+            "first": first,
+            "records": count,
+            "records_per_s": rate(&push, count as u64),
+            "round_trips": push.round_trips,
+        }));
+    }
+    let (fetch, rss) = job(&w.b, "fetch-new")?;
+    say(format!("  fetch-new:    {}", fetch.line()));
+    let mut cycles = Vec::new();
+    for _ in 0..3 {
+        cycles.push(job(&w.b, "all")?.0);
+    }
+    cycles.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
+    let idle = cycles[cycles.len() / 2].clone();
+    say(format!("  no change:    {}", idle.line()));
+    let wire = |s: &Summary| (s.bytes_sent + s.bytes_received) as f64;
+    let central_peak = peak_rss(w.central.child.id()).unwrap_or(0);
+    leftovers.push(w.retire());
+    Ok(json!({
+        "records": big,
+        "backend": if crate::bench_pg::active() { "postgres" } else { "sqlite" },
+        "push_new": {"records_per_s": big as f64 / push_seconds.max(1e-9), "round_trips": push_round_trips, "by_chunk": pushes},
+        "fetch_new": {"records_per_s": rate(&fetch, big as u64), "round_trips": fetch.round_trips, "satellite_peak_bytes": rss, "bytes_per_record": wire(&fetch) / big as f64},
+        "no_change_cycle": {"seconds": idle.seconds, "round_trips": idle.round_trips},
+        "central_peak_bytes": central_peak,
+    }))
 }
 
 fn print_table(r: &serde_json::Value) {
@@ -1026,17 +1120,24 @@ fn print_table(r: &serde_json::Value) {
         f(&r["fetch_new"]["satellite_peak_bytes"]) / 1e6,
         f(&r["central_peak_bytes"]) / 1e6
     );
-    if r.get("large").is_some() {
-        let l = &r["large"];
+}
+
+/// The large runs' lines.
+fn print_large(r: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    for l in r["large"].as_array().into_iter().flatten() {
         println!(
-            "{:<22} {} records: fetch-new {:.0} records/s ({} round trips, satellite {:.0} MB), no-change cycle {:.3} s ({} round trips)",
+            "{:<22} {} records ({}): push {:.0} records/s, fetch-new {:.0} records/s ({} round trips, satellite {:.0} MB), no-change cycle {:.3} s ({} round trips), central {:.0} MB",
             "large run",
             l["records"],
+            l["backend"].as_str().unwrap_or("?"),
+            f(&l["push_new"]["records_per_s"]),
             f(&l["fetch_new"]["records_per_s"]),
             l["fetch_new"]["round_trips"],
             f(&l["fetch_new"]["satellite_peak_bytes"]) / 1e6,
             f(&l["no_change_cycle"]["seconds"]),
-            l["no_change_cycle"]["round_trips"]
+            l["no_change_cycle"]["round_trips"],
+            f(&l["central_peak_bytes"]) / 1e6,
         );
     }
 }

@@ -45,9 +45,12 @@ enum Command {
         /// Records for the main run.
         #[arg(long, default_value_t = 10_000)]
         records: usize,
-        /// Records for the large run (no-change cycle, fetch-new paging); 0 skips it.
-        #[arg(long, default_value_t = 0)]
-        large: usize,
+        /// Records for the large run (push, fetch-new paging, no-change
+        /// cycle), one run per value: --large 10000,1000000 shows whether
+        /// the cost per record grows with central's size. Runs on the
+        /// backend --database picks (PostgreSQL) or SQLite.
+        #[arg(long, value_delimiter = ',')]
+        large: Vec<usize>,
         /// Records pushed with plain git for the baseline.
         #[arg(long, default_value_t = 300)]
         baseline_sample: usize,
