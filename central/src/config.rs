@@ -107,6 +107,25 @@ pub struct DatabaseConfig {
     /// `sqlite://path` or a path (default: `central.sqlite` in `data_dir`).
     #[serde(default)]
     pub url: Option<String>,
+    /// On PostgreSQL: the most connections this process opens for its work
+    /// (default 16; one more keeps its liveness key). Every central process
+    /// sharing the database opens up to this many plus one, so their sum
+    /// must stay under the server's `max_connections` (100 by default).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+/// Connections per central process on PostgreSQL, unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+/// The fewest `[database] max_connections` allowed: a batch's work may use
+/// a connection while its locks hold another.
+pub const MIN_MAX_CONNECTIONS: usize = 4;
+
+impl DatabaseConfig {
+    /// The connections this process may open for its work (PostgreSQL).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
+    }
 }
 
 /// `[tls]`.
@@ -248,6 +267,13 @@ impl CentralConfig {
                 "[duplicates] min_score must be between 0 and 1".into(),
             ));
         }
+        if let Some(n) = config.database.max_connections
+            && !(MIN_MAX_CONNECTIONS..=1000).contains(&n)
+        {
+            return Err(invalid(format!(
+                "[database] max_connections must be between {MIN_MAX_CONNECTIONS} and 1000 (it is {n})"
+            )));
+        }
         if let Some(url) = &config.database.url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -365,10 +391,23 @@ mod tests {
         for bad in [
             "data_dir = \"d\"\nbogus = 1\n",
             "data_dir = \"d\"\n[database]\nurl = \"mysql://x\"\n",
+            "data_dir = \"d\"\n[database]\nmax_connections = 3\n",
+            "data_dir = \"d\"\n[database]\nmax_connections = 100000\n",
             "data_dir = \"d\"\n[locks]\nlease_secs = 0\n",
             "listen = \"nowhere\"\ndata_dir = \"d\"\n",
         ] {
             assert!(CentralConfig::parse(bad, p).is_err(), "{bad}");
         }
+        let pool = |text: &str| {
+            CentralConfig::parse(text, p)
+                .expect("parses")
+                .database
+                .max_connections()
+        };
+        assert_eq!(pool("data_dir = \"d\"\n"), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(
+            pool("data_dir = \"d\"\n[database]\nmax_connections = 6\n"),
+            6
+        );
     }
 }

@@ -42,7 +42,9 @@ impl AnyDb {
                     })??;
                 Ok(AnyDb::Sqlite(db))
             }
-            DatabaseUrl::Postgres(url) => Ok(AnyDb::Postgres(PgDb::open(&url).await?)),
+            DatabaseUrl::Postgres(url) => Ok(AnyDb::Postgres(
+                PgDb::open_with(&url, config.database.max_connections()).await?,
+            )),
         }
     }
 

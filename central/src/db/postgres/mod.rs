@@ -55,8 +55,6 @@ use super::{
 
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 
-/// Connections per process.
-const POOL_SIZE: usize = 16;
 /// How many times a transaction aborted by a deadlock or a serialization
 /// failure is run.
 const ATTEMPTS: u32 = 6;
@@ -171,13 +169,20 @@ impl PgDb {
     /// Connects to the database at `url` (`postgres://user@host:port/db`),
     /// creating or migrating its tables.
     pub async fn open(url: &str) -> Result<PgDb, DbError> {
-        let db = PgDb::connect(url)?;
+        PgDb::open_with(url, crate::config::DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`PgDb::open`] with at most `max_connections` connections for work
+    /// (`[database] max_connections`; one more keeps the liveness key).
+    pub async fn open_with(url: &str, max_connections: usize) -> Result<PgDb, DbError> {
+        let db = PgDb::connect_with(url, max_connections)?;
         db.migrate().await?;
         Ok(db)
     }
 
-    /// A pool for `url`, without touching the database yet.
-    pub fn connect(url: &str) -> Result<PgDb, DbError> {
+    /// A pool for `url` of at most `max_connections` connections, without
+    /// touching the database yet.
+    pub fn connect_with(url: &str, max_connections: usize) -> Result<PgDb, DbError> {
         let config = parse_url(url)?;
         let liveness = std::sync::Arc::new(liveness::Liveness::new(config.clone()));
         let manager = Manager::from_config(
@@ -188,7 +193,7 @@ impl PgDb {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
+            .max_size(max_connections.max(1))
             .build()
             .map_err(|e| DbError::Backend {
                 context: "making the connection pool",

@@ -125,6 +125,43 @@ async fn migrate_is_idempotent_and_refuses_a_newer_schema() {
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_opens_no_more_connections_than_configured() {
+    use crate::db::CentralDb;
+    let test = TestDb::new().await;
+    let db = std::sync::Arc::new(PgDb::open_with(&test.url, 4).await.expect("open"));
+    let ids: Vec<chartsync_protocol::PatientId> = (0..50)
+        .map(|_| chartsync_protocol::PatientId::random())
+        .collect();
+    // 40 readers at once: they queue for the 4 connections, none fails.
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let (db, ids) = (std::sync::Arc::clone(&db), ids.clone());
+            tokio::spawn(async move { db.records(&ids).await.map(|rows| rows.len()) })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task").expect("read"), 50);
+    }
+    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let name = test.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let open: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert!(
+        (1..=5).contains(&open),
+        "4 for work and at most one for the liveness key, not {open}"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_server_is_a_clear_error() {
     // Port 1 on loopback: nothing listens there.
