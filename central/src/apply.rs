@@ -164,6 +164,8 @@ async fn apply_locked<D: CentralDb>(
 ) -> Result<Vec<Outcome>, DbError> {
     let held: HashSet<PatientId> = held.iter().copied().collect();
     let ids: Vec<PatientId> = writes.iter().map(|w| w.id).collect();
+    // New records get a copy too (see `copies`).
+    central.copies.used(ids.iter().copied());
     let read_timer = std::time::Instant::now();
     let rows = central.db.records(&ids).await?;
     // Where the database keeps history, this process's copy of each held

@@ -113,7 +113,19 @@ pub struct DatabaseConfig {
     /// must stay under the server's `max_connections` (100 by default).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// On PostgreSQL: the most records this process keeps a git copy of in
+    /// `data_dir` (the most recently used; default 50,000, about 2 GB).
+    /// The database holds every record's history; a copy dropped is rebuilt
+    /// from it when next needed.
+    #[serde(default)]
+    pub cache_records: Option<usize>,
 }
+
+/// Record copies a central process on PostgreSQL keeps, unless configured.
+pub const DEFAULT_CACHE_RECORDS: usize = 50_000;
+/// The fewest `[database] cache_records` allowed: more than the records
+/// that the sync batches handled at once may use.
+pub const MIN_CACHE_RECORDS: usize = 1_000;
 
 /// Connections per central process on PostgreSQL, unless configured.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
@@ -125,6 +137,11 @@ impl DatabaseConfig {
     /// The connections this process may open for its work (PostgreSQL).
     pub fn max_connections(&self) -> usize {
         self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
+    }
+
+    /// The record copies this process may keep (PostgreSQL).
+    pub fn cache_records(&self) -> usize {
+        self.cache_records.unwrap_or(DEFAULT_CACHE_RECORDS)
     }
 }
 
@@ -274,6 +291,13 @@ impl CentralConfig {
                 "[database] max_connections must be between {MIN_MAX_CONNECTIONS} and 1000 (it is {n})"
             )));
         }
+        if let Some(n) = config.database.cache_records
+            && n < MIN_CACHE_RECORDS
+        {
+            return Err(invalid(format!(
+                "[database] cache_records must be at least {MIN_CACHE_RECORDS} (it is {n})"
+            )));
+        }
         if let Some(url) = &config.database.url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -393,6 +417,7 @@ mod tests {
             "data_dir = \"d\"\n[database]\nurl = \"mysql://x\"\n",
             "data_dir = \"d\"\n[database]\nmax_connections = 3\n",
             "data_dir = \"d\"\n[database]\nmax_connections = 100000\n",
+            "data_dir = \"d\"\n[database]\ncache_records = 10\n",
             "data_dir = \"d\"\n[locks]\nlease_secs = 0\n",
             "listen = \"nowhere\"\ndata_dir = \"d\"\n",
         ] {

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod auth;
 pub mod config;
+pub mod copies;
 pub mod db;
 pub mod duplicates;
 pub mod locks;
@@ -78,6 +79,9 @@ pub struct Central<D> {
     upkeep: RwLock<Option<upkeep::UpkeepQueue>>,
     /// When each instance's last-seen time was last written.
     seen: Mutex<HashMap<u32, Instant>>,
+    /// Which records' copies this process keeps (bounded on PostgreSQL:
+    /// see `copies`).
+    pub copies: copies::Copies,
     /// Sessions of HQ's page (`/ui`).
     pub ui: chartsync_http::ui::Sessions,
     /// Satellites' reports waiting to be written (see `reports.rs`).
@@ -133,7 +137,18 @@ impl<D: CentralDb> Central<D> {
             // staging folder: keep tmp/ until they are repaired.
             tracing::warn!("kept tmp/ for records whose refs are not repaired yet");
         }
+        // On PostgreSQL the repositories are copies, kept to a bound: the
+        // ones found from before a restart are the first to go.
+        let copies = copies::Copies::new(if db.keeps_history() {
+            config.database.cache_records()
+        } else {
+            0
+        });
+        if db.keeps_history() {
+            copies.found(store.list()?);
+        }
         let central = Central {
+            copies,
             sync_requests: std::sync::atomic::AtomicU64::new(0),
             sync_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_sync.max(1),
@@ -239,6 +254,7 @@ impl<D: CentralDb> Central<D> {
         if !central.db.keeps_history() {
             return Vec::new();
         }
+        central.copies.used(records.iter().map(|(id, _)| *id));
         // Most copies are current: one look at the refs of all of them
         // (a file read each) first.
         let c = Arc::clone(central);

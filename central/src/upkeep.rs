@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, watch};
 use crate::Central;
 use crate::db::CentralDb;
 
+/// How often copies of records beyond the limit are dropped.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
 /// Queue of records to look at.
 pub type UpkeepQueue = mpsc::Sender<PatientId>;
 
@@ -80,6 +83,10 @@ pub async fn run<D: CentralDb>(
     let sweep = central.config.upkeep.sweep_secs;
     let mut timer = tokio::time::interval(Duration::from_secs(sweep.max(1)));
     timer.tick().await;
+    // Copies of records beyond `[database] cache_records` (PostgreSQL).
+    let trims = central.db.keeps_history();
+    let mut trim_timer = tokio::time::interval(TRIM_EVERY);
+    trim_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if *stop.borrow() {
             return;
@@ -92,6 +99,12 @@ pub async fn run<D: CentralDb>(
                 }
                 None => return,
             },
+            _ = trim_timer.tick(), if trims => {
+                let dropped = crate::copies::trim(&central).await;
+                if dropped > 0 {
+                    tracing::debug!(dropped, kept = central.copies.len(), "dropped copies of records");
+                }
+            }
             _ = timer.tick(), if sweep > 0 => {
                 let c = Arc::clone(&central);
                 let ids = match tokio::task::spawn_blocking(move || c.store.list()).await {

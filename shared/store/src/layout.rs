@@ -175,6 +175,16 @@ impl Layout {
         Ok(dir)
     }
 
+    /// A new, unused path in this session's `tmp/` folder for a record's
+    /// repository that is being removed (see `RecordStore::drop_copy`).
+    pub fn doomed(&self, id: &PatientId) -> io::Result<PathBuf> {
+        let mut rand = [0u8; 8];
+        getrandom::fill(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(self
+            .session_dir()
+            .join(format!("{id}.{:016x}.dropped", u64::from_le_bytes(rand))))
+    }
+
     /// Makes sure a record's shard folder exists (durably).
     pub fn ensure_shard(&self, id: &PatientId, flush: Flush) -> io::Result<PathBuf> {
         let shard = self.shard(id);

@@ -290,6 +290,27 @@ impl RecordStore {
         Ok(refs::read_head(&path)?.map(commit_id))
     }
 
+    /// Removes this store's copy of a record: for central on PostgreSQL,
+    /// whose database holds every record's history and whose repositories
+    /// are a bounded cache. Waits for the record's local lock (no write of
+    /// this process is in it meanwhile), forgets its open handle, and moves
+    /// the folder into this session's `tmp/` with one rename before
+    /// deleting it, so a crash leaves the copy whole or gone (a leftover in
+    /// `tmp/` is removed at the next start). `false`: there was no copy.
+    pub fn drop_copy(&self, id: &PatientId) -> Result<bool, StoreError> {
+        let _guard = self.local_lock(*id)?;
+        let path = self.layout.repo(id);
+        if !path.is_dir() {
+            return Ok(false);
+        }
+        let doomed = self.layout.doomed(id).map_err(StoreError::io(&path))?;
+        self.cache.forget(id);
+        std::fs::rename(&path, &doomed).map_err(StoreError::io(&path))?;
+        self.cache.forget(id);
+        std::fs::remove_dir_all(&doomed).map_err(StoreError::io(&doomed))?;
+        Ok(true)
+    }
+
     /// Makes everything written with [`Flush::Deferred`] durable (one
     /// `syncfs` of the store's file system).
     pub fn flush(&self) -> Result<(), StoreError> {
