@@ -969,16 +969,20 @@ async fn large_run(
     let mut push_seconds = 0.0;
     let mut push_round_trips = 0;
     let mut seeds: Vec<PathBuf> = Vec::new();
+    let mut removals = Vec::new();
     for (k, first) in (0..big).step_by(SEED_CHUNK).enumerate() {
         let count = SEED_CHUNK.min(big - first);
         let seed = if k == 0 {
             w.a.clone()
         } else {
             let seed = w.satellite_like_a(&format!("seed{k}"))?;
-            // The previous seeding satellite's records are at central now.
+            // The previous seeding satellite's records are at central now:
+            // its folder goes while this one fills up.
             if let Some(done) = seeds.last() {
                 let data = chartsync_satellite::SatelliteConfig::load(done)?.data_dir;
-                let _ = std::fs::remove_dir_all(data);
+                removals.push(std::thread::spawn(move || {
+                    let _ = std::fs::remove_dir_all(data);
+                }));
             }
             seed
         };
@@ -1002,6 +1006,9 @@ async fn large_run(
             "records_per_s": rate(&push, count as u64),
             "round_trips": push.round_trips,
         }));
+    }
+    for removal in removals {
+        let _ = removal.join();
     }
     let (fetch, rss) = job(&w.b, "fetch-new")?;
     say(format!("  fetch-new:    {}", fetch.line()));

@@ -2,7 +2,7 @@
 //! ack and fetch-one. Bodies are binary envelopes
 //! ([`chartsync_protocol::envelope`]); only instances may call them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -366,6 +366,63 @@ async fn updates_within<D: CentralDb>(
     Ok((out, None))
 }
 
+/// Where the database keeps every record's history (PostgreSQL): the
+/// records sent whole (no base) that have no current copy in `data_dir`
+/// and whose history is one change, with that change's pack, which holds
+/// the whole record. They are sent from the database as they are, so a
+/// clinic fetching thousands of records neither waits for a copy of each
+/// to be built nor pushes the records in use out of the bounded copies
+/// (see `copies.rs`). Any trouble here leaves them to the copies.
+async fn whole_from_database<D: CentralDb>(
+    api: &CentralApi<D>,
+    rows: &[(RecordRow, Option<CommitId>)],
+) -> HashMap<PatientId, Vec<u8>> {
+    let c = &api.0;
+    let mut out = HashMap::new();
+    if !c.db.keeps_history() {
+        return out;
+    }
+    let wanted: Vec<(PatientId, CommitId)> = rows
+        .iter()
+        .filter(|(_, base)| base.is_none())
+        .map(|(row, _)| (row.id, row.head))
+        .collect();
+    if wanted.is_empty() {
+        return out;
+    }
+    let store_c = Arc::clone(c);
+    let cold: Vec<(PatientId, CommitId)> = match tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .filter(|(id, head)| store_c.store.head(id).ok().flatten() != Some(*head))
+            .collect()
+    })
+    .await
+    {
+        Ok(cold) => cold,
+        Err(_) => return out,
+    };
+    if cold.is_empty() {
+        return out;
+    }
+    let ids: Vec<PatientId> = cold.iter().map(|(id, _)| *id).collect();
+    match c.db.whole_packs(&ids).await {
+        Ok(packs) => {
+            for ((id, head), found) in cold.into_iter().zip(packs) {
+                if let Some((at, pack)) = found
+                    && at == head
+                {
+                    out.insert(id, pack);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read whole records from the database; building copies instead");
+        }
+    }
+    out
+}
+
 /// Packs for a page of records: from `base(row)` (which the receiver has)
 /// to the head, thin (deltas on the base's files) for protocol 3. Built on
 /// blocking threads, spread over the cores.
@@ -374,16 +431,28 @@ async fn updates<D: CentralDb>(
     rows: Vec<(RecordRow, Option<CommitId>)>,
     version: Version,
 ) -> Result<Vec<RecordUpdate>, ApiError> {
-    let current: Vec<_> = rows.iter().map(|(row, _)| (row.id, row.head)).collect();
     let timer = Instant::now();
+    let mut direct = whole_from_database(api, &rows).await;
+    let current: Vec<_> = rows
+        .iter()
+        .filter(|(row, _)| !direct.contains_key(&row.id))
+        .map(|(row, _)| (row.id, row.head))
+        .collect();
     crate::Central::catch_up(&api.0, &current, false).await;
     let caught_up = timer.elapsed();
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let per = rows.len().div_ceil(threads).max(64);
-    let mut parts: Vec<Vec<(RecordRow, Option<CommitId>)>> = Vec::new();
-    let mut rest = rows.into_iter().peekable();
+    type Part = Vec<(RecordRow, Option<CommitId>, Option<Vec<u8>>)>;
+    let mut parts: Vec<Part> = Vec::new();
+    let mut rest = rows
+        .into_iter()
+        .map(|(row, base)| {
+            let whole = direct.remove(&row.id);
+            (row, base, whole)
+        })
+        .peekable();
     while rest.peek().is_some() {
         parts.push(rest.by_ref().take(per).collect());
     }
@@ -393,8 +462,10 @@ async fn updates<D: CentralDb>(
             let c = Arc::clone(&api.0);
             tokio::task::spawn_blocking(move || {
                 part.into_iter()
-                    .map(|(row, base)| {
-                        let pack = if version.thin() {
+                    .map(|(row, base, whole)| {
+                        let pack = if let Some(pack) = whole {
+                            pack
+                        } else if version.thin() {
                             c.store
                                 .pack_since_thin(&row.id, row.head, base.as_slice())?
                         } else {

@@ -308,6 +308,54 @@ async fn two_centrals_share_one_database() {
         .await
         .expect("get as instance");
     assert_eq!(r.status(), StatusCode::OK);
+
+    // A clinic's first fetch through a process that has no copy of the
+    // records: records whose history is their creation are sent from the
+    // database as they are, without a copy being built (the edited one
+    // from the copy that process holds).
+    let mut new = Vec::new();
+    for name in ["Bea", "Cem"] {
+        let r = http
+            .post(format!("{url_a}/v1/patients"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"files": {"patient.yaml": format!("given_name: {name}\ncatchment: north\n")}}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body: Value = r.json().await.expect("json");
+        new.push((
+            body["id"].as_str().expect("id").to_owned(),
+            body["files"]["patient.yaml"].clone(),
+        ));
+    }
+    let instance = added["id"].as_u64().expect("instance id") as u32;
+    let sat = crate::support::TestSatellite::builder(dir.path().join("clinic"))
+        .central(&url_b)
+        .instance(instance, &token)
+        .start()
+        .await;
+    sat.sync(&[chartsync_satellite::jobs::Job::FetchNew]).await;
+    let copies = chartsync_store::Layout::new(dir.path().join("b"));
+    for (new_id, yaml) in &new {
+        let (status, body, _) = sat.get(&http, new_id).await;
+        assert_eq!(status, StatusCode::OK, "{new_id} fetched");
+        assert_eq!(&body["files"]["patient.yaml"], yaml);
+        let parsed: chartsync_protocol::PatientId = new_id.parse().expect("id");
+        assert!(
+            !copies.repo(&parsed).exists(),
+            "no copy of {new_id} was built to send it"
+        );
+    }
+    let (status, body, held) = sat.get(&http, &id).await;
+    assert_eq!((status, held.as_str()), (StatusCode::OK, etag.as_str()));
+    assert!(
+        body["files"]["patient.yaml"]
+            .as_str()
+            .expect("yaml")
+            .contains("visits: 3")
+    );
+    sat.stop().await;
 }
 
 /// `dir` is a plain git repository at `etag` with `commits` commits and

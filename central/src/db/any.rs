@@ -221,6 +221,12 @@ impl CentralDb for AnyDb {
     ) -> Result<Vec<(CommitId, Vec<u8>)>, DbError> {
         both!(self.history_after(id, after))
     }
+    async fn whole_packs(
+        &self,
+        ids: &[PatientId],
+    ) -> Result<Vec<Option<super::WholePack>>, DbError> {
+        both!(self.whole_packs(ids))
+    }
     async fn dismiss_duplicate(
         &self,
         a: &PatientId,

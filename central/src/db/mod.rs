@@ -23,6 +23,10 @@ use chartsync_protocol::{CommitId, PatientId};
 pub use holders::Holders;
 
 /// A position in central's global change sequence.
+/// A record's head and a pack holding its whole history (see
+/// [`CentralDb::whole_packs`]).
+pub type WholePack = (CommitId, Vec<u8>);
+
 pub type Seq = u64;
 
 /// A registered instance (satellite).
@@ -521,6 +525,19 @@ pub trait CentralDb: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<(CommitId, Vec<u8>)>, DbError>> + Send {
         let _ = (id, after);
         async { Ok(Vec::new()) }
+    }
+
+    /// For each record whose stored history is one change (its creation,
+    /// or a whole history copied in), that change's head and pack, which
+    /// hold the whole record: `None` for the others, and everywhere where
+    /// the database keeps no history. Lets fetch-new send a new record
+    /// without a copy of it in `data_dir` (see `sync.rs`).
+    fn whole_packs(
+        &self,
+        ids: &[PatientId],
+    ) -> impl Future<Output = Result<Vec<Option<WholePack>>, DbError>> + Send {
+        let none = ids.iter().map(|_| None).collect();
+        async { Ok(none) }
     }
 
     /// Records that `a` and `b` are two people: the pair is dropped and

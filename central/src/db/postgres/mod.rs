@@ -497,6 +497,19 @@ impl CentralDb for PgDb {
         .await
     }
 
+    async fn whole_packs(
+        &self,
+        ids: &[PatientId],
+    ) -> Result<Vec<Option<super::WholePack>>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        transact!(self, "reading records' whole packs", read, |tx| {
+            records::whole_packs(&tx, ids).await?
+        })
+        .await
+    }
+
     async fn ref_pending(&self) -> Result<Vec<RefPending>, DbError> {
         transact!(self, "listing pending refs", read, |tx| {
             records::ref_pending(&tx).await?

@@ -590,6 +590,30 @@ pub(super) async fn history_after(
     Ok(out)
 }
 
+/// See `CentralDb::whole_packs`.
+pub(super) async fn whole_packs(
+    tx: &Transaction<'_>,
+    ids: &[PatientId],
+) -> R<Vec<Option<crate::db::WholePack>>> {
+    let rows = cached::query(
+        tx,
+        "SELECT h.patient, h.head, h.pack FROM record_history h
+          WHERE h.patient = ANY($1)
+            AND NOT EXISTS (SELECT 1 FROM record_history o
+                             WHERE o.patient = h.patient AND o.seq <> h.seq)",
+        &[&ids_sql(ids)],
+    )
+    .await?;
+    let mut found: HashMap<PatientId, (CommitId, Vec<u8>)> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        found.insert(
+            patient_from(row.get(0), "record_history.patient")?,
+            (head_from(row.get(1), "record_history.head")?, row.get(2)),
+        );
+    }
+    Ok(ids.iter().map(|id| found.remove(id)).collect())
+}
+
 /// [`head_at`] of several records in one query.
 pub(super) async fn heads_at(
     tx: &Transaction<'_>,
