@@ -499,6 +499,64 @@ pub(crate) async fn suite_apply<D: CentralDb>(db: &D) {
 
 /// Pending refs: one per record at its latest head; cleared only at that
 /// head; a record still in staging keeps its staging folder.
+/// History in the database (PostgreSQL) or none (SQLite): each accepted
+/// change's pack after its predecessor's, and the whole pack of a record
+/// whose history is its creation alone.
+pub(crate) async fn suite_history<D: CentralDb>(db: &D) {
+    let (fresh, edited, unknown) = (
+        PatientId::random(),
+        PatientId::random(),
+        PatientId::random(),
+    );
+    let (h1, h2, h3) = (new_commit(), new_commit(), new_commit());
+    let accepted = db
+        .apply_with_history(
+            &[
+                create(fresh, h1, Some("north"), None),
+                create(edited, h2, Some("north"), None),
+            ],
+            &[b"pack one".to_vec(), b"pack two".to_vec()],
+        )
+        .await
+        .expect("create");
+    assert!(accepted.iter().all(|a| matches!(a, Applied::Ok { .. })));
+    let moved = db
+        .apply_with_history(
+            &[update(edited, h2, h3, Some("north"), None)],
+            &[b"pack three".to_vec()],
+        )
+        .await
+        .expect("edit");
+    assert!(matches!(moved[0], Applied::Ok { .. }));
+    let whole = db
+        .whole_packs(&[fresh, edited, unknown])
+        .await
+        .expect("whole packs");
+    assert_eq!(whole.len(), 3);
+    if db.keeps_history() {
+        assert_eq!(whole[0], Some((h1, b"pack one".to_vec())));
+        assert_eq!(whole[1], None, "two changes: not one whole pack");
+        assert_eq!(whole[2], None);
+        assert_eq!(
+            db.history_after(&edited, None).await.expect("history"),
+            [(h2, b"pack two".to_vec()), (h3, b"pack three".to_vec())]
+        );
+        assert_eq!(
+            db.history_after(&edited, Some(h2)).await.expect("history"),
+            [(h3, b"pack three".to_vec())]
+        );
+    } else {
+        assert!(whole.iter().all(Option::is_none));
+        assert!(
+            db.history_after(&edited, None)
+                .await
+                .expect("history")
+                .is_empty()
+        );
+    }
+    assert!(db.whole_packs(&[]).await.expect("none asked").is_empty());
+}
+
 pub(crate) async fn suite_ref_pending<D: CentralDb>(db: &D) {
     let (p, q) = (PatientId::random(), PatientId::random());
     let (h1, h2, h3) = (new_commit(), new_commit(), new_commit());
@@ -1302,6 +1360,7 @@ mod sqlite {
         suite_instance_admin,
         suite_locks,
         suite_apply,
+        suite_history,
         suite_ref_pending,
         suite_grants,
         suite_add_holder,
@@ -1350,6 +1409,7 @@ mod postgres {
         suite_instance_admin,
         suite_locks,
         suite_apply,
+        suite_history,
         suite_ref_pending,
         suite_grants,
         suite_add_holder,
