@@ -176,6 +176,13 @@ impl CentralDb for AnyDb {
     ) -> Result<Vec<(PatientId, String)>, DbError> {
         both!(self.duplicate_candidates(keys, max_block))
     }
+    async fn duplicate_candidates_many(
+        &self,
+        plans: Vec<Vec<DuplicateKey>>,
+        max_block: usize,
+    ) -> Result<Vec<Vec<(PatientId, String)>>, DbError> {
+        both!(self.duplicate_candidates_many(plans, max_block))
+    }
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
         both!(self.index_duplicates(updates))
     }

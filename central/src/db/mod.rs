@@ -430,6 +430,25 @@ pub trait CentralDb: Send + Sync + 'static {
         max_block: usize,
     ) -> impl Future<Output = Result<Vec<(PatientId, String)>, DbError>> + Send;
 
+    /// [`CentralDb::duplicate_candidates`] of several records at once
+    /// (`plans[i]` is the keys of record `i`), in order. A backend may
+    /// read them on several connections at once, each part in one
+    /// snapshot (only the indexer changes the index, one batch at a time).
+    /// The default asks record by record.
+    fn duplicate_candidates_many(
+        &self,
+        plans: Vec<Vec<DuplicateKey>>,
+        max_block: usize,
+    ) -> impl Future<Output = Result<Vec<Vec<(PatientId, String)>>, DbError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(plans.len());
+            for keys in plans {
+                out.push(self.duplicate_candidates(keys, max_block).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// Replaces what is indexed of each record, its keys and its pairs
     /// (dismissed pairs are not stored), in order, and moves the cursor to
     /// the last `seq` if that is later: one transaction.

@@ -620,6 +620,22 @@ impl CentralDb for PgDb {
         .await
     }
 
+    async fn duplicate_candidates_many(
+        &self,
+        plans: Vec<Vec<DuplicateKey>>,
+        max_block: usize,
+    ) -> Result<Vec<Vec<(PatientId, String)>>, DbError> {
+        let plans = &plans;
+        transact!(self, "reading duplicate candidates", read, |tx| {
+            let mut out = Vec::with_capacity(plans.len());
+            for keys in plans {
+                out.push(duplicates::candidates(&tx, keys, max_block).await?);
+            }
+            out
+        })
+        .await
+    }
+
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
         let updates = &updates;
         transact!(self, "indexing records for duplicates", write, |tx| {

@@ -56,56 +56,38 @@ pub(super) fn changed_after(
 /// The records sharing a block with `keys` (see
 /// [`crate::db::CentralDb::duplicate_candidates`]), each once, with its
 /// stored fields. Each level's block is one range of `duplicate_members`
-/// (see [`chartsync_dedup::LEVEL_SEPARATOR`]), counted up to one more than
-/// `max_block` (no column is read): a block that fits is read and is what
-/// that key contributes, a larger one sends the search to the key's next
-/// level, an empty one ends it (every finer block is part of it). A key's
-/// last level is read at once, up to one row more than `max_block`.
+/// (see [`chartsync_dedup::LEVEL_SEPARATOR`]), read in one pass up to one
+/// row more than `max_block`: a block that fits is what that key
+/// contributes, a larger one sends the search to the key's next level
+/// (its rows read so far are dropped), an empty one ends it (every finer
+/// block is part of it).
 pub(super) fn candidates(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
 ) -> Result<Vec<(PatientId, String)>, DbError> {
     const CTX: &str = "reading duplicate candidates";
-    let mut count = tx
-        .prepare_cached(
-            "SELECT count(*) FROM (
-                 SELECT 1 FROM duplicate_members WHERE key >= ?1 AND key < ?2 LIMIT ?3
-             )",
-        )
-        .map_err(sql(CTX))?;
+    // The limit is written into the statement (a bound one made SQLite
+    // plan the statement again at each run).
+    let limit = max_block.saturating_add(1);
     let mut members = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT patient, fields FROM duplicate_members
-             WHERE key >= ?1 AND key < ?2 LIMIT ?3",
-        )
+             WHERE key >= ?1 AND key < ?2 LIMIT {limit}"
+        ))
         .map_err(sql(CTX))?;
-    let limit = i64::try_from(max_block.saturating_add(1)).unwrap_or(i64::MAX);
     let mut seen = HashSet::new();
     let mut found = Vec::new();
-    // A block's rows, before knowing whether it fits.
-    let mut block: Vec<([u8; 16], String)> = Vec::new();
+    // A block's rows, before knowing whether it fits: ids, and the end of
+    // each one's fields in `text`.
+    let mut block: Vec<([u8; 16], usize)> = Vec::new();
+    let mut text = String::new();
     for key in keys {
-        let levels: Vec<&str> = key.levels().collect();
-        for (i, level) in levels.iter().enumerate() {
+        for level in key.levels() {
             let end = block_end(level);
-            // The last level is read straight away (there is no finer one
-            // to turn to): one statement instead of a count and a read.
-            if i + 1 < levels.len() {
-                let size: i64 = count
-                    .query_row(params![level, end, limit], |r| r.get(0))
-                    .map_err(sql(CTX))?;
-                match usize::try_from(size).unwrap_or(usize::MAX) {
-                    0 => break,
-                    n if n > max_block => continue,
-                    _ => {}
-                }
-            }
             block.clear();
-            let mut size = 0;
-            let mut rows = members
-                .query(params![level, end, limit])
-                .map_err(sql(CTX))?;
+            text.clear();
+            let mut rows = members.query(params![level, end]).map_err(sql(CTX))?;
             while let Some(row) = rows.next().map_err(sql(CTX))? {
                 let id: [u8; 16] = row
                     .get_ref(0)
@@ -113,17 +95,28 @@ pub(super) fn candidates(
                     .map_err(sql(CTX))?
                     .try_into()
                     .map_err(|_| DbError::Damaged("duplicate_members.patient"))?;
-                size += 1;
-                if !seen.contains(&id) {
-                    block.push((id, row.get::<_, String>(1).map_err(sql(CTX))?));
-                }
+                let fields = row
+                    .get_ref(1)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(sql(CTX))?;
+                text.push_str(fields);
+                block.push((id, text.len()));
             }
             drop(rows);
-            if size <= max_block {
-                for (id, fields) in block.drain(..) {
-                    seen.insert(id);
-                    found.push((patient_from(&id, "duplicate_members.patient")?, fields));
+            match block.len() {
+                0 => break,
+                n if n > max_block => continue,
+                _ => {}
+            }
+            let mut start = 0;
+            for &(id, end) in &block {
+                if seen.insert(id) {
+                    found.push((
+                        patient_from(&id, "duplicate_members.patient")?,
+                        text[start..end].to_owned(),
+                    ));
                 }
+                start = end;
             }
             break;
         }

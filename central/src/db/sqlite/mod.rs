@@ -70,6 +70,10 @@ pub const MIGRATIONS: &[Migration] = &[
 /// Read-only connections per handle.
 const READERS: usize = 4;
 
+/// The fewest records whose duplicate candidates are worth a reader of
+/// their own.
+const MIN_SHARE: usize = 8;
+
 /// Central's database in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
@@ -358,6 +362,46 @@ impl CentralDb for SqliteDb {
             duplicates::candidates(tx, &keys, max_block)
         })
         .await
+    }
+
+    /// On several readers at once (as many as the machine has cores, at
+    /// most [`READERS`]), each reading a share of the records in one
+    /// transaction.
+    async fn duplicate_candidates_many(
+        &self,
+        plans: Vec<Vec<DuplicateKey>>,
+        max_block: usize,
+    ) -> Result<Vec<Vec<(PatientId, String)>>, DbError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(READERS);
+        let parts = threads.min(plans.len().div_ceil(MIN_SHARE)).max(1);
+        let share = plans.len().div_ceil(parts).max(1);
+        let mut plans = plans.into_iter();
+        let mut reads = Vec::with_capacity(parts);
+        loop {
+            let part: Vec<Vec<DuplicateKey>> = plans.by_ref().take(share).collect();
+            if part.is_empty() {
+                break;
+            }
+            let pool = Arc::clone(&self.pool);
+            reads.push(tokio::spawn(async move {
+                read(&pool, "reading duplicate candidates", move |tx| {
+                    part.iter()
+                        .map(|keys| duplicates::candidates(tx, keys, max_block))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+            }));
+        }
+        let mut out = Vec::new();
+        for part in reads {
+            out.extend(part.await.map_err(|e| DbError::Backend {
+                context: "reading duplicate candidates",
+                source: Box::new(e),
+            })??);
+        }
+        Ok(out)
     }
 
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
