@@ -7,11 +7,13 @@
 //! Fills a fresh SQLite database's duplicate index with N generated
 //! people (fixed seed; names drawn with a skewed frequency, so common names
 //! make large blocks as in life), then times the work the indexer does per
-//! batch apart from reading `patient.yaml` from git: the candidates of each
-//! of 1,000 new records (a third of them misspelled copies of indexed
-//! people), their comparison, and the batch's write through
-//! `index_duplicates`. It prints how many of the planted copies were found
-//! (recall of blocking and scoring at this size).
+//! batch apart from reading `patient.yaml` from git, through the indexer's
+//! own functions: the candidates of 1,000 new records (a third of them
+//! misspelled copies of indexed people; `stored_candidates`, a reader per
+//! core), their comparison (`compare_batch`, a thread per core), and the
+//! batch's write (`index_duplicates`), each as elapsed and as CPU time (all
+//! threads). It prints how many of the planted copies were found (recall of
+//! blocking and scoring at this size).
 //!
 //! The fill writes the rows `index_duplicates` would write (each record's
 //! stored keys, and one member row per key with its fields) straight into
@@ -276,7 +278,7 @@ async fn main() {
             .expect("candidates");
         let reading = start.elapsed();
         let reading_cpu = cpu() - cpu_start;
-        let candidates: usize = stored.iter().map(Vec::len).sum();
+        let candidates: usize = stored.iter().map(|s| s.len()).sum();
         let t = Instant::now();
         let c = cpu();
         let updates = compare_batch(pending.clone(), stored)

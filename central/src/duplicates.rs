@@ -22,7 +22,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan, stored_keys};
+use chartsync_dedup::{
+    MAX_BLOCK, Person, PersonView, blocking_keys, compare_views_at_least, key_plan, stored_keys,
+};
 use chartsync_http::{ApiError, Authenticated, read_body};
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Deserialize;
@@ -31,7 +33,9 @@ use tokio::sync::watch;
 
 use crate::Central;
 use crate::auth::Caller;
-use crate::db::{CentralDb, DbError, DuplicateEntry, DuplicatePair, DuplicateUpdate, Seq};
+use crate::db::{
+    CentralDb, DbError, DuplicateEntry, DuplicatePair, DuplicateUpdate, Seq, StoredCandidates,
+};
 use crate::records::CentralApi;
 
 /// Pairs scoring below this are not kept (nor listed, whatever
@@ -240,7 +244,7 @@ pub async fn stored_candidates<D: CentralDb>(
     db: &D,
     batch: &[Pending],
     max_block: usize,
-) -> Result<Vec<Vec<(PatientId, String)>>, DbError> {
+) -> Result<Vec<StoredCandidates>, DbError> {
     let plans = batch
         .iter()
         .map(|p| p.person.as_ref().map(key_plan).unwrap_or_default())
@@ -256,7 +260,7 @@ pub async fn stored_candidates<D: CentralDb>(
 /// machine has cores; the updates come back in the batch's order.
 pub async fn compare_batch(
     batch: Vec<Pending>,
-    stored: Vec<Vec<(PatientId, String)>>,
+    stored: Vec<StoredCandidates>,
 ) -> Result<Vec<DuplicateUpdate>, DbError> {
     if stored.len() != batch.len() {
         return Err(DbError::Damaged("duplicate candidates"));
@@ -272,7 +276,7 @@ pub async fn compare_batch(
 /// [`compare_batch`] on this thread and others.
 fn compare_all(
     batch: &[Pending],
-    stored: Vec<Vec<(PatientId, String)>>,
+    stored: Vec<StoredCandidates>,
 ) -> Result<Vec<DuplicateUpdate>, DbError> {
     // Each record's position in the batch (its first, should one appear
     // twice), and the batch's records by key.
@@ -294,7 +298,7 @@ fn compare_all(
             by_key.entry(key.as_str()).or_default().push(i);
         }
     }
-    let one = |i: usize, stored: Vec<(PatientId, String)>| -> Result<DuplicateUpdate, DbError> {
+    let one = |i: usize, stored: StoredCandidates| -> Result<DuplicateUpdate, DbError> {
         let pending = &batch[i];
         let Some(person) = &pending.person else {
             return Ok(DuplicateUpdate {
@@ -315,26 +319,27 @@ fn compare_all(
         earlier.sort_unstable();
         earlier.dedup();
         let mut pairs = Vec::new();
-        let mut consider = |other: PatientId, other_person: &Person| -> Result<(), DbError> {
-            if other == pending.id {
-                return Ok(());
-            }
-            if let Some(pair) = compare_pair(pending.id, person, other, other_person)? {
-                pairs.push(pair);
-            }
-            Ok(())
-        };
-        for (other, row) in stored {
+        let mut consider =
+            |other: PatientId, other_person: PersonView<'_>| -> Result<(), DbError> {
+                if other == pending.id {
+                    return Ok(());
+                }
+                if let Some(pair) = compare_pair(pending.id, person.view(), other, other_person)? {
+                    pairs.push(pair);
+                }
+                Ok(())
+            };
+        for (other, row) in stored.iter() {
             if position.get(&other).is_some_and(|&j| j < i) {
                 continue;
             }
-            if let Some(other_person) = Person::from_row(&row) {
-                consider(other, &other_person)?;
+            if let Some(other_person) = PersonView::from_row(row) {
+                consider(other, other_person)?;
             }
         }
         for j in earlier {
             if let Some(other_person) = &batch[j].person {
-                consider(batch[j].id, other_person)?;
+                consider(batch[j].id, other_person.view())?;
             }
         }
         Ok(DuplicateUpdate {
@@ -360,7 +365,8 @@ fn compare_all(
     }
     // Interleaved shares (record i to thread i % threads), so that each
     // gets its part of the large and the small records.
-    let mut shares: Vec<Vec<(usize, Stored)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut shares: Vec<Vec<(usize, StoredCandidates)>> =
+        (0..threads).map(|_| Vec::new()).collect();
     for (i, s) in stored.into_iter().enumerate() {
         shares[i % threads].push((i, s));
     }
@@ -394,9 +400,6 @@ fn compare_all(
     Ok(out.into_iter().flatten().collect())
 }
 
-/// A record's stored candidates: ids and stored fields.
-type Stored = Vec<(PatientId, String)>;
-
 /// The fewest records worth a comparing thread of their own.
 const MIN_SHARE: usize = 8;
 
@@ -404,9 +407,9 @@ const MIN_SHARE: usize = 8;
 /// least [`KEEP_SCORE`].
 fn compare_pair(
     id: PatientId,
-    person: &Person,
+    person: PersonView<'_>,
     other: PatientId,
-    other_person: &Person,
+    other_person: PersonView<'_>,
 ) -> Result<Option<DuplicatePair>, DbError> {
     // The pair is stored with its ids in byte order; its fields' values
     // follow the same order.
@@ -415,7 +418,7 @@ fn compare_pair(
     } else {
         (id, other, person, other_person)
     };
-    let Some(comparison) = compare_at_least(pa, pb, KEEP_SCORE) else {
+    let Some(comparison) = compare_views_at_least(pa, pb, KEEP_SCORE) else {
         return Ok(None);
     };
     Ok(Some(DuplicatePair {
@@ -562,4 +565,101 @@ async fn dismiss<D: CentralDb>(
     Ok(axum::Json(json!({
         "dismissed": { "a": body.a.to_string(), "b": body.b.to_string() }
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(given: &str, family: &str, born: &str) -> Person {
+        Person {
+            given_name: Some(given.into()),
+            family_name: Some(family.into()),
+            birth_date: Some(chartsync_dedup::BirthDate(born.into())),
+            ..Person::default()
+        }
+    }
+
+    fn pending(id: PatientId, p: Option<Person>) -> Pending {
+        Pending {
+            seq: 1,
+            id,
+            person: p,
+        }
+    }
+
+    fn others(update: &DuplicateUpdate) -> Vec<PatientId> {
+        update
+            .pairs
+            .iter()
+            .map(|p| if p.a == update.id { p.b } else { p.a })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_compared_as_if_indexed_one_record_after_another() {
+        let (stored_grace, aminah, amina, esther) = (
+            PatientId::random(),
+            PatientId::random(),
+            PatientId::random(),
+            PatientId::random(),
+        );
+        let grace = person("grace", "wanjiru", "19850930");
+        let stored_row: StoredCandidates = [(stored_grace, grace.to_row().as_str())]
+            .into_iter()
+            .collect();
+        // Enough others (strangers) for the work to be shared among
+        // threads.
+        let strangers: Vec<Pending> = (0..40)
+            .map(|i| {
+                let p = person(&format!("x{i}"), &format!("y{i}"), "20010101");
+                pending(PatientId::random(), Some(p))
+            })
+            .collect();
+        let mut batch = vec![
+            // The stored Grace becomes someone else, before a new Grace
+            // comes: the new one is not paired with her old fields.
+            pending(stored_grace, Some(person("esther", "njeri", "19610203"))),
+            pending(esther, None),
+            pending(amina, Some(person("amina", "odhiambo", "19900412"))),
+            // The same person twice in one batch: found (the later one
+            // holds the pair).
+            pending(aminah, Some(person("aminah", "odhiambo", "19900412"))),
+        ];
+        batch.extend(strangers.iter().cloned());
+        let new_grace = PatientId::random();
+        batch.push(pending(new_grace, Some(grace.clone())));
+        let mut stored: Vec<StoredCandidates> =
+            batch.iter().map(|_| StoredCandidates::default()).collect();
+        let last = stored.len() - 1;
+        stored[last] = stored_row.clone();
+        let updates = compare_batch(batch.clone(), stored).await.expect("compare");
+        assert_eq!(updates.len(), batch.len());
+        for (u, p) in updates.iter().zip(&batch) {
+            assert_eq!(u.id, p.id, "in the batch's order");
+            assert_eq!(u.entry.is_some(), p.person.is_some());
+        }
+        assert!(updates[0].pairs.is_empty());
+        assert!(updates[1].pairs.is_empty() && updates[1].entry.is_none());
+        assert!(updates[2].pairs.is_empty());
+        assert_eq!(others(&updates[3]), vec![amina]);
+        let named = [stored_grace, esther, amina, aminah, new_grace];
+        assert!(
+            updates[4..last]
+                .iter()
+                .all(|u| others(u).iter().all(|o| !named.contains(o)))
+        );
+        assert!(others(&updates[last]).is_empty(), "{:?}", updates[last]);
+
+        // The new Grace first: the stored one (not indexed again yet) is
+        // her pair.
+        let batch = vec![
+            pending(new_grace, Some(grace)),
+            pending(stored_grace, Some(person("esther", "njeri", "19610203"))),
+        ];
+        let stored = vec![stored_row, StoredCandidates::default()];
+        let updates = compare_batch(batch, stored).await.expect("compare");
+        assert_eq!(others(&updates[0]), vec![stored_grace]);
+        assert!(updates[1].pairs.is_empty());
+    }
 }

@@ -9,7 +9,7 @@ use super::postgres::PgDb;
 use super::sqlite::SqliteDb;
 use super::{
     ActivityRow, Applied, CentralDb, Counts, DbError, DuplicateKey, DuplicatePair, DuplicateUpdate,
-    HeadChange, Instance, NewInstance, RecordRow, RefPending, SavedReport, Seq,
+    HeadChange, Instance, NewInstance, RecordRow, RefPending, SavedReport, Seq, StoredCandidates,
 };
 use crate::config::{CentralConfig, DatabaseUrl};
 
@@ -180,7 +180,7 @@ impl CentralDb for AnyDb {
         &self,
         plans: Vec<Vec<DuplicateKey>>,
         max_block: usize,
-    ) -> Result<Vec<Vec<(PatientId, String)>>, DbError> {
+    ) -> Result<Vec<StoredCandidates>, DbError> {
         both!(self.duplicate_candidates_many(plans, max_block))
     }
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {

@@ -439,11 +439,12 @@ pub trait CentralDb: Send + Sync + 'static {
         &self,
         plans: Vec<Vec<DuplicateKey>>,
         max_block: usize,
-    ) -> impl Future<Output = Result<Vec<Vec<(PatientId, String)>>, DbError>> + Send {
+    ) -> impl Future<Output = Result<Vec<StoredCandidates>, DbError>> + Send {
         async move {
             let mut out = Vec::with_capacity(plans.len());
             for keys in plans {
-                out.push(self.duplicate_candidates(keys, max_block).await?);
+                let found = self.duplicate_candidates(keys, max_block).await?;
+                out.push(found.iter().map(|(id, f)| (*id, f.as_str())).collect());
             }
             Ok(out)
         }
@@ -554,6 +555,53 @@ pub trait CentralDb: Send + Sync + 'static {
 
 /// A blocking key with its finer fallback.
 pub use chartsync_dedup::Key as DuplicateKey;
+
+/// One record's duplicate candidates with their stored fields, in one
+/// buffer (a batch has hundreds of thousands).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredCandidates {
+    /// Every candidate's fields, one after another.
+    text: String,
+    /// Each candidate and where its fields end in `text`.
+    members: Vec<(PatientId, usize)>,
+}
+
+impl StoredCandidates {
+    /// Adds a candidate.
+    pub fn push(&mut self, id: PatientId, fields: &str) {
+        self.text.push_str(fields);
+        self.members.push((id, self.text.len()));
+    }
+
+    /// How many candidates.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The candidates in the order added, with their fields.
+    pub fn iter(&self) -> impl Iterator<Item = (PatientId, &str)> {
+        let mut start = 0;
+        self.members.iter().map(move |&(id, end)| {
+            let fields = self.text.get(start..end).unwrap_or("");
+            start = end;
+            (id, fields)
+        })
+    }
+}
+
+impl<'a> FromIterator<(PatientId, &'a str)> for StoredCandidates {
+    fn from_iter<I: IntoIterator<Item = (PatientId, &'a str)>>(iter: I) -> Self {
+        let mut out = StoredCandidates::default();
+        for (id, fields) in iter {
+            out.push(id, fields);
+        }
+        out
+    }
+}
 
 /// A likely duplicate pair as stored.
 #[derive(Debug, Clone, PartialEq)]

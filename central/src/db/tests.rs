@@ -1144,6 +1144,35 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
         .await
         .expect("nothing");
     assert!(found.is_empty());
+    // Several records at once (enough to be shared among readers): each
+    // as when asked alone, in order, also when a level found too large
+    // for one record is met again.
+    let plans: Vec<Vec<DuplicateKey>> = (0..6)
+        .flat_map(|_| {
+            [
+                vec![key3("n:ann", "a", "q")],
+                vec![key3("n:ann", "a", "q"), key("p:1")],
+                vec![key("p:2"), key("n:an")],
+                vec![],
+            ]
+        })
+        .collect();
+    for max_block in [1, 10] {
+        let many = db
+            .duplicate_candidates_many(plans.clone(), max_block)
+            .await
+            .expect("many");
+        assert_eq!(many.len(), plans.len());
+        for (keys, got) in plans.iter().zip(&many) {
+            let alone = db
+                .duplicate_candidates(keys.clone(), max_block)
+                .await
+                .expect("alone");
+            let got: Vec<(PatientId, String)> =
+                got.iter().map(|(id, f)| (id, f.to_owned())).collect();
+            assert_eq!(got, alone, "{keys:?} at {max_block}");
+        }
+    }
     let pairs = db.duplicate_pairs(0.0, 0, 10).await.expect("pairs");
     assert_eq!(
         pairs.iter().map(|p| p.score).collect::<Vec<_>>(),

@@ -27,7 +27,7 @@ use rphonetic::DoubleMetaphone;
 use serde::Serialize;
 use strsim::damerau_levenshtein;
 
-use crate::person::{BirthDate, Person};
+use crate::person::{BirthDate, Person, PersonView};
 
 /// `(m, u)` of each field, see the module's documentation.
 const GIVEN_NAME: (f64, f64) = (0.9, 0.01);
@@ -92,6 +92,16 @@ pub fn compare(a: &Person, b: &Person) -> Comparison {
 /// the address (the costly field) last on the same condition; the values
 /// shown are copied only for a pair that reaches `min_score`.
 pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Comparison> {
+    compare_views_at_least(a.view(), b.view(), min_score)
+}
+
+/// [`compare_at_least`] of two records' fields as borrowed
+/// ([`PersonView`], such as a stored row read without copying it).
+pub fn compare_views_at_least(
+    a: PersonView<'_>,
+    b: PersonView<'_>,
+    min_score: f64,
+) -> Option<Comparison> {
     // score >= m  <=>  evidence >= PRIOR_BITS - log2(1/m - 1)
     let needed = if min_score <= 0.0 {
         f64::NEG_INFINITY
@@ -102,30 +112,30 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     };
     let mut evidence = 0.0;
     // The most the fields not compared yet can add.
-    let both = |x: &Option<String>, y: &Option<String>| x.is_some() && y.is_some();
+    let both = |x: Option<&str>, y: Option<&str>| x.is_some() && y.is_some();
     // Each name is worth at most its field's full agreement, whichever
     // way round the names are taken.
     let names_at_most = {
-        let given = both(&a.given_name, &b.given_name) || both(&a.given_name, &b.family_name);
-        let family = both(&a.family_name, &b.family_name) || both(&a.family_name, &b.given_name);
+        let given = both(a.given_name, b.given_name) || both(a.given_name, b.family_name);
+        let family = both(a.family_name, b.family_name) || both(a.family_name, b.given_name);
         let worth = |present: bool, mu| if present { bits(mu, 1.0) } else { 0.0 };
         worth(given, GIVEN_NAME) + worth(family, FAMILY_NAME)
     };
-    let address_at_most = if both(&a.address, &b.address) {
+    let address_at_most = if both(a.address, b.address) {
         bits(ADDRESS, 1.0)
     } else {
         0.0
     };
 
-    let date = match (&a.birth_date, &b.birth_date) {
+    let date = match (a.birth_date, b.birth_date) {
         (Some(da), Some(db)) => {
-            let sim = date_sim(da, db);
+            let sim = date_digits_sim(da, db);
             evidence += bits(BIRTH_DATE, sim);
             Some((sim, da, db))
         }
         _ => None,
     };
-    let sex = match (&a.sex, &b.sex) {
+    let sex = match (a.sex, b.sex) {
         (Some(sa), Some(sb)) => {
             let sim = if sa == sb { 1.0 } else { 0.0 };
             evidence += bits(SEX, sim);
@@ -133,7 +143,7 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
         }
         _ => None,
     };
-    let phone = match (&a.phone, &b.phone) {
+    let phone = match (a.phone, b.phone) {
         (Some(pa), Some(pb)) => {
             let sim = phone_sim(pa, pb);
             evidence += bits(PHONE, sim);
@@ -141,7 +151,7 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
         }
         _ => None,
     };
-    let national_id = match (&a.national_id, &b.national_id) {
+    let national_id = match (a.national_id, b.national_id) {
         (Some(ia), Some(ib)) => {
             let sim = id_sim(ia, ib);
             evidence += bits(NATIONAL_ID, sim);
@@ -158,12 +168,12 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     // first: how they sound (the costly part) can only raise a similarity
     // to 0.9, so a pair that cannot reach `needed` even then is left here.
     let spelled_straight = (
-        pair_spelling(&a.given_name, &b.given_name),
-        pair_spelling(&a.family_name, &b.family_name),
+        pair_spelling(a.given_name, b.given_name),
+        pair_spelling(a.family_name, b.family_name),
     );
     let spelled_swapped = (
-        pair_spelling(&a.given_name, &b.family_name),
-        pair_spelling(&a.family_name, &b.given_name),
+        pair_spelling(a.given_name, b.family_name),
+        pair_spelling(a.family_name, b.given_name),
     );
     // The most a name can add, taken either way round (absent: nothing).
     let at_most = |mu, x: Option<f64>, y: Option<f64>| {
@@ -176,36 +186,36 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
         return None;
     }
     let straight = (
-        pair_sound(&a.given_name, &b.given_name, spelled_straight.0),
-        pair_sound(&a.family_name, &b.family_name, spelled_straight.1),
+        pair_sound(a.given_name, b.given_name, spelled_straight.0),
+        pair_sound(a.family_name, b.family_name, spelled_straight.1),
     );
     let swapped = (
-        pair_sound(&a.given_name, &b.family_name, spelled_swapped.0),
-        pair_sound(&a.family_name, &b.given_name, spelled_swapped.1),
+        pair_sound(a.given_name, b.family_name, spelled_swapped.0),
+        pair_sound(a.family_name, b.given_name, spelled_swapped.1),
     );
     let total = |s: (Option<f64>, Option<f64>)| s.0.unwrap_or(0.0) + s.1.unwrap_or(0.0);
     let swap = swapped.0.is_some() && swapped.1.is_some() && total(swapped) > total(straight) + 0.3;
     let (given, family) = if swap { swapped } else { straight };
     let (b_given, b_family) = if swap {
-        (&b.family_name, &b.given_name)
+        (b.family_name, b.given_name)
     } else {
-        (&b.given_name, &b.family_name)
+        (b.given_name, b.family_name)
     };
-    let given = match (given, &a.given_name, b_given) {
+    let given = match (given, a.given_name, b_given) {
         (Some(sim), Some(va), Some(vb)) => {
             evidence += bits(GIVEN_NAME, text_agreement(sim));
             Some((sim, va, vb))
         }
         _ => None,
     };
-    let family = match (family, &a.family_name, b_family) {
+    let family = match (family, a.family_name, b_family) {
         (Some(sim), Some(va), Some(vb)) => {
             evidence += bits(FAMILY_NAME, text_agreement(sim));
             Some((sim, va, vb))
         }
         _ => None,
     };
-    let address = match (&a.address, &b.address) {
+    let address = match (a.address, b.address) {
         (Some(aa), Some(ab)) => {
             if evidence + address_at_most < needed {
                 return None;
@@ -231,18 +241,18 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     }
     // The fields both records have, in a fixed order: those that identify
     // a person, the address, then phone and national id.
-    let show = |field: &'static str, seen: Option<(f64, &String, &String)>| {
+    let show = |field: &'static str, seen: Option<(f64, &str, &str)>| {
         seen.map(|(sim, va, vb)| FieldSimilarity {
             field,
-            a: va.clone(),
-            b: vb.clone(),
+            a: va.to_owned(),
+            b: vb.to_owned(),
             similarity: round(sim),
         })
     };
     let date = date.map(|(sim, da, db)| FieldSimilarity {
         field: "birth_date",
-        a: da.display(),
-        b: db.display(),
+        a: display_date(da),
+        b: display_date(db),
         similarity: round(sim),
     });
     let fields = [
@@ -263,6 +273,14 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     })
 }
 
+/// A date written `YYYYMMDD` as `YYYY-MM-DD` ([`BirthDate::display`]).
+fn display_date(digits: &str) -> String {
+    match (digits.get(..4), digits.get(4..6), digits.get(6..8)) {
+        (Some(y), Some(m), Some(d)) if digits.len() == 8 => format!("{y}-{m}-{d}"),
+        _ => digits.to_owned(),
+    }
+}
+
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -272,13 +290,13 @@ fn round(x: f64) -> f64 {
 const MARGIN: f64 = 1e-6;
 
 /// Two names' similarity by spelling alone ([`name_spelling`]).
-fn pair_spelling(a: &Option<String>, b: &Option<String>) -> Option<f64> {
-    Some(name_spelling(a.as_deref()?, b.as_deref()?))
+fn pair_spelling(a: Option<&str>, b: Option<&str>) -> Option<f64> {
+    Some(name_spelling(a?, b?))
 }
 
 /// Two names' similarity ([`name_sim`]) from their spelling's.
-fn pair_sound(a: &Option<String>, b: &Option<String>, spelling: Option<f64>) -> Option<f64> {
-    Some(name_sound(a.as_deref()?, b.as_deref()?, spelling?))
+fn pair_sound(a: Option<&str>, b: Option<&str>, spelling: Option<f64>) -> Option<f64> {
+    Some(name_sound(a?, b?, spelling?))
 }
 
 /// Jaro-Winkler, at least 0.9 when the names sound alike.
@@ -409,19 +427,31 @@ fn text_agreement(sim: f64) -> f64 {
 /// 1 when equal; 0.9 for day and month swapped; 0.8 for one digit typed
 /// wrong (or two neighbours swapped); 0.4 for two; 0 otherwise.
 pub fn date_sim(a: &BirthDate, b: &BirthDate) -> f64 {
+    date_digits_sim(&a.0, &b.0)
+}
+
+/// [`date_sim`] of two dates written `YYYYMMDD` (as [`BirthDate`] holds
+/// them).
+fn date_digits_sim(a: &str, b: &str) -> f64 {
     if a == b {
         return 1.0;
     }
-    if a.year() == b.year() && a.month() == b.day() && a.day() == b.month() {
+    fn part(s: &str, at: std::ops::Range<usize>) -> &str {
+        s.get(at).unwrap_or("")
+    }
+    if part(a, 0..4) == part(b, 0..4)
+        && part(a, 4..6) == part(b, 6..8)
+        && part(a, 6..8) == part(b, 4..6)
+    {
         return 0.9;
     }
-    if one_edit(&a.0, &b.0) {
+    if one_edit(a, b) {
         return 0.8;
     }
-    if edits_at_least(&a.0, &b.0) > 2 {
+    if edits_at_least(a, b) > 2 {
         return 0.0;
     }
-    match damerau_levenshtein_short(&a.0, &b.0) {
+    match damerau_levenshtein_short(a, b) {
         1 => 0.8,
         2 => 0.4,
         _ => 0.0,
@@ -459,14 +489,27 @@ fn edits_at_least(a: &str, b: &str) -> usize {
     if !a.is_ascii() || !b.is_ascii() {
         return 0;
     }
-    let mut counts = [0i32; 128];
-    for &c in a.as_bytes() {
-        counts[usize::from(c)] += 1;
-    }
-    for &c in b.as_bytes() {
-        counts[usize::from(c)] -= 1;
-    }
-    let off: u32 = counts.iter().map(|c| c.unsigned_abs()).sum();
+    let digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+    let off: u32 = if digits(a) && digits(b) {
+        // Dates and numbers: ten counts to look at instead of 128.
+        let mut counts = [0i32; 10];
+        for &c in a.as_bytes() {
+            counts[usize::from(c - b'0')] += 1;
+        }
+        for &c in b.as_bytes() {
+            counts[usize::from(c - b'0')] -= 1;
+        }
+        counts.iter().map(|c| c.unsigned_abs()).sum()
+    } else {
+        let mut counts = [0i32; 128];
+        for &c in a.as_bytes() {
+            counts[usize::from(c)] += 1;
+        }
+        for &c in b.as_bytes() {
+            counts[usize::from(c)] -= 1;
+        }
+        counts.iter().map(|c| c.unsigned_abs()).sum()
+    };
     (off as usize).div_ceil(2)
 }
 
@@ -549,24 +592,36 @@ fn damerau_levenshtein_short(a: &str, b: &str) -> usize {
     }
     // Lowrance and Wagner's table with a border row and column of
     // `max` (n + m), as strsim builds it.
+    // Equal lengths differing in two places: two substitutions, or one
+    // transposition when the two are neighbours holding each other's
+    // letters (one edit cannot make two differences otherwise).
+    if n == m {
+        let mut differ = (0..n).filter(|&i| a[i] != b[i]);
+        if let (Some(p), Some(q), None) = (differ.next(), differ.next(), differ.next()) {
+            let swapped = q == p + 1 && a[p] == b[q] && a[q] == b[p];
+            return if swapped { 1 } else { 2 };
+        }
+    }
+    // Cells hold at most 2 (n + m) + 1 (a transposition from the
+    // border), under 256 for these lengths: bytes keep the table small.
     const W: usize = SHORT_EDIT + 2;
-    let max = n + m;
-    let mut d = [[0usize; W]; W];
+    let max = (n + m) as u8;
+    let mut d = [[0u8; W]; W];
     d[0][0] = max;
     for i in 0..=n {
         d[i + 1][0] = max;
-        d[i + 1][1] = i;
+        d[i + 1][1] = i as u8;
     }
     for j in 0..=m {
         d[0][j + 1] = max;
-        d[1][j + 1] = j;
+        d[1][j + 1] = j as u8;
     }
     // The last row where each byte was seen in `a`.
-    let mut last_row = [0usize; 128];
+    let mut last_row = [0u8; 128];
     for i in 1..=n {
         let mut last_match_col = 0;
         for j in 1..=m {
-            let i1 = last_row[usize::from(b[j - 1])];
+            let i1 = usize::from(last_row[usize::from(b[j - 1])]);
             let j1 = last_match_col;
             let cost = if a[i - 1] == b[j - 1] {
                 last_match_col = j;
@@ -574,15 +629,15 @@ fn damerau_levenshtein_short(a: &str, b: &str) -> usize {
             } else {
                 1
             };
-            let substitution = d[i][j] + cost;
-            let insertion = d[i + 1][j] + 1;
-            let deletion = d[i][j + 1] + 1;
-            let transposition = d[i1][j1] + (i - i1 - 1) + 1 + (j - j1 - 1);
-            d[i + 1][j + 1] = substitution.min(insertion).min(deletion).min(transposition);
+            let substitution = usize::from(d[i][j]) + cost;
+            let insertion = usize::from(d[i + 1][j]) + 1;
+            let deletion = usize::from(d[i][j + 1]) + 1;
+            let transposition = usize::from(d[i1][j1]) + (i - i1 - 1) + 1 + (j - j1 - 1);
+            d[i + 1][j + 1] = substitution.min(insertion).min(deletion).min(transposition) as u8;
         }
-        last_row[usize::from(a[i - 1])] = i;
+        last_row[usize::from(a[i - 1])] = i as u8;
     }
-    d[n + 1][m + 1]
+    usize::from(d[n + 1][m + 1])
 }
 
 /// The longest text [`damerau_levenshtein_short`] compares itself.

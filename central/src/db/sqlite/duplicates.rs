@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::pool::sql;
 use super::records::{head_from, patient_from, seq_from, seq_to_sql};
-use crate::db::{DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, Seq};
+use crate::db::{DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, Seq, StoredCandidates};
 
 pub(super) fn cursor(tx: &Transaction<'_>) -> Result<Seq, DbError> {
     let raw: i64 = tx
@@ -61,11 +61,13 @@ pub(super) fn changed_after(
 /// contributes, a larger one sends the search to the key's next level
 /// (its rows read so far are dropped), an empty one ends it (every finer
 /// block is part of it).
-pub(super) fn candidates(
+pub(super) fn candidates_into(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
-) -> Result<Vec<(PatientId, String)>, DbError> {
+    found: &mut StoredCandidates,
+    too_large: &mut HashSet<String>,
+) -> Result<(), DbError> {
     const CTX: &str = "reading duplicate candidates";
     // The limit is written into the statement (a bound one made SQLite
     // plan the statement again at each run).
@@ -77,13 +79,15 @@ pub(super) fn candidates(
         ))
         .map_err(sql(CTX))?;
     let mut seen = HashSet::new();
-    let mut found = Vec::new();
     // A block's rows, before knowing whether it fits: ids, and the end of
     // each one's fields in `text`.
     let mut block: Vec<([u8; 16], usize)> = Vec::new();
-    let mut text = String::new();
+    let mut text: Vec<u8> = Vec::new();
     for key in keys {
         for level in key.levels() {
+            if too_large.contains(level) {
+                continue;
+            }
             let end = block_end(level);
             block.clear();
             text.clear();
@@ -95,33 +99,37 @@ pub(super) fn candidates(
                     .map_err(sql(CTX))?
                     .try_into()
                     .map_err(|_| DbError::Damaged("duplicate_members.patient"))?;
+                // Checked to be text when the block is taken (most rows
+                // read are in blocks too large to search).
                 let fields = row
                     .get_ref(1)
-                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .and_then(|v| v.as_bytes().map_err(Into::into))
                     .map_err(sql(CTX))?;
-                text.push_str(fields);
+                text.extend_from_slice(fields);
                 block.push((id, text.len()));
             }
             drop(rows);
             match block.len() {
                 0 => break,
-                n if n > max_block => continue,
+                n if n > max_block => {
+                    too_large.insert(level.to_owned());
+                    continue;
+                }
                 _ => {}
             }
             let mut start = 0;
             for &(id, end) in &block {
                 if seen.insert(id) {
-                    found.push((
-                        patient_from(&id, "duplicate_members.patient")?,
-                        text[start..end].to_owned(),
-                    ));
+                    let fields = std::str::from_utf8(&text[start..end])
+                        .map_err(|_| DbError::Damaged("duplicate_members.fields"))?;
+                    found.push(patient_from(&id, "duplicate_members.patient")?, fields);
                 }
                 start = end;
             }
             break;
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// A pair's two ids in their stored order.

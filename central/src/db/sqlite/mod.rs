@@ -20,6 +20,7 @@ mod scope;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use chartsync_protocol::{CommitId, PatientId};
 use self::pool::{Pool, read, write};
 use super::{
     Applied, CentralDb, Counts, DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, HeadChange,
-    Instance, MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, Seq,
+    Instance, MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, Seq, StoredCandidates,
 };
 
 /// Central's SQLite migrations (`migrations/central/sqlite/`).
@@ -359,7 +360,9 @@ impl CentralDb for SqliteDb {
         max_block: usize,
     ) -> Result<Vec<(PatientId, String)>, DbError> {
         read(&self.pool, "reading duplicate candidates", move |tx| {
-            duplicates::candidates(tx, &keys, max_block)
+            let mut found = StoredCandidates::default();
+            duplicates::candidates_into(tx, &keys, max_block, &mut found, &mut HashSet::new())?;
+            Ok(found.iter().map(|(id, f)| (id, f.to_owned())).collect())
         })
         .await
     }
@@ -371,7 +374,7 @@ impl CentralDb for SqliteDb {
         &self,
         plans: Vec<Vec<DuplicateKey>>,
         max_block: usize,
-    ) -> Result<Vec<Vec<(PatientId, String)>>, DbError> {
+    ) -> Result<Vec<StoredCandidates>, DbError> {
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .min(READERS);
@@ -387,9 +390,22 @@ impl CentralDb for SqliteDb {
             let pool = Arc::clone(&self.pool);
             reads.push(tokio::spawn(async move {
                 read(&pool, "reading duplicate candidates", move |tx| {
+                    // The levels found too large to search, for the
+                    // records after (one snapshot: they stay so).
+                    let mut too_large = HashSet::new();
                     part.iter()
-                        .map(|keys| duplicates::candidates(tx, keys, max_block))
-                        .collect::<Result<Vec<_>, _>>()
+                        .map(|keys| {
+                            let mut found = StoredCandidates::default();
+                            duplicates::candidates_into(
+                                tx,
+                                keys,
+                                max_block,
+                                &mut found,
+                                &mut too_large,
+                            )?;
+                            Ok(found)
+                        })
+                        .collect::<Result<Vec<_>, DbError>>()
                 })
                 .await
             }));
