@@ -69,15 +69,7 @@ pub(super) fn candidates_into(
     too_large: &mut HashSet<String>,
 ) -> Result<(), DbError> {
     const CTX: &str = "reading duplicate candidates";
-    // The limit is written into the statement (a bound one made SQLite
-    // plan the statement again at each run).
-    let limit = max_block.saturating_add(1);
-    let mut members = tx
-        .prepare_cached(&format!(
-            "SELECT patient, fields FROM duplicate_members
-             WHERE key >= ?1 AND key < ?2 LIMIT {limit}"
-        ))
-        .map_err(sql(CTX))?;
+    let mut members = tx.prepare_cached(&block_sql(max_block)).map_err(sql(CTX))?;
     let mut seen = HashSet::new();
     // A block's rows, before knowing whether it fits: ids, and the end of
     // each one's fields in `text`.
@@ -130,6 +122,17 @@ pub(super) fn candidates_into(
         }
     }
     Ok(())
+}
+
+/// The statement reading a block (`?1` to `?2`), up to one row more than
+/// `max_block`. The limit is written into it: a bound one made SQLite plan
+/// the statement again at each run.
+pub(super) fn block_sql(max_block: usize) -> String {
+    format!(
+        "SELECT patient, fields FROM duplicate_members
+         WHERE key >= ?1 AND key < ?2 LIMIT {}",
+        max_block.saturating_add(1)
+    )
 }
 
 /// A pair's two ids in their stored order.
