@@ -2,7 +2,7 @@
 //! 1,000 pushed records when its index already holds N records (by hand;
 //! the numbers go to docs/benchmarks.md):
 //!
-//!     cargo run --release -p chartsync-central --example duplicates_scale -- 1000000 [LIMITS]
+//!     cargo run --release -p chartsync-central --example duplicates_scale -- 1000000 [LIMITS [WARM]]
 //!
 //! Fills a fresh SQLite database's duplicate index with N generated
 //! people (fixed seed; names drawn with a skewed frequency, so common names
@@ -208,6 +208,15 @@ async fn main() {
         .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
         .filter(|v: &Vec<usize>| !v.is_empty())
         .unwrap_or_else(|| vec![MAX_BLOCK]);
+    // Before each timed batch, the candidates of this many other new
+    // records are read (not timed, not written) on the same handle, as the
+    // indexer reads those of the batches before: the blocks they found too
+    // large to search are then known (each run starts on a new handle,
+    // knowing none).
+    let warm: usize = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("central.sqlite");
     drop(SqliteDb::open(&path).expect("db"));
@@ -224,7 +233,6 @@ async fn main() {
     }
     let rows = bulk_fill(&path, &mut people);
     drop(people);
-    let db = SqliteDb::open(&path).expect("db");
     {
         let conn = rusqlite::Connection::open(&path).expect("open");
         let count = |q: &str| -> i64 { conn.query_row(q, [], |r| r.get(0)).expect(q) };
@@ -266,8 +274,30 @@ async fn main() {
             person: Some(p.clone()),
         })
         .collect();
+    // Other new records, for the warm-up (drawn after the batch, which
+    // stays the same whatever `warm`).
+    let others: Vec<Pending> = (0..warm)
+        .map(|i| Pending {
+            seq: 0,
+            id: id(n + 1000 + i as u64),
+            person: Some(person(&mut rng)),
+        })
+        .collect();
     for (run, &max_block) in limits.iter().enumerate() {
         let write = run + 1 == limits.len();
+        let db = SqliteDb::open(&path).expect("db");
+        let warming = Instant::now();
+        for chunk in others.chunks(1000) {
+            stored_candidates(&db, chunk, max_block)
+                .await
+                .expect("warm-up");
+        }
+        if warm > 0 {
+            println!(
+                "read the candidates of {warm} other records first in {:.1} s",
+                warming.elapsed().as_secs_f64()
+            );
+        }
         let start = Instant::now();
         let cpu_start = cpu();
         // What the indexer does with a batch, once its records are read

@@ -22,7 +22,7 @@ mod tests;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use chartsync_common::sqlite::Migration;
@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "duplicate_members",
         sql: include_str!("../../../../migrations/central/sqlite/0006_duplicate_members.sql"),
     },
+    Migration {
+        version: 7,
+        name: "duplicate_removals",
+        sql: include_str!("../../../../migrations/central/sqlite/0007_duplicate_removals.sql"),
+    },
 ];
 
 /// Read-only connections per handle.
@@ -79,6 +84,8 @@ const MIN_SHARE: usize = 8;
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
     pool: Arc<Pool>,
+    /// The duplicate index's blocks known too large to search.
+    large: Arc<RwLock<duplicates::LargeLevels>>,
 }
 
 impl SqliteDb {
@@ -93,6 +100,7 @@ impl SqliteDb {
         })?;
         Ok(SqliteDb {
             pool: Arc::new(Pool::open(path, READERS)?),
+            large: Arc::default(),
         })
     }
 }
@@ -361,7 +369,15 @@ impl CentralDb for SqliteDb {
     ) -> Result<Vec<(PatientId, String)>, DbError> {
         read(&self.pool, "reading duplicate candidates", move |tx| {
             let mut found = StoredCandidates::default();
-            duplicates::candidates_into(tx, &keys, max_block, &mut found, &mut HashSet::new())?;
+            let unknown = |_: &str| false;
+            duplicates::candidates_into(
+                tx,
+                &keys,
+                max_block,
+                &mut found,
+                &unknown,
+                &mut HashSet::new(),
+            )?;
             Ok(found.iter().map(|(id, f)| (id, f.to_owned())).collect())
         })
         .await
@@ -369,7 +385,8 @@ impl CentralDb for SqliteDb {
 
     /// On several readers at once (as many as the machine has cores, at
     /// most [`READERS`]), each reading a share of the records in one
-    /// transaction.
+    /// transaction; a block known too large to search in that snapshot
+    /// (see [`duplicates::LargeLevels`]) is not read.
     async fn duplicate_candidates_many(
         &self,
         plans: Vec<Vec<DuplicateKey>>,
@@ -388,12 +405,21 @@ impl CentralDb for SqliteDb {
                 break;
             }
             let pool = Arc::clone(&self.pool);
+            let large = Arc::clone(&self.large);
             reads.push(tokio::spawn(async move {
                 read(&pool, "reading duplicate candidates", move |tx| {
-                    // The levels found too large to search, for the
-                    // records after (one snapshot: they stay so).
+                    let removals = duplicates::removals(tx)?;
+                    let known = |level: &str| {
+                        large
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .known(level, max_block, removals)
+                    };
+                    // The levels found too large to search here, for the
+                    // records after and the searches to come.
                     let mut too_large = HashSet::new();
-                    part.iter()
+                    let found = part
+                        .iter()
                         .map(|keys| {
                             let mut found = StoredCandidates::default();
                             duplicates::candidates_into(
@@ -401,30 +427,53 @@ impl CentralDb for SqliteDb {
                                 keys,
                                 max_block,
                                 &mut found,
+                                &known,
                                 &mut too_large,
                             )?;
                             Ok(found)
                         })
-                        .collect::<Result<Vec<_>, DbError>>()
+                        .collect::<Result<Vec<_>, DbError>>()?;
+                    Ok((found, too_large, removals))
                 })
                 .await
             }));
         }
         let mut out = Vec::new();
         for part in reads {
-            out.extend(part.await.map_err(|e| DbError::Backend {
+            let (found, too_large, removals) = part.await.map_err(|e| DbError::Backend {
                 context: "reading duplicate candidates",
                 source: Box::new(e),
-            })??);
+            })??;
+            out.extend(found);
+            self.large
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .found(too_large, max_block, removals);
         }
         Ok(out)
     }
 
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
-        write(&self.pool, "indexing records for duplicates", move |tx| {
-            updates.iter().try_for_each(|u| duplicates::index(tx, u))
+        let (removed, removals) = write(&self.pool, "indexing records for duplicates", move |tx| {
+            let mut removed = Vec::new();
+            for update in &updates {
+                duplicates::index(tx, update, &mut removed)?;
+            }
+            let removals = if removed.is_empty() {
+                None
+            } else {
+                Some(duplicates::count_removal(tx)?)
+            };
+            Ok((removed, removals))
         })
-        .await
+        .await?;
+        if let Some(removals) = removals {
+            self.large
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .removed(&removed, removals);
+        }
+        Ok(())
     }
 
     async fn duplicate_pairs(
