@@ -2,16 +2,18 @@
 //! 1,000 pushed records when its index already holds N records (by hand;
 //! the numbers go to docs/benchmarks.md):
 //!
-//!     cargo run --release -p chartsync-central --example duplicates_scale -- 1000000 [LIMITS]
+//!     cargo run --release -p chartsync-central --example duplicates_scale -- 1000000 [LIMITS [WARM]]
 //!
 //! Fills a fresh SQLite database's duplicate index with N generated
 //! people (fixed seed; names drawn with a skewed frequency, so common names
 //! make large blocks as in life), then times the work the indexer does per
-//! batch apart from reading `patient.yaml` from git: the candidates of each
-//! of 1,000 new records (a third of them misspelled copies of indexed
-//! people), their comparison, and the batch's write through
-//! `index_duplicates`. It prints how many of the planted copies were found
-//! (recall of blocking and scoring at this size).
+//! batch apart from reading `patient.yaml` from git, through the indexer's
+//! own functions: the candidates of 1,000 new records (a third of them
+//! misspelled copies of indexed people; `stored_candidates`, a reader per
+//! core), their comparison (`compare_batch`, a thread per core), and the
+//! batch's write (`index_duplicates`), each as elapsed and as CPU time (all
+//! threads). It prints how many of the planted copies were found (recall of
+//! blocking and scoring at this size).
 //!
 //! The fill writes the rows `index_duplicates` would write (each record's
 //! stored keys, and one member row per key with its fields) straight into
@@ -21,10 +23,10 @@
 
 use std::time::{Duration, Instant};
 
+use chartsync_central::db::CentralDb;
 use chartsync_central::db::sqlite::SqliteDb;
-use chartsync_central::db::{CentralDb, DuplicateEntry, DuplicatePair, DuplicateUpdate};
-use chartsync_central::duplicates::KEEP_SCORE;
-use chartsync_dedup::{BirthDate, MAX_BLOCK, Person, compare_at_least, key_plan, stored_keys};
+use chartsync_central::duplicates::{Pending, compare_batch, stored_candidates};
+use chartsync_dedup::{BirthDate, MAX_BLOCK, Person, stored_keys};
 use chartsync_protocol::PatientId;
 
 const GIVEN: &[&str] = &[
@@ -206,6 +208,15 @@ async fn main() {
         .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
         .filter(|v: &Vec<usize>| !v.is_empty())
         .unwrap_or_else(|| vec![MAX_BLOCK]);
+    // Before each timed batch, the candidates of this many other new
+    // records are read (not timed, not written) on the same handle, as the
+    // indexer reads those of the batches before: the blocks they found too
+    // large to search are then known (each run starts on a new handle,
+    // knowing none).
+    let warm: usize = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("central.sqlite");
     drop(SqliteDb::open(&path).expect("db"));
@@ -222,7 +233,6 @@ async fn main() {
     }
     let rows = bulk_fill(&path, &mut people);
     drop(people);
-    let db = SqliteDb::open(&path).expect("db");
     {
         let conn = rusqlite::Connection::open(&path).expect("open");
         let count = |q: &str| -> i64 { conn.query_row(q, [], |r| r.get(0)).expect(q) };
@@ -255,53 +265,68 @@ async fn main() {
             }
         })
         .collect();
+    let pending: Vec<Pending> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| Pending {
+            seq: 0,
+            id: id(n + i as u64),
+            person: Some(p.clone()),
+        })
+        .collect();
+    // Other new records, for the warm-up (drawn after the batch, which
+    // stays the same whatever `warm`).
+    let others: Vec<Pending> = (0..warm)
+        .map(|i| Pending {
+            seq: 0,
+            id: id(n + 1000 + i as u64),
+            person: Some(person(&mut rng)),
+        })
+        .collect();
     for (run, &max_block) in limits.iter().enumerate() {
         let write = run + 1 == limits.len();
+        let db = SqliteDb::open(&path).expect("db");
+        let warming = Instant::now();
+        for chunk in others.chunks(1000) {
+            stored_candidates(&db, chunk, max_block)
+                .await
+                .expect("warm-up");
+        }
+        if warm > 0 {
+            println!(
+                "read the candidates of {warm} other records first in {:.1} s",
+                warming.elapsed().as_secs_f64()
+            );
+        }
         let start = Instant::now();
         let cpu_start = cpu();
-        let (mut reading_cpu, mut comparing_cpu) = (Duration::ZERO, Duration::ZERO);
-        let (mut candidates, mut found, mut planted_found) = (0usize, 0usize, 0usize);
-        let (mut reading, mut comparing) = (Duration::ZERO, Duration::ZERO);
-        let mut updates = Vec::new();
-        for (i, (p, original)) in batch.iter().enumerate() {
-            let t = Instant::now();
-            let c = cpu();
-            let keys = stored_keys(p);
-            let stored = db
-                .duplicate_candidates(key_plan(p), max_block)
-                .await
-                .expect("candidates");
-            reading += t.elapsed();
-            reading_cpu += cpu() - c;
-            let t = Instant::now();
-            let c = cpu();
-            candidates += stored.len();
-            let me = id(n + i as u64);
-            let mut pairs = Vec::new();
-            for (other, row) in stored {
-                let other_person = Person::from_row(&row).expect("stored fields");
-                if let Some(c) = compare_at_least(&other_person, p, KEEP_SCORE) {
-                    found += usize::from(c.score >= 0.8);
-                    planted_found += usize::from(c.score >= 0.8 && Some(other) == *original);
-                    pairs.push(DuplicatePair {
-                        a: other,
-                        b: me,
-                        score: c.score,
-                        fields: serde_json::to_string(&c.fields).expect("json"),
-                    });
+        // What the indexer does with a batch, once its records are read
+        // from git: the candidates (read on a reader per core), their
+        // comparison (a thread per core), the write.
+        let stored = stored_candidates(&db, &pending, max_block)
+            .await
+            .expect("candidates");
+        let reading = start.elapsed();
+        let reading_cpu = cpu() - cpu_start;
+        let candidates: usize = stored.iter().map(|s| s.len()).sum();
+        let t = Instant::now();
+        let c = cpu();
+        let updates = compare_batch(pending.clone(), stored)
+            .await
+            .expect("compare");
+        let comparing = t.elapsed();
+        let comparing_cpu = cpu() - c;
+        let (mut found, mut in_batch, mut planted_found) = (0usize, 0usize, 0usize);
+        for (update, (_, original)) in updates.iter().zip(&batch) {
+            for pair in &update.pairs {
+                let other = if pair.a == update.id { pair.b } else { pair.a };
+                if pending.iter().any(|p| p.id == other) {
+                    in_batch += usize::from(pair.score >= 0.8);
+                    continue;
                 }
+                found += usize::from(pair.score >= 0.8);
+                planted_found += usize::from(pair.score >= 0.8 && Some(other) == *original);
             }
-            comparing += t.elapsed();
-            comparing_cpu += cpu() - c;
-            updates.push(DuplicateUpdate {
-                id: me,
-                seq: 0,
-                entry: Some(DuplicateEntry {
-                    person: p.to_row(),
-                    keys,
-                }),
-                pairs,
-            });
         }
         let t = Instant::now();
         let c = cpu();
@@ -314,7 +339,7 @@ async fn main() {
         let took_cpu = cpu() - cpu_start;
         let planted = batch.iter().filter(|(_, o)| o.is_some()).count();
         println!(
-            "batch of 1000 at {n} records, blocks of at most {max_block}: {:.0} ms (candidates read {:.0} ms, compared {:.0} ms, written {:.0} ms); CPU {:.0} ms (read {:.0}, compare {:.0}, write {:.0}); {} candidates per record; {found} pairs at 0.8 or more; {planted_found} of {planted} planted copies found",
+            "batch of 1000 at {n} records, blocks of at most {max_block}: {:.0} ms (candidates read {:.0} ms, compared {:.0} ms, written {:.0} ms); CPU {:.0} ms (read {:.0}, compare {:.0}, write {:.0}); {} candidates per record; {found} pairs at 0.8 or more with indexed records ({in_batch} within the batch); {planted_found} of {planted} planted copies found",
             took.as_secs_f64() * 1000.0,
             reading.as_secs_f64() * 1000.0,
             comparing.as_secs_f64() * 1000.0,

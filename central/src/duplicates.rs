@@ -22,7 +22,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use chartsync_dedup::{MAX_BLOCK, Person, blocking_keys, compare_at_least, key_plan, stored_keys};
+use chartsync_dedup::{
+    MAX_BLOCK, Person, PersonView, blocking_keys, compare_views_at_least, key_plan, stored_keys,
+};
 use chartsync_http::{ApiError, Authenticated, read_body};
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Deserialize;
@@ -31,7 +33,9 @@ use tokio::sync::watch;
 
 use crate::Central;
 use crate::auth::Caller;
-use crate::db::{CentralDb, DbError, DuplicateEntry, DuplicatePair, DuplicateUpdate, Seq};
+use crate::db::{
+    CentralDb, DbError, DuplicateEntry, DuplicatePair, DuplicateUpdate, Seq, StoredCandidates,
+};
 use crate::records::CentralApi;
 
 /// Pairs scoring below this are not kept (nor listed, whatever
@@ -143,11 +147,9 @@ pub async fn index_pending<D: CentralDb>(
 ) -> Result<usize, DbError> {
     let cursor = central.db.duplicates_cursor().await?;
     let changed = central.db.changed_after(cursor, limit).await?;
-    let mut batch: Vec<Indexed> = Vec::with_capacity(changed.len());
-    let mut processed: Vec<PatientId> = Vec::with_capacity(changed.len());
-    let mut updates = Vec::with_capacity(changed.len());
+    let mut batch: Vec<Pending> = Vec::with_capacity(changed.len());
     for &(seq, id, head) in &changed {
-        let found = match person_at(central, id, head).await {
+        let person = match person_at(central, id, head).await {
             Found::Unreadable => {
                 let tries = unreadable.entry(id).or_insert(0);
                 *tries += 1;
@@ -161,23 +163,24 @@ pub async fn index_pending<D: CentralDb>(
             Found::Person(p) => Some(p),
         };
         unreadable.remove(&id);
-        let (update, indexed) = index_one(central, seq, id, found, &batch, &processed).await?;
-        updates.push(update);
-        batch.extend(indexed);
-        processed.push(id);
+        batch.push(Pending { seq, id, person });
     }
-    let done = updates.len();
-    if !updates.is_empty() {
+    let done = batch.len();
+    if !batch.is_empty() {
+        let stored = stored_candidates(&central.db, &batch, MAX_BLOCK).await?;
+        let updates = compare_batch(batch, stored).await?;
         central.db.index_duplicates(updates).await?;
     }
     Ok(done)
 }
 
-/// A record indexed earlier in the same batch (not in the database yet).
-struct Indexed {
-    id: PatientId,
-    keys: Vec<String>,
-    person: Person,
+/// A record to index: the change indexed, and what its accepted head
+/// says about the patient (`None`: nothing identifying).
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: Seq,
+    pub id: PatientId,
+    pub person: Option<Person>,
 }
 
 /// What a record's accepted head says about the patient.
@@ -233,75 +236,198 @@ async fn person_at<D: CentralDb>(
     }
 }
 
-/// Indexes one record: `person` is what its accepted head says (`None`:
-/// nothing identifying); `batch` holds the records indexed earlier in the
-/// same step with their fields, `processed` every record of the step so
-/// far (their stored fields are out of date).
-async fn index_one<D: CentralDb>(
-    central: &Arc<Central<D>>,
-    seq: Seq,
-    id: PatientId,
-    person: Option<Person>,
-    batch: &[Indexed],
-    processed: &[PatientId],
-) -> Result<(DuplicateUpdate, Option<Indexed>), DbError> {
-    let Some(person) = person else {
-        let update = DuplicateUpdate {
-            id,
-            seq,
-            entry: None,
-            pairs: Vec::new(),
-        };
-        return Ok((update, None));
-    };
-    let keys = blocking_keys(&person);
-    let stored = central
-        .db
-        .duplicate_candidates(key_plan(&person), MAX_BLOCK)
-        .await?;
-    let mut candidates: Vec<(PatientId, Person)> = stored
-        .into_iter()
-        .filter(|(other, _)| !processed.contains(other))
-        .filter_map(|(other, row)| Some((other, Person::from_row(&row)?)))
+/// The indexed records sharing a block with each record of `batch` (none
+/// for a record without fields), with their stored fields, in order: the
+/// index as it was before the batch. Blocks larger than `max_block` are
+/// searched through finer keys (the indexer's is [`MAX_BLOCK`]).
+pub async fn stored_candidates<D: CentralDb>(
+    db: &D,
+    batch: &[Pending],
+    max_block: usize,
+) -> Result<Vec<StoredCandidates>, DbError> {
+    let plans = batch
+        .iter()
+        .map(|p| p.person.as_ref().map(key_plan).unwrap_or_default())
         .collect();
-    candidates.extend(
-        batch
-            .iter()
-            .filter(|b| b.keys.iter().any(|k| keys.contains(k)))
-            .map(|b| (b.id, b.person.clone())),
-    );
-    let mut pairs = Vec::new();
-    for (other, other_person) in candidates {
-        if other == id {
-            continue;
-        }
-        // The pair is stored with its ids in byte order; its fields'
-        // values follow the same order.
-        let (a, b, pa, pb) = if other.as_bytes() < id.as_bytes() {
-            (other, id, &other_person, &person)
-        } else {
-            (id, other, &person, &other_person)
-        };
-        if let Some(comparison) = compare_at_least(pa, pb, KEEP_SCORE) {
-            pairs.push(DuplicatePair {
-                a,
-                b,
-                score: comparison.score,
-                fields: serde_json::to_string(&comparison.fields)
-                    .map_err(|_| DbError::Damaged("duplicate_pairs.fields"))?,
-            });
+    db.duplicate_candidates_many(plans, max_block).await
+}
+
+/// Compares each record of `batch` with its candidates: `stored[i]` (from
+/// [`stored_candidates`]) for record `i`, less the records indexed earlier
+/// in the batch (their stored fields are out of date), and those earlier
+/// records themselves when they share a key with it (as if the batch were
+/// indexed one record after another). On blocking threads, as many as the
+/// machine has cores; the updates come back in the batch's order.
+pub async fn compare_batch(
+    batch: Vec<Pending>,
+    stored: Vec<StoredCandidates>,
+) -> Result<Vec<DuplicateUpdate>, DbError> {
+    if stored.len() != batch.len() {
+        return Err(DbError::Damaged("duplicate candidates"));
+    }
+    tokio::task::spawn_blocking(move || compare_all(&batch, stored))
+        .await
+        .map_err(|e| DbError::Backend {
+            context: "comparing duplicate candidates",
+            source: Box::new(e),
+        })?
+}
+
+/// [`compare_batch`] on this thread and others.
+fn compare_all(
+    batch: &[Pending],
+    stored: Vec<StoredCandidates>,
+) -> Result<Vec<DuplicateUpdate>, DbError> {
+    // Each record's position in the batch (its first, should one appear
+    // twice), and the batch's records by key.
+    let mut position: HashMap<PatientId, usize> = HashMap::with_capacity(batch.len());
+    let mut keys: Vec<Vec<String>> = Vec::with_capacity(batch.len());
+    let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, pending) in batch.iter().enumerate() {
+        position.entry(pending.id).or_insert(i);
+        keys.push(
+            pending
+                .person
+                .as_ref()
+                .map(blocking_keys)
+                .unwrap_or_default(),
+        );
+    }
+    for (i, k) in keys.iter().enumerate() {
+        for key in k {
+            by_key.entry(key.as_str()).or_default().push(i);
         }
     }
-    let update = DuplicateUpdate {
-        id,
-        seq,
-        entry: Some(DuplicateEntry {
-            person: person.to_row(),
-            keys: stored_keys(&person),
-        }),
-        pairs,
+    let one = |i: usize, stored: StoredCandidates| -> Result<DuplicateUpdate, DbError> {
+        let pending = &batch[i];
+        let Some(person) = &pending.person else {
+            return Ok(DuplicateUpdate {
+                id: pending.id,
+                seq: pending.seq,
+                entry: None,
+                pairs: Vec::new(),
+            });
+        };
+        // The earlier records of the batch sharing a key, in batch order.
+        let mut earlier: Vec<usize> = keys[i]
+            .iter()
+            .filter_map(|k| by_key.get(k.as_str()))
+            .flatten()
+            .copied()
+            .filter(|&j| j < i)
+            .collect();
+        earlier.sort_unstable();
+        earlier.dedup();
+        let mut pairs = Vec::new();
+        let mut consider =
+            |other: PatientId, other_person: PersonView<'_>| -> Result<(), DbError> {
+                if other == pending.id {
+                    return Ok(());
+                }
+                if let Some(pair) = compare_pair(pending.id, person.view(), other, other_person)? {
+                    pairs.push(pair);
+                }
+                Ok(())
+            };
+        for (other, row) in stored.iter() {
+            if position.get(&other).is_some_and(|&j| j < i) {
+                continue;
+            }
+            if let Some(other_person) = PersonView::from_row(row) {
+                consider(other, other_person)?;
+            }
+        }
+        for j in earlier {
+            if let Some(other_person) = &batch[j].person {
+                consider(batch[j].id, other_person.view())?;
+            }
+        }
+        Ok(DuplicateUpdate {
+            id: pending.id,
+            seq: pending.seq,
+            entry: Some(DuplicateEntry {
+                person: person.to_row(),
+                keys: stored_keys(person),
+            }),
+            pairs,
+        })
     };
-    Ok((update, Some(Indexed { id, keys, person })))
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(batch.len().div_ceil(MIN_SHARE))
+        .max(1);
+    if threads == 1 {
+        return stored
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| one(i, s))
+            .collect();
+    }
+    // Interleaved shares (record i to thread i % threads), so that each
+    // gets its part of the large and the small records.
+    let mut shares: Vec<Vec<(usize, StoredCandidates)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (i, s) in stored.into_iter().enumerate() {
+        shares[i % threads].push((i, s));
+    }
+    let one = &one;
+    let done: Vec<Result<Vec<(usize, DuplicateUpdate)>, DbError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || {
+                    share
+                        .into_iter()
+                        .map(|(i, s)| Ok((i, one(i, s)?)))
+                        .collect::<Result<Vec<_>, DbError>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut out: Vec<Option<DuplicateUpdate>> = (0..batch.len()).map(|_| None).collect();
+    for share in done {
+        for (i, update) in share? {
+            out[i] = Some(update);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The fewest records worth a comparing thread of their own.
+const MIN_SHARE: usize = 8;
+
+/// `id` (fields `person`) compared with `other`: the pair if it scores at
+/// least [`KEEP_SCORE`].
+fn compare_pair(
+    id: PatientId,
+    person: PersonView<'_>,
+    other: PatientId,
+    other_person: PersonView<'_>,
+) -> Result<Option<DuplicatePair>, DbError> {
+    // The pair is stored with its ids in byte order; its fields' values
+    // follow the same order.
+    let (a, b, pa, pb) = if other.as_bytes() < id.as_bytes() {
+        (other, id, other_person, person)
+    } else {
+        (id, other, person, other_person)
+    };
+    let Some(comparison) = compare_views_at_least(pa, pb, KEEP_SCORE) else {
+        return Ok(None);
+    };
+    Ok(Some(DuplicatePair {
+        a,
+        b,
+        score: comparison.score,
+        fields: serde_json::to_string(&comparison.fields)
+            .map_err(|_| DbError::Damaged("duplicate_pairs.fields"))?,
+    }))
 }
 
 /// `GET /v1/duplicates` and `POST /v1/duplicates/dismiss`.
@@ -439,4 +565,101 @@ async fn dismiss<D: CentralDb>(
     Ok(axum::Json(json!({
         "dismissed": { "a": body.a.to_string(), "b": body.b.to_string() }
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(given: &str, family: &str, born: &str) -> Person {
+        Person {
+            given_name: Some(given.into()),
+            family_name: Some(family.into()),
+            birth_date: Some(chartsync_dedup::BirthDate(born.into())),
+            ..Person::default()
+        }
+    }
+
+    fn pending(id: PatientId, p: Option<Person>) -> Pending {
+        Pending {
+            seq: 1,
+            id,
+            person: p,
+        }
+    }
+
+    fn others(update: &DuplicateUpdate) -> Vec<PatientId> {
+        update
+            .pairs
+            .iter()
+            .map(|p| if p.a == update.id { p.b } else { p.a })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_compared_as_if_indexed_one_record_after_another() {
+        let (stored_grace, aminah, amina, esther) = (
+            PatientId::random(),
+            PatientId::random(),
+            PatientId::random(),
+            PatientId::random(),
+        );
+        let grace = person("grace", "wanjiru", "19850930");
+        let stored_row: StoredCandidates = [(stored_grace, grace.to_row().as_str())]
+            .into_iter()
+            .collect();
+        // Enough others (strangers) for the work to be shared among
+        // threads.
+        let strangers: Vec<Pending> = (0..40)
+            .map(|i| {
+                let p = person(&format!("x{i}"), &format!("y{i}"), "20010101");
+                pending(PatientId::random(), Some(p))
+            })
+            .collect();
+        let mut batch = vec![
+            // The stored Grace becomes someone else, before a new Grace
+            // comes: the new one is not paired with her old fields.
+            pending(stored_grace, Some(person("esther", "njeri", "19610203"))),
+            pending(esther, None),
+            pending(amina, Some(person("amina", "odhiambo", "19900412"))),
+            // The same person twice in one batch: found (the later one
+            // holds the pair).
+            pending(aminah, Some(person("aminah", "odhiambo", "19900412"))),
+        ];
+        batch.extend(strangers.iter().cloned());
+        let new_grace = PatientId::random();
+        batch.push(pending(new_grace, Some(grace.clone())));
+        let mut stored: Vec<StoredCandidates> =
+            batch.iter().map(|_| StoredCandidates::default()).collect();
+        let last = stored.len() - 1;
+        stored[last] = stored_row.clone();
+        let updates = compare_batch(batch.clone(), stored).await.expect("compare");
+        assert_eq!(updates.len(), batch.len());
+        for (u, p) in updates.iter().zip(&batch) {
+            assert_eq!(u.id, p.id, "in the batch's order");
+            assert_eq!(u.entry.is_some(), p.person.is_some());
+        }
+        assert!(updates[0].pairs.is_empty());
+        assert!(updates[1].pairs.is_empty() && updates[1].entry.is_none());
+        assert!(updates[2].pairs.is_empty());
+        assert_eq!(others(&updates[3]), vec![amina]);
+        let named = [stored_grace, esther, amina, aminah, new_grace];
+        assert!(
+            updates[4..last]
+                .iter()
+                .all(|u| others(u).iter().all(|o| !named.contains(o)))
+        );
+        assert!(others(&updates[last]).is_empty(), "{:?}", updates[last]);
+
+        // The new Grace first: the stored one (not indexed again yet) is
+        // her pair.
+        let batch = vec![
+            pending(new_grace, Some(grace)),
+            pending(stored_grace, Some(person("esther", "njeri", "19610203"))),
+        ];
+        let stored = vec![stored_row, StoredCandidates::default()];
+        let updates = compare_batch(batch, stored).await.expect("compare");
+        assert_eq!(others(&updates[0]), vec![stored_grace]);
+        assert!(updates[1].pairs.is_empty());
+    }
 }

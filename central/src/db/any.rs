@@ -9,7 +9,7 @@ use super::postgres::PgDb;
 use super::sqlite::SqliteDb;
 use super::{
     ActivityRow, Applied, CentralDb, Counts, DbError, DuplicateKey, DuplicatePair, DuplicateUpdate,
-    HeadChange, Instance, NewInstance, RecordRow, RefPending, SavedReport, Seq,
+    HeadChange, Instance, NewInstance, RecordRow, RefPending, SavedReport, Seq, StoredCandidates,
 };
 use crate::config::{CentralConfig, DatabaseUrl};
 
@@ -177,6 +177,13 @@ impl CentralDb for AnyDb {
         max_block: usize,
     ) -> Result<Vec<(PatientId, String)>, DbError> {
         both!(self.duplicate_candidates(keys, max_block))
+    }
+    async fn duplicate_candidates_many(
+        &self,
+        plans: Vec<Vec<DuplicateKey>>,
+        max_block: usize,
+    ) -> Result<Vec<StoredCandidates>, DbError> {
+        both!(self.duplicate_candidates_many(plans, max_block))
     }
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
         both!(self.index_duplicates(updates))

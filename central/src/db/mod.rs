@@ -434,6 +434,26 @@ pub trait CentralDb: Send + Sync + 'static {
         max_block: usize,
     ) -> impl Future<Output = Result<Vec<(PatientId, String)>, DbError>> + Send;
 
+    /// [`CentralDb::duplicate_candidates`] of several records at once
+    /// (`plans[i]` is the keys of record `i`), in order. A backend may
+    /// read them on several connections at once, each part in one
+    /// snapshot (only the indexer changes the index, one batch at a time).
+    /// The default asks record by record.
+    fn duplicate_candidates_many(
+        &self,
+        plans: Vec<Vec<DuplicateKey>>,
+        max_block: usize,
+    ) -> impl Future<Output = Result<Vec<StoredCandidates>, DbError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(plans.len());
+            for keys in plans {
+                let found = self.duplicate_candidates(keys, max_block).await?;
+                out.push(found.iter().map(|(id, f)| (*id, f.as_str())).collect());
+            }
+            Ok(out)
+        }
+    }
+
     /// Replaces what is indexed of each record, its keys and its pairs
     /// (dismissed pairs are not stored), in order, and moves the cursor to
     /// the last `seq` if that is later: one transaction.
@@ -552,6 +572,53 @@ pub trait CentralDb: Send + Sync + 'static {
 
 /// A blocking key with its finer fallback.
 pub use chartsync_dedup::Key as DuplicateKey;
+
+/// One record's duplicate candidates with their stored fields, in one
+/// buffer (a batch has hundreds of thousands).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredCandidates {
+    /// Every candidate's fields, one after another.
+    text: String,
+    /// Each candidate and where its fields end in `text`.
+    members: Vec<(PatientId, usize)>,
+}
+
+impl StoredCandidates {
+    /// Adds a candidate.
+    pub fn push(&mut self, id: PatientId, fields: &str) {
+        self.text.push_str(fields);
+        self.members.push((id, self.text.len()));
+    }
+
+    /// How many candidates.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The candidates in the order added, with their fields.
+    pub fn iter(&self) -> impl Iterator<Item = (PatientId, &str)> {
+        let mut start = 0;
+        self.members.iter().map(move |&(id, end)| {
+            let fields = self.text.get(start..end).unwrap_or("");
+            start = end;
+            (id, fields)
+        })
+    }
+}
+
+impl<'a> FromIterator<(PatientId, &'a str)> for StoredCandidates {
+    fn from_iter<I: IntoIterator<Item = (PatientId, &'a str)>>(iter: I) -> Self {
+        let mut out = StoredCandidates::default();
+        for (id, fields) in iter {
+            out.push(id, fields);
+        }
+        out
+    }
+}
 
 /// A likely duplicate pair as stored.
 #[derive(Debug, Clone, PartialEq)]

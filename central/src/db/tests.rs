@@ -1202,6 +1202,35 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
         .await
         .expect("nothing");
     assert!(found.is_empty());
+    // Several records at once (enough to be shared among readers): each
+    // as when asked alone, in order, also when a level found too large
+    // for one record is met again.
+    let plans: Vec<Vec<DuplicateKey>> = (0..6)
+        .flat_map(|_| {
+            [
+                vec![key3("n:ann", "a", "q")],
+                vec![key3("n:ann", "a", "q"), key("p:1")],
+                vec![key("p:2"), key("n:an")],
+                vec![],
+            ]
+        })
+        .collect();
+    for max_block in [1, 10] {
+        let many = db
+            .duplicate_candidates_many(plans.clone(), max_block)
+            .await
+            .expect("many");
+        assert_eq!(many.len(), plans.len());
+        for (keys, got) in plans.iter().zip(&many) {
+            let alone = db
+                .duplicate_candidates(keys.clone(), max_block)
+                .await
+                .expect("alone");
+            let got: Vec<(PatientId, String)> =
+                got.iter().map(|(id, f)| (id, f.to_owned())).collect();
+            assert_eq!(got, alone, "{keys:?} at {max_block}");
+        }
+    }
     let pairs = db.duplicate_pairs(0.0, 0, 10).await.expect("pairs");
     assert_eq!(
         pairs.iter().map(|p| p.score).collect::<Vec<_>>(),
@@ -1271,6 +1300,81 @@ pub(crate) async fn suite_duplicates<D: CentralDb>(db: &D) {
         .expect("c gone");
     assert!(found.is_empty());
     assert_eq!(db.duplicates_cursor().await.expect("cursor"), 7);
+}
+
+/// A block found too large to search is read again once members left it
+/// (a search may remember which blocks were too large), whichever handle
+/// `write` took them out through (`search` and `write` may be one).
+pub(crate) async fn suite_duplicate_blocks_shrink<D: CentralDb, E: CentralDb>(
+    search: &D,
+    write: &E,
+) {
+    let ids: Vec<PatientId> = (0..3).map(|_| PatientId::random()).collect();
+    let update = |i: usize, seq: Seq, keys: Option<&[&str]>| DuplicateUpdate {
+        id: ids[i],
+        seq,
+        entry: keys.map(|keys| DuplicateEntry {
+            person: chartsync_dedup::Person {
+                given_name: Some("ann".to_owned()),
+                ..chartsync_dedup::Person::default()
+            }
+            .to_row(),
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        }),
+        pairs: vec![],
+    };
+    let plans = &vec![vec![DuplicateKey {
+        coarse: "n:ann".to_owned(),
+        fine: Some("n:ann b".to_owned()),
+        finest: Some("n:ann b q".to_owned()),
+    }]];
+    let found = move || async move {
+        let many = search
+            .duplicate_candidates_many(plans.clone(), 2)
+            .await
+            .expect("candidates");
+        many[0].iter().map(|(id, _)| id).collect::<BTreeSet<_>>()
+    };
+    write
+        .index_duplicates(vec![
+            update(0, 1, Some(&["n:ann a q"])),
+            update(1, 2, Some(&["n:ann b q"])),
+            update(2, 3, Some(&["n:ann b r"])),
+        ])
+        .await
+        .expect("index");
+    // "n:ann" holds three: its finer block is searched, twice.
+    for _ in 0..2 {
+        assert_eq!(found().await, BTreeSet::from([ids[1], ids[2]]));
+    }
+    // Indexed again with the same keys: the same.
+    write
+        .index_duplicates(vec![update(1, 4, Some(&["n:ann b q"]))])
+        .await
+        .expect("again");
+    assert_eq!(found().await, BTreeSet::from([ids[1], ids[2]]));
+    // One leaves: "n:ann" holds two and is searched whole.
+    write
+        .index_duplicates(vec![update(2, 5, Some(&["p:9"]))])
+        .await
+        .expect("leaves");
+    assert_eq!(found().await, BTreeSet::from([ids[0], ids[1]]));
+    // Back, then out for having nothing identifying.
+    write
+        .index_duplicates(vec![update(2, 6, Some(&["n:ann b r"]))])
+        .await
+        .expect("back");
+    assert_eq!(found().await, BTreeSet::from([ids[1], ids[2]]));
+    write
+        .index_duplicates(vec![update(0, 7, None)])
+        .await
+        .expect("empty");
+    assert_eq!(found().await, BTreeSet::from([ids[1], ids[2]]));
+    write
+        .index_duplicates(vec![update(2, 8, None)])
+        .await
+        .expect("empty");
+    assert_eq!(found().await, BTreeSet::from([ids[1]]));
 }
 
 /// A dump loaded into another (empty) database reads back the same;
@@ -1373,6 +1477,22 @@ mod sqlite {
     );
 
     #[tokio::test]
+    async fn suite_duplicate_blocks_shrink() {
+        let (_dir, db) = fresh();
+        super::suite_duplicate_blocks_shrink(&db, &db).await;
+    }
+
+    /// Another handle (as another process) takes members out.
+    #[tokio::test]
+    async fn suite_duplicate_blocks_shrink_two_handles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("central.sqlite");
+        let one = SqliteDb::open(&path).expect("open one");
+        let two = SqliteDb::open(&path).expect("open two");
+        super::suite_duplicate_blocks_shrink(&one, &two).await;
+    }
+
+    #[tokio::test]
     async fn suite_dump_load_sqlite_to_sqlite() {
         let ((_a, one), (_b, two)) = (fresh(), fresh());
         super::suite_dump_load(&one, &two).await;
@@ -1420,6 +1540,13 @@ mod postgres {
         suite_reports,
         suite_duplicates,
     );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suite_duplicate_blocks_shrink() {
+        let test = TestDb::new().await;
+        let db = test.open().await;
+        super::suite_duplicate_blocks_shrink(&db, &db).await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn suite_dump_load_sqlite_to_postgres_and_back() {

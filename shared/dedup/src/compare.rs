@@ -27,7 +27,7 @@ use rphonetic::DoubleMetaphone;
 use serde::Serialize;
 use strsim::damerau_levenshtein;
 
-use crate::person::{BirthDate, Person};
+use crate::person::{BirthDate, Person, PersonView};
 
 /// `(m, u)` of each field, see the module's documentation.
 const GIVEN_NAME: (f64, f64) = (0.9, 0.01);
@@ -92,6 +92,16 @@ pub fn compare(a: &Person, b: &Person) -> Comparison {
 /// the address (the costly field) last on the same condition; the values
 /// shown are copied only for a pair that reaches `min_score`.
 pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Comparison> {
+    compare_views_at_least(a.view(), b.view(), min_score)
+}
+
+/// [`compare_at_least`] of two records' fields as borrowed
+/// ([`PersonView`], such as a stored row read without copying it).
+pub fn compare_views_at_least(
+    a: PersonView<'_>,
+    b: PersonView<'_>,
+    min_score: f64,
+) -> Option<Comparison> {
     // score >= m  <=>  evidence >= PRIOR_BITS - log2(1/m - 1)
     let needed = if min_score <= 0.0 {
         f64::NEG_INFINITY
@@ -102,30 +112,30 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     };
     let mut evidence = 0.0;
     // The most the fields not compared yet can add.
-    let both = |x: &Option<String>, y: &Option<String>| x.is_some() && y.is_some();
+    let both = |x: Option<&str>, y: Option<&str>| x.is_some() && y.is_some();
     // Each name is worth at most its field's full agreement, whichever
     // way round the names are taken.
     let names_at_most = {
-        let given = both(&a.given_name, &b.given_name) || both(&a.given_name, &b.family_name);
-        let family = both(&a.family_name, &b.family_name) || both(&a.family_name, &b.given_name);
+        let given = both(a.given_name, b.given_name) || both(a.given_name, b.family_name);
+        let family = both(a.family_name, b.family_name) || both(a.family_name, b.given_name);
         let worth = |present: bool, mu| if present { bits(mu, 1.0) } else { 0.0 };
         worth(given, GIVEN_NAME) + worth(family, FAMILY_NAME)
     };
-    let address_at_most = if both(&a.address, &b.address) {
+    let address_at_most = if both(a.address, b.address) {
         bits(ADDRESS, 1.0)
     } else {
         0.0
     };
 
-    let date = match (&a.birth_date, &b.birth_date) {
+    let date = match (a.birth_date, b.birth_date) {
         (Some(da), Some(db)) => {
-            let sim = date_sim(da, db);
+            let sim = date_digits_sim(da, db);
             evidence += bits(BIRTH_DATE, sim);
             Some((sim, da, db))
         }
         _ => None,
     };
-    let sex = match (&a.sex, &b.sex) {
+    let sex = match (a.sex, b.sex) {
         (Some(sa), Some(sb)) => {
             let sim = if sa == sb { 1.0 } else { 0.0 };
             evidence += bits(SEX, sim);
@@ -133,7 +143,7 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
         }
         _ => None,
     };
-    let phone = match (&a.phone, &b.phone) {
+    let phone = match (a.phone, b.phone) {
         (Some(pa), Some(pb)) => {
             let sim = phone_sim(pa, pb);
             evidence += bits(PHONE, sim);
@@ -141,7 +151,7 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
         }
         _ => None,
     };
-    let national_id = match (&a.national_id, &b.national_id) {
+    let national_id = match (a.national_id, b.national_id) {
         (Some(ia), Some(ib)) => {
             let sim = id_sim(ia, ib);
             evidence += bits(NATIONAL_ID, sim);
@@ -154,43 +164,72 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     }
 
     // Names, straight or swapped, whichever agrees better (a swap must
-    // agree clearly better, so that it is not chosen on noise).
+    // agree clearly better, so that it is not chosen on noise). Spelling
+    // first: how they sound (the costly part) can only raise a similarity
+    // to 0.9, so a pair that cannot reach `needed` even then is left here.
+    let spelled_straight = (
+        pair_spelling(a.given_name, b.given_name),
+        pair_spelling(a.family_name, b.family_name),
+    );
+    let spelled_swapped = (
+        pair_spelling(a.given_name, b.family_name),
+        pair_spelling(a.family_name, b.given_name),
+    );
+    // The most a name can add, taken either way round (absent: nothing).
+    let at_most = |mu, x: Option<f64>, y: Option<f64>| {
+        let worth = |s: Option<f64>| s.map_or(0.0, |s| bits(mu, text_agreement(sound_at_most(s))));
+        worth(x).max(worth(y))
+    };
+    let names_at_most = at_most(GIVEN_NAME, spelled_straight.0, spelled_swapped.0)
+        + at_most(FAMILY_NAME, spelled_straight.1, spelled_swapped.1);
+    if evidence + names_at_most + address_at_most < needed - MARGIN {
+        return None;
+    }
     let straight = (
-        pair_sim(&a.given_name, &b.given_name),
-        pair_sim(&a.family_name, &b.family_name),
+        pair_sound(a.given_name, b.given_name, spelled_straight.0),
+        pair_sound(a.family_name, b.family_name, spelled_straight.1),
     );
     let swapped = (
-        pair_sim(&a.given_name, &b.family_name),
-        pair_sim(&a.family_name, &b.given_name),
+        pair_sound(a.given_name, b.family_name, spelled_swapped.0),
+        pair_sound(a.family_name, b.given_name, spelled_swapped.1),
     );
     let total = |s: (Option<f64>, Option<f64>)| s.0.unwrap_or(0.0) + s.1.unwrap_or(0.0);
     let swap = swapped.0.is_some() && swapped.1.is_some() && total(swapped) > total(straight) + 0.3;
     let (given, family) = if swap { swapped } else { straight };
     let (b_given, b_family) = if swap {
-        (&b.family_name, &b.given_name)
+        (b.family_name, b.given_name)
     } else {
-        (&b.given_name, &b.family_name)
+        (b.given_name, b.family_name)
     };
-    let given = match (given, &a.given_name, b_given) {
+    let given = match (given, a.given_name, b_given) {
         (Some(sim), Some(va), Some(vb)) => {
             evidence += bits(GIVEN_NAME, text_agreement(sim));
             Some((sim, va, vb))
         }
         _ => None,
     };
-    let family = match (family, &a.family_name, b_family) {
+    let family = match (family, a.family_name, b_family) {
         (Some(sim), Some(va), Some(vb)) => {
             evidence += bits(FAMILY_NAME, text_agreement(sim));
             Some((sim, va, vb))
         }
         _ => None,
     };
-    let address = match (&a.address, &b.address) {
+    let address = match (a.address, b.address) {
         (Some(aa), Some(ab)) => {
             if evidence + address_at_most < needed {
                 return None;
             }
-            let sim = address_sim(aa, ab);
+            // The least similarity that can still reach `needed`: the
+            // words are compared only while it can be reached.
+            let (agree, disagree) = (bits(ADDRESS, 1.0), bits(ADDRESS, 0.0));
+            let least = (needed - evidence - disagree) / (agree - disagree);
+            let least_sim = if least > 0.0 {
+                TEXT_UNRELATED + least * (TEXT_AGREE - TEXT_UNRELATED) - MARGIN
+            } else {
+                f64::NEG_INFINITY
+            };
+            let sim = address_sim_at_least(aa, ab, least_sim)?;
             evidence += bits(ADDRESS, text_agreement(sim));
             Some((sim, aa, ab))
         }
@@ -202,18 +241,18 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     }
     // The fields both records have, in a fixed order: those that identify
     // a person, the address, then phone and national id.
-    let show = |field: &'static str, seen: Option<(f64, &String, &String)>| {
+    let show = |field: &'static str, seen: Option<(f64, &str, &str)>| {
         seen.map(|(sim, va, vb)| FieldSimilarity {
             field,
-            a: va.clone(),
-            b: vb.clone(),
+            a: va.to_owned(),
+            b: vb.to_owned(),
             similarity: round(sim),
         })
     };
     let date = date.map(|(sim, da, db)| FieldSimilarity {
         field: "birth_date",
-        a: da.display(),
-        b: db.display(),
+        a: display_date(da),
+        b: display_date(db),
         similarity: round(sim),
     });
     let fields = [
@@ -234,26 +273,65 @@ pub fn compare_at_least(a: &Person, b: &Person, min_score: f64) -> Option<Compar
     })
 }
 
+/// A date written `YYYYMMDD` as `YYYY-MM-DD` ([`BirthDate::display`]).
+fn display_date(digits: &str) -> String {
+    match (digits.get(..4), digits.get(4..6), digits.get(6..8)) {
+        (Some(y), Some(m), Some(d)) if digits.len() == 8 => format!("{y}-{m}-{d}"),
+        _ => digits.to_owned(),
+    }
+}
+
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn pair_sim(a: &Option<String>, b: &Option<String>) -> Option<f64> {
-    Some(name_sim(a.as_deref()?, b.as_deref()?))
+/// Room left in the bounds that end a comparison early, for rounding: a
+/// pair is given up only when it falls short by more than this.
+const MARGIN: f64 = 1e-6;
+
+/// Two names' similarity by spelling alone ([`name_spelling`]).
+fn pair_spelling(a: Option<&str>, b: Option<&str>) -> Option<f64> {
+    Some(name_spelling(a?, b?))
+}
+
+/// Two names' similarity ([`name_sim`]) from their spelling's.
+fn pair_sound(a: Option<&str>, b: Option<&str>, spelling: Option<f64>) -> Option<f64> {
+    Some(name_sound(a?, b?, spelling?))
 }
 
 /// Jaro-Winkler, at least 0.9 when the names sound alike.
 pub fn name_sim(a: &str, b: &str) -> f64 {
-    if a == b {
-        return 1.0;
-    }
-    let jw = jaro_winkler(a, b);
-    // Names far apart in spelling are not looked at for sound (it is the
-    // costly part of a comparison, and such names rarely sound alike).
-    if (TEXT_UNRELATED - 0.1..0.9).contains(&jw) && sounds_alike(a, b) {
+    name_sound(a, b, name_spelling(a, b))
+}
+
+/// A name similarity by spelling: 1 when equal, else Jaro-Winkler.
+fn name_spelling(a: &str, b: &str) -> f64 {
+    if a == b { 1.0 } else { jaro_winkler(a, b) }
+}
+
+/// Whether a spelling similarity is one that sound may raise: names far
+/// apart in spelling are not looked at for sound (it is the costly part of
+/// a comparison, and such names rarely sound alike).
+fn sound_may_raise(spelling: f64) -> bool {
+    (TEXT_UNRELATED - 0.1..0.9).contains(&spelling)
+}
+
+/// The most [`name_sound`] can make of a spelling similarity.
+fn sound_at_most(spelling: f64) -> f64 {
+    if sound_may_raise(spelling) {
         0.9
     } else {
-        jw
+        spelling
+    }
+}
+
+/// [`name_sim`] of `a` and `b` from their [`name_spelling`]: raised to
+/// 0.9 when they sound alike.
+fn name_sound(a: &str, b: &str, spelling: f64) -> f64 {
+    if sound_may_raise(spelling) && sounds_alike(a, b) {
+        0.9
+    } else {
+        spelling
     }
 }
 
@@ -349,19 +427,31 @@ fn text_agreement(sim: f64) -> f64 {
 /// 1 when equal; 0.9 for day and month swapped; 0.8 for one digit typed
 /// wrong (or two neighbours swapped); 0.4 for two; 0 otherwise.
 pub fn date_sim(a: &BirthDate, b: &BirthDate) -> f64 {
+    date_digits_sim(&a.0, &b.0)
+}
+
+/// [`date_sim`] of two dates written `YYYYMMDD` (as [`BirthDate`] holds
+/// them).
+fn date_digits_sim(a: &str, b: &str) -> f64 {
     if a == b {
         return 1.0;
     }
-    if a.year() == b.year() && a.month() == b.day() && a.day() == b.month() {
+    fn part(s: &str, at: std::ops::Range<usize>) -> &str {
+        s.get(at).unwrap_or("")
+    }
+    if part(a, 0..4) == part(b, 0..4)
+        && part(a, 4..6) == part(b, 6..8)
+        && part(a, 6..8) == part(b, 4..6)
+    {
         return 0.9;
     }
-    if one_edit(&a.0, &b.0) {
+    if one_edit(a, b) {
         return 0.8;
     }
-    if edits_at_least(&a.0, &b.0) > 2 {
+    if edits_at_least(a, b) > 2 {
         return 0.0;
     }
-    match damerau_levenshtein(&a.0, &b.0) {
+    match damerau_levenshtein_short(a, b) {
         1 => 0.8,
         2 => 0.4,
         _ => 0.0,
@@ -399,14 +489,27 @@ fn edits_at_least(a: &str, b: &str) -> usize {
     if !a.is_ascii() || !b.is_ascii() {
         return 0;
     }
-    let mut counts = [0i32; 128];
-    for &c in a.as_bytes() {
-        counts[usize::from(c)] += 1;
-    }
-    for &c in b.as_bytes() {
-        counts[usize::from(c)] -= 1;
-    }
-    let off: u32 = counts.iter().map(|c| c.unsigned_abs()).sum();
+    let digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+    let off: u32 = if digits(a) && digits(b) {
+        // Dates and numbers: ten counts to look at instead of 128.
+        let mut counts = [0i32; 10];
+        for &c in a.as_bytes() {
+            counts[usize::from(c - b'0')] += 1;
+        }
+        for &c in b.as_bytes() {
+            counts[usize::from(c - b'0')] -= 1;
+        }
+        counts.iter().map(|c| c.unsigned_abs()).sum()
+    } else {
+        let mut counts = [0i32; 128];
+        for &c in a.as_bytes() {
+            counts[usize::from(c)] += 1;
+        }
+        for &c in b.as_bytes() {
+            counts[usize::from(c)] -= 1;
+        }
+        counts.iter().map(|c| c.unsigned_abs()).sum()
+    };
     (off as usize).div_ceil(2)
 }
 
@@ -414,20 +517,44 @@ fn edits_at_least(a: &str, b: &str) -> usize {
 /// address, averaged; words with digits (house numbers, postcodes) match
 /// only exactly or with one slip in a long number.
 pub fn address_sim(a: &str, b: &str) -> f64 {
-    let wa: Vec<&str> = a.split(' ').collect();
-    let wb: Vec<&str> = b.split(' ').collect();
-    (monge_elkan(&wa, &wb) + monge_elkan(&wb, &wa)) / 2.0
+    address_sim_at_least(a, b, f64::NEG_INFINITY).unwrap_or(0.0)
 }
 
-fn monge_elkan(a: &[&str], b: &[&str]) -> f64 {
+/// [`address_sim`], or `None` as soon as it cannot reach `least` (each
+/// word's best match is at most 1): the same value when it is returned.
+fn address_sim_at_least(a: &str, b: &str, least: f64) -> Option<f64> {
+    let wa: Vec<&str> = a.split(' ').collect();
+    let wb: Vec<&str> = b.split(' ').collect();
+    // The other direction adds at most 1 before halving.
+    let there = monge_elkan_at_least(&wa, &wb, 2.0 * least - 1.0)?;
+    let back = monge_elkan_at_least(&wb, &wa, 2.0 * least - there)?;
+    Some((there + back) / 2.0)
+}
+
+/// Monge-Elkan of `a` against `b`, or `None` as soon as it cannot reach
+/// `least` (the words left counted as matching fully).
+fn monge_elkan_at_least(a: &[&str], b: &[&str], least: f64) -> Option<f64> {
     if a.is_empty() || b.is_empty() {
-        return 0.0;
+        return (0.0 >= least).then_some(0.0);
     }
-    let sum: f64 = a
-        .iter()
-        .map(|x| b.iter().map(|y| word_sim(x, y)).fold(0.0, f64::max))
-        .sum();
-    sum / a.len() as f64
+    let n = a.len() as f64;
+    let mut sum = 0.0;
+    for (i, x) in a.iter().enumerate() {
+        // A word's best match: the largest similarity, 1 at most.
+        let mut best: f64 = 0.0;
+        for y in b {
+            best = best.max(word_sim(x, y));
+            if best >= 1.0 {
+                break;
+            }
+        }
+        sum += best;
+        let left = (a.len() - i - 1) as f64;
+        if (sum + left) / n < least {
+            return None;
+        }
+    }
+    Some(sum / n)
 }
 
 fn word_sim(a: &str, b: &str) -> f64 {
@@ -445,6 +572,76 @@ fn word_sim(a: &str, b: &str) -> f64 {
         jaro_winkler(a, b)
     }
 }
+
+/// The Damerau-Levenshtein distance (adjacent transpositions, no
+/// restriction on later edits) exactly as `strsim::damerau_levenshtein`
+/// computes it, without its hash map and table allocations for ASCII text
+/// of at most [`SHORT_EDIT`] bytes (birth dates, numbers). Other text goes
+/// to `strsim`.
+fn damerau_levenshtein_short(a: &str, b: &str) -> usize {
+    if !a.is_ascii() || !b.is_ascii() || a.len() > SHORT_EDIT || b.len() > SHORT_EDIT {
+        return damerau_levenshtein(a, b);
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (n, m) = (a.len(), b.len());
+    if n == 0 {
+        return m;
+    }
+    if m == 0 {
+        return n;
+    }
+    // Lowrance and Wagner's table with a border row and column of
+    // `max` (n + m), as strsim builds it.
+    // Equal lengths differing in two places: two substitutions, or one
+    // transposition when the two are neighbours holding each other's
+    // letters (one edit cannot make two differences otherwise).
+    if n == m {
+        let mut differ = (0..n).filter(|&i| a[i] != b[i]);
+        if let (Some(p), Some(q), None) = (differ.next(), differ.next(), differ.next()) {
+            let swapped = q == p + 1 && a[p] == b[q] && a[q] == b[p];
+            return if swapped { 1 } else { 2 };
+        }
+    }
+    // Cells hold at most 2 (n + m) + 1 (a transposition from the
+    // border), under 256 for these lengths: bytes keep the table small.
+    const W: usize = SHORT_EDIT + 2;
+    let max = (n + m) as u8;
+    let mut d = [[0u8; W]; W];
+    d[0][0] = max;
+    for i in 0..=n {
+        d[i + 1][0] = max;
+        d[i + 1][1] = i as u8;
+    }
+    for j in 0..=m {
+        d[0][j + 1] = max;
+        d[1][j + 1] = j as u8;
+    }
+    // The last row where each byte was seen in `a`.
+    let mut last_row = [0u8; 128];
+    for i in 1..=n {
+        let mut last_match_col = 0;
+        for j in 1..=m {
+            let i1 = usize::from(last_row[usize::from(b[j - 1])]);
+            let j1 = last_match_col;
+            let cost = if a[i - 1] == b[j - 1] {
+                last_match_col = j;
+                0
+            } else {
+                1
+            };
+            let substitution = usize::from(d[i][j]) + cost;
+            let insertion = usize::from(d[i + 1][j]) + 1;
+            let deletion = usize::from(d[i][j + 1]) + 1;
+            let transposition = usize::from(d[i1][j1]) + (i - i1 - 1) + 1 + (j - j1 - 1);
+            d[i + 1][j + 1] = substitution.min(insertion).min(deletion).min(transposition) as u8;
+        }
+        last_row[usize::from(a[i - 1])] = i as u8;
+    }
+    usize::from(d[n + 1][m + 1])
+}
+
+/// The longest text [`damerau_levenshtein_short`] compares itself.
+const SHORT_EDIT: usize = 16;
 
 /// 1 when equal or when the last nine digits are (a country code or a
 /// trunk zero added); 0.7 for one digit wrong; 0 otherwise.
@@ -614,6 +811,130 @@ mod tests {
             jaro_winkler("cường", "cuong"),
             strsim::jaro_winkler("cường", "cuong")
         );
+    }
+
+    #[test]
+    fn the_short_damerau_levenshtein_is_strsim_s() {
+        let mut words: Vec<String> = ["", "a", "ab", "ba", "abc", "ca", "19800307", "19800703"]
+            .iter()
+            .map(|w| (*w).to_owned())
+            .collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for len in 0..20 {
+            for _ in 0..8 {
+                let word = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        char::from(b'0' + (state % 4) as u8)
+                    })
+                    .collect();
+                words.push(word);
+            }
+        }
+        words.push("Иван".into());
+        for a in &words {
+            for b in &words {
+                assert_eq!(
+                    damerau_levenshtein_short(a, b),
+                    damerau_levenshtein(a, b),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+    }
+
+    /// People built from few letters, so that many pairs are near one
+    /// another and near the thresholds.
+    fn near_people() -> Vec<Person> {
+        let mut state = 0x1234_5678_9abc_def1_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let names = [
+            "ann",
+            "anne",
+            "anna",
+            "john",
+            "jon",
+            "joan",
+            "smith",
+            "smyth",
+            "smit",
+            "kamau",
+            "kamao",
+            "otieno",
+            "otienno",
+            "catherine",
+            "kathryn",
+        ];
+        let words = [
+            "road", "rd", "moi", "avenue", "ave", "kisumu", "12", "21", "120",
+        ];
+        (0..300)
+            .map(|_| {
+                let mut pick = |list: &[&str]| -> Option<String> {
+                    let i = next(list.len() as u64 + 1) as usize;
+                    list.get(i).map(|s| (*s).to_owned())
+                };
+                let given_name = pick(&names);
+                let family_name = pick(&names);
+                let birth_date = (next(5) > 0).then(|| {
+                    BirthDate(format!(
+                        "19{}{}0{}1{}",
+                        8 + next(2),
+                        next(2),
+                        1 + next(3),
+                        next(3)
+                    ))
+                });
+                let sex = [None, Some("f"), Some("m")][next(3) as usize].map(str::to_owned);
+                let address = (next(3) > 0).then(|| {
+                    (0..1 + next(4))
+                        .map(|_| words[next(words.len() as u64) as usize])
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                });
+                let phone = (next(3) == 0).then(|| format!("07123456{}", 7 + next(2)));
+                Person {
+                    given_name,
+                    family_name,
+                    birth_date,
+                    sex,
+                    address,
+                    phone,
+                    national_id: None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stopping_early_changes_no_pair_kept() {
+        let people = near_people();
+        let mut kept = [0; 3];
+        for a in &people {
+            for b in &people {
+                let full = compare(a, b);
+                for (k, min) in [0.3, 0.5, 0.8].into_iter().enumerate() {
+                    match compare_at_least(a, b, min) {
+                        Some(c) => {
+                            kept[k] += 1;
+                            assert_eq!(c, full, "{a:?} {b:?} at {min}");
+                        }
+                        // Dropped: below the threshold (rounding may show
+                        // it at the threshold).
+                        None => assert!(full.score <= min, "{a:?} {b:?} at {min}: {full:?}"),
+                    }
+                }
+            }
+        }
+        // The set has pairs on both sides of each threshold.
+        assert!(kept.iter().all(|&k| k > 1000 && k < 80_000), "{kept:?}");
     }
 
     #[test]

@@ -17,10 +17,12 @@ pub mod keys;
 pub mod normalize;
 pub mod person;
 
-pub use compare::{Comparison, FieldSimilarity, PRIOR_BITS, compare, compare_at_least};
+pub use compare::{
+    Comparison, FieldSimilarity, PRIOR_BITS, compare, compare_at_least, compare_views_at_least,
+};
 pub use index::{Candidate, Index, MAX_BLOCK};
 pub use keys::{Key, LEVEL_SEPARATOR, block_end, blocking_keys, key_plan, stored_keys};
-pub use person::{BirthDate, Fields, Person};
+pub use person::{BirthDate, Fields, Person, PersonView};
 
 /// Pairs scoring at or above this are listed unless configured otherwise.
 pub const DEFAULT_MIN_SCORE: f64 = 0.8;

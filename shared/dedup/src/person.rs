@@ -196,22 +196,56 @@ impl Person {
     /// of another format or version, or a birth date that is not eight
     /// digits.
     pub fn from_row(row: &str) -> Option<Person> {
+        PersonView::from_row(row).map(|v| v.to_person())
+    }
+
+    /// The fields, borrowed.
+    pub fn view(&self) -> PersonView<'_> {
+        PersonView {
+            given_name: self.given_name.as_deref(),
+            family_name: self.family_name.as_deref(),
+            birth_date: self.birth_date.as_ref().map(|d| d.0.as_str()),
+            sex: self.sex.as_deref(),
+            address: self.address.as_deref(),
+            phone: self.phone.as_deref(),
+            national_id: self.national_id.as_deref(),
+        }
+    }
+}
+
+/// A patient's identifying fields borrowed from a [`Person`] or from a
+/// stored row ([`PersonView::from_row`]), so that comparing a stored
+/// record copies nothing. The birth date is written `YYYYMMDD`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PersonView<'a> {
+    pub given_name: Option<&'a str>,
+    pub family_name: Option<&'a str>,
+    pub birth_date: Option<&'a str>,
+    pub sex: Option<&'a str>,
+    pub address: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub national_id: Option<&'a str>,
+}
+
+impl<'a> PersonView<'a> {
+    /// [`Person::from_row`] without copying the fields.
+    pub fn from_row(row: &'a str) -> Option<PersonView<'a>> {
         let mut parts = row.split(ROW_SEPARATOR);
         if parts.next()? != ROW_VERSION {
             return None;
         }
-        let mut next = || -> Option<Option<String>> {
+        let mut next = || -> Option<Option<&'a str>> {
             let part = parts.next()?;
-            Some((!part.is_empty()).then(|| part.to_owned()))
+            Some((!part.is_empty()).then_some(part))
         };
         let given_name = next()?;
         let family_name = next()?;
         let birth_date = match next()? {
             None => None,
-            Some(d) if d.len() == 8 && d.bytes().all(|c| c.is_ascii_digit()) => Some(BirthDate(d)),
+            Some(d) if d.len() == 8 && d.bytes().all(|c| c.is_ascii_digit()) => Some(d),
             Some(_) => return None,
         };
-        let person = Person {
+        let view = PersonView {
             given_name,
             family_name,
             birth_date,
@@ -220,7 +254,21 @@ impl Person {
             phone: next()?,
             national_id: next()?,
         };
-        parts.next().is_none().then_some(person)
+        parts.next().is_none().then_some(view)
+    }
+
+    /// The fields, owned.
+    pub fn to_person(&self) -> Person {
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        Person {
+            given_name: own(self.given_name),
+            family_name: own(self.family_name),
+            birth_date: self.birth_date.map(|d| BirthDate(d.to_owned())),
+            sex: own(self.sex),
+            address: own(self.address),
+            phone: own(self.phone),
+            national_id: own(self.national_id),
+        }
     }
 }
 

@@ -51,6 +51,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use super::{
     ActivityRow, Applied, CentralDb, Counts, DbError, DuplicateKey, DuplicatePair, DuplicateUpdate,
     HeadChange, Instance, MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, SavedReport, Seq,
+    StoredCandidates,
 };
 
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
@@ -634,6 +635,23 @@ impl CentralDb for PgDb {
         let keys = &keys;
         transact!(self, "reading duplicate candidates", read, |tx| {
             duplicates::candidates(&tx, keys, max_block).await?
+        })
+        .await
+    }
+
+    async fn duplicate_candidates_many(
+        &self,
+        plans: Vec<Vec<DuplicateKey>>,
+        max_block: usize,
+    ) -> Result<Vec<StoredCandidates>, DbError> {
+        let plans = &plans;
+        transact!(self, "reading duplicate candidates", read, |tx| {
+            let mut out = Vec::with_capacity(plans.len());
+            for keys in plans {
+                let found = duplicates::candidates(&tx, keys, max_block).await?;
+                out.push(found.iter().map(|(id, f)| (*id, f.as_str())).collect());
+            }
+            out
         })
         .await
     }

@@ -1,15 +1,15 @@
 //! Duplicate patients: identifying fields, blocking keys, pairs, dismissals
 //! and the indexing cursor.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use chartsync_dedup::block_end;
+use chartsync_dedup::{LEVEL_SEPARATOR, block_end};
 use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::pool::sql;
 use super::records::{head_from, patient_from, seq_from, seq_to_sql};
-use crate::db::{DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, Seq};
+use crate::db::{DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, Seq, StoredCandidates};
 
 pub(super) fn cursor(tx: &Transaction<'_>) -> Result<Seq, DbError> {
     let raw: i64 = tx
@@ -56,56 +56,37 @@ pub(super) fn changed_after(
 /// The records sharing a block with `keys` (see
 /// [`crate::db::CentralDb::duplicate_candidates`]), each once, with its
 /// stored fields. Each level's block is one range of `duplicate_members`
-/// (see [`chartsync_dedup::LEVEL_SEPARATOR`]), counted up to one more than
-/// `max_block` (no column is read): a block that fits is read and is what
-/// that key contributes, a larger one sends the search to the key's next
-/// level, an empty one ends it (every finer block is part of it). A key's
-/// last level is read at once, up to one row more than `max_block`.
-pub(super) fn candidates(
+/// (see [`chartsync_dedup::LEVEL_SEPARATOR`]), read in one pass up to one
+/// row more than `max_block`: a block that fits is what that key
+/// contributes, a larger one sends the search to the key's next level
+/// (its rows read so far are dropped), an empty one ends it (every finer
+/// block is part of it). A level in `too_large` (found so in this
+/// snapshot) or that `known_too_large` tells is not read; the levels found
+/// too large are added to `too_large`.
+pub(super) fn candidates_into(
     tx: &Transaction<'_>,
     keys: &[DuplicateKey],
     max_block: usize,
-) -> Result<Vec<(PatientId, String)>, DbError> {
+    found: &mut StoredCandidates,
+    known_too_large: &dyn Fn(&str) -> bool,
+    too_large: &mut HashSet<String>,
+) -> Result<(), DbError> {
     const CTX: &str = "reading duplicate candidates";
-    let mut count = tx
-        .prepare_cached(
-            "SELECT count(*) FROM (
-                 SELECT 1 FROM duplicate_members WHERE key >= ?1 AND key < ?2 LIMIT ?3
-             )",
-        )
-        .map_err(sql(CTX))?;
-    let mut members = tx
-        .prepare_cached(
-            "SELECT patient, fields FROM duplicate_members
-             WHERE key >= ?1 AND key < ?2 LIMIT ?3",
-        )
-        .map_err(sql(CTX))?;
-    let limit = i64::try_from(max_block.saturating_add(1)).unwrap_or(i64::MAX);
+    let mut members = tx.prepare_cached(&block_sql(max_block)).map_err(sql(CTX))?;
     let mut seen = HashSet::new();
-    let mut found = Vec::new();
-    // A block's rows, before knowing whether it fits.
-    let mut block: Vec<([u8; 16], String)> = Vec::new();
+    // A block's rows, before knowing whether it fits: ids, and the end of
+    // each one's fields in `text`.
+    let mut block: Vec<([u8; 16], usize)> = Vec::new();
+    let mut text: Vec<u8> = Vec::new();
     for key in keys {
-        let levels: Vec<&str> = key.levels().collect();
-        for (i, level) in levels.iter().enumerate() {
-            let end = block_end(level);
-            // The last level is read straight away (there is no finer one
-            // to turn to): one statement instead of a count and a read.
-            if i + 1 < levels.len() {
-                let size: i64 = count
-                    .query_row(params![level, end, limit], |r| r.get(0))
-                    .map_err(sql(CTX))?;
-                match usize::try_from(size).unwrap_or(usize::MAX) {
-                    0 => break,
-                    n if n > max_block => continue,
-                    _ => {}
-                }
+        for level in key.levels() {
+            if too_large.contains(level) || known_too_large(level) {
+                continue;
             }
+            let end = block_end(level);
             block.clear();
-            let mut size = 0;
-            let mut rows = members
-                .query(params![level, end, limit])
-                .map_err(sql(CTX))?;
+            text.clear();
+            let mut rows = members.query(params![level, end]).map_err(sql(CTX))?;
             while let Some(row) = rows.next().map_err(sql(CTX))? {
                 let id: [u8; 16] = row
                     .get_ref(0)
@@ -113,22 +94,48 @@ pub(super) fn candidates(
                     .map_err(sql(CTX))?
                     .try_into()
                     .map_err(|_| DbError::Damaged("duplicate_members.patient"))?;
-                size += 1;
-                if !seen.contains(&id) {
-                    block.push((id, row.get::<_, String>(1).map_err(sql(CTX))?));
-                }
+                // Checked to be text when the block is taken (most rows
+                // read are in blocks too large to search).
+                let fields = row
+                    .get_ref(1)
+                    .and_then(|v| v.as_bytes().map_err(Into::into))
+                    .map_err(sql(CTX))?;
+                text.extend_from_slice(fields);
+                block.push((id, text.len()));
             }
             drop(rows);
-            if size <= max_block {
-                for (id, fields) in block.drain(..) {
-                    seen.insert(id);
-                    found.push((patient_from(&id, "duplicate_members.patient")?, fields));
+            match block.len() {
+                0 => break,
+                n if n > max_block => {
+                    too_large.insert(level.to_owned());
+                    continue;
                 }
+                _ => {}
+            }
+            let mut start = 0;
+            for &(id, end) in &block {
+                if seen.insert(id) {
+                    let fields = std::str::from_utf8(&text[start..end])
+                        .map_err(|_| DbError::Damaged("duplicate_members.fields"))?;
+                    found.push(patient_from(&id, "duplicate_members.patient")?, fields);
+                }
+                start = end;
             }
             break;
         }
     }
-    Ok(found)
+    Ok(())
+}
+
+/// The statement reading a block (`?1` to `?2`), up to one row more than
+/// `max_block`. The limit is written into it: a bound one made SQLite plan
+/// the statement again at each run.
+pub(super) fn block_sql(max_block: usize) -> String {
+    format!(
+        "SELECT patient, fields FROM duplicate_members
+         WHERE key >= ?1 AND key < ?2 LIMIT {}",
+        max_block.saturating_add(1)
+    )
 }
 
 /// A pair's two ids in their stored order.
@@ -137,9 +144,104 @@ fn ordered(a: &PatientId, b: &PatientId) -> ([u8; 16], [u8; 16]) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
+/// How many writes have taken members out of the index
+/// (`duplicate_removals`), in this transaction's snapshot.
+pub(super) fn removals(tx: &Transaction<'_>) -> Result<u64, DbError> {
+    let n: i64 = tx
+        .prepare_cached("SELECT n FROM duplicate_removals WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(sql("reading the duplicate index's removals"))?;
+    u64::try_from(n).map_err(|_| DbError::Damaged("duplicate_removals.n"))
+}
+
+/// Counts a write that takes members out of the index; returns the new
+/// count.
+pub(super) fn count_removal(tx: &Transaction<'_>) -> Result<u64, DbError> {
+    let n: i64 = tx
+        .prepare_cached("UPDATE duplicate_removals SET n = n + 1 WHERE id = 1 RETURNING n")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(sql("counting a removal from the duplicate index"))?;
+    u64::try_from(n).map_err(|_| DbError::Damaged("duplicate_removals.n"))
+}
+
+/// Most levels [`LargeLevels`] remembers (about 50 bytes each); past it,
+/// it starts again.
+const MAX_LARGE_LEVELS: usize = 500_000;
+
+/// Levels of the duplicate index found holding more than `max_block`
+/// members, each with the count of removals ([`removals`]) of the
+/// snapshot it was found in. A block only grows while no member leaves the
+/// index, so a level found too large stays so while that count is the
+/// same, and a search in a snapshot with that count goes straight to the
+/// level's finer keys without reading it. A write that takes members out
+/// (and so moves the count on) carries every other level over to its new
+/// count; a level of a key it took a member out of is forgotten, and read
+/// again when next searched. A write by another process moves the count
+/// on without carrying anything over: what was known is not used again.
+#[derive(Debug, Default)]
+pub(super) struct LargeLevels {
+    /// The limit the levels were found over.
+    max_block: usize,
+    levels: HashMap<String, u64>,
+}
+
+impl LargeLevels {
+    /// Whether `level` is known to hold more than `max_block` members in
+    /// a snapshot whose count of removals is `removals`.
+    pub(super) fn known(&self, level: &str, max_block: usize, removals: u64) -> bool {
+        self.max_block == max_block && self.levels.get(level) == Some(&removals)
+    }
+
+    /// Remembers `levels`, found holding more than `max_block` members in
+    /// a snapshot whose count of removals is `removals`.
+    pub(super) fn found(
+        &mut self,
+        levels: impl IntoIterator<Item = String>,
+        max_block: usize,
+        removals: u64,
+    ) {
+        if self.max_block != max_block {
+            self.levels.clear();
+            self.max_block = max_block;
+        }
+        for level in levels {
+            if self.levels.len() >= MAX_LARGE_LEVELS {
+                self.levels.clear();
+            }
+            let at = self.levels.entry(level).or_insert(removals);
+            *at = (*at).max(removals);
+        }
+    }
+
+    /// A write took members out of the index under the stored keys
+    /// `removed` and moved the count of removals to `removals`.
+    pub(super) fn removed(&mut self, removed: &[String], removals: u64) {
+        // Every level of a stored key: it up to each separator, and whole.
+        let shrunk: HashSet<&str> = removed
+            .iter()
+            .flat_map(|key| {
+                key.match_indices(LEVEL_SEPARATOR)
+                    .map(|(at, _)| &key[..at])
+                    .chain(std::iter::once(key.as_str()))
+            })
+            .collect();
+        self.levels.retain(|level, at| {
+            if *at + 1 == removals && !shrunk.contains(level.as_str()) {
+                *at = removals;
+            }
+            *at >= removals
+        });
+    }
+}
+
 /// Replaces what is indexed of one record and its pairs; moves the
-/// cursor forward to `update.seq`.
-pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<(), DbError> {
+/// cursor forward to `update.seq`. The stored keys it no longer holds are
+/// added to `removed`.
+pub(super) fn index(
+    tx: &Transaction<'_>,
+    update: &DuplicateUpdate,
+    removed: &mut Vec<String>,
+) -> Result<(), DbError> {
     const CTX: &str = "indexing a record for duplicates";
     let id = &update.id.as_bytes()[..];
     let old: Option<String> = tx
@@ -149,6 +251,11 @@ pub(super) fn index(tx: &Transaction<'_>, update: &DuplicateUpdate) -> Result<()
     if let Some(old) = old {
         let old: Vec<String> =
             serde_json::from_str(&old).map_err(|_| DbError::Damaged("duplicate_people.keys"))?;
+        removed.extend(
+            old.iter()
+                .filter(|k| update.entry.as_ref().is_none_or(|e| !e.keys.contains(k)))
+                .cloned(),
+        );
         let mut del = tx
             .prepare_cached("DELETE FROM duplicate_members WHERE key = ?1 AND patient = ?2")
             .map_err(sql(CTX))?;

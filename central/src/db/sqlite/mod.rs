@@ -20,8 +20,9 @@ mod scope;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use chartsync_common::sqlite::Migration;
@@ -30,7 +31,7 @@ use chartsync_protocol::{CommitId, PatientId};
 use self::pool::{Pool, read, write};
 use super::{
     Applied, CentralDb, Counts, DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, HeadChange,
-    Instance, MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, Seq,
+    Instance, MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, Seq, StoredCandidates,
 };
 
 /// Central's SQLite migrations (`migrations/central/sqlite/`).
@@ -65,15 +66,26 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "duplicate_members",
         sql: include_str!("../../../../migrations/central/sqlite/0006_duplicate_members.sql"),
     },
+    Migration {
+        version: 7,
+        name: "duplicate_removals",
+        sql: include_str!("../../../../migrations/central/sqlite/0007_duplicate_removals.sql"),
+    },
 ];
 
 /// Read-only connections per handle.
 const READERS: usize = 4;
 
+/// The fewest records whose duplicate candidates are worth a reader of
+/// their own.
+const MIN_SHARE: usize = 8;
+
 /// Central's database in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
     pool: Arc<Pool>,
+    /// The duplicate index's blocks known too large to search.
+    large: Arc<RwLock<duplicates::LargeLevels>>,
 }
 
 impl SqliteDb {
@@ -88,6 +100,7 @@ impl SqliteDb {
         })?;
         Ok(SqliteDb {
             pool: Arc::new(Pool::open(path, READERS)?),
+            large: Arc::default(),
         })
     }
 }
@@ -355,16 +368,112 @@ impl CentralDb for SqliteDb {
         max_block: usize,
     ) -> Result<Vec<(PatientId, String)>, DbError> {
         read(&self.pool, "reading duplicate candidates", move |tx| {
-            duplicates::candidates(tx, &keys, max_block)
+            let mut found = StoredCandidates::default();
+            let unknown = |_: &str| false;
+            duplicates::candidates_into(
+                tx,
+                &keys,
+                max_block,
+                &mut found,
+                &unknown,
+                &mut HashSet::new(),
+            )?;
+            Ok(found.iter().map(|(id, f)| (id, f.to_owned())).collect())
         })
         .await
     }
 
+    /// On several readers at once (as many as the machine has cores, at
+    /// most [`READERS`]), each reading a share of the records in one
+    /// transaction; a block known too large to search in that snapshot
+    /// (see [`duplicates::LargeLevels`]) is not read.
+    async fn duplicate_candidates_many(
+        &self,
+        plans: Vec<Vec<DuplicateKey>>,
+        max_block: usize,
+    ) -> Result<Vec<StoredCandidates>, DbError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(READERS);
+        let parts = threads.min(plans.len().div_ceil(MIN_SHARE)).max(1);
+        let share = plans.len().div_ceil(parts).max(1);
+        let mut plans = plans.into_iter();
+        let mut reads = Vec::with_capacity(parts);
+        loop {
+            let part: Vec<Vec<DuplicateKey>> = plans.by_ref().take(share).collect();
+            if part.is_empty() {
+                break;
+            }
+            let pool = Arc::clone(&self.pool);
+            let large = Arc::clone(&self.large);
+            reads.push(tokio::spawn(async move {
+                read(&pool, "reading duplicate candidates", move |tx| {
+                    let removals = duplicates::removals(tx)?;
+                    let known = |level: &str| {
+                        large
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .known(level, max_block, removals)
+                    };
+                    // The levels found too large to search here, for the
+                    // records after and the searches to come.
+                    let mut too_large = HashSet::new();
+                    let found = part
+                        .iter()
+                        .map(|keys| {
+                            let mut found = StoredCandidates::default();
+                            duplicates::candidates_into(
+                                tx,
+                                keys,
+                                max_block,
+                                &mut found,
+                                &known,
+                                &mut too_large,
+                            )?;
+                            Ok(found)
+                        })
+                        .collect::<Result<Vec<_>, DbError>>()?;
+                    Ok((found, too_large, removals))
+                })
+                .await
+            }));
+        }
+        let mut out = Vec::new();
+        for part in reads {
+            let (found, too_large, removals) = part.await.map_err(|e| DbError::Backend {
+                context: "reading duplicate candidates",
+                source: Box::new(e),
+            })??;
+            out.extend(found);
+            self.large
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .found(too_large, max_block, removals);
+        }
+        Ok(out)
+    }
+
     async fn index_duplicates(&self, updates: Vec<DuplicateUpdate>) -> Result<(), DbError> {
-        write(&self.pool, "indexing records for duplicates", move |tx| {
-            updates.iter().try_for_each(|u| duplicates::index(tx, u))
+        let (removed, removals) = write(&self.pool, "indexing records for duplicates", move |tx| {
+            let mut removed = Vec::new();
+            for update in &updates {
+                duplicates::index(tx, update, &mut removed)?;
+            }
+            let removals = if removed.is_empty() {
+                None
+            } else {
+                Some(duplicates::count_removal(tx)?)
+            };
+            Ok((removed, removals))
         })
-        .await
+        .await?;
+        if let Some(removals) = removals {
+            self.large
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .removed(&removed, removals);
+        }
+        Ok(())
     }
 
     async fn duplicate_pairs(
