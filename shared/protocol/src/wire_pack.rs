@@ -48,6 +48,10 @@ struct Ctx {
     version: u8,
     heads: Sha1,
     growth: usize,
+    /// Protocol 5: the last sequence number and time said in this message
+    /// (sent as differences from them, see [`seq_out`]).
+    seq: u64,
+    time: i64,
 }
 
 thread_local! {
@@ -69,6 +73,8 @@ impl Scope {
                 version,
                 heads: Sha1::new(),
                 growth,
+                seq: 0,
+                time: 0,
             })
         });
         Scope { previous }
@@ -92,12 +98,50 @@ impl Drop for Scope {
     }
 }
 
-fn version() -> Option<u8> {
+/// The protocol version of the message being encoded or decoded on this
+/// thread (`None` outside an envelope).
+pub(crate) fn version() -> Option<u8> {
     CTX.with(|c| c.borrow().as_ref().map(|c| c.version))
 }
 
 fn linked() -> bool {
     version().is_some_and(|v| v >= 4)
+}
+
+/// Whether the message being encoded or decoded is of protocol 5 or later
+/// (results without ids, sequence numbers and times as differences,
+/// acknowledgements by page).
+pub(crate) fn compact() -> bool {
+    version().is_some_and(|v| v >= 5)
+}
+
+/// Protocol 5: a sequence number and time as sent, the differences
+/// (wrapping, so any pair round-trips exactly) from the previous pair said
+/// in the same message, in message order (the first from 0 and 0).
+pub(crate) fn seq_out(seq: u64, time: i64) -> (i64, i64) {
+    CTX.with(|c| match c.borrow_mut().as_mut() {
+        Some(ctx) => {
+            let d = (
+                seq.wrapping_sub(ctx.seq) as i64,
+                time.wrapping_sub(ctx.time),
+            );
+            (ctx.seq, ctx.time) = (seq, time);
+            d
+        }
+        None => (seq as i64, time),
+    })
+}
+
+/// The inverse of [`seq_out`], as a message is read in order.
+pub(crate) fn seq_in(dseq: i64, dtime: i64) -> (u64, i64) {
+    CTX.with(|c| match c.borrow_mut().as_mut() {
+        Some(ctx) => {
+            ctx.seq = ctx.seq.wrapping_add(dseq as u64);
+            ctx.time = ctx.time.wrapping_add(dtime);
+            (ctx.seq, ctx.time)
+        }
+        None => (dseq as u64, dtime),
+    })
 }
 
 fn note_head(id: &PatientId, head: &CommitId) {
