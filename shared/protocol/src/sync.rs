@@ -365,14 +365,17 @@ impl<'de> Deserialize<'de> for RecordUpdate {
             .head(&r.id, r.head)
             .ok_or_else(|| serde::de::Error::missing_field("head"))?;
         let (seq, time) = if compact() {
-            let dseq = r.dseq.ok_or_else(|| serde::de::Error::missing_field("dseq"))?;
+            let dseq = r
+                .dseq
+                .ok_or_else(|| serde::de::Error::missing_field("dseq"))?;
             let dtime = r
                 .dtime
                 .ok_or_else(|| serde::de::Error::missing_field("dtime"))?;
             seq_in(dseq, dtime)
         } else {
             (
-                r.seq.ok_or_else(|| serde::de::Error::missing_field("seq"))?,
+                r.seq
+                    .ok_or_else(|| serde::de::Error::missing_field("seq"))?,
                 r.time
                     .ok_or_else(|| serde::de::Error::missing_field("time"))?,
             )
@@ -471,12 +474,10 @@ fn acks_out<'a, E: serde::ser::Error>(
                 "a page acknowledgement without its heads cannot be sent in protocol 4 or older",
             ));
         }
-        all.extend(
-            page.ids
-                .iter()
-                .zip(&page.heads)
-                .map(|(id, head)| Ack { id: *id, head: *head }),
-        );
+        all.extend(page.ids.iter().zip(&page.heads).map(|(id, head)| Ack {
+            id: *id,
+            head: *head,
+        }));
     }
     Ok((std::borrow::Cow::Owned(all), &[]))
 }

@@ -24,8 +24,25 @@ fn rng(s: &mut u64) -> u64 {
 }
 
 const W: &[&str] = &[
-    "cough", "fever", "review", "stable", "pain", "dressing", "changed", "advised", "fluids",
-    "rest", "follow", "up", "week", "clinic", "referred", "tablets", "daily", "improving", "bp",
+    "cough",
+    "fever",
+    "review",
+    "stable",
+    "pain",
+    "dressing",
+    "changed",
+    "advised",
+    "fluids",
+    "rest",
+    "follow",
+    "up",
+    "week",
+    "clinic",
+    "referred",
+    "tablets",
+    "daily",
+    "improving",
+    "bp",
     "normal",
 ];
 
@@ -124,7 +141,11 @@ fn wire_breakdown() {
                 .map(|(i, (id, _, _))| PushResult {
                     id: with_ids.then_some(if varied { *id } else { same }),
                     outcome: PushOutcome::Applied {
-                        seq: if varied { base_seq + i as u64 } else { base_seq },
+                        seq: if varied {
+                            base_seq + i as u64
+                        } else {
+                            base_seq
+                        },
                         time: base_time,
                     },
                 })
@@ -204,6 +225,7 @@ fn wire_breakdown() {
                 pages: vec![PageAck {
                     cursor: base_seq + 2 * N as u64,
                     ids: recs.iter().map(|r| r.0).collect(),
+                    heads: Vec::new(),
                 }],
             };
             println!(

@@ -329,6 +329,13 @@ impl CentralDb for SqliteDb {
         read(&self.pool, "counting", records::counts).await
     }
 
+    async fn last_seq(&self) -> Result<Seq, DbError> {
+        read(&self.pool, "reading the last sequence number", |tx| {
+            records::seq_from(records::last_seq(tx)?, "counters.seq")
+        })
+        .await
+    }
+
     async fn changed_after(
         &self,
         after: Seq,
