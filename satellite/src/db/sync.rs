@@ -329,3 +329,49 @@ impl Db {
         Ok(n as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_acknowledgements_keep_their_page_across_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.sqlite");
+        let (a, b) = (PatientId::random(), PatientId::random());
+        {
+            let db = Db::open(&path).expect("db");
+            let acks = [
+                PendingAck {
+                    id: a,
+                    head: CommitId([1; 20]),
+                    page: Some(42),
+                },
+                PendingAck::by_head((b, CommitId([2; 20]))),
+            ];
+            db.commit_sync(&[], &[("fetch_cursor", 42)], &acks, super::super::NO_ASIDE)
+                .expect("sync");
+        }
+        // As after a crash: what was committed is there, page and all.
+        let db = Db::open(&path).expect("db");
+        let mut pending = db.pending_acks(10).expect("pending");
+        pending.sort_by_key(|p| p.page);
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[0], PendingAck::by_head((b, CommitId([2; 20]))));
+        assert_eq!(
+            pending[1],
+            PendingAck {
+                id: a,
+                head: CommitId([1; 20]),
+                page: Some(42),
+            }
+        );
+        // A newer acknowledgement of the same record replaces it, page
+        // and all; clearing the delivered (older) one leaves it.
+        let newer = PendingAck::by_head((a, CommitId([3; 20])));
+        db.commit_sync(&[], &[], &[newer], super::super::NO_ASIDE)
+            .expect("sync");
+        db.clear_acks(&pending).expect("clear");
+        assert_eq!(db.pending_acks(10).expect("pending"), vec![newer]);
+    }
+}
