@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::CommitId;
 use crate::id::PatientId;
-use crate::wire_pack::{Incoming, Outgoing, compact, seq_in, seq_out};
+use crate::wire_pack::{Incoming, Outgoing, compact, id_in, id_out, seq_in, seq_out};
 
 /// The protocol's major version, in the envelope and the
 /// `Chartsync-Protocol` header. Version 3 packs may be thin: a changed file
@@ -79,7 +79,8 @@ pub struct PushRecord {
 // implies it: see `wire_pack`.
 #[derive(Serialize)]
 struct PushRecordOut<'a> {
-    id: &'a PatientId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a PatientId>,
     expected: &'a Option<CommitId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     head: Option<&'a CommitId>,
@@ -88,7 +89,8 @@ struct PushRecordOut<'a> {
 
 #[derive(Deserialize)]
 struct PushRecordIn {
-    id: PatientId,
+    #[serde(default)]
+    id: Option<PatientId>,
     expected: Option<CommitId>,
     #[serde(default)]
     head: Option<CommitId>,
@@ -99,7 +101,7 @@ impl Serialize for PushRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let pack = Outgoing::new(&self.pack);
         PushRecordOut {
-            id: &self.id,
+            id: id_to_send(&self.id),
             expected: &self.expected,
             head: pack.head_to_send(&self.id, &self.head),
             pack,
@@ -111,16 +113,38 @@ impl Serialize for PushRecord {
 impl<'de> Deserialize<'de> for PushRecord {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PushRecord, D::Error> {
         let r = PushRecordIn::deserialize(deserializer)?;
+        let id = id_received(r.id)?;
         let head = r
             .pack
-            .head(&r.id, r.head)
+            .head(&id, r.head)
             .ok_or_else(|| serde::de::Error::missing_field("head"))?;
         Ok(PushRecord {
-            id: r.id,
+            id,
             expected: r.expected,
             head,
             pack: r.pack.pack,
         })
+    }
+}
+
+/// A record's id as sent: in its map up to protocol 4; from protocol 5 in
+/// the message's id column (see `envelope`), which keeps the random bytes
+/// of all ids together and away from the packs zstd compresses.
+fn id_to_send(id: &PatientId) -> Option<&PatientId> {
+    if compact() {
+        id_out(id);
+        None
+    } else {
+        Some(id)
+    }
+}
+
+/// A record's id as received: in its map, or the next of the id column.
+fn id_received<E: serde::de::Error>(sent: Option<PatientId>) -> Result<PatientId, E> {
+    match sent {
+        Some(id) => Ok(id),
+        None if compact() => id_in().ok_or_else(|| E::custom("more records than ids")),
+        None => Err(E::missing_field("id")),
     }
 }
 
@@ -302,7 +326,8 @@ pub struct RecordUpdate {
 // `time`.
 #[derive(Serialize)]
 struct RecordUpdateOut<'a> {
-    id: &'a PatientId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a PatientId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     head: Option<&'a CommitId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -319,7 +344,8 @@ struct RecordUpdateOut<'a> {
 
 #[derive(Deserialize)]
 struct RecordUpdateIn {
-    id: PatientId,
+    #[serde(default)]
+    id: Option<PatientId>,
     #[serde(default)]
     head: Option<CommitId>,
     #[serde(default)]
@@ -344,7 +370,7 @@ impl Serialize for RecordUpdate {
         };
         let pack = Outgoing::new(&self.pack);
         RecordUpdateOut {
-            id: &self.id,
+            id: id_to_send(&self.id),
             head: pack.head_to_send(&self.id, &self.head),
             seq,
             time,
@@ -360,9 +386,10 @@ impl Serialize for RecordUpdate {
 impl<'de> Deserialize<'de> for RecordUpdate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RecordUpdate, D::Error> {
         let r = RecordUpdateIn::deserialize(deserializer)?;
+        let id = id_received(r.id)?;
         let head = r
             .pack
-            .head(&r.id, r.head)
+            .head(&id, r.head)
             .ok_or_else(|| serde::de::Error::missing_field("head"))?;
         let (seq, time) = if compact() {
             let dseq = r
@@ -381,7 +408,7 @@ impl<'de> Deserialize<'de> for RecordUpdate {
             )
         };
         Ok(RecordUpdate {
-            id: r.id,
+            id,
             head,
             seq,
             time,

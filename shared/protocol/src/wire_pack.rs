@@ -52,6 +52,21 @@ struct Ctx {
     /// (sent as differences from them, see [`seq_out`]).
     seq: u64,
     time: i64,
+    /// Protocol 5: the records' ids, which travel as one column before the
+    /// message (see `envelope`): written while encoding, read while
+    /// decoding (`next` of them so far).
+    ids: Vec<PatientId>,
+    next: usize,
+}
+
+/// What encoding or decoding a message left in its [`Scope`].
+pub(crate) struct Finished {
+    /// The digest over the heads left out or derived.
+    pub(crate) digest: [u8; 20],
+    /// Protocol 5, encoding: the id column.
+    pub(crate) ids: Vec<PatientId>,
+    /// Protocol 5, decoding: ids of the column no record took.
+    pub(crate) unread: usize,
 }
 
 thread_local! {
@@ -75,19 +90,45 @@ impl Scope {
                 growth,
                 seq: 0,
                 time: 0,
+                ids: Vec::new(),
+                next: 0,
             })
         });
         Scope { previous }
     }
 
+    /// Protocol 5, decoding: the id column read before the message.
+    pub(crate) fn read_ids(&self, ids: Vec<PatientId>) {
+        CTX.with(|c| {
+            if let Some(ctx) = c.borrow_mut().as_mut() {
+                ctx.ids = ids;
+                ctx.next = 0;
+            }
+        });
+    }
+
     /// The digest over the (record id, head) pairs whose head was left out
-    /// (encoding) or derived (decoding), in message order.
-    pub(crate) fn finish(self) -> [u8; 20] {
+    /// (encoding) or derived (decoding), in message order, and the id
+    /// column.
+    pub(crate) fn finish(self) -> Finished {
         let ctx = CTX.with(|c| c.borrow_mut().take());
-        let digest = ctx.map(|c| c.heads.finalize()).unwrap_or_default();
-        let mut out = [0u8; 20];
-        out.copy_from_slice(&digest);
-        out
+        let mut digest = [0u8; 20];
+        let (ids, unread) = match ctx {
+            Some(ctx) => {
+                digest.copy_from_slice(&ctx.heads.finalize());
+                let unread = ctx.ids.len().saturating_sub(ctx.next);
+                (ctx.ids, unread)
+            }
+            None => {
+                digest.copy_from_slice(&Sha1::new().finalize());
+                (Vec::new(), 0)
+            }
+        };
+        Finished {
+            digest,
+            ids,
+            unread,
+        }
     }
 }
 
@@ -129,6 +170,27 @@ pub(crate) fn seq_out(seq: u64, time: i64) -> (i64, i64) {
             d
         }
         None => (seq as i64, time),
+    })
+}
+
+/// Protocol 5: a record's id goes in the message's id column (encoding).
+pub(crate) fn id_out(id: &PatientId) {
+    CTX.with(|c| {
+        if let Some(ctx) = c.borrow_mut().as_mut() {
+            ctx.ids.push(*id);
+        }
+    });
+}
+
+/// Protocol 5: the next id of the message's id column (decoding); `None`
+/// when the column has no more.
+pub(crate) fn id_in() -> Option<PatientId> {
+    CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let ctx = c.as_mut()?;
+        let id = ctx.ids.get(ctx.next).copied()?;
+        ctx.next += 1;
+        Some(id)
     })
 }
 
@@ -312,7 +374,7 @@ fn hex(id: &[u8; 20]) -> [u8; 40] {
     out
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
         out.push((n as u8 & 0x7f) | 0x80);
         n >>= 7;
@@ -321,7 +383,7 @@ fn put_varint(out: &mut Vec<u8>, mut n: usize) {
 }
 
 /// A varint at the start of `bytes`: its value and length.
-fn get_varint(bytes: &[u8]) -> Result<(usize, usize), &'static str> {
+pub(crate) fn get_varint(bytes: &[u8]) -> Result<(usize, usize), &'static str> {
     let mut n: usize = 0;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         let part = usize::from(b & 0x7f);
