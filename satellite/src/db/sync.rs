@@ -308,8 +308,9 @@ impl Db {
 
 impl Db {
     /// After central was restored from a backup: forget what central had
-    /// acknowledged, mark every record changed, and reset the cursors, in
-    /// one transaction. Returns how many records will be pushed again.
+    /// acknowledged, mark every record changed, reset the cursors, and
+    /// acknowledge pending records by head rather than by page, in one
+    /// transaction. Returns how many records will be pushed again.
     pub fn forget_central(&self) -> Result<u64, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(sql("resetting sync state"))?;
@@ -325,6 +326,10 @@ impl Db {
             [],
         )
         .map_err(sql("resetting sync state"))?;
+        // A page's cursor may be past what the restored central numbered
+        // (it would refuse the acknowledgement): acknowledge by head.
+        tx.execute("UPDATE pending_acks SET page_cursor = NULL", [])
+            .map_err(sql("resetting sync state"))?;
         tx.commit().map_err(sql("resetting sync state"))?;
         Ok(n as u64)
     }
@@ -373,5 +378,20 @@ mod tests {
             .expect("sync");
         db.clear_acks(&pending).expect("clear");
         assert_eq!(db.pending_acks(10).expect("pending"), vec![newer]);
+        // After central was restored from a backup, by head only.
+        let paged = PendingAck {
+            id: b,
+            head: CommitId([4; 20]),
+            page: Some(9),
+        };
+        db.commit_sync(&[], &[], &[paged], super::super::NO_ASIDE)
+            .expect("sync");
+        db.forget_central().expect("forget");
+        assert!(
+            db.pending_acks(10)
+                .expect("pending")
+                .iter()
+                .all(|a| a.page.is_none())
+        );
     }
 }
