@@ -19,9 +19,9 @@ use chartsync_protocol::envelope;
 use chartsync_protocol::link::{self, LINK_HEADER, LinkEstimate, WORK_HEADER};
 use chartsync_protocol::sync::{
     AckRequest, AckResponse, CONTENT_TYPE, FetchNewRequest, FetchNewResponse, FetchOneRequest,
-    FetchOneResponse, MAX_BATCH, MAX_REQUEST_BYTES, MIN_PROTOCOL_VERSION, PAGE_BYTES,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse, PushOutcome, PushRequest,
-    PushResponse, PushResult, RecordUpdate,
+    FetchOneResponse, MAX_ACK_PAGES, MAX_BATCH, MAX_REQUEST_BYTES, MIN_PROTOCOL_VERSION,
+    PAGE_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION, PageAck, PullRequest, PullResponse, PushOutcome,
+    PushRequest, PushResponse, PushResult, RecordUpdate,
 };
 use chartsync_protocol::{CommitId, PatientId};
 use serde::Serialize;
@@ -46,8 +46,8 @@ pub fn sync_routes<D: CentralDb>() -> Router<CentralApi<D>> {
 }
 
 /// The protocol version a request speaks (from its `Chartsync-Protocol`
-/// header, `2`, `3` or `4`, optionally with a minor part); the reply speaks
-/// it too, so satellites of protocols 2 and 3 keep working.
+/// header, `2` to `5`, optionally with a minor part); the reply speaks it
+/// too, so satellites of protocols 2, 3 and 4 keep working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Version(u8);
 
@@ -308,7 +308,8 @@ async fn push<D: CentralDb>(
         .into_iter()
         .zip(outcomes)
         .map(|(id, outcome)| PushResult {
-            id,
+            // Left out on the wire from protocol 5 on (request order).
+            id: Some(id),
             outcome: match outcome {
                 Outcome::Applied { seq, time, .. } => PushOutcome::Applied { seq, time },
                 Outcome::Conflict { head, seq, pack } => {
@@ -588,20 +589,75 @@ async fn pull<D: CentralDb>(
     )
 }
 
+/// The (record, head) pairs acknowledged by head and by page (protocol
+/// 5: a page's records at their heads as of the page's cursor, which is
+/// what the page sent). Checks everything before anything changes: at
+/// most [`MAX_BATCH`] records in all, each once, at most
+/// [`MAX_ACK_PAGES`] pages, no page cursor beyond the last sequence number
+/// given out. A record that did not exist at its page's cursor is left
+/// out, as an unknown id is.
+async fn acknowledged<D: CentralDb>(
+    api: &CentralApi<D>,
+    acks: &[chartsync_protocol::sync::Ack],
+    pages: &[PageAck],
+) -> Result<Vec<(PatientId, CommitId)>, ApiError> {
+    if pages.len() > MAX_ACK_PAGES {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!(
+                "a request acknowledges at most {MAX_ACK_PAGES} pages by cursor; it has {}",
+                pages.len()
+            ),
+        ));
+    }
+    check_batch(
+        acks.iter()
+            .map(|a| a.id)
+            .chain(pages.iter().flat_map(|p| p.ids.iter().copied())),
+    )?;
+    let mut out: Vec<(PatientId, CommitId)> = acks.iter().map(|a| (a.id, a.head)).collect();
+    if pages.is_empty() {
+        return Ok(out);
+    }
+    let c = &api.0;
+    let last = c.db.last_seq().await.map_err(|e| ApiError::internal(&e))?;
+    if let Some(bad) = pages.iter().find(|p| p.cursor > last) {
+        return Err(ApiError::bad_request(
+            "bad_batch",
+            format!(
+                "a page acknowledged at sequence number {}, after the last one central gave out ({last}): no page had that cursor",
+                bad.cursor
+            ),
+        ));
+    }
+    for page in pages.iter().filter(|p| !p.ids.is_empty()) {
+        let heads =
+            c.db.heads_at(&page.ids, page.cursor)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        out.extend(
+            page.ids
+                .iter()
+                .zip(heads)
+                .filter_map(|(id, head)| Some((*id, head?))),
+        );
+    }
+    Ok(out)
+}
+
 /// Takes acknowledgements: the instance now holds these records. Returns
 /// the acknowledged records whose head moved since the acknowledged head.
 async fn take_acks<D: CentralDb>(
     api: &CentralApi<D>,
     instance: &Instance,
-    acks: &[chartsync_protocol::sync::Ack],
+    acks: &[(PatientId, CommitId)],
     version: Version,
 ) -> Result<Vec<RecordUpdate>, ApiError> {
     if acks.is_empty() {
         return Ok(Vec::new());
     }
-    check_batch(acks.iter().map(|a| a.id))?;
     let c = &api.0;
-    let ids: Vec<PatientId> = acks.iter().map(|a| a.id).collect();
+    let ids: Vec<PatientId> = acks.iter().map(|a| a.0).collect();
     let timer = Instant::now();
     let rows =
         c.db.records(&ids)
@@ -611,7 +667,7 @@ async fn take_acks<D: CentralDb>(
     let caller = Caller::Instance(instance.clone());
     let mut accepted = Vec::new();
     let mut moved = Vec::new();
-    for (ack, row) in acks.iter().zip(rows) {
+    for (&(id, head), row) in acks.iter().zip(rows) {
         let Some(row) = row else { continue };
         if !c
             .in_scope(&caller, &row)
@@ -620,9 +676,9 @@ async fn take_acks<D: CentralDb>(
         {
             continue;
         }
-        accepted.push(ack.id);
-        if row.head != ack.head {
-            moved.push((row, Some(ack.head)));
+        accepted.push(id);
+        if row.head != head {
+            moved.push((row, Some(head)));
         }
     }
     let scoped_at = timer.elapsed();
@@ -648,9 +704,16 @@ async fn fetch_new<D: CentralDb>(
         request(&api, &headers, body).await?;
     let c = &api.0;
     let timer = Instant::now();
-    let moved = take_acks(&api, &instance, &request.acks, ctx.version).await?;
+    let acks = acknowledged(&api, &request.acks, &request.pages).await?;
+    let moved = take_acks(&api, &instance, &acks, ctx.version).await?;
     let acked_at = timer.elapsed();
-    let acked: HashSet<PatientId> = request.acks.iter().map(|a| a.id).collect();
+    // Records acknowledged (even those left out above) are not offered again.
+    let acked: HashSet<PatientId> = request
+        .acks
+        .iter()
+        .map(|a| a.id)
+        .chain(request.pages.iter().flat_map(|p| p.ids.iter().copied()))
+        .collect();
     // A cursor from another scope epoch restarts from the beginning.
     let from: Seq = if request.epoch == instance.scope_epoch {
         request.cursor
@@ -672,7 +735,7 @@ async fn fetch_new<D: CentralDb>(
         .collect();
     let (records, cut) = updates_within(&api, page, ctx.page_bytes(), ctx.version).await?;
     tracing::debug!(
-        acks = request.acks.len(),
+        acks = acked.len(),
         records = records.len(),
         acks_ms = acked_at.as_millis() as u64,
         list_ms = (listed_at - acked_at).as_millis() as u64,
@@ -704,7 +767,8 @@ async fn ack<D: CentralDb>(
 ) -> Result<Response, ApiError> {
     let (instance, request, _slot, ctx): (Instance, AckRequest, _, _) =
         request(&api, &headers, body).await?;
-    let moved = take_acks(&api, &instance, &request.acks, ctx.version).await?;
+    let acks = acknowledged(&api, &request.acks, &request.pages).await?;
+    let moved = take_acks(&api, &instance, &acks, ctx.version).await?;
     reply(&AckResponse { moved }, ctx)
 }
 

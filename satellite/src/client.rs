@@ -13,8 +13,9 @@ use chartsync_protocol::sync::{
 /// How often a call is tried again while central is busy.
 const BUSY_RETRIES: u32 = 5;
 
-/// Environment variable naming the sync protocol version to speak (`2` or
-/// `3`; unset: the newest, falling back to 2 when central refuses it).
+/// Environment variable naming the sync protocol version to speak (`2` to
+/// `5`; unset: the newest, stepping down one version at a time when
+/// central refuses it).
 pub const PROTOCOL_ENV: &str = "CHARTSYNC_SYNC_PROTOCOL";
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE as CT};
 use serde::Serialize;
@@ -267,8 +268,8 @@ impl CentralClient {
         &self.base
     }
 
-    /// The sync protocol version spoken (it drops to 2 when central refuses
-    /// version 3, an older central).
+    /// The sync protocol version spoken (it steps down when central, an
+    /// older one, refuses it).
     pub fn version(&self) -> u8 {
         self.version.load(Ordering::Relaxed)
     }

@@ -292,7 +292,12 @@ impl Client {
         assert_eq!(response.results.len(), sent.len());
         let (mut applied, mut busy) = (0, 0);
         for (record, result) in sent.iter().zip(&response.results) {
-            assert_eq!(record.id, result.id, "results in request order");
+            // In request order (protocol 5 leaves the ids out).
+            assert_eq!(
+                result.id.unwrap_or(record.id),
+                record.id,
+                "results in request order"
+            );
             let rec = self.recs.get_mut(&record.id).expect("known");
             match &result.outcome {
                 PushOutcome::Applied { .. } => {

@@ -752,8 +752,8 @@ async fn an_edit_costs_what_changed_on_the_wire_and_records_stay_small_on_disk()
     );
 }
 
-/// A satellite of an older protocol (2 or 3), by hand: its requests and
-/// central's answers.
+/// A satellite of a given protocol (an older one, 2 to 4, or the current
+/// one), by hand: its requests and central's answers.
 async fn call_old<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
     version: u8,
     http: &reqwest::Client,
@@ -804,7 +804,222 @@ async fn a_protocol_3_satellite_still_syncs_with_central() {
     old_satellite_syncs(3).await;
 }
 
-/// A satellite of protocol `version` (2 or 3) fetches, pulls and pushes
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_4_satellite_still_syncs_with_central() {
+    old_satellite_syncs(4).await;
+}
+
+/// A sync request of protocol `version` by hand: central's status and
+/// error code.
+async fn refused(
+    w: &World,
+    token: &str,
+    path: &str,
+    version: u8,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    use chartsync_protocol::sync::{CONTENT_TYPE, PROTOCOL_HEADER};
+    let r = w
+        .http
+        .post(format!("{}{path}", w.central.url))
+        .bearer_auth(token)
+        .header(PROTOCOL_HEADER, version.to_string())
+        .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    crate::support::wire::error_code(r).await
+}
+
+/// Protocol 5 acknowledges a fetch-new page by its cursor and the ids:
+/// central finds the heads the page sent, sends what moved since, and
+/// makes the instance a holder. Acknowledgements it cannot take (a cursor
+/// no page had, too many pages or ids, an id twice, pages in a protocol 4
+/// batch) are refused whole and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_new_pages_are_acknowledged_by_cursor_and_bad_acknowledgements_change_nothing() {
+    use chartsync_protocol::envelope;
+    use chartsync_protocol::sync::{
+        Ack, AckRequest, AckResponse, FetchNewRequest, FetchNewResponse, MAX_ACK_PAGES, PageAck,
+    };
+    let w = world().await;
+    let a = &w.sats[0];
+    let token = w.sats[1].sat.config.token().expect("token").expect("set").0;
+    let ids = [PatientId::random(), PatientId::random()];
+    for (n, id) in ids.iter().enumerate() {
+        write_at(
+            a,
+            *id,
+            Files::from([(
+                "patient.yaml".to_string(),
+                format!("name: P{n}\ncatchment: north\nvisits:\n{}", visit(n)),
+            )]),
+        );
+    }
+    a.sync(&[Job::Push]).await;
+    let fetch = FetchNewRequest {
+        cursor: 0,
+        epoch: 0,
+        limit: 100,
+        acks: Vec::new(),
+        pages: Vec::new(),
+    };
+    let path = "/v1/sync/fetch-new";
+    let page: FetchNewResponse = call_old(5, &w.http, &w.central.url, &token, path, &fetch).await;
+    assert_eq!(page.records.len(), 2);
+    let sent = |id: PatientId| {
+        page.records
+            .iter()
+            .find(|u| u.id == id)
+            .map(|u| u.head)
+            .expect("in the page")
+    };
+    // The first record moves at central after the page was sent.
+    write_at(
+        a,
+        ids[0],
+        Files::from([(
+            "patient.yaml".to_string(),
+            format!(
+                "name: P0\ncatchment: north\nvisits:\n{}{}",
+                visit(0),
+                visit(1)
+            ),
+        )]),
+    );
+    a.sync(&[Job::Push]).await;
+    let moved_head = a.sat.store.head(&ids[0]).expect("head").expect("exists");
+
+    let by_page = |cursor: u64, ids: Vec<PatientId>| PageAck {
+        cursor,
+        ids,
+        heads: Vec::new(),
+    };
+    let ack = |pages: Vec<PageAck>, acks: Vec<Ack>| {
+        envelope::encode_as(&AckRequest { acks, pages }, 5).expect("encode")
+    };
+    let many: Vec<PatientId> = (0..1001).map(|_| PatientId::random()).collect();
+    let cases = [
+        (
+            ack(vec![by_page(page.cursor + 1_000_000, ids.to_vec())], vec![]),
+            "bad_batch",
+        ),
+        (
+            ack(
+                (0..=MAX_ACK_PAGES as u64)
+                    .map(|c| by_page(c, vec![PatientId::random()]))
+                    .collect(),
+                vec![],
+            ),
+            "batch_too_large",
+        ),
+        (
+            ack(vec![by_page(page.cursor, many)], vec![]),
+            "batch_too_large",
+        ),
+        (
+            ack(
+                vec![by_page(page.cursor, ids.to_vec())],
+                vec![Ack {
+                    id: ids[1],
+                    head: sent(ids[1]),
+                }],
+            ),
+            "duplicate_record",
+        ),
+    ];
+    for (body, code) in cases {
+        for path in ["/v1/sync/ack", "/v1/sync/fetch-new"] {
+            let body = if path == "/v1/sync/ack" {
+                body.clone()
+            } else {
+                // The same acknowledgements in a fetch-new request.
+                let request: AckRequest = envelope::decode(&body, 64 << 20).expect("decode");
+                envelope::encode_as(
+                    &FetchNewRequest {
+                        acks: request.acks,
+                        pages: request.pages,
+                        ..fetch.clone()
+                    },
+                    5,
+                )
+                .expect("encode")
+            };
+            assert_eq!(
+                refused(&w, &token, path, 5, body).await,
+                (StatusCode::BAD_REQUEST, code.to_string()),
+                "{path}"
+            );
+        }
+    }
+    // Pages in a batch of protocol 4 (which has no such field).
+    let mut v4 = ack(vec![by_page(page.cursor, ids.to_vec())], vec![]);
+    v4[3] = 4;
+    assert_eq!(
+        refused(&w, &token, "/v1/sync/ack", 4, v4).await,
+        (StatusCode::BAD_REQUEST, "bad_batch".to_string())
+    );
+    // Nothing changed: both records are still offered.
+    let again: FetchNewResponse = call_old(5, &w.http, &w.central.url, &token, path, &fetch).await;
+    assert_eq!(again.records.len(), 2);
+
+    // The page acknowledged by its cursor: the record that moved comes
+    // back from the head the page sent; the other is held as it is.
+    let reply: AckResponse = call_old(
+        5,
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/ack",
+        &AckRequest {
+            acks: Vec::new(),
+            pages: vec![by_page(page.cursor, ids.to_vec())],
+        },
+    )
+    .await;
+    assert_eq!(reply.moved.len(), 1);
+    assert_eq!(reply.moved[0].id, ids[0]);
+    assert_eq!(reply.moved[0].base, Some(sent(ids[0])));
+    assert_eq!(reply.moved[0].head, moved_head);
+    // Both are held now: nothing is offered.
+    let after: FetchNewResponse = call_old(5, &w.http, &w.central.url, &token, path, &fetch).await;
+    assert!(after.records.is_empty(), "{:?}", after.records);
+
+    // A record created after a page's cursor did not exist then: it is
+    // left out, as an unknown id is, and still offered.
+    let late = PatientId::random();
+    write_at(
+        a,
+        late,
+        Files::from([(
+            "patient.yaml".to_string(),
+            "name: Late\ncatchment: north\n".to_string(),
+        )]),
+    );
+    a.sync(&[Job::Push]).await;
+    let reply: AckResponse = call_old(
+        5,
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/ack",
+        &AckRequest {
+            acks: Vec::new(),
+            pages: vec![by_page(page.cursor, vec![late])],
+        },
+    )
+    .await;
+    assert!(reply.moved.is_empty());
+    let offered: FetchNewResponse =
+        call_old(5, &w.http, &w.central.url, &token, path, &fetch).await;
+    assert_eq!(
+        offered.records.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![late]
+    );
+}
+
+/// A satellite of protocol `version` (2, 3 or 4) fetches, pulls and pushes
 /// through a central of the current protocol, and a current satellite
 /// pulls what it pushed.
 async fn old_satellite_syncs(version: u8) {
@@ -842,6 +1057,7 @@ async fn old_satellite_syncs(version: u8) {
             epoch: 0,
             limit: 100,
             acks: Vec::new(),
+            pages: Vec::new(),
         },
     )
     .await;
@@ -867,6 +1083,7 @@ async fn old_satellite_syncs(version: u8) {
                 id,
                 head: record.head,
             }],
+            pages: Vec::new(),
         },
     )
     .await;
@@ -947,6 +1164,8 @@ async fn old_satellite_syncs(version: u8) {
         "{:?}",
         pushed.results[0].outcome
     );
+    // Ids in the results up to protocol 4.
+    assert_eq!(pushed.results[0].id, Some(id));
     // The new satellite pulls it in the current version.
     assert_eq!(a.sync(&[Job::Pull]).await.records_received, 1);
     assert_eq!(

@@ -152,6 +152,9 @@ impl CentralDb for AnyDb {
     async fn counts(&self) -> Result<Counts, DbError> {
         both!(self.counts())
     }
+    async fn last_seq(&self) -> Result<Seq, DbError> {
+        both!(self.last_seq())
+    }
     async fn save_report(&self, report: SavedReport) -> Result<(), DbError> {
         both!(self.save_report(report))
     }

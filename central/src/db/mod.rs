@@ -395,6 +395,12 @@ pub trait CentralDb: Send + Sync + 'static {
     /// Totals.
     fn counts(&self) -> impl Future<Output = Result<Counts, DbError>> + Send;
 
+    /// The last sequence number given out ([`Counts::seq`] without the
+    /// counting). The default counts.
+    fn last_seq(&self) -> impl Future<Output = Result<Seq, DbError>> + Send {
+        async move { self.counts().await.map(|c| c.seq) }
+    }
+
     /// Stores an instance's latest report (replacing the one before), adds
     /// the sync call to its hour in the activity series, and drops its
     /// hours older than [`ACTIVITY_KEEP_HOURS`].

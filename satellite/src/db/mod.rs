@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "carried",
         sql: include_str!("../../../migrations/satellite/0003_carried.sql"),
     },
+    Migration {
+        version: 4,
+        name: "ack_pages",
+        sql: include_str!("../../../migrations/satellite/0004_ack_pages.sql"),
+    },
 ];
 
 /// A database failure.
@@ -186,4 +191,4 @@ pub use carried::Carried;
 pub use conflicts::NewConflict;
 pub use runs::{JobRecord, RunRow};
 pub use set_aside::{NO_ASIDE, SetAside, SetAsideRow};
-pub use sync::{CentralState, DirtyRecord};
+pub use sync::{CentralState, DirtyRecord, PendingAck};

@@ -43,6 +43,30 @@ pub struct CentralState {
     pub time: i64,
 }
 
+/// A record stored and not yet acknowledged to central.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingAck {
+    /// The record.
+    pub id: PatientId,
+    /// Central's head that was stored.
+    pub head: CommitId,
+    /// The cursor of the fetch-new page it came in, when `head` is the
+    /// head that page sent (protocol 5 then acknowledges it by the page);
+    /// `None`: acknowledged by head.
+    pub page: Option<u64>,
+}
+
+impl PendingAck {
+    /// Acknowledged by its head.
+    pub fn by_head((id, head): (PatientId, CommitId)) -> PendingAck {
+        PendingAck {
+            id,
+            head,
+            page: None,
+        }
+    }
+}
+
 impl Db {
     /// Records marked changed, ordered by id, after `after`.
     pub fn dirty_page(
@@ -167,7 +191,7 @@ impl Db {
         &self,
         states: &[CentralState],
         cursors: &[(&str, i64)],
-        acks: &[(PatientId, CommitId)],
+        acks: &[PendingAck],
         aside: (&str, &[SetAside]),
     ) -> Result<(), DbError> {
         let mut conn = self.conn();
@@ -209,12 +233,14 @@ impl Db {
             }
             let mut ack = tx
                 .prepare_cached(
-                    "INSERT INTO pending_acks (patient, head) VALUES (?1, ?2)
-                     ON CONFLICT (patient) DO UPDATE SET head = excluded.head",
+                    "INSERT INTO pending_acks (patient, head, page_cursor) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (patient) DO UPDATE SET
+                        head = excluded.head, page_cursor = excluded.page_cursor",
                 )
                 .map_err(sql("saving sync progress"))?;
-            for (id, head) in acks {
-                ack.execute(params![id.as_bytes(), head.to_string()])
+            for a in acks {
+                let page = a.page.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+                ack.execute(params![a.id.as_bytes(), a.head.to_string(), page])
                     .map_err(sql("saving sync progress"))?;
             }
         }
@@ -222,27 +248,42 @@ impl Db {
     }
 
     /// Acknowledgements not yet delivered to central.
-    pub fn pending_acks(&self, limit: usize) -> Result<Vec<(PatientId, CommitId)>, DbError> {
+    pub fn pending_acks(&self, limit: usize) -> Result<Vec<PendingAck>, DbError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT patient, head FROM pending_acks ORDER BY patient LIMIT ?1")
+            .prepare_cached(
+                "SELECT patient, head, page_cursor FROM pending_acks ORDER BY patient LIMIT ?1",
+            )
             .map_err(sql("reading pending acknowledgements"))?;
         let rows = stmt
             .query_map(params![limit as i64], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
             })
             .map_err(sql("reading pending acknowledgements"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, head) = row.map_err(sql("reading pending acknowledgements"))?;
+            let (id, head, page) = row.map_err(sql("reading pending acknowledgements"))?;
             let head = head_from(Some(head))?.ok_or(DbError::Damaged("pending_acks.head"))?;
-            out.push((id_from(id)?, head));
+            let page = page
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|_| DbError::Damaged("pending_acks.page_cursor"))?;
+            out.push(PendingAck {
+                id: id_from(id)?,
+                head,
+                page,
+            });
         }
         Ok(out)
     }
 
-    /// Forgets delivered acknowledgements.
-    pub fn clear_acks(&self, delivered: &[(PatientId, CommitId)]) -> Result<(), DbError> {
+    /// Forgets delivered acknowledgements (those still at the head
+    /// delivered).
+    pub fn clear_acks(&self, delivered: &[PendingAck]) -> Result<(), DbError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
@@ -251,8 +292,8 @@ impl Db {
             let mut stmt = tx
                 .prepare_cached("DELETE FROM pending_acks WHERE patient = ?1 AND head = ?2")
                 .map_err(sql("clearing acknowledgements"))?;
-            for (id, head) in delivered {
-                stmt.execute(params![id.as_bytes(), head.to_string()])
+            for a in delivered {
+                stmt.execute(params![a.id.as_bytes(), a.head.to_string()])
                     .map_err(sql("clearing acknowledgements"))?;
             }
         }
@@ -267,8 +308,9 @@ impl Db {
 
 impl Db {
     /// After central was restored from a backup: forget what central had
-    /// acknowledged, mark every record changed, and reset the cursors, in
-    /// one transaction. Returns how many records will be pushed again.
+    /// acknowledged, mark every record changed, reset the cursors, and
+    /// acknowledge pending records by head rather than by page, in one
+    /// transaction. Returns how many records will be pushed again.
     pub fn forget_central(&self) -> Result<u64, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(sql("resetting sync state"))?;
@@ -284,7 +326,72 @@ impl Db {
             [],
         )
         .map_err(sql("resetting sync state"))?;
+        // A page's cursor may be past what the restored central numbered
+        // (it would refuse the acknowledgement): acknowledge by head.
+        tx.execute("UPDATE pending_acks SET page_cursor = NULL", [])
+            .map_err(sql("resetting sync state"))?;
         tx.commit().map_err(sql("resetting sync state"))?;
         Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_acknowledgements_keep_their_page_across_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.sqlite");
+        let (a, b) = (PatientId::random(), PatientId::random());
+        {
+            let db = Db::open(&path).expect("db");
+            let acks = [
+                PendingAck {
+                    id: a,
+                    head: CommitId([1; 20]),
+                    page: Some(42),
+                },
+                PendingAck::by_head((b, CommitId([2; 20]))),
+            ];
+            db.commit_sync(&[], &[("fetch_cursor", 42)], &acks, super::super::NO_ASIDE)
+                .expect("sync");
+        }
+        // As after a crash: what was committed is there, page and all.
+        let db = Db::open(&path).expect("db");
+        let mut pending = db.pending_acks(10).expect("pending");
+        pending.sort_by_key(|p| p.page);
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[0], PendingAck::by_head((b, CommitId([2; 20]))));
+        assert_eq!(
+            pending[1],
+            PendingAck {
+                id: a,
+                head: CommitId([1; 20]),
+                page: Some(42),
+            }
+        );
+        // A newer acknowledgement of the same record replaces it, page
+        // and all; clearing the delivered (older) one leaves it.
+        let newer = PendingAck::by_head((a, CommitId([3; 20])));
+        db.commit_sync(&[], &[], &[newer], super::super::NO_ASIDE)
+            .expect("sync");
+        db.clear_acks(&pending).expect("clear");
+        assert_eq!(db.pending_acks(10).expect("pending"), vec![newer]);
+        // After central was restored from a backup, by head only.
+        let paged = PendingAck {
+            id: b,
+            head: CommitId([4; 20]),
+            page: Some(9),
+        };
+        db.commit_sync(&[], &[], &[paged], super::super::NO_ASIDE)
+            .expect("sync");
+        db.forget_central().expect("forget");
+        assert!(
+            db.pending_acks(10)
+                .expect("pending")
+                .iter()
+                .all(|a| a.page.is_none())
+        );
     }
 }

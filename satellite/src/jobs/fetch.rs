@@ -3,11 +3,12 @@
 //! request), so a reply cut off in transit loses nothing: the page comes
 //! again. Also fetch-one, for a visiting patient.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chartsync_protocol::sync::{
     Ack, AckRequest, AckResponse, FetchNewRequest, FetchNewResponse, FetchOneRequest,
-    FetchOneResponse,
+    FetchOneResponse, MAX_ACK_PAGES, PageAck,
 };
 use chartsync_protocol::{CommitId, PatientId};
 
@@ -16,18 +17,44 @@ use super::pull::store_page;
 use super::{Progress, Summary};
 use crate::Satellite;
 use crate::client::CentralClient;
+use crate::db::PendingAck;
 
 const CURSOR: &str = "fetch_cursor";
 const EPOCH: &str = "fetch_epoch";
 
-fn acks(pending: &[(PatientId, CommitId)]) -> Vec<Ack> {
-    pending
-        .iter()
-        .map(|(id, head)| Ack {
-            id: *id,
-            head: *head,
-        })
-        .collect()
+/// The acknowledgements of a request: a record stored at the head its
+/// fetch-new page sent, by the page (its cursor and the ids; at most
+/// [`MAX_ACK_PAGES`] pages, the rest by head), any other by head. To a
+/// central of protocol 4 or older the client sends them all by head.
+fn acks(pending: &[PendingAck]) -> (Vec<Ack>, Vec<PageAck>) {
+    let mut acks = Vec::new();
+    let mut pages: Vec<PageAck> = Vec::new();
+    for a in pending {
+        if let Some(cursor) = a.page {
+            let at = match pages.iter().position(|p| p.cursor == cursor) {
+                Some(at) => Some(at),
+                None if pages.len() < MAX_ACK_PAGES => {
+                    pages.push(PageAck {
+                        cursor,
+                        ids: Vec::new(),
+                        heads: Vec::new(),
+                    });
+                    Some(pages.len() - 1)
+                }
+                None => None,
+            };
+            if let Some(page) = at.and_then(|at| pages.get_mut(at)) {
+                page.ids.push(a.id);
+                page.heads.push(a.head);
+                continue;
+            }
+        }
+        acks.push(Ack {
+            id: a.id,
+            head: a.head,
+        });
+    }
+    (acks, pages)
 }
 
 /// Delivers pending acknowledgements alone; stores what moved meanwhile.
@@ -43,13 +70,9 @@ async fn deliver_acks(
         if pending.is_empty() {
             return Ok(());
         }
+        let (acks, pages) = acks(&pending);
         let reply: AckResponse = client
-            .call(
-                "/v1/sync/ack",
-                &AckRequest {
-                    acks: acks(&pending),
-                },
-            )
+            .call("/v1/sync/ack", &AckRequest { acks, pages })
             .await?;
         let stored = store_page(sat, client, reply.moved).await?;
         stored.count(summary);
@@ -81,26 +104,44 @@ pub(crate) async fn run(
         let s = Arc::clone(sat);
         let pending =
             super::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH)).await?;
+        let (acks, pages) = acks(&pending);
         let request = FetchNewRequest {
             cursor,
             epoch,
             limit: super::page_limit(sat, client),
-            acks: acks(&pending),
+            acks,
+            pages,
         };
         let page: FetchNewResponse = client.call("/v1/sync/fetch-new", &request).await?;
         // Central has the acknowledgements now.
         let s = Arc::clone(sat);
         let delivered = pending.clone();
         super::spawn_db(move || s.db.clear_acks(&delivered)).await?;
+        let (next, next_epoch) = (page.cursor, page.epoch);
+        // The page sent its records at their heads as of its cursor.
+        let offered: HashMap<PatientId, CommitId> = page
+            .records
+            .iter()
+            .filter(|u| u.seq <= next)
+            .map(|u| (u.id, u.head))
+            .collect();
         let mut updates = page.moved;
         updates.extend(page.records);
         let stored = store_page(sat, client, updates).await?;
         stored.count(&mut summary);
         let s = Arc::clone(sat);
-        let (next, next_epoch) = (page.cursor, page.epoch);
-        // Everything stored from this page is acknowledged next time.
-        let held: Vec<(PatientId, CommitId)> =
-            stored.states.iter().map(|s| (s.id, s.head)).collect();
+        // Everything stored from this page is acknowledged next time: by
+        // the page when stored at the head the page sent (not one that
+        // moved, or was fetched whole at a newer head), else by head.
+        let held: Vec<PendingAck> = stored
+            .states
+            .iter()
+            .map(|s| PendingAck {
+                id: s.id,
+                head: s.head,
+                page: (offered.get(&s.id) == Some(&s.head)).then_some(next),
+            })
+            .collect();
         super::spawn_db(move || {
             s.db.commit_sync(
                 &stored.states,
@@ -140,7 +181,7 @@ pub async fn fetch_one(sat: &Arc<Satellite>, id: PatientId) -> Result<CommitId, 
         )));
     };
     let s = Arc::clone(sat);
-    let ack = vec![(id, head)];
+    let ack = vec![PendingAck::by_head((id, head))];
     super::spawn_db(move || {
         s.db.commit_sync(&stored.states, &[], &ack, crate::db::NO_ASIDE)
     })

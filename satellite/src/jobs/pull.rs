@@ -14,7 +14,7 @@ use super::apply::{JobError, Stored, aside, store_updates};
 use super::{Progress, Summary};
 use crate::Satellite;
 use crate::client::{CentralClient, SyncError};
-use crate::db::SetAside;
+use crate::db::{PendingAck, SetAside};
 
 /// The state key of the pull cursor.
 pub(crate) const CURSOR: &str = "pull_cursor";
@@ -48,6 +48,11 @@ pub(crate) async fn store_page(
     }
     stored.extend(again);
     Ok(stored)
+}
+
+/// Records created here from central's copies, acknowledged by head.
+fn acks_by_head(created: &[(PatientId, chartsync_protocol::CommitId)]) -> Vec<PendingAck> {
+    created.iter().copied().map(PendingAck::by_head).collect()
 }
 
 /// Fetches records whole from central, one request each. A record central
@@ -113,7 +118,7 @@ async fn retry_set_aside(
         s.db.commit_sync(
             &stored.states,
             &[],
-            &stored.created,
+            &acks_by_head(&stored.created),
             ("pull", &stored.set_aside),
         )
     })
@@ -153,7 +158,7 @@ pub(crate) async fn run(
         // Durable records first, then the cursor (with their states).
         let s = Arc::clone(sat);
         let next = page.cursor;
-        let created: Vec<_> = stored.created.clone();
+        let created = acks_by_head(&stored.created);
         super::spawn_db(move || {
             s.db.commit_sync(
                 &stored.states,

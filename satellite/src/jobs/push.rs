@@ -114,18 +114,19 @@ fn handle(
     let mut applied = Vec::new();
     let mut conflicts = Vec::new();
     let mut again = Vec::new();
-    for result in response.results {
-        let Some(&head) = pushed.get(&result.id) else {
+    for (record, result) in sent.iter().zip(response.results) {
+        // Protocol 5 leaves the ids out: the results are in request order.
+        let id = result.id.unwrap_or(record.id);
+        let Some(&head) = pushed.get(&id) else {
             return Err(JobError::Protocol(format!(
-                "a result for {} which was not pushed",
-                result.id
+                "a result for {id} which was not pushed"
             )));
         };
         match result.outcome {
             PushOutcome::Applied { seq, time } => {
                 applied.push((
                     CentralState {
-                        id: result.id,
+                        id,
                         head,
                         seq,
                         time,
@@ -138,7 +139,7 @@ fn handle(
                 seq,
                 pack,
             } => conflicts.push(RecordUpdate {
-                id: result.id,
+                id,
                 head: central,
                 seq,
                 time: 0,
@@ -146,16 +147,16 @@ fn handle(
                 pack,
             }),
             PushOutcome::Refused { code, message } => {
-                tracing::warn!(patient = %result.id, code, message, "central refused a record");
+                tracing::warn!(patient = %id, code, message, "central refused a record");
                 sat.db
-                    .set_refused(&result.id, head, &format!("{code}: {message}"))?;
+                    .set_refused(&id, head, &format!("{code}: {message}"))?;
                 summary.refused += 1;
             }
-            PushOutcome::Busy => again.push(result.id),
+            PushOutcome::Busy => again.push(id),
             // Central's own fault: keep the record for the next run (it
             // stays marked as changed), do not hammer central now.
             PushOutcome::Failed { code, message } => {
-                tracing::warn!(patient = %result.id, code, message, "central could not store a record; it is pushed again next time");
+                tracing::warn!(patient = %id, code, message, "central could not store a record; it is pushed again next time");
                 summary.deferred += 1;
             }
         }

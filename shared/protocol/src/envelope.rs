@@ -9,14 +9,18 @@ use std::io::Read;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::PatientId;
 use super::sync::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use super::wire_pack::Scope;
+use super::wire_pack::{Scope, get_varint, put_varint};
 
 /// The first version whose packs are linked and whose envelope carries
 /// the digest of the heads the receiver derives.
 const LINKED_VERSION: u8 = 4;
 /// The digest's length (SHA-1).
 const DIGEST_LEN: usize = 20;
+/// The first version whose records' ids travel as one column before the
+/// message.
+const ID_COLUMN_VERSION: u8 = 5;
 
 const MAGIC: [u8; 3] = *b"CSB";
 
@@ -71,6 +75,10 @@ pub enum EnvelopeError {
     /// The message could not be encoded.
     #[error("could not encode batch message")]
     Encode(#[source] rmp_serde::encode::Error),
+    /// The id column (protocol 5) is malformed or does not match the
+    /// records.
+    #[error("the batch's column of record ids is malformed: {0}")]
+    Ids(&'static str),
 }
 
 /// Encodes a message (as [`PROTOCOL_VERSION`]).
@@ -108,15 +116,45 @@ pub fn prepare<T: Serialize>(
     version: u8,
 ) -> Result<(Vec<u8>, Vec<u8>), EnvelopeError> {
     let scope = Scope::enter(version, 0);
-    let raw = rmp_serde::to_vec_named(message).map_err(EnvelopeError::Encode)?;
-    let digest = scope.finish();
+    let message = rmp_serde::to_vec_named(message).map_err(EnvelopeError::Encode)?;
+    let finished = scope.finish();
     let mut marker = Vec::with_capacity(4 + DIGEST_LEN);
     marker.extend_from_slice(&MAGIC);
     marker.push(version);
     if version >= LINKED_VERSION {
-        marker.extend_from_slice(&digest);
+        marker.extend_from_slice(&finished.digest);
     }
+    if version < ID_COLUMN_VERSION {
+        return Ok((marker, message));
+    }
+    // Protocol 5: the records' ids (left out of their maps) as one column
+    // first: a varint count, then 16 bytes each. Random bytes side by side
+    // cost zstd 16 bytes an id; spread between the packs, about 21.
+    let mut raw = Vec::with_capacity(message.len() + 10 + 16 * finished.ids.len());
+    put_varint(&mut raw, finished.ids.len());
+    for id in &finished.ids {
+        raw.extend_from_slice(id.as_bytes());
+    }
+    raw.extend_from_slice(&message);
     Ok((marker, raw))
+}
+
+/// Protocol 5: the id column at the start of a decompressed batch, and the
+/// message after it.
+fn id_column(raw: &[u8]) -> Result<(Vec<PatientId>, &[u8]), EnvelopeError> {
+    let (count, at) = get_varint(raw).map_err(|_| EnvelopeError::Ids("a bad count"))?;
+    let rest = &raw[at..];
+    let len = count
+        .checked_mul(16)
+        .filter(|&n| n <= rest.len())
+        .ok_or(EnvelopeError::Ids("more ids than the batch holds"))?;
+    let (column, message) = rest.split_at(len);
+    let (chunks, _) = column.as_chunks::<16>();
+    let ids = chunks
+        .iter()
+        .map(|c| PatientId::from_bytes(*c).map_err(|_| EnvelopeError::Ids("not a patient id")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ids, message))
 }
 
 /// Compresses a [`prepare`]d message into `out` at zstd `level`, block by
@@ -194,9 +232,19 @@ pub fn decode_versioned<T: DeserializeOwned>(
     // Rebuilding a linked pack's references may add at most as many bytes
     // as the message holds.
     let scope = Scope::enter(version, raw.len());
-    let message = rmp_serde::from_slice(&raw).map_err(EnvelopeError::Decode)?;
-    let derived = scope.finish();
-    if digest.is_some_and(|sent| sent != derived) {
+    let body = if version >= ID_COLUMN_VERSION {
+        let (ids, body) = id_column(&raw)?;
+        scope.read_ids(ids);
+        body
+    } else {
+        &raw[..]
+    };
+    let message = rmp_serde::from_slice(body).map_err(EnvelopeError::Decode)?;
+    let finished = scope.finish();
+    if finished.unread > 0 {
+        return Err(EnvelopeError::Ids("more ids than records"));
+    }
+    if digest.is_some_and(|sent| sent != finished.digest) {
         return Err(EnvelopeError::HeadsDigest);
     }
     Ok((message, version))
@@ -212,7 +260,7 @@ mod tests {
         PushResponse {
             results: vec![
                 PushResult {
-                    id: PatientId::random(),
+                    id: Some(PatientId::random()),
                     outcome: PushOutcome::Conflict {
                         head: crate::CommitId([7; 20]),
                         seq: 42,
@@ -220,7 +268,7 @@ mod tests {
                     },
                 },
                 PushResult {
-                    id: PatientId::random(),
+                    id: Some(PatientId::random()),
                     outcome: PushOutcome::Busy,
                 },
             ],
@@ -234,7 +282,9 @@ mod tests {
         let mut bytes = marker.to_vec();
         compress_to(&raw, 19, &mut bytes).expect("compress");
         let back: PushResponse = decode(&bytes, 1 << 20).expect("decode");
-        assert_eq!(back.results[1].id, msg.results[1].id);
+        // Protocol 5 leaves the ids out: results are in request order.
+        assert_eq!(back.results[1].id, None);
+        assert!(matches!(back.results[1].outcome, PushOutcome::Busy));
     }
 
     #[test]
@@ -243,7 +293,10 @@ mod tests {
         let bytes = encode(&msg).expect("encode");
         let back: PushResponse = decode(&bytes, 1 << 20).expect("decode");
         assert_eq!(back.results.len(), 2);
-        assert_eq!(back.results[0].id, msg.results[0].id);
+        assert_eq!(back.results[0].id, None);
+        let v4: PushResponse =
+            decode(&encode_as(&msg, 4).expect("encode"), 1 << 20).expect("decode");
+        assert_eq!(v4.results[0].id, msg.results[0].id);
         match &back.results[0].outcome {
             PushOutcome::Conflict { pack, seq, .. } => {
                 assert_eq!(pack, &vec![1, 2, 3]);
@@ -301,7 +354,7 @@ mod tests {
     fn framed(zstd_frames: &[u8]) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.push(PROTOCOL_VERSION);
-        out.extend_from_slice(&Scope::enter(PROTOCOL_VERSION, 0).finish());
+        out.extend_from_slice(&Scope::enter(PROTOCOL_VERSION, 0).finish().digest);
         out.extend_from_slice(zstd_frames);
         out
     }
@@ -339,5 +392,72 @@ mod tests {
             decode::<PushResponse>(&framed(&two), 1 << 20),
             Err(EnvelopeError::SizeMismatch { .. })
         ));
+    }
+
+    /// A protocol 5 batch with its id column replaced by `column` (the
+    /// message after it kept).
+    fn with_column(message: &impl Serialize, column: &[u8]) -> Vec<u8> {
+        let (marker, raw) = prepare(message, 5).expect("prepare");
+        let (_, body) = id_column(&raw).expect("column");
+        let mut new = column.to_vec();
+        new.extend_from_slice(body);
+        let mut out = marker;
+        out.extend(zstd::bulk::compress(&new, 3).expect("compress"));
+        out
+    }
+
+    #[test]
+    fn record_ids_travel_as_one_column_and_must_match_the_records() {
+        use crate::sync::{PullResponse, RecordUpdate};
+        let updates: Vec<RecordUpdate> = (0..3u8)
+            .map(|n| RecordUpdate {
+                id: PatientId::random(),
+                head: crate::CommitId([n; 20]),
+                seq: u64::from(n),
+                time: 0,
+                base: None,
+                pack: b"not a pack".to_vec(),
+            })
+            .collect();
+        let page = PullResponse {
+            updates: updates.clone(),
+            cursor: 3,
+            more: false,
+        };
+        let bytes = encode_as(&page, 5).expect("encode");
+        let back: PullResponse = decode(&bytes, 1 << 20).expect("decode");
+        let ids: Vec<PatientId> = back.updates.iter().map(|u| u.id).collect();
+        assert_eq!(ids, updates.iter().map(|u| u.id).collect::<Vec<_>>());
+        let (_, raw) = prepare(&page, 5).expect("prepare");
+        assert_eq!(raw[0], 3, "three ids first");
+        assert_eq!(&raw[1..17], updates[0].id.as_bytes());
+
+        let column = |ids: &[PatientId], count: u8| {
+            let mut c = vec![count];
+            for id in ids {
+                c.extend_from_slice(id.as_bytes());
+            }
+            c
+        };
+        let two: Vec<PatientId> = ids[..2].to_vec();
+        let mut four = ids.clone();
+        four.push(PatientId::random());
+        let mut not_v4 = column(&ids, 3);
+        not_v4[1 + 6] = 0x10;
+        for (bad, why) in [
+            (column(&two, 2), "more records than ids"),
+            (column(&four, 4), "more ids than records"),
+            (column(&ids, 9), "a count beyond the batch"),
+            (not_v4, "not a version 4 UUID"),
+            (vec![0x80], "a truncated count"),
+        ] {
+            assert!(
+                decode::<PullResponse>(&with_column(&page, &bad), 1 << 20).is_err(),
+                "{why}"
+            );
+        }
+        // Older versions keep the ids in the records' maps.
+        let (_, raw4) = prepare(&page, 4).expect("prepare");
+        assert_eq!(raw4[0] & 0xf0, 0x80, "a MessagePack map first");
     }
 }

@@ -8,16 +8,20 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::CommitId;
 use crate::id::PatientId;
-use crate::wire_pack::{Incoming, Outgoing};
+use crate::wire_pack::{Incoming, Outgoing, compact, id_in, id_out, seq_in, seq_out};
 
 /// The protocol's major version, in the envelope and the
 /// `Chartsync-Protocol` header. Version 3 packs may be thin: a changed file
 /// or folder travels as a delta (REF_DELTA) on the version the receiver is
 /// known to hold. Version 4 leaves out the object ids the receiver can
 /// compute (a commit's tree, a tree's entries, a record's head when it is
-/// the pack's last commit) and checks them with one digest per batch. A
-/// peer outside [`MIN_PROTOCOL_VERSION`]..=this is refused.
-pub const PROTOCOL_VERSION: u8 = 4;
+/// the pack's last commit) and checks them with one digest per batch.
+/// Version 5 says per record only what the batch cannot say once: push
+/// results without ids (they are in request order), sequence numbers and
+/// times as differences from the previous ones, fetch-new pages
+/// acknowledged by the page's cursor and the ids ([`PageAck`]). A peer
+/// outside [`MIN_PROTOCOL_VERSION`]..=this is refused.
+pub const PROTOCOL_VERSION: u8 = 5;
 /// The oldest version still spoken: central answers a version 2 request in
 /// version 2 (packs of whole objects), so older satellites keep working.
 pub const MIN_PROTOCOL_VERSION: u8 = 2;
@@ -44,6 +48,10 @@ pub const PAGE_BYTES: usize = 16 << 20;
 /// pass this many bytes; a single record larger than
 /// `MAX_REQUEST_BYTES / 2` is set aside, never sent.
 pub const PUSH_BATCH_BYTES: usize = 16 << 20;
+/// Most fetch-new pages one request may acknowledge by cursor
+/// ([`PageAck`]); the ids of all of them and of the acknowledgements by
+/// head together are at most [`MAX_BATCH`].
+pub const MAX_ACK_PAGES: usize = 16;
 
 /// `POST /v1/sync/push`: records changed at the satellite.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,7 +79,8 @@ pub struct PushRecord {
 // implies it: see `wire_pack`.
 #[derive(Serialize)]
 struct PushRecordOut<'a> {
-    id: &'a PatientId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a PatientId>,
     expected: &'a Option<CommitId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     head: Option<&'a CommitId>,
@@ -80,7 +89,8 @@ struct PushRecordOut<'a> {
 
 #[derive(Deserialize)]
 struct PushRecordIn {
-    id: PatientId,
+    #[serde(default)]
+    id: Option<PatientId>,
     expected: Option<CommitId>,
     #[serde(default)]
     head: Option<CommitId>,
@@ -91,7 +101,7 @@ impl Serialize for PushRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let pack = Outgoing::new(&self.pack);
         PushRecordOut {
-            id: &self.id,
+            id: id_to_send(&self.id),
             expected: &self.expected,
             head: pack.head_to_send(&self.id, &self.head),
             pack,
@@ -103,16 +113,38 @@ impl Serialize for PushRecord {
 impl<'de> Deserialize<'de> for PushRecord {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PushRecord, D::Error> {
         let r = PushRecordIn::deserialize(deserializer)?;
+        let id = id_received(r.id)?;
         let head = r
             .pack
-            .head(&r.id, r.head)
+            .head(&id, r.head)
             .ok_or_else(|| serde::de::Error::missing_field("head"))?;
         Ok(PushRecord {
-            id: r.id,
+            id,
             expected: r.expected,
             head,
             pack: r.pack.pack,
         })
+    }
+}
+
+/// A record's id as sent: in its map up to protocol 4; from protocol 5 in
+/// the message's id column (see `envelope`), which keeps the random bytes
+/// of all ids together and away from the packs zstd compresses.
+fn id_to_send(id: &PatientId) -> Option<&PatientId> {
+    if compact() {
+        id_out(id);
+        None
+    } else {
+        Some(id)
+    }
+}
+
+/// A record's id as received: in its map, or the next of the id column.
+fn id_received<E: serde::de::Error>(sent: Option<PatientId>) -> Result<PatientId, E> {
+    match sent {
+        Some(id) => Ok(id),
+        None if compact() => id_in().ok_or_else(|| E::custom("more records than ids")),
+        None => Err(E::missing_field("id")),
     }
 }
 
@@ -124,12 +156,85 @@ pub struct PushResponse {
 }
 
 /// What happened to one pushed record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PushResult {
-    /// The patient.
-    pub id: PatientId,
+    /// The patient: always set by central; `None` when read from a
+    /// protocol 5 reply, which leaves ids out (the results are in request
+    /// order, so the receiver knows them).
+    pub id: Option<PatientId>,
     /// The outcome.
     pub outcome: PushOutcome,
+}
+
+#[derive(Serialize)]
+struct PushResultOut<'a> {
+    id: &'a PatientId,
+    outcome: &'a PushOutcome,
+}
+
+#[derive(Deserialize)]
+struct PushResultIn {
+    id: PatientId,
+    outcome: PushOutcome,
+}
+
+/// A push result in protocol 5: the outcome alone; `Applied` as the
+/// differences of its sequence number and time from the previous ones in
+/// the message (see `wire_pack::seq_out`), which zstd reduces to almost
+/// nothing in a batch of records applied together.
+#[derive(Serialize)]
+enum CompactOut<'a> {
+    Applied(i64, i64),
+    Other(&'a PushOutcome),
+}
+
+#[derive(Deserialize)]
+enum CompactIn {
+    Applied(i64, i64),
+    Other(PushOutcome),
+}
+
+impl Serialize for PushResult {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if compact() {
+            return match &self.outcome {
+                PushOutcome::Applied { seq, time } => {
+                    let (dseq, dtime) = seq_out(*seq, *time);
+                    CompactOut::Applied(dseq, dtime)
+                }
+                other => CompactOut::Other(other),
+            }
+            .serialize(serializer);
+        }
+        let id = self.id.as_ref().ok_or_else(|| {
+            serde::ser::Error::custom("a push result without its id (protocol 4 or older)")
+        })?;
+        PushResultOut {
+            id,
+            outcome: &self.outcome,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PushResult {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PushResult, D::Error> {
+        if compact() {
+            let outcome = match CompactIn::deserialize(deserializer)? {
+                CompactIn::Applied(dseq, dtime) => {
+                    let (seq, time) = seq_in(dseq, dtime);
+                    PushOutcome::Applied { seq, time }
+                }
+                CompactIn::Other(outcome) => outcome,
+            };
+            return Ok(PushResult { id: None, outcome });
+        }
+        let r = PushResultIn::deserialize(deserializer)?;
+        Ok(PushResult {
+            id: Some(r.id),
+            outcome: r.outcome,
+        })
+    }
 }
 
 /// What happened to one pushed record.
@@ -216,36 +321,61 @@ pub struct RecordUpdate {
     pub pack: Vec<u8>,
 }
 
+// Protocol 5 sends `dseq` and `dtime` (differences from the previous
+// update's in the message, see `wire_pack::seq_out`) instead of `seq` and
+// `time`.
 #[derive(Serialize)]
 struct RecordUpdateOut<'a> {
-    id: &'a PatientId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a PatientId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     head: Option<&'a CommitId>,
-    seq: u64,
-    time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dseq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dtime: Option<i64>,
     base: &'a Option<CommitId>,
     pack: Outgoing<'a>,
 }
 
 #[derive(Deserialize)]
 struct RecordUpdateIn {
-    id: PatientId,
+    #[serde(default)]
+    id: Option<PatientId>,
     #[serde(default)]
     head: Option<CommitId>,
-    seq: u64,
-    time: i64,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    time: Option<i64>,
+    #[serde(default)]
+    dseq: Option<i64>,
+    #[serde(default)]
+    dtime: Option<i64>,
     base: Option<CommitId>,
     pack: Incoming,
 }
 
 impl Serialize for RecordUpdate {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (seq, time, dseq, dtime) = if compact() {
+            let (dseq, dtime) = seq_out(self.seq, self.time);
+            (None, None, Some(dseq), Some(dtime))
+        } else {
+            (Some(self.seq), Some(self.time), None, None)
+        };
         let pack = Outgoing::new(&self.pack);
         RecordUpdateOut {
-            id: &self.id,
+            id: id_to_send(&self.id),
             head: pack.head_to_send(&self.id, &self.head),
-            seq: self.seq,
-            time: self.time,
+            seq,
+            time,
+            dseq,
+            dtime,
             base: &self.base,
             pack,
         }
@@ -256,15 +386,32 @@ impl Serialize for RecordUpdate {
 impl<'de> Deserialize<'de> for RecordUpdate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RecordUpdate, D::Error> {
         let r = RecordUpdateIn::deserialize(deserializer)?;
+        let id = id_received(r.id)?;
         let head = r
             .pack
-            .head(&r.id, r.head)
+            .head(&id, r.head)
             .ok_or_else(|| serde::de::Error::missing_field("head"))?;
+        let (seq, time) = if compact() {
+            let dseq = r
+                .dseq
+                .ok_or_else(|| serde::de::Error::missing_field("dseq"))?;
+            let dtime = r
+                .dtime
+                .ok_or_else(|| serde::de::Error::missing_field("dtime"))?;
+            seq_in(dseq, dtime)
+        } else {
+            (
+                r.seq
+                    .ok_or_else(|| serde::de::Error::missing_field("seq"))?,
+                r.time
+                    .ok_or_else(|| serde::de::Error::missing_field("time"))?,
+            )
+        };
         Ok(RecordUpdate {
-            id: r.id,
+            id,
             head,
-            seq: r.seq,
-            time: r.time,
+            seq,
+            time,
             base: r.base,
             pack: r.pack.pack,
         })
@@ -272,7 +419,7 @@ impl<'de> Deserialize<'de> for RecordUpdate {
 }
 
 /// `POST /v1/sync/fetch-new`: in-scope records this instance does not hold.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct FetchNewRequest {
     /// Sequence number up to which records were offered before.
     pub cursor: u64,
@@ -283,6 +430,93 @@ pub struct FetchNewRequest {
     pub limit: u32,
     /// Records received earlier and now stored durably.
     pub acks: Vec<Ack>,
+    /// Records received in earlier pages and now stored durably at the
+    /// head they had in that page (protocol 5; sent as [`Ack`]s to an
+    /// older central).
+    pub pages: Vec<PageAck>,
+}
+
+#[derive(Serialize)]
+struct FetchNewOut<'a> {
+    cursor: u64,
+    epoch: u64,
+    limit: u32,
+    acks: std::borrow::Cow<'a, [Ack]>,
+    #[serde(skip_serializing_if = "<[PageAck]>::is_empty")]
+    pages: &'a [PageAck],
+}
+
+#[derive(Deserialize)]
+struct FetchNewIn {
+    cursor: u64,
+    epoch: u64,
+    limit: u32,
+    acks: Vec<Ack>,
+    #[serde(default)]
+    pages: Vec<PageAck>,
+}
+
+impl Serialize for FetchNewRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (acks, pages) = acks_out(&self.acks, &self.pages)?;
+        FetchNewOut {
+            cursor: self.cursor,
+            epoch: self.epoch,
+            limit: self.limit,
+            acks,
+            pages,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for FetchNewRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<FetchNewRequest, D::Error> {
+        let r = FetchNewIn::deserialize(deserializer)?;
+        pages_in::<D::Error>(&r.pages)?;
+        Ok(FetchNewRequest {
+            cursor: r.cursor,
+            epoch: r.epoch,
+            limit: r.limit,
+            acks: r.acks,
+            pages: r.pages,
+        })
+    }
+}
+
+/// The acknowledgements of a request as sent: in protocol 5 as given; to
+/// an older central, every page's records as [`Ack`]s (which needs the
+/// heads the satellite keeps in [`PageAck::heads`]).
+fn acks_out<'a, E: serde::ser::Error>(
+    acks: &'a [Ack],
+    pages: &'a [PageAck],
+) -> Result<(std::borrow::Cow<'a, [Ack]>, &'a [PageAck]), E> {
+    if compact() || pages.is_empty() {
+        return Ok((std::borrow::Cow::Borrowed(acks), pages));
+    }
+    let mut all = acks.to_vec();
+    for page in pages {
+        if page.heads.len() != page.ids.len() {
+            return Err(E::custom(
+                "a page acknowledgement without its heads cannot be sent in protocol 4 or older",
+            ));
+        }
+        all.extend(page.ids.iter().zip(&page.heads).map(|(id, head)| Ack {
+            id: *id,
+            head: *head,
+        }));
+    }
+    Ok((std::borrow::Cow::Owned(all), &[]))
+}
+
+/// Page acknowledgements are protocol 5's.
+fn pages_in<E: serde::de::Error>(pages: &[PageAck]) -> Result<(), E> {
+    if !pages.is_empty() && !compact() {
+        return Err(E::custom(
+            "acknowledgements by page in a batch of protocol 4 or older",
+        ));
+    }
+    Ok(())
 }
 
 /// "I store this record at this head": makes the instance a holder.
@@ -292,6 +526,59 @@ pub struct Ack {
     pub id: PatientId,
     /// The head stored.
     pub head: CommitId,
+}
+
+/// Protocol 5: "I store these records of the fetch-new page whose reply
+/// said `cursor`, at the heads they had in it". Every record of a page was
+/// sent at its head as of the page's cursor, so central finds the heads
+/// itself (the record's head after its latest change numbered `cursor` or
+/// lower) and 20 bytes a record stay off the wire. A record stored at
+/// another head (one that moved, or was fetched whole) is acknowledged by
+/// its head ([`Ack`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PageAck {
+    /// The `cursor` of the fetch-new reply the records came in.
+    pub cursor: u64,
+    /// The records, as one byte string of 16 bytes each on the wire.
+    #[serde(with = "id_list")]
+    pub ids: Vec<PatientId>,
+    /// The heads of `ids`, in order: kept by the satellite so that it can
+    /// acknowledge by head to a central of protocol 4 or older; never sent.
+    #[serde(skip)]
+    pub heads: Vec<CommitId>,
+}
+
+/// Patient ids as one byte string (16 bytes each), which saves the 2-byte
+/// header MessagePack puts before each.
+mod id_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::ByteBuf;
+
+    use crate::PatientId;
+
+    pub(super) fn serialize<S: Serializer>(
+        ids: &[PatientId],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = ids.iter().flat_map(|id| *id.as_bytes()).collect();
+        serializer.serialize_bytes(&bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<PatientId>, D::Error> {
+        let bytes = ByteBuf::deserialize(deserializer)?;
+        let (chunks, rest) = bytes.as_chunks::<16>();
+        if !rest.is_empty() {
+            return Err(serde::de::Error::custom(
+                "a list of patient ids is not a multiple of 16 bytes",
+            ));
+        }
+        chunks
+            .iter()
+            .map(|c| PatientId::from_bytes(*c).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 /// A page of new records.
@@ -311,10 +598,45 @@ pub struct FetchNewResponse {
 }
 
 /// `POST /v1/sync/ack`: acknowledgements alone.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct AckRequest {
     /// Records stored durably.
     pub acks: Vec<Ack>,
+    /// Records of fetch-new pages stored durably (protocol 5; see
+    /// [`FetchNewRequest::pages`]).
+    pub pages: Vec<PageAck>,
+}
+
+#[derive(Serialize)]
+struct AckOut<'a> {
+    acks: std::borrow::Cow<'a, [Ack]>,
+    #[serde(skip_serializing_if = "<[PageAck]>::is_empty")]
+    pages: &'a [PageAck],
+}
+
+#[derive(Deserialize)]
+struct AckIn {
+    acks: Vec<Ack>,
+    #[serde(default)]
+    pages: Vec<PageAck>,
+}
+
+impl Serialize for AckRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (acks, pages) = acks_out(&self.acks, &self.pages)?;
+        AckOut { acks, pages }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for AckRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AckRequest, D::Error> {
+        let r = AckIn::deserialize(deserializer)?;
+        pages_in::<D::Error>(&r.pages)?;
+        Ok(AckRequest {
+            acks: r.acks,
+            pages: r.pages,
+        })
+    }
 }
 
 /// Answer to an [`AckRequest`].
@@ -336,4 +658,220 @@ pub struct FetchOneRequest {
 pub struct FetchOneResponse {
     /// The record and its whole history.
     pub record: RecordUpdate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{EnvelopeError, decode, decode_versioned, encode_as};
+
+    fn update(seq: u64, time: i64) -> RecordUpdate {
+        RecordUpdate {
+            id: PatientId::random(),
+            head: CommitId([seq as u8; 20]),
+            seq,
+            time,
+            base: None,
+            pack: b"not a pack".to_vec(),
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_and_times_round_trip_in_every_version() {
+        // Out of order, equal, far apart, at the ends of their ranges.
+        let pairs = [
+            (7, 1_700_000_000),
+            (9, 1_700_000_000),
+            (3, 1_600_000_000),
+            (3, -5),
+            (u64::MAX, i64::MIN),
+            (0, i64::MAX),
+            (12, 1_700_000_001),
+        ];
+        let page = FetchNewResponse {
+            records: pairs[..4].iter().map(|&(s, t)| update(s, t)).collect(),
+            cursor: 12,
+            epoch: 1,
+            more: true,
+            moved: pairs[4..].iter().map(|&(s, t)| update(s, t)).collect(),
+        };
+        for version in 2..=PROTOCOL_VERSION {
+            let bytes = encode_as(&page, version).expect("encode");
+            let back: FetchNewResponse = decode(&bytes, 1 << 20).expect("decode");
+            let got: Vec<(u64, i64)> = back
+                .records
+                .iter()
+                .chain(&back.moved)
+                .map(|u| (u.seq, u.time))
+                .collect();
+            assert_eq!(got, pairs, "protocol {version}");
+        }
+    }
+
+    #[test]
+    fn push_results_leave_ids_out_and_keep_order_from_protocol_5() {
+        let ids: Vec<PatientId> = (0..4).map(|_| PatientId::random()).collect();
+        let outcomes = [
+            PushOutcome::Applied {
+                seq: 100,
+                time: 1_700_000_000,
+            },
+            PushOutcome::Busy,
+            PushOutcome::Refused {
+                code: "invalid_yaml".into(),
+                message: "no".into(),
+            },
+            PushOutcome::Applied {
+                seq: 99,
+                time: 1_700_000_003,
+            },
+        ];
+        let response = PushResponse {
+            results: ids
+                .iter()
+                .zip(&outcomes)
+                .map(|(id, outcome)| PushResult {
+                    id: Some(*id),
+                    outcome: outcome.clone(),
+                })
+                .collect(),
+        };
+        for version in 2..=PROTOCOL_VERSION {
+            let bytes = encode_as(&response, version).expect("encode");
+            let back: PushResponse = decode(&bytes, 1 << 20).expect("decode");
+            assert_eq!(back.results.len(), 4);
+            for (i, r) in back.results.iter().enumerate() {
+                let id = (version < 5).then_some(ids[i]);
+                assert_eq!(r.id, id, "protocol {version}");
+                assert_eq!(format!("{:?}", r.outcome), format!("{:?}", outcomes[i]));
+            }
+        }
+        // An older peer cannot be answered without ids.
+        let anonymous = PushResponse {
+            results: vec![PushResult {
+                id: None,
+                outcome: PushOutcome::Busy,
+            }],
+        };
+        assert!(encode_as(&anonymous, 4).is_err());
+        assert!(encode_as(&anonymous, 5).is_ok());
+    }
+
+    #[test]
+    fn a_batch_of_applied_results_costs_almost_nothing_per_record() {
+        let response = PushResponse {
+            results: (0..1000)
+                .map(|i| PushResult {
+                    id: Some(PatientId::random()),
+                    outcome: PushOutcome::Applied {
+                        seq: 5000 + i,
+                        time: 1_764_000_000,
+                    },
+                })
+                .collect(),
+        };
+        let v4 = encode_as(&response, 4).expect("encode").len();
+        let v5 = encode_as(&response, 5).expect("encode").len();
+        // Ids are 16 random bytes each in protocol 4.
+        assert!(v4 > 16_000, "{v4}");
+        assert!(v5 < 200, "{v5} bytes for 1000 results");
+    }
+
+    fn page_ack(n: usize, with_heads: bool) -> PageAck {
+        PageAck {
+            cursor: 42,
+            ids: (0..n).map(|_| PatientId::random()).collect(),
+            heads: if with_heads {
+                (0..n).map(|i| CommitId([i as u8; 20])).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    #[test]
+    fn page_acknowledgements_travel_as_ids_and_as_heads_to_older_centrals() {
+        let request = FetchNewRequest {
+            cursor: 42,
+            epoch: 3,
+            limit: 100,
+            acks: vec![Ack {
+                id: PatientId::random(),
+                head: CommitId([9; 20]),
+            }],
+            pages: vec![page_ack(3, true)],
+        };
+        let bytes = encode_as(&request, 5).expect("encode");
+        let back: FetchNewRequest = decode(&bytes, 1 << 20).expect("decode");
+        assert_eq!(back.acks, request.acks);
+        assert_eq!(back.pages.len(), 1);
+        assert_eq!(back.pages[0].ids, request.pages[0].ids);
+        assert_eq!(back.pages[0].cursor, 42);
+        assert!(back.pages[0].heads.is_empty(), "heads are not sent");
+        for version in 2..5 {
+            let bytes = encode_as(&request, version).expect("encode");
+            let back: FetchNewRequest = decode(&bytes, 1 << 20).expect("decode");
+            assert!(back.pages.is_empty());
+            assert_eq!(back.acks.len(), 4, "protocol {version}");
+            assert_eq!(back.acks[3].id, request.pages[0].ids[2]);
+            assert_eq!(back.acks[3].head, CommitId([2; 20]));
+        }
+        let alone = AckRequest {
+            acks: Vec::new(),
+            pages: vec![page_ack(2, true)],
+        };
+        let back: AckRequest =
+            decode(&encode_as(&alone, 5).expect("encode"), 1 << 20).expect("decode");
+        assert_eq!(back.pages[0].ids, alone.pages[0].ids);
+        let back: AckRequest =
+            decode(&encode_as(&alone, 4).expect("encode"), 1 << 20).expect("decode");
+        assert_eq!(back.acks.len(), 2);
+        // Without heads it cannot be said in protocol 4.
+        let headless = AckRequest {
+            acks: Vec::new(),
+            pages: vec![page_ack(2, false)],
+        };
+        assert!(encode_as(&headless, 4).is_err());
+    }
+
+    #[test]
+    fn malformed_page_acknowledgements_are_refused() {
+        // Pages in a batch marked protocol 4.
+        let mut bytes = encode_as(
+            &AckRequest {
+                acks: Vec::new(),
+                pages: vec![page_ack(2, false)],
+            },
+            5,
+        )
+        .expect("encode");
+        bytes[3] = 4;
+        assert!(matches!(
+            decode_versioned::<AckRequest>(&bytes, 1 << 20),
+            Err(EnvelopeError::Decode(_))
+        ));
+        // Ids that are not a whole number of 16 bytes, or not version 4 UUIDs.
+        #[derive(Serialize)]
+        struct Raw {
+            acks: Vec<Ack>,
+            pages: Vec<RawPage>,
+        }
+        #[derive(Serialize)]
+        struct RawPage {
+            cursor: u64,
+            #[serde(with = "serde_bytes")]
+            ids: Vec<u8>,
+        }
+        for ids in [vec![0x44; 17], vec![0; 16], vec![0x44; 15]] {
+            let raw = Raw {
+                acks: Vec::new(),
+                pages: vec![RawPage { cursor: 1, ids }],
+            };
+            let bytes = encode_as(&raw, 5).expect("encode");
+            assert!(matches!(
+                decode::<AckRequest>(&bytes, 1 << 20),
+                Err(EnvelopeError::Decode(_))
+            ));
+        }
+    }
 }

@@ -48,6 +48,25 @@ struct Ctx {
     version: u8,
     heads: Sha1,
     growth: usize,
+    /// Protocol 5: the last sequence number and time said in this message
+    /// (sent as differences from them, see [`seq_out`]).
+    seq: u64,
+    time: i64,
+    /// Protocol 5: the records' ids, which travel as one column before the
+    /// message (see `envelope`): written while encoding, read while
+    /// decoding (`next` of them so far).
+    ids: Vec<PatientId>,
+    next: usize,
+}
+
+/// What encoding or decoding a message left in its [`Scope`].
+pub(crate) struct Finished {
+    /// The digest over the heads left out or derived.
+    pub(crate) digest: [u8; 20],
+    /// Protocol 5, encoding: the id column.
+    pub(crate) ids: Vec<PatientId>,
+    /// Protocol 5, decoding: ids of the column no record took.
+    pub(crate) unread: usize,
 }
 
 thread_local! {
@@ -69,19 +88,47 @@ impl Scope {
                 version,
                 heads: Sha1::new(),
                 growth,
+                seq: 0,
+                time: 0,
+                ids: Vec::new(),
+                next: 0,
             })
         });
         Scope { previous }
     }
 
+    /// Protocol 5, decoding: the id column read before the message.
+    pub(crate) fn read_ids(&self, ids: Vec<PatientId>) {
+        CTX.with(|c| {
+            if let Some(ctx) = c.borrow_mut().as_mut() {
+                ctx.ids = ids;
+                ctx.next = 0;
+            }
+        });
+    }
+
     /// The digest over the (record id, head) pairs whose head was left out
-    /// (encoding) or derived (decoding), in message order.
-    pub(crate) fn finish(self) -> [u8; 20] {
+    /// (encoding) or derived (decoding), in message order, and the id
+    /// column.
+    pub(crate) fn finish(self) -> Finished {
         let ctx = CTX.with(|c| c.borrow_mut().take());
-        let digest = ctx.map(|c| c.heads.finalize()).unwrap_or_default();
-        let mut out = [0u8; 20];
-        out.copy_from_slice(&digest);
-        out
+        let mut digest = [0u8; 20];
+        let (ids, unread) = match ctx {
+            Some(ctx) => {
+                digest.copy_from_slice(&ctx.heads.finalize());
+                let unread = ctx.ids.len().saturating_sub(ctx.next);
+                (ctx.ids, unread)
+            }
+            None => {
+                digest.copy_from_slice(&Sha1::new().finalize());
+                (Vec::new(), 0)
+            }
+        };
+        Finished {
+            digest,
+            ids,
+            unread,
+        }
     }
 }
 
@@ -92,12 +139,71 @@ impl Drop for Scope {
     }
 }
 
-fn version() -> Option<u8> {
+/// The protocol version of the message being encoded or decoded on this
+/// thread (`None` outside an envelope).
+pub(crate) fn version() -> Option<u8> {
     CTX.with(|c| c.borrow().as_ref().map(|c| c.version))
 }
 
 fn linked() -> bool {
     version().is_some_and(|v| v >= 4)
+}
+
+/// Whether the message being encoded or decoded is of protocol 5 or later
+/// (results without ids, sequence numbers and times as differences,
+/// acknowledgements by page).
+pub(crate) fn compact() -> bool {
+    version().is_some_and(|v| v >= 5)
+}
+
+/// Protocol 5: a sequence number and time as sent, the differences
+/// (wrapping, so any pair round-trips exactly) from the previous pair said
+/// in the same message, in message order (the first from 0 and 0).
+pub(crate) fn seq_out(seq: u64, time: i64) -> (i64, i64) {
+    CTX.with(|c| match c.borrow_mut().as_mut() {
+        Some(ctx) => {
+            let d = (
+                seq.wrapping_sub(ctx.seq) as i64,
+                time.wrapping_sub(ctx.time),
+            );
+            (ctx.seq, ctx.time) = (seq, time);
+            d
+        }
+        None => (seq as i64, time),
+    })
+}
+
+/// Protocol 5: a record's id goes in the message's id column (encoding).
+pub(crate) fn id_out(id: &PatientId) {
+    CTX.with(|c| {
+        if let Some(ctx) = c.borrow_mut().as_mut() {
+            ctx.ids.push(*id);
+        }
+    });
+}
+
+/// Protocol 5: the next id of the message's id column (decoding); `None`
+/// when the column has no more.
+pub(crate) fn id_in() -> Option<PatientId> {
+    CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let ctx = c.as_mut()?;
+        let id = ctx.ids.get(ctx.next).copied()?;
+        ctx.next += 1;
+        Some(id)
+    })
+}
+
+/// The inverse of [`seq_out`], as a message is read in order.
+pub(crate) fn seq_in(dseq: i64, dtime: i64) -> (u64, i64) {
+    CTX.with(|c| match c.borrow_mut().as_mut() {
+        Some(ctx) => {
+            ctx.seq = ctx.seq.wrapping_add(dseq as u64);
+            ctx.time = ctx.time.wrapping_add(dtime);
+            (ctx.seq, ctx.time)
+        }
+        None => (dseq as u64, dtime),
+    })
 }
 
 fn note_head(id: &PatientId, head: &CommitId) {
@@ -268,7 +374,7 @@ fn hex(id: &[u8; 20]) -> [u8; 40] {
     out
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
         out.push((n as u8 & 0x7f) | 0x80);
         n >>= 7;
@@ -277,7 +383,7 @@ fn put_varint(out: &mut Vec<u8>, mut n: usize) {
 }
 
 /// A varint at the start of `bytes`: its value and length.
-fn get_varint(bytes: &[u8]) -> Result<(usize, usize), &'static str> {
+pub(crate) fn get_varint(bytes: &[u8]) -> Result<(usize, usize), &'static str> {
     let mut n: usize = 0;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         let part = usize::from(b & 0x7f);

@@ -587,6 +587,13 @@ impl CentralDb for PgDb {
         transact!(self, "counting", read, |tx| { records::counts(&tx).await? }).await
     }
 
+    async fn last_seq(&self) -> Result<Seq, DbError> {
+        transact!(self, "reading the last sequence number", read, |tx| {
+            seq_from(records::last_seq(&tx).await?, "counters.seq")?
+        })
+        .await
+    }
+
     async fn save_report(&self, report: SavedReport) -> Result<(), DbError> {
         let report = &report;
         transact!(self, "storing an instance's report", write, |tx| {

@@ -46,7 +46,7 @@ fn ids_sql(ids: &[PatientId]) -> Vec<Vec<u8>> {
 const LAST_SEQ_FOR_UPDATE: &str = "SELECT value FROM counters WHERE name = 'seq' FOR UPDATE";
 
 /// The last sequence number given out.
-async fn last_seq(tx: &Transaction<'_>) -> R<i64> {
+pub(super) async fn last_seq(tx: &Transaction<'_>) -> R<i64> {
     let row = cached::query_opt(tx, "SELECT value FROM counters WHERE name = 'seq'", &[]).await?;
     seq_value(row.as_ref())
 }

@@ -326,6 +326,16 @@ impl CentralDb for SqliteDb {
         .await
     }
 
+    /// In one read transaction (a fetch-new page acknowledged by its
+    /// cursor asks for up to 1,000 records at once).
+    async fn heads_at(&self, ids: &[PatientId], at: Seq) -> Result<Vec<Option<CommitId>>, DbError> {
+        let ids = ids.to_vec();
+        read(&self.pool, "reading past heads", move |tx| {
+            ids.iter().map(|id| records::head_at(tx, id, at)).collect()
+        })
+        .await
+    }
+
     async fn add_holder(&self, instance: u32, ids: &[PatientId]) -> Result<(), DbError> {
         check_instance(instance)?;
         if ids.is_empty() {
@@ -340,6 +350,13 @@ impl CentralDb for SqliteDb {
 
     async fn counts(&self) -> Result<Counts, DbError> {
         read(&self.pool, "counting", records::counts).await
+    }
+
+    async fn last_seq(&self) -> Result<Seq, DbError> {
+        read(&self.pool, "reading the last sequence number", |tx| {
+            records::seq_from(records::last_seq(tx)?, "counters.seq")
+        })
+        .await
     }
 
     async fn changed_after(
