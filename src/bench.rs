@@ -629,6 +629,25 @@ fn baseline(w: &World, ids: &[PatientId]) -> anyhow::Result<f64> {
     Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The median of three no-change `sync all` cycles at a satellite.
+fn no_change_cycle(config: &Path) -> anyhow::Result<Summary> {
+    let mut cycles = Vec::new();
+    for _ in 0..3 {
+        cycles.push(job(config, "all")?.0);
+    }
+    cycles.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
+    Ok(cycles.swap_remove(1))
+}
+
+/// The backend the next central starts on, for what the bench says.
+fn backend_name() -> &'static str {
+    if crate::bench_pg::active() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    }
+}
+
 fn rate(s: &Summary, n: u64) -> f64 {
     n as f64 / s.seconds.max(1e-9)
 }
@@ -771,11 +790,7 @@ async fn main_run(
     let n = options.records;
     say(format!(
         "bench: {n} records of ~2 KB, central ({}) and two satellites as separate processes",
-        if crate::bench_pg::active() {
-            "PostgreSQL"
-        } else {
-            "SQLite"
-        }
+        backend_name()
     ));
     let w = world("main", options.link, options.adapt).await?;
     // Both satellites sync once with nothing to sync, as a running clinic
@@ -835,12 +850,7 @@ async fn main_run(
     say(format!("  push (edits): {}", push_edit.line()));
     let (pull, pull_rss) = timed(&w, &w.b, "pull")?;
     say(format!("  pull:         {}", pull.line()));
-    let mut cycles = Vec::new();
-    for _ in 0..3 {
-        cycles.push(job(&w.b, "all")?.0);
-    }
-    cycles.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
-    let idle = cycles[cycles.len() / 2].clone();
+    let idle = no_change_cycle(&w.b)?;
     say(format!("  no change:    {}", idle.line()));
     let central_rss = peak_rss(w.central.child.id()).unwrap_or(0);
     let sample: Vec<PatientId> = ids
@@ -958,11 +968,7 @@ async fn large_run(
 ) -> anyhow::Result<serde_json::Value> {
     say(format!(
         "bench: large run, {big} records at central ({}) (push, fetch-new paging, no-change cycle)",
-        if crate::bench_pg::active() {
-            "PostgreSQL"
-        } else {
-            "SQLite"
-        }
+        backend_name()
     ));
     let w = world("large", options.link, options.adapt).await?;
     let mut pushes = Vec::new();
@@ -1012,12 +1018,7 @@ async fn large_run(
     }
     let (fetch, rss) = job(&w.b, "fetch-new")?;
     say(format!("  fetch-new:    {}", fetch.line()));
-    let mut cycles = Vec::new();
-    for _ in 0..3 {
-        cycles.push(job(&w.b, "all")?.0);
-    }
-    cycles.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
-    let idle = cycles[cycles.len() / 2].clone();
+    let idle = no_change_cycle(&w.b)?;
     say(format!("  no change:    {}", idle.line()));
     let wire = |s: &Summary| (s.bytes_sent + s.bytes_received) as f64;
     let central_peak = peak_rss(w.central.child.id()).unwrap_or(0);
