@@ -46,7 +46,7 @@ pub fn sync_routes<D: CentralDb>() -> Router<CentralApi<D>> {
 }
 
 /// The protocol version a request speaks (from its `Chartsync-Protocol`
-/// header, `2` to `5`, optionally with a minor part); the reply speaks it
+/// header, `2` to `6`, optionally with a minor part); the reply speaks it
 /// too, so satellites of protocols 2, 3 and 4 keep working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Version(u8);
@@ -55,6 +55,11 @@ impl Version {
     /// Whether packs may be thin (deltas on what the receiver holds).
     fn thin(self) -> bool {
         self.0 >= 3
+    }
+
+    /// Whether fetch-new pages are given tokens to be acknowledged by.
+    fn page_tokens(self) -> bool {
+        self.0 >= 6
     }
 }
 
@@ -589,18 +594,35 @@ async fn pull<D: CentralDb>(
     )
 }
 
+/// What a request acknowledged, resolved.
+struct Acknowledged {
+    /// The (record, head) pairs.
+    pairs: Vec<(PatientId, CommitId)>,
+    /// Every record named, also those left out of `pairs` (not offered
+    /// again in this request's page).
+    named: HashSet<PatientId>,
+    /// Tokens of the pages acknowledged by token (dropped once the
+    /// acknowledgements are taken).
+    taken: Vec<u64>,
+    /// Tokens central does not know (protocol 6): the satellite
+    /// acknowledges those pages by their ids instead.
+    forgotten: Vec<u64>,
+}
+
 /// The (record, head) pairs acknowledged by head and by page (protocol
 /// 5: a page's records at their heads as of the page's cursor, which is
-/// what the page sent). Checks everything before anything changes: at
-/// most [`MAX_BATCH`] records in all, each once, at most
-/// [`MAX_ACK_PAGES`] pages, no page cursor beyond the last sequence number
-/// given out. A record that did not exist at its page's cursor is left
-/// out, as an unknown id is.
+/// what the page sent; protocol 6: a page by its token alone, its records
+/// those central recorded it offered). Checks everything before anything
+/// changes: at most [`MAX_BATCH`] records by head and by ids, each once,
+/// at most [`MAX_ACK_PAGES`] pages, no page cursor beyond the last
+/// sequence number given out, a token's cursor the page's. A record that
+/// did not exist at its page's cursor is left out, as an unknown id is.
 async fn acknowledged<D: CentralDb>(
     api: &CentralApi<D>,
+    instance: &Instance,
     acks: &[chartsync_protocol::sync::Ack],
     pages: &[PageAck],
-) -> Result<Vec<(PatientId, CommitId)>, ApiError> {
+) -> Result<Acknowledged, ApiError> {
     if pages.len() > MAX_ACK_PAGES {
         return Err(ApiError::bad_request(
             "batch_too_large",
@@ -615,7 +637,16 @@ async fn acknowledged<D: CentralDb>(
             .map(|a| a.id)
             .chain(pages.iter().flat_map(|p| p.ids.iter().copied())),
     )?;
-    let mut out: Vec<(PatientId, CommitId)> = acks.iter().map(|a| (a.id, a.head)).collect();
+    let mut out = Acknowledged {
+        pairs: acks.iter().map(|a| (a.id, a.head)).collect(),
+        named: acks
+            .iter()
+            .map(|a| a.id)
+            .chain(pages.iter().flat_map(|p| p.ids.iter().copied()))
+            .collect(),
+        taken: Vec::new(),
+        forgotten: Vec::new(),
+    };
     if pages.is_empty() {
         return Ok(out);
     }
@@ -630,19 +661,69 @@ async fn acknowledged<D: CentralDb>(
             ),
         ));
     }
-    for page in pages.iter().filter(|p| !p.ids.is_empty()) {
+    let tokens: Vec<u64> = pages
+        .iter()
+        .filter(|p| p.page != 0)
+        .map(|p| p.page)
+        .collect();
+    let mut offered = if tokens.is_empty() {
+        Vec::new()
+    } else {
+        c.db.offered_pages(instance.id, &tokens)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+    }
+    .into_iter();
+    let mut resolved: Vec<(u64, Vec<PatientId>)> = Vec::new();
+    for page in pages {
+        if page.page == 0 {
+            resolved.push((page.cursor, page.ids.clone()));
+            continue;
+        }
+        match offered.next().flatten() {
+            None => out.forgotten.push(page.page),
+            Some((cursor, _)) if cursor != page.cursor => {
+                return Err(ApiError::bad_request(
+                    "bad_batch",
+                    format!(
+                        "a page acknowledged by token at sequence number {}: that page's cursor was {cursor}",
+                        page.cursor
+                    ),
+                ));
+            }
+            Some((cursor, ids)) => {
+                out.taken.push(page.page);
+                // A record also acknowledged otherwise counts once.
+                let ids: Vec<PatientId> =
+                    ids.into_iter().filter(|id| out.named.insert(*id)).collect();
+                resolved.push((cursor, ids));
+            }
+        }
+    }
+    for (cursor, ids) in resolved.iter().filter(|(_, ids)| !ids.is_empty()) {
         let heads =
-            c.db.heads_at(&page.ids, page.cursor)
+            c.db.heads_at(ids, *cursor)
                 .await
                 .map_err(|e| ApiError::internal(&e))?;
-        out.extend(
-            page.ids
-                .iter()
+        out.pairs.extend(
+            ids.iter()
                 .zip(heads)
                 .filter_map(|(id, head)| Some((*id, head?))),
         );
     }
     Ok(out)
+}
+
+/// Forgets the pages acknowledged by token once their acknowledgements
+/// are taken (a failure leaves them to the weekly sweep: a page
+/// acknowledged again is acknowledged twice, which changes nothing).
+async fn drop_taken<D: CentralDb>(api: &CentralApi<D>, instance: &Instance, taken: &[u64]) {
+    if taken.is_empty() {
+        return;
+    }
+    if let Err(e) = api.0.db.drop_pages(instance.id, taken).await {
+        tracing::warn!(error = %e, instance = instance.id, "could not drop acknowledged fetch-new pages");
+    }
 }
 
 /// Takes acknowledgements: the instance now holds these records. Returns
@@ -704,16 +785,12 @@ async fn fetch_new<D: CentralDb>(
         request(&api, &headers, body).await?;
     let c = &api.0;
     let timer = Instant::now();
-    let acks = acknowledged(&api, &request.acks, &request.pages).await?;
-    let moved = take_acks(&api, &instance, &acks, ctx.version).await?;
+    let acks = acknowledged(&api, &instance, &request.acks, &request.pages).await?;
+    let moved = take_acks(&api, &instance, &acks.pairs, ctx.version).await?;
+    drop_taken(&api, &instance, &acks.taken).await;
     let acked_at = timer.elapsed();
     // Records acknowledged (even those left out above) are not offered again.
-    let acked: HashSet<PatientId> = request
-        .acks
-        .iter()
-        .map(|a| a.id)
-        .chain(request.pages.iter().flat_map(|p| p.ids.iter().copied()))
-        .collect();
+    let acked = &acks.named;
     // A cursor from another scope epoch restarts from the beginning.
     let from: Seq = if request.epoch == instance.scope_epoch {
         request.cursor
@@ -746,6 +823,24 @@ async fn fetch_new<D: CentralDb>(
         Some(last) => (last, true),
         None => (cursor, more),
     };
+    // Protocol 6: the page's ids are kept under a token, by which the
+    // satellite acknowledges the page once it stored all of it.
+    let page = if ctx.version.page_tokens() && !records.is_empty() {
+        let token = crate::db::pages::new_token();
+        let ids: Vec<PatientId> = records.iter().map(|r| r.id).collect();
+        c.db.record_page(
+            instance.id,
+            token,
+            cursor,
+            &ids,
+            chrono::Utc::now().timestamp(),
+        )
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+        token
+    } else {
+        0
+    };
     c.metrics.fetch_batches.inc();
     c.metrics.fetch_records.add(records.len() as u64);
     reply(
@@ -755,6 +850,8 @@ async fn fetch_new<D: CentralDb>(
             epoch: instance.scope_epoch,
             more,
             moved,
+            page,
+            forgotten: acks.forgotten,
         },
         ctx,
     )
@@ -767,9 +864,16 @@ async fn ack<D: CentralDb>(
 ) -> Result<Response, ApiError> {
     let (instance, request, _slot, ctx): (Instance, AckRequest, _, _) =
         request(&api, &headers, body).await?;
-    let acks = acknowledged(&api, &request.acks, &request.pages).await?;
-    let moved = take_acks(&api, &instance, &acks, ctx.version).await?;
-    reply(&AckResponse { moved }, ctx)
+    let acks = acknowledged(&api, &instance, &request.acks, &request.pages).await?;
+    let moved = take_acks(&api, &instance, &acks.pairs, ctx.version).await?;
+    drop_taken(&api, &instance, &acks.taken).await;
+    reply(
+        &AckResponse {
+            moved,
+            forgotten: acks.forgotten,
+        },
+        ctx,
+    )
 }
 
 async fn fetch_one<D: CentralDb>(

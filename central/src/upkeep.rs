@@ -69,6 +69,10 @@ pub async fn repack_one<D: CentralDb>(central: &Arc<Central<D>>, id: PatientId) 
     done
 }
 
+/// How often fetch-new pages older than [`crate::db::pages::KEEP_SECS`]
+/// are forgotten.
+const FORGET_PAGES_EVERY: Duration = Duration::from_secs(3600);
+
 /// Runs upkeep until `stop` turns true or the queue closes: queued records
 /// right away, and a slow sweep over every record every `sweep_secs`.
 ///
@@ -87,6 +91,9 @@ pub async fn run<D: CentralDb>(
     let trims = central.db.keeps_history();
     let mut trim_timer = tokio::time::interval(TRIM_EVERY);
     trim_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Fetch-new pages never acknowledged by token (see `db::pages`).
+    let mut pages_timer = tokio::time::interval(FORGET_PAGES_EVERY);
+    pages_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if *stop.borrow() {
             return;
@@ -103,6 +110,14 @@ pub async fn run<D: CentralDb>(
                 let dropped = crate::copies::trim(&central).await;
                 if dropped > 0 {
                     tracing::debug!(dropped, kept = central.copies.len(), "dropped copies of records");
+                }
+            }
+            _ = pages_timer.tick() => {
+                let before = chrono::Utc::now().timestamp() - crate::db::pages::KEEP_SECS;
+                match central.db.forget_pages(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pages = n, "forgot fetch-new pages a week old, never acknowledged by token"),
+                    Err(e) => tracing::warn!(error = %e, "could not forget old fetch-new pages"),
                 }
             }
             _ = timer.tick(), if sweep > 0 => {

@@ -14,7 +14,7 @@ use chartsync_protocol::sync::{
 const BUSY_RETRIES: u32 = 5;
 
 /// Environment variable naming the sync protocol version to speak (`2` to
-/// `5`; unset: the newest, stepping down one version at a time when
+/// `6`; unset: the newest, stepping down one version at a time when
 /// central refuses it).
 pub const PROTOCOL_ENV: &str = "CHARTSYNC_SYNC_PROTOCOL";
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE as CT};

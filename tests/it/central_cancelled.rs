@@ -114,6 +114,31 @@ impl CentralDb for PausingDb {
     async fn add_holder(&self, instance: u32, ids: &[PatientId]) -> Result<(), DbError> {
         self.inner.add_holder(instance, ids).await
     }
+    async fn record_page(
+        &self,
+        instance: u32,
+        page: u64,
+        cursor: Seq,
+        ids: &[PatientId],
+        at: i64,
+    ) -> Result<(), DbError> {
+        self.inner
+            .record_page(instance, page, cursor, ids, at)
+            .await
+    }
+    async fn offered_pages(
+        &self,
+        instance: u32,
+        pages: &[u64],
+    ) -> Result<Vec<Option<chartsync_central::db::pages::OfferedPage>>, DbError> {
+        self.inner.offered_pages(instance, pages).await
+    }
+    async fn drop_pages(&self, instance: u32, pages: &[u64]) -> Result<(), DbError> {
+        self.inner.drop_pages(instance, pages).await
+    }
+    async fn forget_pages(&self, before: i64) -> Result<u64, DbError> {
+        self.inner.forget_pages(before).await
+    }
     async fn counts(&self) -> Result<Counts, DbError> {
         self.inner.counts().await
     }

@@ -895,6 +895,7 @@ async fn fetch_new_pages_are_acknowledged_by_cursor_and_bad_acknowledgements_cha
         cursor,
         ids,
         heads: Vec::new(),
+        page: 0,
     };
     let ack = |pages: Vec<PageAck>, acks: Vec<Ack>| {
         envelope::encode_as(&AckRequest { acks, pages }, 5).expect("encode")
@@ -1016,6 +1017,160 @@ async fn fetch_new_pages_are_acknowledged_by_cursor_and_bad_acknowledgements_cha
     assert_eq!(
         offered.records.iter().map(|u| u.id).collect::<Vec<_>>(),
         vec![late]
+    );
+}
+
+/// Protocol 6: a fetch-new page whose records were all stored is
+/// acknowledged by the token central gave it, without the ids; central
+/// takes the ids it recorded for the page. A token central does not know
+/// (never given, or taken already) is said to be forgotten and changes
+/// nothing; a token at another cursor than its page's is refused. A real
+/// satellite's fetch-new then sends almost nothing up, and every record
+/// it stored is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_new_pages_stored_whole_are_acknowledged_by_their_token() {
+    use chartsync_protocol::envelope;
+    use chartsync_protocol::sync::{
+        AckRequest, AckResponse, FetchNewRequest, FetchNewResponse, PageAck,
+    };
+    let w = world().await;
+    let a = &w.sats[0];
+    let token = w.sats[1].sat.config.token().expect("token").expect("set").0;
+    let ids: Vec<PatientId> = (0..3).map(|_| PatientId::random()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        write_at(
+            a,
+            *id,
+            Files::from([(
+                "patient.yaml".to_string(),
+                format!("name: P{n}\ncatchment: north\n"),
+            )]),
+        );
+    }
+    a.sync(&[Job::Push]).await;
+    let fetch = FetchNewRequest {
+        cursor: 0,
+        epoch: 0,
+        limit: 100,
+        acks: Vec::new(),
+        pages: Vec::new(),
+    };
+    let path = "/v1/sync/fetch-new";
+    let old: FetchNewResponse = call_old(5, &w.http, &w.central.url, &token, path, &fetch).await;
+    assert_eq!(
+        (old.records.len(), old.page),
+        (3, 0),
+        "no token in protocol 5"
+    );
+    let page: FetchNewResponse = call_old(6, &w.http, &w.central.url, &token, path, &fetch).await;
+    assert_eq!(page.records.len(), 3);
+    assert_ne!(page.page, 0, "a page of records has a token");
+    let by_token = |cursor: u64, page: u64| AckRequest {
+        acks: Vec::new(),
+        pages: vec![PageAck {
+            cursor,
+            ids: Vec::new(),
+            heads: Vec::new(),
+            page,
+        }],
+    };
+    // At another cursor than the page's: refused.
+    assert_eq!(
+        refused(
+            &w,
+            &token,
+            "/v1/sync/ack",
+            6,
+            envelope::encode_as(&by_token(page.cursor - 1, page.page), 6).expect("encode"),
+        )
+        .await,
+        (StatusCode::BAD_REQUEST, "bad_batch".to_string())
+    );
+    // A token never given out: forgotten, nothing taken.
+    let reply: AckResponse = call_old(
+        6,
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/ack",
+        &by_token(page.cursor, page.page ^ 1),
+    )
+    .await;
+    assert_eq!(reply.forgotten, vec![page.page ^ 1]);
+    let again: FetchNewResponse = call_old(6, &w.http, &w.central.url, &token, path, &fetch).await;
+    assert_eq!(again.records.len(), 3, "still offered");
+    // Another instance cannot use the page's token.
+    let other = w.sats[2].sat.config.token().expect("token").expect("set").0;
+    let reply: AckResponse = call_old(
+        6,
+        &w.http,
+        &w.central.url,
+        &other,
+        "/v1/sync/ack",
+        &by_token(again.cursor, again.page),
+    )
+    .await;
+    assert_eq!(reply.forgotten, vec![again.page]);
+    // By its token: the page's three records are held, in a request of a
+    // few bytes.
+    let body = envelope::encode_as(&by_token(again.cursor, again.page), 6).expect("encode");
+    assert!(body.len() < 100, "{} bytes", body.len());
+    let reply: AckResponse = call_old(
+        6,
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/ack",
+        &by_token(again.cursor, again.page),
+    )
+    .await;
+    assert!(reply.forgotten.is_empty() && reply.moved.is_empty());
+    let after: FetchNewResponse = call_old(6, &w.http, &w.central.url, &token, path, &fetch).await;
+    assert!(after.records.is_empty(), "{:?}", after.records);
+    assert_eq!(after.page, 0, "no token for an empty page");
+    // Taken once: the same acknowledgement again finds no page.
+    let reply: AckResponse = call_old(
+        6,
+        &w.http,
+        &w.central.url,
+        &token,
+        "/v1/sync/ack",
+        &by_token(again.cursor, again.page),
+    )
+    .await;
+    assert_eq!(reply.forgotten, vec![again.page]);
+
+    // A real satellite: 300 records for the south, fetched by south-c in
+    // pages acknowledged by token (300 ids would be 4,800 bytes up).
+    let south: Vec<PatientId> = (0..300).map(|_| PatientId::random()).collect();
+    for (n, id) in south.iter().enumerate() {
+        write_at(
+            a,
+            *id,
+            Files::from([(
+                "patient.yaml".to_string(),
+                format!("name: S{n}\ncatchment: south\n"),
+            )]),
+        );
+    }
+    a.sync(&[Job::Push]).await;
+    let c = &w.sats[2];
+    let summary = c.sync(&[Job::FetchNew]).await;
+    assert_eq!(summary.records_received, 300);
+    assert!(
+        summary.bytes_sent < 1_000,
+        "{} bytes up for 300 records fetched",
+        summary.bytes_sent
+    );
+    for id in &south {
+        assert!(c.sat.store.head(id).expect("head").is_some());
+    }
+    // All held: nothing is offered to south-c any more.
+    let left: FetchNewResponse = call_old(6, &w.http, &w.central.url, &other, path, &fetch).await;
+    assert!(
+        left.records.is_empty(),
+        "{} offered again",
+        left.records.len()
     );
 }
 

@@ -149,6 +149,29 @@ impl CentralDb for AnyDb {
     async fn add_holder(&self, instance: u32, ids: &[PatientId]) -> Result<(), DbError> {
         both!(self.add_holder(instance, ids))
     }
+    async fn record_page(
+        &self,
+        instance: u32,
+        page: u64,
+        cursor: Seq,
+        ids: &[PatientId],
+        at: i64,
+    ) -> Result<(), DbError> {
+        both!(self.record_page(instance, page, cursor, ids, at))
+    }
+    async fn offered_pages(
+        &self,
+        instance: u32,
+        pages: &[u64],
+    ) -> Result<Vec<Option<super::pages::OfferedPage>>, DbError> {
+        both!(self.offered_pages(instance, pages))
+    }
+    async fn drop_pages(&self, instance: u32, pages: &[u64]) -> Result<(), DbError> {
+        both!(self.drop_pages(instance, pages))
+    }
+    async fn forget_pages(&self, before: i64) -> Result<u64, DbError> {
+        both!(self.forget_pages(before))
+    }
     async fn counts(&self) -> Result<Counts, DbError> {
         both!(self.counts())
     }

@@ -10,6 +10,7 @@
 pub mod any;
 pub mod dump;
 pub mod holders;
+pub mod pages;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -565,6 +566,40 @@ pub trait CentralDb: Send + Sync + 'static {
         let none = ids.iter().map(|_| None).collect();
         async { Ok(none) }
     }
+
+    /// Records the ids a fetch-new page offered `instance` (sync protocol
+    /// 6) under `page`, a random token the reply carries, with the page's
+    /// cursor and the time, so that the instance can acknowledge the page
+    /// by the token alone. A token already recorded for the instance is
+    /// replaced.
+    fn record_page(
+        &self,
+        instance: u32,
+        page: u64,
+        cursor: Seq,
+        ids: &[PatientId],
+        at: i64,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// The cursor and ids of each page `instance` was offered under these
+    /// tokens, in order; `None` for a token not recorded for it (another
+    /// instance's, acknowledged already, or forgotten).
+    fn offered_pages(
+        &self,
+        instance: u32,
+        pages: &[u64],
+    ) -> impl Future<Output = Result<Vec<Option<pages::OfferedPage>>, DbError>> + Send;
+
+    /// Forgets `instance`'s pages under these tokens (acknowledged).
+    fn drop_pages(
+        &self,
+        instance: u32,
+        pages: &[u64],
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Forgets every page offered before `before` (unix seconds); returns
+    /// how many.
+    fn forget_pages(&self, before: i64) -> impl Future<Output = Result<u64, DbError>> + Send;
 
     /// Records that `a` and `b` are two people: the pair is dropped and
     /// never stored again. Idempotent.

@@ -650,6 +650,67 @@ pub(crate) async fn suite_add_holder<D: CentralDb>(db: &D) {
     assert!(db.add_holder(MAX_INSTANCE_ID + 1, &[p]).await.is_err());
 }
 
+/// Fetch-new pages kept for acknowledgement by token: per instance, the
+/// ids in order, a token replaced when recorded again, dropped when
+/// acknowledged, forgotten by age; tokens never given out are unknown.
+pub(crate) async fn suite_fetch_pages<D: CentralDb>(db: &D) {
+    let ids: Vec<PatientId> = (0..1000).map(|_| PatientId::random()).collect();
+    let (t1, t2) = (crate::db::pages::new_token(), crate::db::pages::new_token());
+    db.record_page(3, t1, 40, &ids, 1_000)
+        .await
+        .expect("record");
+    db.record_page(3, t2, 41, &ids[..2], 2_000)
+        .await
+        .expect("record");
+    db.record_page(4, t2, 99, &ids[5..6], 2_000)
+        .await
+        .expect("another instance");
+    let got = db
+        .offered_pages(3, &[t2, t1, t1 ^ 1, 0, u64::MAX])
+        .await
+        .expect("offered");
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[0], Some((41, ids[..2].to_vec())));
+    assert_eq!(got[1], Some((40, ids.clone())), "1,000 ids, in order");
+    assert_eq!(got[2..], [None, None, None], "tokens never given out");
+    assert_eq!(
+        db.offered_pages(4, &[t1, t2]).await.expect("offered"),
+        vec![None, Some((99, ids[5..6].to_vec()))],
+        "an instance sees only its own pages"
+    );
+    // Recorded again under the same token: replaced.
+    db.record_page(3, t2, 45, &ids[7..8], 2_500)
+        .await
+        .expect("again");
+    assert_eq!(
+        db.offered_pages(3, &[t2]).await.expect("offered"),
+        vec![Some((45, ids[7..8].to_vec()))]
+    );
+    // Acknowledged: dropped (the other instance's page stays).
+    db.drop_pages(3, &[t2, u64::MAX]).await.expect("drop");
+    assert_eq!(
+        db.offered_pages(3, &[t2]).await.expect("offered"),
+        vec![None]
+    );
+    assert!(db.offered_pages(4, &[t2]).await.expect("offered")[0].is_some());
+    // By age: only those offered before the time given.
+    assert_eq!(db.forget_pages(1_500).await.expect("forget"), 1);
+    assert_eq!(
+        db.offered_pages(3, &[t1]).await.expect("offered"),
+        vec![None]
+    );
+    assert!(db.offered_pages(4, &[t2]).await.expect("offered")[0].is_some());
+    assert!(
+        db.record_page(3, 0, 1, &ids[..1], 1).await.is_err(),
+        "token 0"
+    );
+    assert!(
+        db.record_page(MAX_INSTANCE_ID + 1, t1, 1, &ids[..1], 1)
+            .await
+            .is_err()
+    );
+}
+
 /// Totals.
 pub(crate) async fn suite_counts<D: CentralDb>(db: &D) {
     assert_eq!(db.counts().await.expect("counts"), Counts::default());
@@ -1474,6 +1535,7 @@ mod sqlite {
         suite_batches_of_1000,
         suite_reports,
         suite_duplicates,
+        suite_fetch_pages,
     );
 
     #[tokio::test]
@@ -1539,6 +1601,7 @@ mod postgres {
         suite_batches_of_1000,
         suite_reports,
         suite_duplicates,
+        suite_fetch_pages,
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

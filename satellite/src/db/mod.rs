@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ack_pages",
         sql: include_str!("../../../migrations/satellite/0004_ack_pages.sql"),
     },
+    Migration {
+        version: 5,
+        name: "ack_tokens",
+        sql: include_str!("../../../migrations/satellite/0005_ack_tokens.sql"),
+    },
 ];
 
 /// A database failure.

@@ -54,6 +54,10 @@ pub struct PendingAck {
     /// head that page sent (protocol 5 then acknowledges it by the page);
     /// `None`: acknowledged by head.
     pub page: Option<u64>,
+    /// The page's token, when every record of that page was stored at the
+    /// head it sent (protocol 6 then acknowledges the page by the token
+    /// alone); `None`: by the ids.
+    pub token: Option<u64>,
 }
 
 impl PendingAck {
@@ -63,6 +67,7 @@ impl PendingAck {
             id,
             head,
             page: None,
+            token: None,
         }
     }
 }
@@ -233,14 +238,19 @@ impl Db {
             }
             let mut ack = tx
                 .prepare_cached(
-                    "INSERT INTO pending_acks (patient, head, page_cursor) VALUES (?1, ?2, ?3)
+                    "INSERT INTO pending_acks (patient, head, page_cursor, page_token)
+                     VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (patient) DO UPDATE SET
-                        head = excluded.head, page_cursor = excluded.page_cursor",
+                        head = excluded.head, page_cursor = excluded.page_cursor,
+                        page_token = excluded.page_token",
                 )
                 .map_err(sql("saving sync progress"))?;
             for a in acks {
                 let page = a.page.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
-                ack.execute(params![a.id.as_bytes(), a.head.to_string(), page])
+                // Central gives out tokens from 1 to i64::MAX; any other is
+                // not kept (the page is then acknowledged by its ids).
+                let token = a.token.and_then(|t| i64::try_from(t).ok());
+                ack.execute(params![a.id.as_bytes(), a.head.to_string(), page, token])
                     .map_err(sql("saving sync progress"))?;
             }
         }
@@ -252,7 +262,8 @@ impl Db {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT patient, head, page_cursor FROM pending_acks ORDER BY patient LIMIT ?1",
+                "SELECT patient, head, page_cursor, page_token FROM pending_acks
+                  ORDER BY patient LIMIT ?1",
             )
             .map_err(sql("reading pending acknowledgements"))?;
         let rows = stmt
@@ -261,43 +272,76 @@ impl Db {
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
                 ))
             })
             .map_err(sql("reading pending acknowledgements"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, head, page) = row.map_err(sql("reading pending acknowledgements"))?;
+            let (id, head, page, token) = row.map_err(sql("reading pending acknowledgements"))?;
             let head = head_from(Some(head))?.ok_or(DbError::Damaged("pending_acks.head"))?;
             let page = page
                 .map(u64::try_from)
                 .transpose()
                 .map_err(|_| DbError::Damaged("pending_acks.page_cursor"))?;
+            let token = token
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|_| DbError::Damaged("pending_acks.page_token"))?;
             out.push(PendingAck {
                 id: id_from(id)?,
                 head,
                 page,
+                token,
             });
         }
         Ok(out)
     }
 
     /// Forgets delivered acknowledgements (those still at the head
-    /// delivered).
-    pub fn clear_acks(&self, delivered: &[PendingAck]) -> Result<(), DbError> {
+    /// delivered) but those of pages central did not know by their token
+    /// (`forgotten`: acknowledged by their ids next time). With `by_token`
+    /// (central took pages by token: protocol 6), also the rest of each
+    /// page acknowledged by token (central took the whole page).
+    pub fn clear_acks(
+        &self,
+        delivered: &[PendingAck],
+        forgotten: &[u64],
+        by_token: bool,
+    ) -> Result<(), DbError> {
+        const CTX: &str = "clearing acknowledgements";
         let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(sql("clearing acknowledgements"))?;
+        let tx = conn.transaction().map_err(sql(CTX))?;
         {
+            let forgot = |a: &PendingAck| a.token.is_some_and(|t| forgotten.contains(&t));
             let mut stmt = tx
                 .prepare_cached("DELETE FROM pending_acks WHERE patient = ?1 AND head = ?2")
-                .map_err(sql("clearing acknowledgements"))?;
-            for a in delivered {
+                .map_err(sql(CTX))?;
+            for a in delivered.iter().filter(|a| !forgot(a)) {
                 stmt.execute(params![a.id.as_bytes(), a.head.to_string()])
-                    .map_err(sql("clearing acknowledgements"))?;
+                    .map_err(sql(CTX))?;
+            }
+            let mut taken: Vec<i64> = delivered
+                .iter()
+                .filter(|a| by_token && !forgot(a))
+                .filter_map(|a| a.token.and_then(|t| i64::try_from(t).ok()))
+                .collect();
+            taken.sort_unstable();
+            taken.dedup();
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM pending_acks WHERE page_token = ?1")
+                .map_err(sql(CTX))?;
+            for t in taken {
+                stmt.execute([t]).map_err(sql(CTX))?;
+            }
+            let mut stmt = tx
+                .prepare_cached("UPDATE pending_acks SET page_token = NULL WHERE page_token = ?1")
+                .map_err(sql(CTX))?;
+            for t in forgotten.iter().filter_map(|&t| i64::try_from(t).ok()) {
+                stmt.execute([t]).map_err(sql(CTX))?;
             }
         }
-        tx.commit().map_err(sql("clearing acknowledgements"))
+        tx.commit().map_err(sql(CTX))
     }
 
     /// Sets one state value.
@@ -328,8 +372,11 @@ impl Db {
         .map_err(sql("resetting sync state"))?;
         // A page's cursor may be past what the restored central numbered
         // (it would refuse the acknowledgement): acknowledge by head.
-        tx.execute("UPDATE pending_acks SET page_cursor = NULL", [])
-            .map_err(sql("resetting sync state"))?;
+        tx.execute(
+            "UPDATE pending_acks SET page_cursor = NULL, page_token = NULL",
+            [],
+        )
+        .map_err(sql("resetting sync state"))?;
         tx.commit().map_err(sql("resetting sync state"))?;
         Ok(n as u64)
     }
@@ -351,6 +398,7 @@ mod tests {
                     id: a,
                     head: CommitId([1; 20]),
                     page: Some(42),
+                    token: Some(7),
                 },
                 PendingAck::by_head((b, CommitId([2; 20]))),
             ];
@@ -369,6 +417,7 @@ mod tests {
                 id: a,
                 head: CommitId([1; 20]),
                 page: Some(42),
+                token: Some(7),
             }
         );
         // A newer acknowledgement of the same record replaces it, page
@@ -376,13 +425,14 @@ mod tests {
         let newer = PendingAck::by_head((a, CommitId([3; 20])));
         db.commit_sync(&[], &[], &[newer], super::super::NO_ASIDE)
             .expect("sync");
-        db.clear_acks(&pending).expect("clear");
+        db.clear_acks(&pending, &[], true).expect("clear");
         assert_eq!(db.pending_acks(10).expect("pending"), vec![newer]);
         // After central was restored from a backup, by head only.
         let paged = PendingAck {
             id: b,
             head: CommitId([4; 20]),
             page: Some(9),
+            token: Some(11),
         };
         db.commit_sync(&[], &[], &[paged], super::super::NO_ASIDE)
             .expect("sync");
@@ -391,7 +441,46 @@ mod tests {
             db.pending_acks(10)
                 .expect("pending")
                 .iter()
-                .all(|a| a.page.is_none())
+                .all(|a| a.page.is_none() && a.token.is_none())
         );
+    }
+
+    #[test]
+    fn pages_central_forgot_stay_pending_by_ids_and_pages_taken_go_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("s.sqlite")).expect("db");
+        let ack = |token: u64| PendingAck {
+            id: PatientId::random(),
+            head: CommitId([token as u8; 20]),
+            page: Some(40 + token),
+            token: Some(token),
+        };
+        // Pages 1 and 2, three records each; a record by head.
+        let acks: Vec<PendingAck> = [1, 1, 1, 2, 2, 2].into_iter().map(ack).collect();
+        let alone = PendingAck::by_head((PatientId::random(), CommitId([9; 20])));
+        let mut all = acks.clone();
+        all.push(alone);
+        db.commit_sync(&[], &[], &all, super::super::NO_ASIDE)
+            .expect("sync");
+        // Delivered: one record of page 1 (the others did not fit), all of
+        // page 2, the one by head; central forgot page 2.
+        let delivered = [acks[0], acks[3], acks[4], acks[5], alone];
+        db.clear_acks(&delivered, &[2], true).expect("clear");
+        let mut left = db.pending_acks(10).expect("pending");
+        left.sort_by_key(|a| a.page);
+        // Page 1 went whole (central took it by its token); page 2 stays,
+        // to be acknowledged by its ids.
+        assert_eq!(left.len(), 3, "{left:?}");
+        for a in &left {
+            assert_eq!((a.page, a.token), (Some(42), None));
+        }
+        // Without tokens (an older central took the ids it was sent): only
+        // what was delivered goes.
+        let more: Vec<PendingAck> = [5, 5].into_iter().map(ack).collect();
+        db.commit_sync(&[], &[], &more, super::super::NO_ASIDE)
+            .expect("sync");
+        db.clear_acks(&more[..1], &[], false).expect("clear");
+        let left = db.pending_acks(10).expect("pending");
+        assert!(left.contains(&more[1]) && !left.contains(&more[0]));
     }
 }

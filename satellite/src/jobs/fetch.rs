@@ -23,21 +23,28 @@ const CURSOR: &str = "fetch_cursor";
 const EPOCH: &str = "fetch_epoch";
 
 /// The acknowledgements of a request: a record stored at the head its
-/// fetch-new page sent, by the page (its cursor and the ids; at most
-/// [`MAX_ACK_PAGES`] pages, the rest by head), any other by head. To a
-/// central of protocol 4 or older the client sends them all by head.
+/// fetch-new page sent, by the page (its cursor and token, or its cursor
+/// and the ids; at most [`MAX_ACK_PAGES`] pages, the rest by head), any
+/// other by head. The client sends a page by its token to a central of
+/// protocol 6, by its ids to one of protocol 5, and every record by head
+/// to an older one.
 fn acks(pending: &[PendingAck]) -> (Vec<Ack>, Vec<PageAck>) {
     let mut acks = Vec::new();
     let mut pages: Vec<PageAck> = Vec::new();
     for a in pending {
         if let Some(cursor) = a.page {
-            let at = match pages.iter().position(|p| p.cursor == cursor) {
+            let token = a.token.unwrap_or(0);
+            let at = match pages
+                .iter()
+                .position(|p| p.cursor == cursor && p.page == token)
+            {
                 Some(at) => Some(at),
                 None if pages.len() < MAX_ACK_PAGES => {
                     pages.push(PageAck {
                         cursor,
                         ids: Vec::new(),
                         heads: Vec::new(),
+                        page: token,
                     });
                     Some(pages.len() - 1)
                 }
@@ -77,9 +84,10 @@ async fn deliver_acks(
         let stored = store_page(sat, client, reply.moved).await?;
         stored.count(summary);
         let s = Arc::clone(sat);
+        let by_token = client.version() >= 6;
         super::spawn_db(move || {
             s.db.commit_sync(&stored.states, &[], &[], ("fetch-new", &stored.set_aside))?;
-            s.db.clear_acks(&pending)
+            s.db.clear_acks(&pending, &reply.forgotten, by_token)
         })
         .await?;
     }
@@ -113,10 +121,13 @@ pub(crate) async fn run(
             pages,
         };
         let page: FetchNewResponse = client.call("/v1/sync/fetch-new", &request).await?;
-        // Central has the acknowledgements now.
+        // Central has the acknowledgements now (but of pages it no longer
+        // knew by their token: those go by their ids next time).
         let s = Arc::clone(sat);
         let delivered = pending.clone();
-        super::spawn_db(move || s.db.clear_acks(&delivered)).await?;
+        let forgotten = page.forgotten.clone();
+        let by_token = client.version() >= 6;
+        super::spawn_db(move || s.db.clear_acks(&delivered, &forgotten, by_token)).await?;
         let (next, next_epoch) = (page.cursor, page.epoch);
         // The page sent its records at their heads as of its cursor.
         let offered: HashMap<PatientId, CommitId> = page
@@ -125,6 +136,8 @@ pub(crate) async fn run(
             .filter(|u| u.seq <= next)
             .map(|u| (u.id, u.head))
             .collect();
+        let all_offered = offered.len() == page.records.len();
+        let token = page.page;
         let mut updates = page.moved;
         updates.extend(page.records);
         let stored = store_page(sat, client, updates).await?;
@@ -132,14 +145,31 @@ pub(crate) async fn run(
         let s = Arc::clone(sat);
         // Everything stored from this page is acknowledged next time: by
         // the page when stored at the head the page sent (not one that
-        // moved, or was fetched whole at a newer head), else by head.
+        // moved, or was fetched whole at a newer head), else by head; by
+        // the page's token alone when every record it offered was stored
+        // so (central then takes all the ids it recorded for the page).
+        let at_offered = |s: &&crate::db::CentralState| offered.get(&s.id) == Some(&s.head);
+        let whole = token != 0
+            && all_offered
+            && stored
+                .states
+                .iter()
+                .filter(at_offered)
+                .map(|s| s.id)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == offered.len();
         let held: Vec<PendingAck> = stored
             .states
             .iter()
-            .map(|s| PendingAck {
-                id: s.id,
-                head: s.head,
-                page: (offered.get(&s.id) == Some(&s.head)).then_some(next),
+            .map(|s| {
+                let paged = at_offered(&s);
+                PendingAck {
+                    id: s.id,
+                    head: s.head,
+                    page: paged.then_some(next),
+                    token: (paged && whole).then_some(token),
+                }
             })
             .collect();
         super::spawn_db(move || {

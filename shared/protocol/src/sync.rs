@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::CommitId;
 use crate::id::PatientId;
-use crate::wire_pack::{Incoming, Outgoing, compact, id_in, id_out, seq_in, seq_out};
+use crate::wire_pack::{Incoming, Outgoing, compact, id_in, id_out, page_tokens, seq_in, seq_out};
 
 /// The protocol's major version, in the envelope and the
 /// `Chartsync-Protocol` header. Version 3 packs may be thin: a changed file
@@ -19,9 +19,12 @@ use crate::wire_pack::{Incoming, Outgoing, compact, id_in, id_out, seq_in, seq_o
 /// Version 5 says per record only what the batch cannot say once: push
 /// results without ids (they are in request order), sequence numbers and
 /// times as differences from the previous ones, fetch-new pages
-/// acknowledged by the page's cursor and the ids ([`PageAck`]). A peer
+/// acknowledged by the page's cursor and the ids ([`PageAck`]). Version 6
+/// acknowledges a fetch-new page whose records were all stored by the
+/// token central gave the page ([`FetchNewResponse::page`]): central keeps
+/// the ids each page offered, so they need not travel back. A peer
 /// outside [`MIN_PROTOCOL_VERSION`]..=this is refused.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 /// The oldest version still spoken: central answers a version 2 request in
 /// version 2 (packs of whole objects), so older satellites keep working.
 pub const MIN_PROTOCOL_VERSION: u8 = 2;
@@ -509,12 +512,24 @@ fn acks_out<'a, E: serde::ser::Error>(
     Ok((std::borrow::Cow::Owned(all), &[]))
 }
 
-/// Page acknowledgements are protocol 5's.
+/// Page acknowledgements are protocol 5's, by token alone protocol 6's.
 fn pages_in<E: serde::de::Error>(pages: &[PageAck]) -> Result<(), E> {
     if !pages.is_empty() && !compact() {
         return Err(E::custom(
             "acknowledgements by page in a batch of protocol 4 or older",
         ));
+    }
+    for page in pages {
+        if page.page != 0 && !page_tokens() {
+            return Err(E::custom(
+                "a page acknowledged by its token in a batch of protocol 5 or older",
+            ));
+        }
+        if page.page != 0 && !page.ids.is_empty() {
+            return Err(E::custom(
+                "a page acknowledged by its token and by ids at once",
+            ));
+        }
     }
     Ok(())
 }
@@ -535,17 +550,73 @@ pub struct Ack {
 /// lower) and 20 bytes a record stay off the wire. A record stored at
 /// another head (one that moved, or was fetched whole) is acknowledged by
 /// its head ([`Ack`]).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+///
+/// Protocol 6: a page whose records were *all* stored at the heads it
+/// sent is acknowledged by its token ([`FetchNewResponse::page`]) and
+/// cursor alone; central looks up the ids the page offered. The satellite
+/// keeps the ids anyway: a central that no longer knows the token says so
+/// ([`FetchNewResponse::forgotten`]) and the page is acknowledged by its
+/// ids next time, and an older central gets the ids (or the heads).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageAck {
     /// The `cursor` of the fetch-new reply the records came in.
     pub cursor: u64,
-    /// The records, as one byte string of 16 bytes each on the wire.
-    #[serde(with = "id_list")]
+    /// The records, as one byte string of 16 bytes each on the wire (left
+    /// out in protocol 6 when `page` is set).
     pub ids: Vec<PatientId>,
     /// The heads of `ids`, in order: kept by the satellite so that it can
     /// acknowledge by head to a central of protocol 4 or older; never sent.
-    #[serde(skip)]
     pub heads: Vec<CommitId>,
+    /// The page's token (protocol 6), 0 for none: set only when every
+    /// record the page offered is stored at the head it sent.
+    pub page: u64,
+}
+
+#[derive(Serialize)]
+struct PageAckOut<'a> {
+    cursor: u64,
+    #[serde(with = "id_list")]
+    ids: &'a [PatientId],
+    #[serde(skip_serializing_if = "is_zero")]
+    page: u64,
+}
+
+#[derive(Deserialize)]
+struct PageAckIn {
+    cursor: u64,
+    #[serde(with = "id_list")]
+    ids: Vec<PatientId>,
+    #[serde(default)]
+    page: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Serialize for PageAck {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // By token where the receiver speaks protocol 6, else by ids.
+        let by_token = self.page != 0 && page_tokens();
+        PageAckOut {
+            cursor: self.cursor,
+            ids: if by_token { &[] } else { &self.ids },
+            page: if by_token { self.page } else { 0 },
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PageAck {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PageAck, D::Error> {
+        let r = PageAckIn::deserialize(deserializer)?;
+        Ok(PageAck {
+            cursor: r.cursor,
+            ids: r.ids,
+            heads: Vec::new(),
+            page: r.page,
+        })
+    }
 }
 
 /// Patient ids as one byte string (16 bytes each), which saves the 2-byte
@@ -595,6 +666,16 @@ pub struct FetchNewResponse {
     /// Acknowledged records whose head moved after the acknowledged head,
     /// with the commits since then.
     pub moved: Vec<RecordUpdate>,
+    /// Protocol 6: the page's token, by which the satellite acknowledges
+    /// it once every record in it is stored ([`PageAck::page`]); 0: none
+    /// (no records, or an older protocol).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub page: u64,
+    /// Protocol 6: the tokens of pages acknowledged by token that central
+    /// no longer knows (kept a week, and until acknowledged): nothing of
+    /// them was taken, and the satellite acknowledges them by ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<u64>,
 }
 
 /// `POST /v1/sync/ack`: acknowledgements alone.
@@ -644,6 +725,9 @@ impl<'de> Deserialize<'de> for AckRequest {
 pub struct AckResponse {
     /// Acknowledged records whose head moved since the acknowledged head.
     pub moved: Vec<RecordUpdate>,
+    /// As [`FetchNewResponse::forgotten`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<u64>,
 }
 
 /// `POST /v1/sync/fetch`: one record by id (a visiting patient).
@@ -694,6 +778,8 @@ mod tests {
             epoch: 1,
             more: true,
             moved: pairs[4..].iter().map(|&(s, t)| update(s, t)).collect(),
+            page: 0,
+            forgotten: Vec::new(),
         };
         for version in 2..=PROTOCOL_VERSION {
             let bytes = encode_as(&page, version).expect("encode");
@@ -786,6 +872,84 @@ mod tests {
             } else {
                 Vec::new()
             },
+            page: 0,
+        }
+    }
+
+    #[test]
+    fn a_whole_page_travels_as_its_token_in_protocol_6_and_as_ids_before() {
+        let mut whole = page_ack(900, true);
+        whole.page = 0x1234_5678_9abc;
+        let request = AckRequest {
+            acks: Vec::new(),
+            pages: vec![whole.clone(), page_ack(2, true)],
+        };
+        let v6 = encode_as(&request, 6).expect("encode");
+        let back: AckRequest = decode(&v6, 1 << 20).expect("decode");
+        assert_eq!(back.pages[0].page, whole.page);
+        assert!(back.pages[0].ids.is_empty(), "the token alone");
+        assert_eq!(back.pages[0].cursor, 42);
+        assert_eq!(back.pages[1].page, 0);
+        assert_eq!(back.pages[1].ids, request.pages[1].ids);
+        // 900 ids are 14,400 random bytes: gone.
+        assert!(v6.len() < 200, "{} bytes", v6.len());
+        // Protocol 5: the ids, no token.
+        let back: AckRequest =
+            decode(&encode_as(&request, 5).expect("encode"), 1 << 20).expect("decode");
+        assert_eq!(back.pages[0].ids, whole.ids);
+        assert_eq!(back.pages[0].page, 0);
+        // Protocol 4: by head.
+        let back: AckRequest =
+            decode(&encode_as(&request, 4).expect("encode"), 1 << 20).expect("decode");
+        assert_eq!(back.acks.len(), 902);
+        // A page's token and forgotten tokens in replies, from protocol 6.
+        let reply = FetchNewResponse {
+            records: Vec::new(),
+            cursor: 9,
+            epoch: 1,
+            more: false,
+            moved: Vec::new(),
+            page: 77,
+            forgotten: vec![5, 6],
+        };
+        let back: FetchNewResponse =
+            decode(&encode_as(&reply, 6).expect("encode"), 1 << 20).expect("decode");
+        assert_eq!((back.page, back.forgotten), (77, vec![5, 6]));
+    }
+
+    #[test]
+    fn a_token_is_refused_before_protocol_6_and_beside_ids() {
+        #[derive(Serialize)]
+        struct Raw {
+            acks: Vec<Ack>,
+            pages: Vec<RawPage>,
+        }
+        #[derive(Serialize)]
+        struct RawPage {
+            cursor: u64,
+            #[serde(with = "serde_bytes")]
+            ids: Vec<u8>,
+            page: u64,
+        }
+        let raw = |ids: Vec<u8>| Raw {
+            acks: Vec::new(),
+            pages: vec![RawPage {
+                cursor: 1,
+                ids,
+                page: 7,
+            }],
+        };
+        let id = PatientId::random().as_bytes().to_vec();
+        assert!(decode::<AckRequest>(&encode_as(&raw(Vec::new()), 6).expect("e"), 1 << 20).is_ok());
+        for (bad, version) in [(Vec::new(), 5), (id, 6)] {
+            let bytes = encode_as(&raw(bad), version).expect("encode");
+            assert!(
+                matches!(
+                    decode::<AckRequest>(&bytes, 1 << 20),
+                    Err(EnvelopeError::Decode(_))
+                ),
+                "protocol {version}"
+            );
         }
     }
 

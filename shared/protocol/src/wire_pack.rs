@@ -156,6 +156,12 @@ pub(crate) fn compact() -> bool {
     version().is_some_and(|v| v >= 5)
 }
 
+/// Whether the message being encoded or decoded is of protocol 6 or later
+/// (fetch-new pages acknowledged by the page's token alone).
+pub(crate) fn page_tokens() -> bool {
+    version().is_some_and(|v| v >= 6)
+}
+
 /// Protocol 5: a sequence number and time as sent, the differences
 /// (wrapping, so any pair round-trips exactly) from the previous pair said
 /// in the same message, in message order (the first from 0 and 0).

@@ -185,6 +185,8 @@ fn wire_breakdown() {
             epoch: 0,
             more: false,
             moved: Vec::new(),
+            page: 0,
+            forgotten: Vec::new(),
         };
         let whole = size(&page(false, false), version, 19);
         println!("protocol {version}: fetch-new page, level 19: {whole:.1} B/rec");
@@ -226,6 +228,7 @@ fn wire_breakdown() {
                     cursor: base_seq + 2 * N as u64,
                     ids: recs.iter().map(|r| r.0).collect(),
                     heads: Vec::new(),
+                    page: u64::from(version >= 6) * 0x5eed_1234,
                 }],
             };
             println!(

@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "duplicate_members",
         sql: include_str!("../../../../migrations/central/postgres/0008_duplicate_members.sql"),
     },
+    Migration {
+        version: 9,
+        name: "fetch_pages",
+        sql: include_str!("../../../../migrations/central/postgres/0009_fetch_pages.sql"),
+    },
 ];
 
 /// The schema version this build migrates to.

@@ -56,6 +56,8 @@ use super::{
 
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 
+use super::pages;
+
 /// How many times a transaction aborted by a deadlock or a serialization
 /// failure is run.
 const ATTEMPTS: u32 = 6;
@@ -679,6 +681,110 @@ impl CentralDb for PgDb {
     ) -> Result<Vec<DuplicatePair>, DbError> {
         transact!(self, "listing duplicate pairs", read, |tx| {
             duplicates::pairs(&tx, min_score, offset, limit).await?
+        })
+        .await
+    }
+
+    async fn record_page(
+        &self,
+        instance: u32,
+        page: u64,
+        cursor: Seq,
+        ids: &[PatientId],
+        at: i64,
+    ) -> Result<(), DbError> {
+        check_instance(instance)?;
+        let Some(page) = pages::token_to_sql(page) else {
+            return Err(DbError::Damaged("a page token out of range"));
+        };
+        let blob = pages::ids_blob(ids);
+        let blob = &blob;
+        let cursor = seq_to_sql(cursor);
+        let instance = i64::from(instance);
+        transact!(self, "recording a fetch-new page", write, |tx| {
+            cached::execute(
+                &tx,
+                "INSERT INTO fetch_pages (instance_id, page, cursor, ids, offered_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (instance_id, page) DO UPDATE
+                    SET cursor = EXCLUDED.cursor, ids = EXCLUDED.ids, offered_at = EXCLUDED.offered_at",
+                &[&instance, &page, &cursor, &blob, &at],
+            )
+            .await?
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn offered_pages(
+        &self,
+        instance: u32,
+        tokens: &[u64],
+    ) -> Result<Vec<Option<pages::OfferedPage>>, DbError> {
+        let instance = i64::from(instance);
+        let wanted: Vec<i64> = tokens
+            .iter()
+            .filter_map(|&t| pages::token_to_sql(t))
+            .collect();
+        let wanted = &wanted;
+        let rows = transact!(self, "reading fetch-new pages", read, |tx| {
+            cached::query(
+                &tx,
+                "SELECT page, cursor, ids FROM fetch_pages WHERE instance_id = $1 AND page = ANY($2)",
+                &[&instance, &wanted],
+            )
+            .await?
+        })
+        .await?;
+        let mut found = std::collections::HashMap::new();
+        for row in rows {
+            let page: i64 = row.get(0);
+            let cursor: i64 = row.get(1);
+            let ids: Vec<u8> = row.get(2);
+            found.insert(
+                page,
+                (
+                    seq_from(cursor, "fetch_pages.cursor")?,
+                    pages::ids_from_blob(&ids)?,
+                ),
+            );
+        }
+        Ok(tokens
+            .iter()
+            .map(|&t| pages::token_to_sql(t).and_then(|t| found.get(&t).cloned()))
+            .collect())
+    }
+
+    async fn drop_pages(&self, instance: u32, tokens: &[u64]) -> Result<(), DbError> {
+        let instance = i64::from(instance);
+        let tokens: Vec<i64> = tokens
+            .iter()
+            .filter_map(|&t| pages::token_to_sql(t))
+            .collect();
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let tokens = &tokens;
+        transact!(self, "dropping acknowledged fetch-new pages", write, |tx| {
+            cached::execute(
+                &tx,
+                "DELETE FROM fetch_pages WHERE instance_id = $1 AND page = ANY($2)",
+                &[&instance, &tokens],
+            )
+            .await?
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn forget_pages(&self, before: i64) -> Result<u64, DbError> {
+        transact!(self, "forgetting old fetch-new pages", write, |tx| {
+            cached::execute(
+                &tx,
+                "DELETE FROM fetch_pages WHERE offered_at < $1",
+                &[&before],
+            )
+            .await?
         })
         .await
     }

@@ -27,8 +27,10 @@ use std::time::Duration;
 
 use chartsync_common::sqlite::Migration;
 use chartsync_protocol::{CommitId, PatientId};
+use rusqlite::OptionalExtension;
 
-use self::pool::{Pool, read, write};
+use self::pool::{Pool, read, sql, write};
+use super::pages;
 use super::{
     Applied, CentralDb, Counts, DbError, DuplicateKey, DuplicatePair, DuplicateUpdate, HeadChange,
     Instance, MAX_INSTANCE_ID, NewInstance, RecordRow, RefPending, Seq, StoredCandidates,
@@ -70,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "duplicate_removals",
         sql: include_str!("../../../../migrations/central/sqlite/0007_duplicate_removals.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "fetch_pages",
+        sql: include_str!("../../../../migrations/central/sqlite/0008_fetch_pages.sql"),
     },
 ];
 
@@ -501,6 +508,106 @@ impl CentralDb for SqliteDb {
     ) -> Result<Vec<DuplicatePair>, DbError> {
         read(&self.pool, "listing duplicate pairs", move |tx| {
             duplicates::pairs(tx, min_score, offset, limit)
+        })
+        .await
+    }
+
+    async fn record_page(
+        &self,
+        instance: u32,
+        page: u64,
+        cursor: Seq,
+        ids: &[PatientId],
+        at: i64,
+    ) -> Result<(), DbError> {
+        check_instance(instance)?;
+        let Some(page) = pages::token_to_sql(page) else {
+            return Err(DbError::Damaged("a page token out of range"));
+        };
+        let blob = pages::ids_blob(ids);
+        let cursor = records::seq_to_sql(cursor);
+        const CTX: &str = "recording a fetch-new page";
+        write(&self.pool, CTX, move |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO fetch_pages (instance_id, page, cursor, ids, offered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(rusqlite::params![instance, page, cursor, blob, at]))
+            .map_err(sql(CTX))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn offered_pages(
+        &self,
+        instance: u32,
+        tokens: &[u64],
+    ) -> Result<Vec<Option<pages::OfferedPage>>, DbError> {
+        let tokens = tokens.to_vec();
+        const CTX: &str = "reading fetch-new pages";
+        read(&self.pool, CTX, move |tx| {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT cursor, ids FROM fetch_pages WHERE instance_id = ?1 AND page = ?2",
+                )
+                .map_err(sql(CTX))?;
+            tokens
+                .iter()
+                .map(|&t| {
+                    let Some(t) = pages::token_to_sql(t) else {
+                        return Ok(None);
+                    };
+                    let row: Option<(i64, Vec<u8>)> = select
+                        .query_row(rusqlite::params![instance, t], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                        .optional()
+                        .map_err(sql(CTX))?;
+                    row.map(|(cursor, ids)| {
+                        Ok((
+                            records::seq_from(cursor, "fetch_pages.cursor")?,
+                            pages::ids_from_blob(&ids)?,
+                        ))
+                    })
+                    .transpose()
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn drop_pages(&self, instance: u32, tokens: &[u64]) -> Result<(), DbError> {
+        let tokens: Vec<i64> = tokens
+            .iter()
+            .filter_map(|&t| pages::token_to_sql(t))
+            .collect();
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        const CTX: &str = "dropping acknowledged fetch-new pages";
+        write(&self.pool, CTX, move |tx| {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM fetch_pages WHERE instance_id = ?1 AND page = ?2")
+                .map_err(sql(CTX))?;
+            for t in &tokens {
+                delete
+                    .execute(rusqlite::params![instance, t])
+                    .map_err(sql(CTX))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn forget_pages(&self, before: i64) -> Result<u64, DbError> {
+        const CTX: &str = "forgetting old fetch-new pages";
+        write(&self.pool, CTX, move |tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM fetch_pages WHERE offered_at < ?1")
+                .and_then(|mut s| s.execute([before]))
+                .map_err(sql(CTX))?;
+            Ok(n as u64)
         })
         .await
     }
