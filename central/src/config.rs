@@ -67,6 +67,10 @@ pub struct DuplicatesConfig {
     pub national_id: String,
     /// Pairs at or above are listed (default 0.8).
     pub min_score: f64,
+    /// Whether this process indexes new and changed records (default
+    /// true). With several processes on one PostgreSQL database, one or
+    /// two indexing is enough; every process lists and merges pairs.
+    pub index: bool,
 }
 
 impl Default for DuplicatesConfig {
@@ -81,6 +85,7 @@ impl Default for DuplicatesConfig {
             phone: f.phone,
             national_id: f.national_id,
             min_score: chartsync_dedup::DEFAULT_MIN_SCORE,
+            index: true,
         }
     }
 }

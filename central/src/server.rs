@@ -165,10 +165,14 @@ pub async fn serve<D: CentralDb>(
         receiver,
         upkeep_stop,
     ));
-    let duplicates = tokio::spawn(crate::duplicates::run(
-        Arc::clone(&central),
-        stop_upkeep.subscribe(),
-    ));
+    // Duplicate indexing, unless `[duplicates] index = false` leaves it
+    // to other processes sharing the database.
+    let duplicates = central.config.duplicates.index.then(|| {
+        tokio::spawn(crate::duplicates::run(
+            Arc::clone(&central),
+            stop_upkeep.subscribe(),
+        ))
+    });
     let app = router(Arc::clone(&central));
     let result = serve_app(listener, app, tls, ServeLimits::default(), shutdown).await;
     central.clear_upkeep();
@@ -177,7 +181,9 @@ pub async fn serve<D: CentralDb>(
     // left to the runtime's shutdown; its lease then expires as after a
     // crash.
     let _ = stop_upkeep.send(true);
-    let _ = duplicates.await;
+    if let Some(duplicates) = duplicates {
+        let _ = duplicates.await;
+    }
     if tokio::time::timeout(UPKEEP_EXIT_DEADLINE, upkeep)
         .await
         .is_err()

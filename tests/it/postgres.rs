@@ -187,7 +187,16 @@ async fn two_centrals_share_one_database() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (port_a, port_b) = (free_port(), free_port());
     let a = write_config(dir.path(), "a", port_a, &test.url);
-    let b = write_config(dir.path(), "b", port_b, &test.url);
+    // b leaves duplicate indexing to a (`[duplicates] index = false`): the
+    // indexer reads every new record, and the test checks below that b
+    // sends new records without building copies of them.
+    let b = write_config_with(
+        dir.path(),
+        "b",
+        port_b,
+        &test.url,
+        "[duplicates]\nindex = false\n",
+    );
 
     let migrated: Value = serde_json::from_str(&run_ok(&[
         "central",
