@@ -546,6 +546,18 @@ fn visit(n: usize) -> String {
 
 /// Writes `files` as record `id`'s new version at a satellite (as its API
 /// would: marked changed first), on top of its head if it has one.
+/// Writes `patient.yaml` alone into each record of `ids`, the yaml of the
+/// n-th from `yaml(n)`.
+fn write_patients(sat: &TestSatellite, ids: &[PatientId], yaml: impl Fn(usize) -> String) {
+    for (n, id) in ids.iter().enumerate() {
+        write_at(
+            sat,
+            *id,
+            Files::from([("patient.yaml".to_string(), yaml(n))]),
+        );
+    }
+}
+
 fn write_at(sat: &TestSatellite, id: PatientId, files: chartsync_protocol::Files) {
     let meta = chartsync_store::CommitMeta::new("Dr. Test", "test@clinic", "visit");
     sat.sat.db.mark_dirty(&id).expect("mark");
@@ -1037,16 +1049,7 @@ async fn fetch_new_pages_stored_whole_are_acknowledged_by_their_token() {
     let a = &w.sats[0];
     let token = w.sats[1].sat.config.token().expect("token").expect("set").0;
     let ids: Vec<PatientId> = (0..3).map(|_| PatientId::random()).collect();
-    for (n, id) in ids.iter().enumerate() {
-        write_at(
-            a,
-            *id,
-            Files::from([(
-                "patient.yaml".to_string(),
-                format!("name: P{n}\ncatchment: north\n"),
-            )]),
-        );
-    }
+    write_patients(a, &ids, |n| format!("name: P{n}\ncatchment: north\n"));
     a.sync(&[Job::Push]).await;
     let fetch = FetchNewRequest {
         cursor: 0,
@@ -1143,16 +1146,7 @@ async fn fetch_new_pages_stored_whole_are_acknowledged_by_their_token() {
     // A real satellite: 300 records for the south, fetched by south-c in
     // pages acknowledged by token (300 ids would be 4,800 bytes up).
     let south: Vec<PatientId> = (0..300).map(|_| PatientId::random()).collect();
-    for (n, id) in south.iter().enumerate() {
-        write_at(
-            a,
-            *id,
-            Files::from([(
-                "patient.yaml".to_string(),
-                format!("name: S{n}\ncatchment: south\n"),
-            )]),
-        );
-    }
+    write_patients(a, &south, |n| format!("name: S{n}\ncatchment: south\n"));
     a.sync(&[Job::Push]).await;
     let c = &w.sats[2];
     let summary = c.sync(&[Job::FetchNew]).await;
