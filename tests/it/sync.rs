@@ -821,6 +821,16 @@ async fn a_protocol_4_satellite_still_syncs_with_central() {
     old_satellite_syncs(4).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_5_satellite_still_syncs_with_central() {
+    old_satellite_syncs(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_6_satellite_still_syncs_with_central() {
+    old_satellite_syncs(6).await;
+}
+
 /// A sync request of protocol `version` by hand: central's status and
 /// error code.
 async fn refused(

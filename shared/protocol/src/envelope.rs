@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::PatientId;
 use super::sync::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use super::wire_pack::{Scope, get_varint, put_varint};
+use super::wire_pack::{COLUMNS, Column, Scope, get_varint, put_varint};
 
 /// The first version whose packs are linked and whose envelope carries
 /// the digest of the heads the receiver derives.
@@ -21,6 +21,9 @@ const DIGEST_LEN: usize = 20;
 /// The first version whose records' ids travel as one column before the
 /// message.
 const ID_COLUMN_VERSION: u8 = 5;
+/// The first version whose linked pack entries' contents travel in
+/// columns (by kind) before the message.
+const ENTRY_COLUMNS_VERSION: u8 = 7;
 
 const MAGIC: [u8; 3] = *b"CSB";
 
@@ -79,6 +82,10 @@ pub enum EnvelopeError {
     /// records.
     #[error("the batch's column of record ids is malformed: {0}")]
     Ids(&'static str),
+    /// The entry columns (protocol 7) are malformed or do not match the
+    /// packs.
+    #[error("the batch's columns of pack entries are malformed: {0}")]
+    Columns(&'static str),
 }
 
 /// Encodes a message (as [`PROTOCOL_VERSION`]).
@@ -130,13 +137,64 @@ pub fn prepare<T: Serialize>(
     // Protocol 5: the records' ids (left out of their maps) as one column
     // first: a varint count, then 16 bytes each. Random bytes side by side
     // cost zstd 16 bytes an id; spread between the packs, about 21.
-    let mut raw = Vec::with_capacity(message.len() + 10 + 16 * finished.ids.len());
+    let columns: usize = finished.columns.iter().map(|c| c.bytes.len()).sum();
+    let mut raw =
+        Vec::with_capacity(message.len() + 10 + 16 * finished.ids.len() + columns * 11 / 10);
     put_varint(&mut raw, finished.ids.len());
     for id in &finished.ids {
         raw.extend_from_slice(id.as_bytes());
     }
+    if version >= ENTRY_COLUMNS_VERSION {
+        // Protocol 7: the packs' entry contents, a column per kind (commits,
+        // trees, blobs, deltas): each column's count and lengths (varints),
+        // then the contents of every column back to back. Commits beside
+        // commits and files beside files compress better than interleaved
+        // with each other and the message's framing.
+        for column in &finished.columns {
+            put_varint(&mut raw, column.count);
+            raw.extend_from_slice(&column.lengths);
+        }
+        for column in &finished.columns {
+            raw.extend_from_slice(&column.bytes);
+        }
+    }
     raw.extend_from_slice(&message);
     Ok((marker, raw))
+}
+
+/// Protocol 7: the entry columns at the start of `raw` (after the id
+/// column), and the message after them. Memory: a copy of what the
+/// columns hold, whatever counts they claim.
+fn entry_columns(raw: &[u8]) -> Result<([Column; COLUMNS], &[u8]), EnvelopeError> {
+    let bad = EnvelopeError::Columns;
+    let mut rest = raw;
+    // (count, the lengths' bytes, their sum) of each column
+    let mut heads: [(usize, &[u8], usize); COLUMNS] = [(0, &[], 0); COLUMNS];
+    for head in &mut heads {
+        let (count, at) = get_varint(rest).map_err(|_| bad("a bad count"))?;
+        rest = &rest[at..];
+        let start = rest;
+        let mut sum = 0usize;
+        for _ in 0..count {
+            let (n, at) = get_varint(rest).map_err(|_| bad("a bad length"))?;
+            rest = &rest[at..];
+            sum = sum
+                .checked_add(n)
+                .filter(|&t| t <= raw.len())
+                .ok_or(bad("contents longer than the batch"))?;
+        }
+        *head = (count, &start[..start.len() - rest.len()], sum);
+    }
+    let mut columns: [Column; COLUMNS] = Default::default();
+    for (column, (count, lengths, sum)) in columns.iter_mut().zip(heads) {
+        if sum > rest.len() {
+            return Err(bad("contents longer than the batch"));
+        }
+        let (bytes, after) = rest.split_at(sum);
+        *column = Column::new(count, lengths.to_vec(), bytes.to_vec());
+        rest = after;
+    }
+    Ok((columns, rest))
 }
 
 /// Protocol 5: the id column at the start of a decompressed batch, and the
@@ -235,7 +293,13 @@ pub fn decode_versioned<T: DeserializeOwned>(
     let body = if version >= ID_COLUMN_VERSION {
         let (ids, body) = id_column(&raw)?;
         scope.read_ids(ids);
-        body
+        if version >= ENTRY_COLUMNS_VERSION {
+            let (columns, body) = entry_columns(body)?;
+            scope.read_columns(columns);
+            body
+        } else {
+            body
+        }
     } else {
         &raw[..]
     };
@@ -243,6 +307,9 @@ pub fn decode_versioned<T: DeserializeOwned>(
     let finished = scope.finish();
     if finished.unread > 0 {
         return Err(EnvelopeError::Ids("more ids than records"));
+    }
+    if finished.unread_entries > 0 {
+        return Err(EnvelopeError::Columns("more entries than the packs have"));
     }
     if digest.is_some_and(|sent| sent != finished.digest) {
         return Err(EnvelopeError::HeadsDigest);
@@ -459,5 +526,131 @@ mod tests {
         // Older versions keep the ids in the records' maps.
         let (_, raw4) = prepare(&page, 4).expect("prepare");
         assert_eq!(raw4[0] & 0xf0, 0x80, "a MessagePack map first");
+    }
+
+    /// A push of two records (blob, tree, commit each), heads said.
+    fn two_records() -> crate::sync::PushRequest {
+        use chartsync_git::{Kind, Object, write_pack_only};
+        let record = |n: u8| {
+            let blob = Object::new(Kind::Blob, format!("a: {n}\n").into_bytes());
+            let mut tree = b"100644 a.yaml\0".to_vec();
+            tree.extend_from_slice(blob.id.as_bytes());
+            let tree = Object::new(Kind::Tree, tree);
+            let commit = Object::new(
+                Kind::Commit,
+                format!(
+                    "tree {}\nauthor a <a@b> 1 +0000\ncommitter a <a@b> 1 +0000\n\nm\n",
+                    tree.id
+                )
+                .into_bytes(),
+            );
+            crate::sync::PushRecord {
+                id: PatientId::random(),
+                expected: None,
+                head: crate::CommitId([n; 20]),
+                pack: write_pack_only(&[commit, tree, blob], 0),
+            }
+        };
+        crate::sync::PushRequest {
+            records: vec![record(1), record(2)],
+        }
+    }
+
+    /// A protocol 7 batch of `ids` (the id column's bytes, count first),
+    /// `columns` (count, lengths, contents) and `message`.
+    fn v7(ids: &[u8], columns: &[(usize, Vec<u8>, Vec<u8>)], message: &[u8]) -> Vec<u8> {
+        let mut raw = ids.to_vec();
+        for (count, lengths, _) in columns {
+            put_varint(&mut raw, *count);
+            raw.extend_from_slice(lengths);
+        }
+        for (_, _, bytes) in columns {
+            raw.extend_from_slice(bytes);
+        }
+        raw.extend_from_slice(message);
+        let mut out = MAGIC.to_vec();
+        out.push(7);
+        out.extend_from_slice(&Scope::enter(7, 0).finish().digest);
+        out.extend(zstd::bulk::compress(&raw, 3).expect("compress"));
+        out
+    }
+
+    #[test]
+    fn entry_columns_round_trip_and_refuse_what_does_not_add_up() {
+        let request = two_records();
+        let bytes = encode_as(&request, 7).expect("encode");
+        let back: crate::sync::PushRequest = decode(&bytes, 1 << 20).expect("decode");
+        for (a, b) in request.records.iter().zip(&back.records) {
+            assert_eq!((a.id, a.head, &a.pack), (b.id, b.head, &b.pack));
+        }
+        // Take the batch apart: ids, columns, message.
+        let raw = zstd::bulk::decompress(&bytes[24..], 1 << 20).expect("the message");
+        let (ids, after_ids) = id_column(&raw).expect("ids");
+        assert_eq!(ids.len(), 2);
+        let id_bytes = &raw[..raw.len() - after_ids.len()];
+        let (columns, message) = entry_columns(after_ids).expect("columns");
+        let parts: Vec<(usize, Vec<u8>, Vec<u8>)> = columns
+            .iter()
+            .map(|c| (c.count, c.lengths.clone(), c.bytes.clone()))
+            .collect();
+        // commits, trees, blobs: two each; no deltas
+        assert_eq!(
+            parts.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![2, 2, 2, 0]
+        );
+        assert_eq!(parts[2].2, b"a: 1\na: 2\n", "the files side by side");
+        let good = v7(id_bytes, &parts, message);
+        assert!(decode::<crate::sync::PushRequest>(&good, 1 << 20).is_ok());
+        let refused = |columns: &[(usize, Vec<u8>, Vec<u8>)], message: &[u8]| {
+            decode::<crate::sync::PushRequest>(&v7(id_bytes, columns, message), 1 << 20)
+        };
+        // one blob more than the packs take
+        let mut more = parts.clone();
+        more[2] = (3, vec![5, 5, 1], b"a: 1\na: 2\nx".to_vec());
+        assert!(matches!(
+            refused(&more, message),
+            Err(EnvelopeError::Columns(_))
+        ));
+        // one blob fewer than the packs take
+        let mut fewer = parts.clone();
+        fewer[2] = (1, vec![5], b"a: 1\n".to_vec());
+        assert!(matches!(
+            refused(&fewer, message),
+            Err(EnvelopeError::Decode(_))
+        ));
+        // lengths past the batch's end, a count no batch could hold, a
+        // length that never ends
+        for bad in [
+            (2, vec![5, 0xff, 0x7f], b"a: 1\na: 2\n".to_vec()),
+            (usize::MAX >> 2, Vec::new(), Vec::new()),
+            (2, vec![5, 0xff], Vec::new()),
+        ] {
+            let mut broken = parts.clone();
+            broken[2] = bad;
+            let mut raw_message = Vec::new();
+            if broken[2].2.is_empty() {
+                // nothing after the lengths
+            } else {
+                raw_message.extend_from_slice(message);
+            }
+            assert!(matches!(
+                refused(&broken, &raw_message),
+                Err(EnvelopeError::Columns(_))
+            ));
+        }
+        // Protocol 7 sends no content in the message: protocol 6's message
+        // (contents inline) after empty columns is refused.
+        let v6 = encode_as(&request, 6).expect("encode");
+        let raw6 = zstd::bulk::decompress(&v6[24..], 1 << 20).expect("the message");
+        let (_, message6) = id_column(&raw6).expect("ids");
+        let empty = vec![(0, Vec::new(), Vec::new()); COLUMNS];
+        assert!(matches!(
+            refused(&empty, message6),
+            Err(EnvelopeError::Decode(_))
+        ));
+        // and a protocol 7 message marked as 6 does not decode
+        let mut as6 = good.clone();
+        as6[3] = 6;
+        assert!(decode::<crate::sync::PushRequest>(&as6, 1 << 20).is_err());
     }
 }

@@ -22,9 +22,11 @@ use crate::wire_pack::{Incoming, Outgoing, compact, id_in, id_out, page_tokens, 
 /// acknowledged by the page's cursor and the ids ([`PageAck`]). Version 6
 /// acknowledges a fetch-new page whose records were all stored by the
 /// token central gave the page ([`FetchNewResponse::page`]): central keeps
-/// the ids each page offered, so they need not travel back. A peer
+/// the ids each page offered, so they need not travel back. Version 7
+/// sends the contents of linked pack entries in columns by kind before
+/// the message (commits beside commits, files beside files). A peer
 /// outside [`MIN_PROTOCOL_VERSION`]..=this is refused.
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 /// The oldest version still spoken: central answers a version 2 request in
 /// version 2 (packs of whole objects), so older satellites keep working.
 pub const MIN_PROTOCOL_VERSION: u8 = 2;

@@ -37,6 +37,10 @@ const LINKED_COMMIT: u8 = 8;
 const LINKED_TREE: u8 = 9;
 /// The REF_DELTA pack type code.
 const REF_DELTA: u8 = 7;
+/// Protocol 7: the columns a linked pack entry's content travels in, by
+/// its wire kind ([`column_of`]): commits, trees, blobs (and any other
+/// kind), deltas.
+pub(crate) const COLUMNS: usize = 4;
 /// Without an envelope's context, a linked pack may grow by at most this
 /// many bytes when its references are rebuilt.
 const DEFAULT_GROWTH: usize = 32 << 20;
@@ -57,6 +61,66 @@ struct Ctx {
     /// decoding (`next` of them so far).
     ids: Vec<PatientId>,
     next: usize,
+    /// Protocol 7: the contents of linked pack entries, one column per
+    /// [`column_of`] their kind, each in message order: written while
+    /// encoding; while decoding, read in order (`taken` of each so far).
+    columns: [Column; COLUMNS],
+}
+
+/// One column of entry contents: how many, their lengths (varints, as
+/// they travel) and the contents back to back.
+#[derive(Default)]
+pub(crate) struct Column {
+    pub(crate) count: usize,
+    pub(crate) lengths: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
+    /// Decoding: entries taken so far, and where the next one's length and
+    /// content start.
+    taken: usize,
+    length_at: usize,
+    at: usize,
+}
+
+impl Column {
+    /// A column read from a batch: `count` entries whose `lengths` (as
+    /// many varints) the caller checked add up to `bytes`.
+    pub(crate) fn new(count: usize, lengths: Vec<u8>, bytes: Vec<u8>) -> Column {
+        Column {
+            count,
+            lengths,
+            bytes,
+            ..Column::default()
+        }
+    }
+
+    fn push(&mut self, content: &[u8]) {
+        put_varint(&mut self.lengths, content.len());
+        self.bytes.extend_from_slice(content);
+        self.count += 1;
+    }
+
+    fn take(&mut self) -> Option<&[u8]> {
+        if self.taken == self.count {
+            return None;
+        }
+        let (n, used) = get_varint(self.lengths.get(self.length_at..)?).ok()?;
+        let content = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.taken += 1;
+        self.length_at += used;
+        self.at += n;
+        Some(content)
+    }
+}
+
+/// Protocol 7: the column a linked pack entry of wire kind `code` travels
+/// in.
+fn column_of(code: u8) -> usize {
+    match code {
+        1 | LINKED_COMMIT => 0,
+        2 | LINKED_TREE => 1,
+        REF_DELTA => 3,
+        _ => 2,
+    }
 }
 
 /// What encoding or decoding a message left in its [`Scope`].
@@ -67,6 +131,10 @@ pub(crate) struct Finished {
     pub(crate) ids: Vec<PatientId>,
     /// Protocol 5, decoding: ids of the column no record took.
     pub(crate) unread: usize,
+    /// Protocol 7, encoding: the entry columns.
+    pub(crate) columns: [Column; COLUMNS],
+    /// Protocol 7, decoding: entries of the columns no pack took.
+    pub(crate) unread_entries: usize,
 }
 
 thread_local! {
@@ -92,6 +160,7 @@ impl Scope {
                 time: 0,
                 ids: Vec::new(),
                 next: 0,
+                columns: Default::default(),
             })
         });
         Scope { previous }
@@ -107,27 +176,43 @@ impl Scope {
         });
     }
 
+    /// Protocol 7, decoding: the entry columns read before the message.
+    pub(crate) fn read_columns(&self, columns: [Column; COLUMNS]) {
+        CTX.with(|c| {
+            if let Some(ctx) = c.borrow_mut().as_mut() {
+                ctx.columns = columns;
+            }
+        });
+    }
+
     /// The digest over the (record id, head) pairs whose head was left out
     /// (encoding) or derived (decoding), in message order, and the id
     /// column.
     pub(crate) fn finish(self) -> Finished {
         let ctx = CTX.with(|c| c.borrow_mut().take());
         let mut digest = [0u8; 20];
-        let (ids, unread) = match ctx {
+        let (ids, unread, columns, unread_entries) = match ctx {
             Some(ctx) => {
                 digest.copy_from_slice(&ctx.heads.finalize());
                 let unread = ctx.ids.len().saturating_sub(ctx.next);
-                (ctx.ids, unread)
+                let unread_entries = ctx
+                    .columns
+                    .iter()
+                    .map(|c| c.count.saturating_sub(c.taken))
+                    .sum();
+                (ctx.ids, unread, ctx.columns, unread_entries)
             }
             None => {
                 digest.copy_from_slice(&Sha1::new().finalize());
-                (Vec::new(), 0)
+                (Vec::new(), 0, Default::default(), 0)
             }
         };
         Finished {
             digest,
             ids,
             unread,
+            columns,
+            unread_entries,
         }
     }
 }
@@ -160,6 +245,31 @@ pub(crate) fn compact() -> bool {
 /// (fetch-new pages acknowledged by the page's token alone).
 pub(crate) fn page_tokens() -> bool {
     version().is_some_and(|v| v >= 6)
+}
+
+/// Whether the message being encoded or decoded is of protocol 7 or later
+/// (linked pack entries' contents in columns before the message).
+fn entry_columns() -> bool {
+    version().is_some_and(|v| v >= 7)
+}
+
+/// Protocol 7, encoding: `content` goes at the end of its kind's column.
+fn column_out(code: u8, content: &[u8]) {
+    CTX.with(|c| {
+        if let Some(ctx) = c.borrow_mut().as_mut() {
+            ctx.columns[column_of(code)].push(content);
+        }
+    });
+}
+
+/// Protocol 7, decoding: the next content of the column of kind `code`;
+/// `None` when it has no more.
+fn column_in(code: u8) -> Option<ByteBuf> {
+    CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let ctx = c.as_mut()?;
+        ctx.columns[column_of(code)].take().map(ByteBuf::from)
+    })
 }
 
 /// Protocol 5: a sequence number and time as sent, the differences
@@ -301,8 +411,28 @@ impl<'a> Outgoing<'a> {
 
 impl Serialize for Outgoing<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.wire.serialize(serializer)
+        match &self.wire {
+            // Protocol 7: each entry's content goes in its kind's column;
+            // the message keeps the kinds, each with empty content.
+            WireRef::Linked(list) if entry_columns() => {
+                let kinds: Vec<(u8, &Bytes)> = list
+                    .iter()
+                    .map(|(code, data)| {
+                        column_out(*code, data);
+                        (*code, Bytes::new(&[]))
+                    })
+                    .collect();
+                WireRefKinds::Linked(kinds).serialize(serializer)
+            }
+            wire => wire.serialize(serializer),
+        }
     }
+}
+
+/// Protocol 7's `Linked` form: the kinds, the contents in the columns.
+#[derive(Serialize)]
+enum WireRefKinds<'a> {
+    Linked(Vec<(u8, &'a Bytes)>),
 }
 
 /// A pack as received: the rebuilt pack data and, for a linked pack, the
@@ -353,6 +483,25 @@ impl<'de> Deserialize<'de> for Incoming {
                         "a linked pack in a batch of protocol 3 or older",
                     ));
                 }
+                let parts = if entry_columns() {
+                    parts
+                        .into_iter()
+                        .map(|(code, inline)| {
+                            if !inline.is_empty() {
+                                return Err(serde::de::Error::custom(
+                                    "a pack entry with its content in the message (protocol 7 sends it in its column)",
+                                ));
+                            }
+                            column_in(code).map(|c| (code, c)).ok_or_else(|| {
+                                serde::de::Error::custom(
+                                    "more pack entries than the batch's columns hold",
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, D::Error>>()?
+                } else {
+                    parts
+                };
                 let (pack, head) = unlink(parts).map_err(serde::de::Error::custom)?;
                 Ok(Incoming { pack, head })
             }
@@ -836,12 +985,18 @@ mod tests {
         assert!(envelope::decode::<PullResponse>(&bytes, 1 << 20).is_ok());
     }
 
-    /// A push of one record whose pack is `entries` in the linked form.
-    fn linked(entries: Vec<(u8, Vec<u8>)>) -> Vec<u8> {
-        linked_with_head(entries, None)
+    /// A push of one record whose pack is `entries` in the linked form
+    /// (protocol `version`: 4 to 6 with the contents in the message, 7 in
+    /// the batch's columns).
+    fn linked(entries: Vec<(u8, Vec<u8>)>, version: u8) -> Vec<u8> {
+        linked_with_head(entries, None, version)
     }
 
-    fn linked_with_head(entries: Vec<(u8, Vec<u8>)>, head: Option<CommitId>) -> Vec<u8> {
+    fn linked_with_head(
+        entries: Vec<(u8, Vec<u8>)>,
+        head: Option<CommitId>,
+        version: u8,
+    ) -> Vec<u8> {
         #[derive(serde::Serialize)]
         struct Hostile {
             records: Vec<HostileRecord>,
@@ -854,9 +1009,31 @@ mod tests {
             head: Option<CommitId>,
             pack: HostilePack,
         }
-        #[derive(serde::Serialize)]
         enum HostilePack {
             Linked(Vec<(u8, serde_bytes::ByteBuf)>),
+        }
+        impl serde::Serialize for HostilePack {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                #[derive(serde::Serialize)]
+                enum Form<'a> {
+                    Linked(Vec<(u8, &'a serde_bytes::Bytes)>),
+                }
+                let HostilePack::Linked(list) = self;
+                let columns = super::entry_columns();
+                Form::Linked(
+                    list.iter()
+                        .map(|(code, data)| {
+                            if columns {
+                                super::column_out(*code, data);
+                                (*code, serde_bytes::Bytes::new(&[]))
+                            } else {
+                                (*code, serde_bytes::Bytes::new(data))
+                            }
+                        })
+                        .collect(),
+                )
+                .serialize(s)
+            }
         }
         let message = Hostile {
             records: vec![HostileRecord {
@@ -871,7 +1048,7 @@ mod tests {
                 ),
             }],
         };
-        envelope::encode(&message).expect("encode")
+        envelope::encode_as(&message, version).expect("encode")
     }
 
     fn commit_body() -> Vec<u8> {
@@ -902,13 +1079,15 @@ mod tests {
             linked_tree("100644", &[1]),
             linked_commit(&[1]),
         ];
-        let good = linked_with_head(entries.clone(), Some(CommitId([7; 20])));
-        let back: PushRequest = envelope::decode(&good, 1 << 20).expect("a good linked pack");
-        assert!(!back.records[0].pack.is_empty());
-        assert!(matches!(
-            envelope::decode::<PushRequest>(&linked(entries), 1 << 20),
-            Err(EnvelopeError::HeadsDigest)
-        ));
+        for version in [4, 6, 7] {
+            let good = linked_with_head(entries.clone(), Some(CommitId([7; 20])), version);
+            let back: PushRequest = envelope::decode(&good, 1 << 20).expect("a good linked pack");
+            assert!(!back.records[0].pack.is_empty());
+            assert!(matches!(
+                envelope::decode::<PushRequest>(&linked(entries.clone(), version), 1 << 20),
+                Err(EnvelopeError::HeadsDigest)
+            ));
+        }
         type Entries = Vec<(u8, Vec<u8>)>;
         let hostile: Vec<(&str, Entries)> = vec![
             (
@@ -978,13 +1157,18 @@ mod tests {
             ("an unknown kind", vec![(10, b"x".to_vec())]),
         ];
         for (what, entries) in hostile {
-            let bytes = linked(entries);
-            assert!(
-                envelope::decode::<PushRequest>(&bytes, 1 << 20).is_err(),
-                "{what}: accepted"
-            );
+            // the same references with the contents in the message and in
+            // the columns
+            for version in [6, 7] {
+                let bytes = linked(entries.clone(), version);
+                assert!(
+                    envelope::decode::<PushRequest>(&bytes, 1 << 20).is_err(),
+                    "{what}, protocol {version}: accepted"
+                );
+            }
         }
         // A version 3 batch may not carry the linked form.
+        let good = linked_with_head(entries, Some(CommitId([7; 20])), 4);
         let v3 = {
             let raw = zstd::bulk::decompress(&good[24..], 1 << 20).expect("the message");
             let mut v = b"CSB\x03".to_vec();
@@ -1002,8 +1186,13 @@ mod tests {
             tree.extend(format!("100644 {n:05}\0").into_bytes());
             tree.push(1);
         }
-        let bytes = linked(vec![(3, b"x".to_vec()), (LINKED_TREE, tree)]);
-        assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
-        assert!(envelope::decode::<PushRequest>(&bytes, 1 << 20).is_err());
+        for version in [6, 7] {
+            let bytes = linked(
+                vec![(3, b"x".to_vec()), (LINKED_TREE, tree.clone())],
+                version,
+            );
+            assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
+            assert!(envelope::decode::<PushRequest>(&bytes, 1 << 20).is_err());
+        }
     }
 }

@@ -48,7 +48,7 @@ const W: &[&str] = &[
 
 /// 1,000 new records of about 2 KB, as a satellite writes them: one
 /// commit, one tree, one file each. Returns (id, head, pack).
-fn records() -> Vec<(PatientId, CommitId, Vec<u8>)> {
+fn records() -> Vec<(PatientId, CommitId, Vec<u8>, Vec<Object>)> {
     let mut s = 88172645463325252u64;
     (0..N as u64)
         .map(|n| {
@@ -92,7 +92,8 @@ fn records() -> Vec<(PatientId, CommitId, Vec<u8>)> {
             let head = CommitId::from_slice(commit.id.as_bytes()).expect("measurement setup");
             let mut objects = vec![commit];
             objects.extend(parts.into_iter().rev());
-            (PatientId::random(), head, write_pack_only(&objects, 0))
+            let pack = write_pack_only(&objects, 0);
+            (PatientId::random(), head, pack, objects)
         })
         .collect()
 }
@@ -121,7 +122,7 @@ fn wire_breakdown() {
         let push = |same_id: bool| PushRequest {
             records: recs
                 .iter()
-                .map(|(id, head, pack)| PushRecord {
+                .map(|(id, head, pack, _)| PushRecord {
                     id: if same_id { same } else { *id },
                     expected: None,
                     head: *head,
@@ -138,7 +139,7 @@ fn wire_breakdown() {
             results: recs
                 .iter()
                 .enumerate()
-                .map(|(i, (id, _, _))| PushResult {
+                .map(|(i, (id, _, _, _))| PushResult {
                     id: with_ids.then_some(if varied { *id } else { same }),
                     outcome: PushOutcome::Applied {
                         seq: if varied {
@@ -164,7 +165,7 @@ fn wire_breakdown() {
             records: recs
                 .iter()
                 .enumerate()
-                .map(|(i, (id, head, pack))| RecordUpdate {
+                .map(|(i, (id, head, pack, _))| RecordUpdate {
                     id: if same_id { same } else { *id },
                     head: *head,
                     seq: if same_seq {
@@ -206,11 +207,14 @@ fn wire_breakdown() {
                 / N as f64
         );
 
+        if version == PROTOCOL_VERSION {
+            columns(&recs);
+        }
         // the acknowledgement (satellite, level 12)
         let explicit = AckRequest {
             acks: recs
                 .iter()
-                .map(|(id, head, _)| Ack {
+                .map(|(id, head, _, _)| Ack {
                     id: *id,
                     head: *head,
                 })
@@ -236,5 +240,86 @@ fn wire_breakdown() {
                 size(&by_page, version, 12)
             );
         }
+    }
+}
+
+fn z19(b: &[u8]) -> f64 {
+    zstd::bulk::compress(b, 19)
+        .expect("measurement setup")
+        .len() as f64
+        / N as f64
+}
+
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Hypothetical layouts of the same page, to see what framing costs.
+fn columns(recs: &[(PatientId, CommitId, Vec<u8>, Vec<Object>)]) {
+    let mut content = Vec::new();
+    let (mut ids, mut commits, mut trees, mut blobs, mut lens) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut interleaved = Vec::new();
+    for (id, _, _, objects) in recs {
+        ids.extend_from_slice(id.as_bytes());
+        interleaved.extend_from_slice(id.as_bytes());
+        for o in objects {
+            match o.kind {
+                Kind::Commit => {
+                    // without the tree line (the receiver computes it)
+                    let body = &o.data[46..];
+                    put_len(&mut lens, body.len());
+                    commits.extend_from_slice(body);
+                    put_len(&mut interleaved, body.len());
+                    interleaved.extend_from_slice(body);
+                }
+                Kind::Tree => {
+                    // without the 20-byte ids
+                    let t = &o.data[..o.data.len() - 20];
+                    trees.extend_from_slice(t);
+                    interleaved.extend_from_slice(t);
+                }
+                _ => {
+                    put_len(&mut lens, o.data.len());
+                    blobs.extend_from_slice(&o.data);
+                    content.extend_from_slice(&o.data);
+                    put_len(&mut interleaved, o.data.len());
+                    interleaved.extend_from_slice(&o.data);
+                }
+            }
+        }
+    }
+    let c = z19(&content);
+    println!("  content alone (blobs, one zstd-19 stream): {c:.1} B/rec");
+    println!(
+        "  interleaved, no framing but lengths: {:.1} B/rec ({:.3})",
+        z19(&interleaved),
+        z19(&interleaved) / c
+    );
+    let mut col = Vec::new();
+    for part in [&ids, &lens, &commits, &trees, &blobs] {
+        col.extend_from_slice(part);
+    }
+    println!(
+        "  columns (ids, lengths, commits, trees, blobs): {:.1} B/rec ({:.3})",
+        z19(&col),
+        z19(&col) / c
+    );
+    for (name, part) in [
+        ("ids", &ids),
+        ("lengths", &lens),
+        ("commits", &commits),
+        ("trees", &trees),
+        ("blobs", &blobs),
+    ] {
+        println!("    {name:<10} {:.1} B/rec alone", z19(part));
     }
 }
