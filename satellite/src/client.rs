@@ -109,12 +109,13 @@ const HEADER_BYTES: u64 = 400;
 pub const SLOW_START_RTT: f64 = 0.05;
 
 /// The bandwidth (bytes per second) a link is taken to have during slow
-/// start, until a large call measures it: 256 kbit/s, a 2G link. The
-/// first, small batches are then compressed as for such a link (zstd 12
-/// for requests, 19 for central's replies: on 100 new records about 9 KB,
-/// a quarter of a second at 256 kbit/s, less than at level 6); on a faster
-/// link with a long round trip this costs a few tenths of a second of CPU
-/// once.
+/// start, until a large call measures it: 256 kbit/s, a 2G link. The first
+/// batches are then compressed as for such a link (zstd 12 for requests,
+/// 19 for central's replies) and sized by bytes for `[sync] batch_secs` of
+/// it (1,000 new records of 2 KB take about 320 KB at level 19, 10 s), so
+/// a first batch on a link as slow as that takes no longer than a measured
+/// one; on a faster link with a long round trip this costs a few tenths of
+/// a second of CPU once.
 pub const SLOW_START_BANDWIDTH: u64 = 32_000;
 
 /// What the satellite knows of its link to central.
@@ -266,12 +267,11 @@ impl CentralClient {
         self.measure().estimate(self.batch_secs)
     }
 
-    /// Whether a batch is kept small: adapting to the link, its bandwidth
-    /// not measured yet, and its round trip (measured by an earlier small
-    /// call, such as a run with nothing to sync) long enough
-    /// ([`SLOW_START_RTT`]) that it may be a slow link, which is measured
-    /// by a small batch before a long one is sent over it. A LAN never
-    /// waits for that.
+    /// Whether the link is taken to be a 2G one ([`SLOW_START_BANDWIDTH`]):
+    /// adapting to the link, its bandwidth not measured yet, and its round
+    /// trip (measured by an earlier small call, such as a run with nothing
+    /// to sync) long enough ([`SLOW_START_RTT`]) that it may be a slow link.
+    /// A LAN never waits for that.
     pub fn slow_start(&self) -> bool {
         self.adapt && self.measure().slow_start()
     }

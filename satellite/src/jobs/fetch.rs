@@ -116,7 +116,7 @@ pub(crate) async fn run(
         let request = FetchNewRequest {
             cursor,
             epoch,
-            limit: super::page_limit(sat, client),
+            limit: super::page_limit(sat),
             acks,
             pages,
         };

@@ -135,23 +135,13 @@ pub fn no_progress() -> Progress {
     Arc::new(|_, _| {})
 }
 
-/// Records asked for in a pull or fetch-new page while the link may be
-/// slow and is not measured yet (then central sizes pages by the link's
-/// bytes). Enough for the page to measure the link (a call of at least 32
-/// KB: 200 new records of about 2 KB take about 53 KB at zstd 19, the
-/// level slow start asks for), little enough to cross a 2G link in about
-/// two seconds.
-const SLOW_START_RECORDS: usize = 200;
-
-/// Records to ask for in a pull or fetch-new page.
-pub(crate) fn page_limit(sat: &Satellite, client: &CentralClient) -> u32 {
-    let batch = sat.config.sync.batch_size;
-    let n = if client.slow_start() {
-        batch.min(SLOW_START_RECORDS)
-    } else {
-        batch
-    };
-    n as u32
+/// Records to ask for in a pull or fetch-new page: `[sync] batch_size`.
+/// Central cuts the page by bytes for the link the satellite tells it of,
+/// in slow start the 2G link it is taken to be
+/// ([`crate::client::SLOW_START_BANDWIDTH`]), so that a page takes about
+/// `[sync] batch_secs` of such a link.
+pub(crate) fn page_limit(sat: &Satellite) -> u32 {
+    sat.config.sync.batch_size as u32
 }
 
 /// State keys of the link as last measured: bytes per second, and round

@@ -140,7 +140,7 @@ pub(crate) async fn run(
     loop {
         let request = PullRequest {
             cursor,
-            limit: super::page_limit(sat, client),
+            limit: super::page_limit(sat),
         };
         let timer = std::time::Instant::now();
         let page: PullResponse = client.call("/v1/sync/pull", &request).await?;

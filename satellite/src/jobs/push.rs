@@ -206,20 +206,11 @@ struct Built {
 }
 
 /// The byte budget of the next push batch: [`PUSH_BATCH_BYTES`] on a fast
-/// link, less on a slow one, and [`SLOW_START_BYTES`] while the link may
-/// be slow and is not measured yet ([`CentralClient::slow_start`]).
+/// link, less on a slow one (in slow start, the 2G link it is taken to be:
+/// [`crate::client::SLOW_START_BANDWIDTH`]).
 fn budget(client: &CentralClient) -> usize {
-    if client.slow_start() {
-        SLOW_START_BYTES
-    } else {
-        client.batch_bytes(PUSH_BATCH_BYTES)
-    }
+    client.batch_bytes(PUSH_BATCH_BYTES)
 }
-
-/// The first batch's bytes of packs while the link is not measured yet:
-/// enough to measure it (tens of kilobytes on the wire), little enough to
-/// cross a 2G link in seconds.
-const SLOW_START_BYTES: usize = 256 << 10;
 
 /// Loads the next page of changed records after `after` and builds its packs.
 async fn load_and_build(
@@ -291,6 +282,8 @@ pub(crate) async fn run(
                 budget(client),
             ))
         };
+        // In slow start the next batch is built once this one has
+        // measured the link, so that it is sized by what was measured.
         if client.slow_start() {
             retry.extend(send(sat, client, built, &mut summary).await?);
             next = build_next();
