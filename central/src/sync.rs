@@ -575,6 +575,22 @@ async fn pull<D: CentralDb>(
             page[i].1 = first;
         }
     }
+    // A record whose head is the one the receiver has (created after the
+    // cursor and not changed since, which reached it through fetch-new)
+    // has nothing to send: said like its own pushes, without building a
+    // copy of it to make an empty pack. A clinic's first pull after a
+    // first fetch-new goes through all of them.
+    let (have, page): (Vec<_>, Vec<_>) = page
+        .into_iter()
+        .partition(|(row, base)| *base == Some(row.head));
+    own.extend(have.into_iter().map(|(row, _)| RecordUpdate {
+        id: row.id,
+        head: row.head,
+        seq: row.seq,
+        time: row.updated_at,
+        base: Some(row.head),
+        pack: Vec::new(),
+    }));
     let (mut updates, cut) = updates_within(&api, page, ctx.page_bytes(), ctx.version).await?;
     let (cursor, more) = match cut {
         Some(last) => (last, true),

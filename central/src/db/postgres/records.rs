@@ -519,6 +519,12 @@ pub(super) async fn grant(
 /// catchments) changed after `after`, by sequence number: the catchments'
 /// ranges of the `(catchment, seq)` index and the instance's grants, each
 /// cut at the limit, merged.
+///
+/// Each catchment is its own range scan (`LATERAL`), which stops after
+/// `limit` rows: `catchment = ANY($2)` was planned as a bitmap scan of
+/// every row after the cursor, sorted for the first `limit`, which made a
+/// page cost what is left after the cursor (0.62 s a page at a million
+/// records, 2 ms this way) and a walk from the start quadratic.
 pub(super) async fn scope_changes(
     tx: &Transaction<'_>,
     id: u32,
@@ -527,20 +533,22 @@ pub(super) async fn scope_changes(
     limit: usize,
 ) -> R<Vec<RecordRow>> {
     let rows = cached::query(
-            tx,
-            concat!(
-                "SELECT ",
-                record_columns!(),
-                " FROM (
-                    (SELECT * FROM records WHERE catchment = ANY($2) AND seq > $3 ORDER BY seq LIMIT $4)
+        tx,
+        concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM (
+                    (SELECT c.* FROM unnest($2::text[]) AS k(name),
+                       LATERAL (SELECT * FROM records WHERE catchment = k.name AND seq > $3
+                                ORDER BY seq LIMIT $4) c)
                     UNION
                     (SELECT rr.* FROM grants g JOIN records rr ON rr.patient = g.patient
                       WHERE g.instance = $1 AND rr.seq > $3 ORDER BY rr.seq LIMIT $4)
                  ) r ORDER BY r.seq LIMIT $4"
-            ),
-            &[&i64::from(id), &catchments, &seq_to_sql(after), &big(limit)],
-        )
-        .await?;
+        ),
+        &[&i64::from(id), &catchments, &seq_to_sql(after), &big(limit)],
+    )
+    .await?;
     Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
 }
 
