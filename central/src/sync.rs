@@ -510,6 +510,18 @@ fn limit(asked: u32) -> usize {
     }
 }
 
+/// A record the receiver holds at its head: the head alone, no pack.
+fn head_only(row: &RecordRow) -> RecordUpdate {
+    RecordUpdate {
+        id: row.id,
+        head: row.head,
+        seq: row.seq,
+        time: row.updated_at,
+        base: Some(row.head),
+        pack: Vec::new(),
+    }
+}
+
 async fn pull<D: CentralDb>(
     State(api): State<CentralApi<D>>,
     headers: HeaderMap,
@@ -543,14 +555,7 @@ async fn pull<D: CentralDb>(
         let at_cursor = bases.next().flatten();
         if row.updated_by == Some(instance.id) {
             // Its own push: it has the commits already.
-            own.push(RecordUpdate {
-                id: row.id,
-                head: row.head,
-                seq: row.seq,
-                time: row.updated_at,
-                base: Some(row.head),
-                pack: Vec::new(),
-            });
+            own.push(head_only(&row));
             continue;
         }
         // The receiver has the head as of its cursor. A record created
@@ -583,14 +588,7 @@ async fn pull<D: CentralDb>(
     let (have, page): (Vec<_>, Vec<_>) = page
         .into_iter()
         .partition(|(row, base)| *base == Some(row.head));
-    own.extend(have.into_iter().map(|(row, _)| RecordUpdate {
-        id: row.id,
-        head: row.head,
-        seq: row.seq,
-        time: row.updated_at,
-        base: Some(row.head),
-        pack: Vec::new(),
-    }));
+    own.extend(have.iter().map(|(row, _)| head_only(row)));
     let (mut updates, cut) = updates_within(&api, page, ctx.page_bytes(), ctx.version).await?;
     let (cursor, more) = match cut {
         Some(last) => (last, true),
