@@ -21,7 +21,7 @@ use serde_json::json;
 pub struct BenchOptions {
     /// Records for the main run.
     pub records: usize,
-    /// Records for the large runs (push, fetch-new paging, no-change
+    /// Records for the large runs (push, fetch-new paging, first pull, no-change
     /// cycle), one run per value, on the backend `database` picks; empty
     /// skips them.
     pub large: Vec<usize>,
@@ -959,7 +959,7 @@ const SEED_CHUNK: usize = 100_000;
 /// (the clinic A instance, a fresh folder per [`SEED_CHUNK`] records, each
 /// chunk's push rate reported so a rate falling with central's size
 /// shows), fetched by satellite B (fetch-new paging over all of them),
-/// then the no-change cycle at B.
+/// B's first pull (a walk of all of them), then the no-change cycle at B.
 async fn large_run(
     options: &BenchOptions,
     big: usize,
@@ -967,7 +967,7 @@ async fn large_run(
     leftovers: &mut Vec<tempfile::TempDir>,
 ) -> anyhow::Result<serde_json::Value> {
     say(format!(
-        "bench: large run, {big} records at central ({}) (push, fetch-new paging, no-change cycle)",
+        "bench: large run, {big} records at central ({}) (push, fetch-new paging, first pull, no-change cycle)",
         backend_name()
     ));
     let w = world("large", options.link, options.adapt).await?;
@@ -1018,6 +1018,11 @@ async fn large_run(
     }
     let (fetch, rss) = job(&w.b, "fetch-new")?;
     say(format!("  fetch-new:    {}", fetch.line()));
+    // B's first pull lists every record it now holds (each changed after
+    // its pull cursor), all already at central's head here: what it costs
+    // is the walk, not the records.
+    let (first_pull, _) = job(&w.b, "pull")?;
+    say(format!("  first pull:   {}", first_pull.line()));
     let idle = no_change_cycle(&w.b)?;
     say(format!("  no change:    {}", idle.line()));
     let wire = |s: &Summary| (s.bytes_sent + s.bytes_received) as f64;
@@ -1028,6 +1033,7 @@ async fn large_run(
         "backend": if crate::bench_pg::active() { "postgres" } else { "sqlite" },
         "push_new": {"records_per_s": big as f64 / push_seconds.max(1e-9), "round_trips": push_round_trips, "by_chunk": pushes},
         "fetch_new": {"records_per_s": rate(&fetch, big as u64), "round_trips": fetch.round_trips, "satellite_peak_bytes": rss, "bytes_per_record": wire(&fetch) / big as f64},
+        "first_pull": {"records_per_s": rate(&first_pull, big as u64), "seconds": first_pull.seconds, "round_trips": first_pull.round_trips},
         "no_change_cycle": {"seconds": idle.seconds, "round_trips": idle.round_trips},
         "central_peak_bytes": central_peak,
     }))
@@ -1135,7 +1141,7 @@ fn print_large(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     for l in r["large"].as_array().into_iter().flatten() {
         println!(
-            "{:<22} {} records ({}): push {:.0} records/s, fetch-new {:.0} records/s ({} round trips, satellite {:.0} MB), no-change cycle {:.3} s ({} round trips), central {:.0} MB",
+            "{:<22} {} records ({}): push {:.0} records/s, fetch-new {:.0} records/s ({} round trips, satellite {:.0} MB), first pull {:.0} records/s, no-change cycle {:.3} s ({} round trips), central {:.0} MB",
             "large run",
             l["records"],
             l["backend"].as_str().unwrap_or("?"),
@@ -1143,6 +1149,7 @@ fn print_large(r: &serde_json::Value) {
             f(&l["fetch_new"]["records_per_s"]),
             l["fetch_new"]["round_trips"],
             f(&l["fetch_new"]["satellite_peak_bytes"]) / 1e6,
+            f(&l["first_pull"]["records_per_s"]),
             f(&l["no_change_cycle"]["seconds"]),
             l["no_change_cycle"]["round_trips"],
             f(&l["central_peak_bytes"]) / 1e6,

@@ -45,7 +45,7 @@ enum Command {
         /// Records for the main run.
         #[arg(long, default_value_t = 10_000)]
         records: usize,
-        /// Records for the large run (push, fetch-new paging, no-change
+        /// Records for the large run (push, fetch-new paging, first pull, no-change
         /// cycle), one run per value: --large 10000,1000000 shows whether
         /// the cost per record grows with central's size. Runs on the
         /// backend --database picks (PostgreSQL) or SQLite.

@@ -706,6 +706,58 @@ async fn a_clinic_holding_only_the_retired_record_gets_the_survivor_on_its_next_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_that_fetches_a_retired_record_gets_its_survivor_from_fetch_new_alone() {
+    let w = world().await;
+    let (hq, north, south) = (
+        Api::central(&w.central),
+        Api::satellite(&w.north),
+        Api::satellite(&w.south),
+    );
+    let (a, _) = north.create(NORTH_AMINA).await;
+    let (b, _) = south.create(SOUTH_AMINA).await;
+    w.north.sync(&Job::ALL).await;
+    w.south.sync(&Job::ALL).await;
+    let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
+    let merged = hq.merge(&a, Some(&ah), &b, &bh).await;
+    assert_eq!(merged.status, StatusCode::OK);
+
+    // A new clinic of the south catchment: its first fetch-new brings the
+    // south record, a tombstone by now, and with it the north record that
+    // replaced it, which is not in its catchment.
+    let (id, token) = w.central.add_instance("south-new", &["south"]).await;
+    let late = TestSatellite::builder(w._dir.path().join("south-new"))
+        .central(&w.central.url)
+        .instance(id, &token)
+        .start()
+        .await;
+    let api = Api::satellite(&late);
+    let fetched = late.sync(&[Job::FetchNew]).await;
+    assert_eq!(fetched.records_received, 2, "{fetched:?}");
+    let gone = api.get(&b).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.body["replaced_by"], a.as_str());
+    let survivor = api.get(&a).await;
+    assert_eq!(survivor.status, StatusCode::OK);
+    assert_eq!(survivor.etag, merged.etag);
+    assert_eq!(allergies(&survivor.body), ["penicillin", "latex"]);
+
+    // The survivor is held: HQ's next edit of it reaches the clinic by
+    // pull, which finds nothing else to fetch.
+    let edit = hq
+        .patch(
+            &a,
+            &merged.etag,
+            json!({"patient.yaml": {"allergies": ["penicillin", "latex", "sulfa"]}}),
+        )
+        .await;
+    assert_eq!(edit.status, StatusCode::OK, "{}", edit.body);
+    let pulled = late.sync(&[Job::Pull]).await;
+    assert_eq!(pulled.records_received, 1, "{pulled:?}");
+    assert_eq!(api.get(&a).await.etag, edit.etag);
+    assert_eq!(late.sync(&[Job::FetchNew]).await.records_received, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opposite_merges_of_one_pair_at_two_offline_clinics_converge_on_one_survivor() {
     concurrent_merges(true).await;
 }

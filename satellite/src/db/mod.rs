@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ack_tokens",
         sql: include_str!("../../../migrations/satellite/0005_ack_tokens.sql"),
     },
+    Migration {
+        version: 6,
+        name: "pull_checks_all",
+        sql: include_str!("../../../migrations/satellite/0006_pull_checks_all.sql"),
+    },
 ];
 
 /// A database failure.

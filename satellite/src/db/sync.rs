@@ -9,7 +9,7 @@
 //! record stays marked. No lock is needed, across processes too.
 
 use chartsync_protocol::{CommitId, PatientId};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::set_aside::SetAside;
 use super::{Db, DbError, head_from, id_from, sql};
@@ -168,6 +168,27 @@ impl Db {
             }
         }
         tx.commit().map_err(sql("marking records changed"))
+    }
+
+    /// Which of these (record, head) pairs the database already records
+    /// as central's head of the record (stored by a sync that completed).
+    pub fn known_central_heads(
+        &self,
+        pairs: &[(PatientId, CommitId)],
+    ) -> Result<Vec<bool>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT central_head FROM records WHERE patient = ?1")
+            .map_err(sql("reading central's heads"))?;
+        let mut out = Vec::with_capacity(pairs.len());
+        for (id, head) in pairs {
+            let known: Option<Option<String>> = stmt
+                .query_row(params![id.as_bytes()], |r| r.get(0))
+                .optional()
+                .map_err(sql("reading central's heads"))?;
+            out.push(head_from(known.flatten())? == Some(*head));
+        }
+        Ok(out)
     }
 
     /// Remembers central's refusal of a local head.
@@ -482,5 +503,62 @@ mod tests {
         db.clear_acks(&more[..1], &[], false).expect("clear");
         let left = db.pending_acks(10).expect("pending");
         assert!(left.contains(&more[1]) && !left.contains(&more[0]));
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    /// Opens a database migrated only up to `version`.
+    fn open_at(path: &std::path::Path, version: u32) -> Connection {
+        let mut conn = Connection::open(path).expect("open");
+        let older: Vec<_> = super::super::MIGRATIONS
+            .iter()
+            .filter(|m| m.version <= version)
+            .copied()
+            .collect();
+        chartsync_common::sqlite::migrate(&mut conn, &older).expect("migrate");
+        conn
+    }
+
+    #[test]
+    fn a_satellite_upgraded_with_records_looks_at_every_record_of_its_next_pull_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (held, empty) = (
+            dir.path().join("held.sqlite"),
+            dir.path().join("empty.sqlite"),
+        );
+        open_at(&held, 5)
+            .execute(
+                "INSERT INTO records (patient, dirty) VALUES (?1, 0)",
+                params![&PatientId::random().as_bytes()[..]],
+            )
+            .expect("record");
+        drop(open_at(&empty, 5));
+        assert_eq!(
+            Db::open(&held)
+                .expect("db")
+                .state("pull_checks_all")
+                .expect("state"),
+            1
+        );
+        // A new satellite, or one that held nothing, never does.
+        assert_eq!(
+            Db::open(&empty)
+                .expect("db")
+                .state("pull_checks_all")
+                .expect("state"),
+            0
+        );
+        let fresh = dir.path().join("fresh.sqlite");
+        assert_eq!(
+            Db::open(&fresh)
+                .expect("db")
+                .state("pull_checks_all")
+                .expect("state"),
+            0
+        );
     }
 }

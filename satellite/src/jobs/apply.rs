@@ -53,6 +53,12 @@ pub(crate) struct Stored {
     pub conflicts: u64,
     /// Records that could not be stored here, set aside (see `db/set_aside.rs`).
     pub set_aside: Vec<SetAside>,
+    /// The survivors named by the tombstones stored (records whose head
+    /// moved here to a tombstone of a merge at central), to be fetched
+    /// when not held here. Only records whose head moved are looked at,
+    /// and those whose state a stopped sync did not record: one already
+    /// at central's head was looked at when it got there.
+    pub survivors: Vec<PatientId>,
 }
 
 impl Stored {
@@ -73,6 +79,7 @@ impl Stored {
         self.merged += other.merged;
         self.conflicts += other.conflicts;
         self.set_aside.extend(other.set_aside);
+        self.survivors.extend(other.survivors);
     }
 }
 
@@ -274,15 +281,28 @@ pub(crate) fn store_updates(
     let mut out = Stored::default();
     let mut creates: Vec<(Prepared, CentralState)> = Vec::new();
     let mut held: Vec<RecordUpdate> = Vec::new();
+    let mut current: Vec<(PatientId, CommitId)> = Vec::new();
     let timer = std::time::Instant::now();
     // Phase 1: objects.
     for staged in stage_all(sat, updates)? {
         match staged {
             Staged::Create(p, s) | Staged::Forward(p, s) => creates.push((p, s)),
             Staged::Held(u) => held.push(u),
-            Staged::Current(s) => out.states.push(s),
+            Staged::Current(s) => {
+                current.push((s.id, s.head));
+                out.states.push(s);
+            }
             Staged::Refetch(id) => out.refetch.push(id),
             Staged::Aside(a) => out.set_aside.push(a),
+        }
+    }
+    // A record already at central's head here was looked at for a
+    // survivor when it got there, unless the sync that stored it stopped
+    // before its state was recorded: those are looked at now.
+    let known = sat.db.known_central_heads(&current)?;
+    for ((id, head), known) in current.into_iter().zip(known) {
+        if !known {
+            out.survivors.extend(survivor_of(sat, &id, head));
         }
     }
     let staged_at = timer.elapsed();
@@ -306,25 +326,31 @@ pub(crate) fn store_updates(
     let mut dirty = Vec::new();
     let mut conflicts = Vec::new();
     let mut carried = Vec::new();
+    // The survivor each merged record's new head names, if a tombstone.
+    let mut named = Vec::with_capacity(merges.len());
     for (outcome, ours, u) in &merges {
+        let survivor = match merged_into(sat, &u.id, u.head) {
+            Ok(survivor) => survivor,
+            // The merge itself goes on: central still carries the edit.
+            Err(e) => {
+                tracing::warn!(patient = %u.id, error = %crate::error_chain(&e), "could not read central's tombstone: its survivor is not fetched, and its differing values are not queued here");
+                None
+            }
+        };
+        named.push(survivor);
         if outcome.fast_forward {
             continue;
         }
         // Local edits merged onto central's tombstone of a record merged
         // into another: central carries them onto the survivor; the
         // survivor's differing values are queued once it is held here.
-        match merged_into(sat, &u.id, u.head) {
-            Ok(Some(survivor)) => carried.push(Carried {
+        if let Some(survivor) = survivor {
+            carried.push(Carried {
                 retired: u.id,
                 edit: outcome.prepared.new,
                 tombstone: u.head,
                 survivor,
-            }),
-            Ok(None) => {}
-            // The merge itself goes on: central still carries the edit.
-            Err(e) => {
-                tracing::warn!(patient = %u.id, error = %crate::error_chain(&e), "could not read central's tombstone: the survivor's differing values will not be queued here");
-            }
+            });
         }
         // Local changes remain on top of central's head: to be pushed.
         dirty.push(u.id);
@@ -364,8 +390,21 @@ pub(crate) fn store_updates(
     let any = !creates.is_empty() || !merges.is_empty();
     for (prepared, state) in creates {
         let id = prepared.id;
+        // A new record's files all came in the pack; a fast-forward's
+        // tree is read once its head moved.
+        let created = prepared.old.is_none();
+        let named = if created {
+            Retirement::of(&prepared.changed).and_then(|r| r.replaced_by)
+        } else {
+            None
+        };
         match store.publish(prepared, Flush::Deferred) {
             Ok(head) => {
+                if created {
+                    out.survivors.extend(named);
+                } else {
+                    out.survivors.extend(survivor_of(sat, &id, head));
+                }
                 out.created.push((id, head));
                 out.states.push(state);
                 out.received += 1;
@@ -377,9 +416,10 @@ pub(crate) fn store_updates(
             },
         }
     }
-    for (outcome, _, u) in merges {
+    for ((outcome, _, u), survivor) in merges.into_iter().zip(named) {
         match store.publish(outcome.prepared, Flush::Deferred) {
             Ok(_) => {
+                out.survivors.extend(survivor);
                 out.states.push(state(&u));
                 out.received += 1;
             }
@@ -419,6 +459,15 @@ fn merged_into(
         .as_ref()
         .and_then(Retirement::of)
         .and_then(|r| r.replaced_by))
+}
+
+/// [`merged_into`] for a record whose head moved to `head`; a tombstone
+/// that cannot be read is logged and names no survivor (the page goes on).
+fn survivor_of(sat: &Satellite, id: &PatientId, head: CommitId) -> Option<PatientId> {
+    merged_into(sat, id, head).unwrap_or_else(|e| {
+        tracing::warn!(patient = %id, error = %crate::error_chain(&e), "could not read whether central's head is a tombstone: a survivor it names is not fetched");
+        None
+    })
 }
 
 /// Longest chain of survivors followed (a survivor merged in turn).

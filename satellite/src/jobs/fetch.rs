@@ -65,24 +65,27 @@ fn acks(pending: &[PendingAck]) -> (Vec<Ack>, Vec<PageAck>) {
 }
 
 /// Delivers pending acknowledgements alone; stores what moved meanwhile.
+/// Returns the survivors named by tombstones among what moved.
 async fn deliver_acks(
     sat: &Arc<Satellite>,
     client: &Arc<CentralClient>,
     summary: &mut Summary,
-) -> Result<(), JobError> {
+) -> Result<Vec<PatientId>, JobError> {
+    let mut survivors = Vec::new();
     loop {
         let s = Arc::clone(sat);
         let pending =
             super::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH)).await?;
         if pending.is_empty() {
-            return Ok(());
+            return Ok(survivors);
         }
         let (acks, pages) = acks(&pending);
         let reply: AckResponse = client
             .call("/v1/sync/ack", &AckRequest { acks, pages })
             .await?;
-        let stored = store_page(sat, client, reply.moved).await?;
+        let mut stored = store_page(sat, client, reply.moved).await?;
         stored.count(summary);
+        survivors.append(&mut stored.survivors);
         let s = Arc::clone(sat);
         let by_token = client.version() >= 6;
         super::spawn_db(move || {
@@ -140,8 +143,18 @@ pub(crate) async fn run(
         let token = page.page;
         let mut updates = page.moved;
         updates.extend(page.records);
-        let stored = store_page(sat, client, updates).await?;
+        let mut stored = store_page(sat, client, updates).await?;
         stored.count(&mut summary);
+        // A record that reached this clinic retired (merged at central
+        // into another) brings its survivor, before the page counts as
+        // stored: a crash in between fetches the page again.
+        follow_survivors(
+            sat,
+            client,
+            std::mem::take(&mut stored.survivors),
+            &mut summary,
+        )
+        .await?;
         let s = Arc::clone(sat);
         // Everything stored from this page is acknowledged next time: by
         // the page when stored at the head the page sent (not one that
@@ -188,18 +201,81 @@ pub(crate) async fn run(
             break;
         }
     }
-    deliver_acks(sat, client, &mut summary).await?;
+    let survivors = deliver_acks(sat, client, &mut summary).await?;
+    follow_survivors(sat, client, survivors, &mut summary).await?;
     Ok(summary)
 }
 
 /// Fetches one record by id from central (a visiting patient) and
-/// acknowledges it: from then on it is held and synced.
+/// acknowledges it: from then on it is held and synced. A record merged
+/// into another at central brings the record that replaced it.
 pub async fn fetch_one(sat: &Arc<Satellite>, id: PatientId) -> Result<CommitId, JobError> {
     let client = Arc::new(CentralClient::new(&sat.config)?);
+    let (head, mut survivors) = fetch_by_id(sat, &client, id).await?;
+    let mut summary = Summary::default();
+    survivors.extend(deliver_acks(sat, &client, &mut summary).await?);
+    follow_survivors(sat, &client, survivors, &mut summary).await?;
+    Ok(head)
+}
+
+/// Longest chain of survivors followed (a survivor merged in turn).
+const MAX_HOPS: usize = 8;
+
+/// Fetches by id the survivors that tombstones stored here name, those
+/// this clinic does not hold yet (a record merged into another at central:
+/// the clinic that held the retired record goes on with the survivor),
+/// following a chain of merges up to [`MAX_HOPS`], and acknowledges them.
+/// A survivor central will not send is logged and left; losing the link
+/// stops the job.
+pub(crate) async fn follow_survivors(
+    sat: &Arc<Satellite>,
+    client: &Arc<CentralClient>,
+    mut survivors: Vec<PatientId>,
+    summary: &mut Summary,
+) -> Result<(), JobError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut fetched = false;
+    for _ in 0..MAX_HOPS {
+        if survivors.is_empty() {
+            break;
+        }
+        let mut next = Vec::new();
+        for id in survivors {
+            if !seen.insert(id) || sat.store.exists(&id) {
+                continue;
+            }
+            match fetch_by_id(sat, client, id).await {
+                Ok((_, named)) => {
+                    summary.records_received += 1;
+                    fetched = true;
+                    next.extend(named);
+                }
+                Err(JobError::Sync(e)) if !e.is_transient() => {
+                    tracing::warn!(patient = %id, error = %crate::error_chain(&e), "central would not send the record that replaced a retired one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if fetched {
+            next.extend(deliver_acks(sat, client, summary).await?);
+            fetched = false;
+        }
+        survivors = next;
+    }
+    Ok(())
+}
+
+/// Fetches one record by id and stores it, its acknowledgement pending;
+/// returns its head and the survivor its tombstone names, if any.
+async fn fetch_by_id(
+    sat: &Arc<Satellite>,
+    client: &Arc<CentralClient>,
+    id: PatientId,
+) -> Result<(CommitId, Vec<PatientId>), JobError> {
     let reply: FetchOneResponse = client
         .call("/v1/sync/fetch", &FetchOneRequest { id })
         .await?;
-    let stored = store_page(sat, &client, vec![reply.record]).await?;
+    let mut stored = store_page(sat, client, vec![reply.record]).await?;
     let Some(head) = stored.states.iter().find(|s| s.id == id).map(|s| s.head) else {
         let why = stored
             .set_aside
@@ -210,13 +286,12 @@ pub async fn fetch_one(sat: &Arc<Satellite>, id: PatientId) -> Result<CommitId, 
             "central's copy of {id} could not be stored: {why}"
         )));
     };
+    let survivors = std::mem::take(&mut stored.survivors);
     let s = Arc::clone(sat);
     let ack = vec![PendingAck::by_head((id, head))];
     super::spawn_db(move || {
         s.db.commit_sync(&stored.states, &[], &ack, crate::db::NO_ASIDE)
     })
     .await?;
-    let mut summary = Summary::default();
-    deliver_acks(sat, &client, &mut summary).await?;
-    Ok(head)
+    Ok((head, survivors))
 }

@@ -19,6 +19,13 @@ use crate::db::{PendingAck, SetAside};
 /// The state key of the pull cursor.
 pub(crate) const CURSOR: &str = "pull_cursor";
 
+/// The state key set (by migration 6) on a satellite that held records
+/// before fetch-new looked for the survivors of the tombstones it stores:
+/// until then the next pull looked at every record it listed, including
+/// those fetch-new had just created. Its next pull does so once more, then
+/// clears the key; otherwise a pull looks only at records whose head moved.
+const CHECK_ALL: &str = "pull_checks_all";
+
 /// Stores a page of updates (fetching whole any record whose update could
 /// not be applied) and returns what it did. A record that cannot be stored
 /// even whole, or that central will not send, is set aside: it never stops
@@ -113,6 +120,8 @@ async fn retry_set_aside(
         stored.set_aside.push(aside(sat, id, None, reason));
     }
     stored.count(summary);
+    let survivors = std::mem::take(&mut stored.survivors);
+    super::fetch::follow_survivors(sat, client, survivors, summary).await?;
     let s = Arc::clone(sat);
     super::spawn_db(move || {
         s.db.commit_sync(
@@ -134,9 +143,14 @@ pub(crate) async fn run(
 ) -> Result<Summary, JobError> {
     let mut summary = Summary::default();
     let s = Arc::clone(sat);
-    let mut cursor = super::spawn_db(move || s.db.state(CURSOR)).await?.max(0) as u64;
+    let (mut cursor, check_all) = super::spawn_db(move || {
+        Ok::<_, crate::db::DbError>((
+            s.db.state(CURSOR)?.max(0) as u64,
+            s.db.state(CHECK_ALL)? != 0,
+        ))
+    })
+    .await?;
     retry_set_aside(sat, client, &mut summary).await?;
-    let mut pulled = Vec::new();
     loop {
         let request = PullRequest {
             cursor,
@@ -152,9 +166,17 @@ pub(crate) async fn run(
                 page.cursor
             )));
         }
-        let stored = store_page(sat, client, page.updates).await?;
+        let mut stored = store_page(sat, client, page.updates).await?;
         stored.count(&mut summary);
-        pulled.extend(stored.states.iter().map(|s| (s.id, s.head)));
+        // A record that moved here to a tombstone (merged at central into
+        // another) brings its survivor, before the cursor moves on: a
+        // crash in between pulls the page again.
+        let mut survivors = std::mem::take(&mut stored.survivors);
+        if check_all {
+            let states = stored.states.iter().map(|s| (s.id, s.head)).collect();
+            survivors.extend(named_survivors(sat, states).await?);
+        }
+        super::fetch::follow_survivors(sat, client, survivors, &mut summary).await?;
         // Durable records first, then the cursor (with their states).
         let s = Arc::clone(sat);
         let next = page.cursor;
@@ -180,49 +202,34 @@ pub(crate) async fn run(
             break;
         }
     }
-    fetch_survivors(sat, pulled, &mut summary).await?;
+    if check_all {
+        let s = Arc::clone(sat);
+        super::spawn_db(move || s.db.set_state(CHECK_ALL, 0)).await?;
+    }
     Ok(summary)
 }
 
-/// A record pulled retired into another (a merge at central) brings the
-/// survivor here, fetched by id, when this clinic does not hold it yet.
-async fn fetch_survivors(
+/// The survivors named by tombstones among records already at central's
+/// head here (the check of every pulled record that satellites before
+/// the survivor check in `store_updates` relied on; see [`CHECK_ALL`]).
+async fn named_survivors(
     sat: &Arc<Satellite>,
-    pulled: Vec<(PatientId, chartsync_protocol::CommitId)>,
-    summary: &mut Summary,
-) -> Result<(), JobError> {
-    if pulled.is_empty() {
-        return Ok(());
-    }
+    states: Vec<(PatientId, chartsync_protocol::CommitId)>,
+) -> Result<Vec<PatientId>, JobError> {
     let s = Arc::clone(sat);
-    let survivors = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut out: Vec<PatientId> = Vec::new();
-        for (id, head) in pulled {
+        for (id, head) in states {
             if !s.store.is_retired_at(&id, head)? {
                 continue;
             }
             let Some(files) = s.store.read_at(&id, head)? else {
                 continue;
             };
-            if let Some(survivor) = Retirement::of(&files).and_then(|r| r.replaced_by)
-                && !s.store.exists(&survivor)
-                && !out.contains(&survivor)
-            {
-                out.push(survivor);
-            }
+            out.extend(Retirement::of(&files).and_then(|r| r.replaced_by));
         }
         Ok::<_, JobError>(out)
     })
     .await
-    .map_err(|e| JobError::Task(e.to_string()))??;
-    for survivor in survivors {
-        match super::fetch_one(sat, survivor).await {
-            Ok(_) => summary.records_received += 1,
-            Err(JobError::Sync(e)) if !e.is_transient() => {
-                tracing::warn!(patient = %survivor, error = %crate::error_chain(&e), "central would not send the record that replaced a retired one");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    .map_err(|e| JobError::Task(e.to_string()))?
 }
