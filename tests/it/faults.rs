@@ -861,3 +861,63 @@ async fn a_request_whose_connection_closed_before_any_reply_is_sent_once_more() 
     }
     assert_eq!(r.sync(&[Job::FetchNew]).await.records_received, 0);
 }
+
+/// A pull cut while it fetches the survivor of a tombstone it just stored
+/// (the page not recorded yet) fetches the survivor on its next run: the
+/// tombstone is at central's head here by then, but the state that says
+/// so was never recorded, so it is looked at again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_cut_while_it_fetches_a_survivor_fetches_it_on_its_next_run() {
+    let net = Net::start().await;
+    let south = net.satellite("south", "south", true).await;
+    let c = &net.central;
+    let (a, a1) = c
+        .create(
+            &net.http,
+            "given_name: Amina\nfamily_name: Odhiambo\ncatchment: north\n",
+        )
+        .await;
+    let (b, b1) = c
+        .create(
+            &net.http,
+            "given_name: Aminah\nfamily_name: Odhiambo\ncatchment: south\n",
+        )
+        .await;
+    assert_eq!(south.sync(&[Job::FetchNew]).await.records_received, 1);
+    let merged = net
+        .http
+        .post(format!("{}/v1/patients/{a}/merge", c.url))
+        .bearer_auth(&c.admin)
+        .header("if-match", &a1)
+        .json(&json!({"retire": b.to_string(), "retire_if_match": b1}))
+        .send()
+        .await
+        .expect("merge");
+    assert_eq!(merged.status(), StatusCode::OK);
+
+    // The pull stores the tombstone, then its request for the survivor
+    // (the second on the connection, and the first on the next) is cut.
+    run_through(
+        &net,
+        &south,
+        &[Job::Pull],
+        Fault::CutRequest {
+            msg: 1,
+            at: At::Start(0),
+        },
+    )
+    .await;
+    let (status, _, _) = south.get(&net.http, &b.to_string()).await;
+    assert_eq!(status, StatusCode::GONE, "the tombstone was stored");
+    let (status, _, _) = south.get(&net.http, &a.to_string()).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the survivor was not fetched"
+    );
+
+    let pulled = south.sync(&[Job::Pull]).await;
+    assert_eq!(pulled.records_received, 1, "{pulled:?}");
+    let (status, body, _) = south.get(&net.http, &a.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -115,12 +115,32 @@ impl Db {
         let mut conn = Connection::open(path).map_err(sql("opening the database"))?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(sql("setting the busy timeout"))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;",
-        )
-        .map_err(sql("setting pragmas"))?;
+        // Switching a new file to WAL while another process (the daemon and
+        // a one-shot sync starting together) does the same can answer
+        // "busy" at once, without waiting out the busy timeout.
+        let mut tries = 0;
+        loop {
+            match conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;",
+            ) {
+                Err(e)
+                    if tries < 5
+                        && matches!(
+                            e.sqlite_error_code(),
+                            Some(
+                                rusqlite::ErrorCode::DatabaseBusy
+                                    | rusqlite::ErrorCode::DatabaseLocked
+                            )
+                        ) =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20 << tries));
+                }
+                other => break other.map_err(sql("setting pragmas"))?,
+            }
+        }
         migrate(&mut conn, MIGRATIONS)?;
         Ok(Db {
             conn: Mutex::new(conn),
@@ -201,4 +221,4 @@ pub use carried::Carried;
 pub use conflicts::NewConflict;
 pub use runs::{JobRecord, RunRow};
 pub use set_aside::{NO_ASIDE, SetAside, SetAsideRow};
-pub use sync::{CentralState, DirtyRecord, PendingAck};
+pub use sync::{CentralState, DirtyRecord, Known, PendingAck};

@@ -72,6 +72,20 @@ impl PendingAck {
     }
 }
 
+/// What the database knows of a head central sent (see
+/// [`Db::central_heads_known`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Recorded as central's head, and the record unchanged here since:
+    /// it is at that head here.
+    Settled,
+    /// Recorded as central's head; changed here since.
+    Changed,
+    /// Not recorded (a new record, a head that moved, or a sync that
+    /// stopped before recording it).
+    No,
+}
+
 impl Db {
     /// Records marked changed, ordered by id, after `after`.
     pub fn dirty_page(
@@ -170,23 +184,33 @@ impl Db {
         tx.commit().map_err(sql("marking records changed"))
     }
 
-    /// Which of these (record, head) pairs the database already records
-    /// as central's head of the record (stored by a sync that completed).
-    pub fn known_central_heads(
+    /// For each (record, head): whether the database records `head` as
+    /// central's head of the record (stored by a sync that completed), and
+    /// if so whether the record is unchanged here since (no local change
+    /// marked: its head here is then that one, see the module
+    /// documentation).
+    pub fn central_heads_known(
         &self,
         pairs: &[(PatientId, CommitId)],
-    ) -> Result<Vec<bool>, DbError> {
+    ) -> Result<Vec<Known>, DbError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT central_head FROM records WHERE patient = ?1")
+            .prepare_cached("SELECT central_head, dirty FROM records WHERE patient = ?1")
             .map_err(sql("reading central's heads"))?;
         let mut out = Vec::with_capacity(pairs.len());
         for (id, head) in pairs {
-            let known: Option<Option<String>> = stmt
-                .query_row(params![id.as_bytes()], |r| r.get(0))
+            let row: Option<(Option<String>, i64)> = stmt
+                .query_row(params![id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(sql("reading central's heads"))?;
-            out.push(head_from(known.flatten())? == Some(*head));
+            out.push(match row {
+                None => Known::No,
+                Some((known, dirty)) => match (head_from(known)? == Some(*head), dirty == 0) {
+                    (false, _) => Known::No,
+                    (true, true) => Known::Settled,
+                    (true, false) => Known::Changed,
+                },
+            });
         }
         Ok(out)
     }

@@ -11,7 +11,7 @@ use chartsync_store::{
 
 use crate::Satellite;
 use crate::client::SyncError;
-use crate::db::{Carried, CentralState, DbError, NewConflict, SetAside};
+use crate::db::{Carried, CentralState, DbError, Known, NewConflict, SetAside};
 
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
@@ -281,28 +281,40 @@ pub(crate) fn store_updates(
     let mut out = Stored::default();
     let mut creates: Vec<(Prepared, CentralState)> = Vec::new();
     let mut held: Vec<RecordUpdate> = Vec::new();
-    let mut current: Vec<(PatientId, CommitId)> = Vec::new();
     let timer = std::time::Instant::now();
+    // A record whose state says it is at central's head here, unchanged
+    // since, needs nothing: not even its repository opened (a clinic's
+    // first pull after its first fetch-new lists every record it holds).
+    let pairs: Vec<(PatientId, CommitId)> = updates.iter().map(|u| (u.id, u.head)).collect();
+    let mut recorded = std::collections::HashSet::new();
+    let mut rest = Vec::with_capacity(updates.len());
+    for (u, known) in updates.into_iter().zip(sat.db.central_heads_known(&pairs)?) {
+        match known {
+            Known::Settled => out.states.push(state(&u)),
+            Known::Changed => {
+                recorded.insert(u.id);
+                rest.push(u);
+            }
+            Known::No => rest.push(u),
+        }
+    }
+    let settled_at = timer.elapsed();
     // Phase 1: objects.
-    for staged in stage_all(sat, updates)? {
+    for staged in stage_all(sat, rest)? {
         match staged {
             Staged::Create(p, s) | Staged::Forward(p, s) => creates.push((p, s)),
             Staged::Held(u) => held.push(u),
             Staged::Current(s) => {
-                current.push((s.id, s.head));
+                // Already at central's head here: looked at for a survivor
+                // when it got there, unless the sync that stored it
+                // stopped before recording its state.
+                if !recorded.contains(&s.id) {
+                    out.survivors.extend(survivor_of(sat, &s.id, s.head));
+                }
                 out.states.push(s);
             }
             Staged::Refetch(id) => out.refetch.push(id),
             Staged::Aside(a) => out.set_aside.push(a),
-        }
-    }
-    // A record already at central's head here was looked at for a
-    // survivor when it got there, unless the sync that stored it stopped
-    // before its state was recorded: those are looked at now.
-    let known = sat.db.known_central_heads(&current)?;
-    for ((id, head), known) in current.into_iter().zip(known) {
-        if !known {
-            out.survivors.extend(survivor_of(sat, &id, head));
         }
     }
     let staged_at = timer.elapsed();
@@ -435,7 +447,8 @@ pub(crate) fn store_updates(
     }
     sat.db.note_moved(&dirty)?;
     tracing::debug!(
-        stage_ms = staged_at.as_millis() as u64,
+        settled_ms = settled_at.as_millis() as u64,
+        stage_ms = (staged_at - settled_at).as_millis() as u64,
         flush_ms = (flushed_at - staged_at).as_millis() as u64,
         merge_publish_ms = (published_at - flushed_at).as_millis() as u64,
         flush2_ms = (timer.elapsed() - published_at).as_millis() as u64,

@@ -68,13 +68,17 @@ fn connect(path: &Path, read_only: bool) -> Result<Connection, DbError> {
     let conn = Connection::open(path).map_err(sql("opening the database"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(sql("setting the busy timeout"))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -32768;",
-    )
-    .map_err(sql("setting pragmas"))?;
+    // Switching a new file to WAL while another process does the same can
+    // answer "busy" at once, without waiting out the busy timeout.
+    retry_busy(|| {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -32768;",
+        )
+        .map_err(sql("setting pragmas"))
+    })?;
     if read_only {
         conn.execute_batch("PRAGMA query_only = ON;")
             .map_err(sql("setting pragmas"))?;
