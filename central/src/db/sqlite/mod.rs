@@ -343,6 +343,17 @@ impl CentralDb for SqliteDb {
         .await
     }
 
+    async fn first_heads(&self, ids: &[PatientId]) -> Result<Vec<Option<CommitId>>, DbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        read(&self.pool, "reading first heads", move |tx| {
+            ids.iter().map(|id| records::first_head(tx, id)).collect()
+        })
+        .await
+    }
+
     async fn add_holder(&self, instance: u32, ids: &[PatientId]) -> Result<(), DbError> {
         check_instance(instance)?;
         if ids.is_empty() {
