@@ -402,20 +402,25 @@ pub(crate) fn store_updates(
     let any = !creates.is_empty() || !merges.is_empty();
     for (prepared, state) in creates {
         let id = prepared.id;
-        // A new record's files all came in the pack; a fast-forward's
-        // tree is read once its head moved.
-        let created = prepared.old.is_none();
-        let named = if created {
-            Retirement::of(&prepared.changed).and_then(|r| r.replaced_by)
-        } else {
-            None
+        // Whether the new head is a tombstone was read while verifying
+        // the pack, and its marker with it when the pack brought the
+        // marker (always, for a new record); otherwise (rare: the marker
+        // was stored here before) it is read once the head moved.
+        let named = match (
+            prepared.retired,
+            prepared.changed.contains_key(RETIRED_FILE),
+        ) {
+            (Some(false), _) => Some(None),
+            (Some(true), true) => {
+                Some(Retirement::of(&prepared.changed).and_then(|r| r.replaced_by))
+            }
+            _ => None,
         };
         match store.publish(prepared, Flush::Deferred) {
             Ok(head) => {
-                if created {
-                    out.survivors.extend(named);
-                } else {
-                    out.survivors.extend(survivor_of(sat, &id, head));
+                match named {
+                    Some(named) => out.survivors.extend(named),
+                    None => out.survivors.extend(survivor_of(sat, &id, head)),
                 }
                 out.created.push((id, head));
                 out.states.push(state);

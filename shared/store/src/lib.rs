@@ -124,6 +124,11 @@ pub struct Prepared {
     /// write; always set when `changed` holds a `patient.yaml` that declares
     /// one.
     pub catchment: Option<String>,
+    /// Whether the new head's tree holds the retirement marker
+    /// ([`RETIRED_FILE`]), for a received head whose tree was read while
+    /// verifying it; `None` otherwise (a local write, a merge, a head
+    /// already here).
+    pub retired: Option<bool>,
     stage: Stage,
     _guard: LocalGuard,
 }

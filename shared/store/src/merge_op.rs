@@ -59,6 +59,7 @@ impl RecordStore {
             new: ours,
             changed: Files::new(),
             catchment: None,
+            retired: None,
             stage: Stage::Unchanged,
             _guard: guard,
         };
@@ -79,6 +80,7 @@ impl RecordStore {
                     new: theirs,
                     changed: Files::new(),
                     catchment: None,
+                    retired: None,
                     stage: Stage::Move(lock),
                     _guard: guard,
                 },
@@ -137,6 +139,7 @@ impl RecordStore {
                 new: commit_id(new),
                 changed: Files::new(),
                 catchment: None,
+                retired: None,
                 stage: Stage::Move(lock),
                 _guard: guard,
             },

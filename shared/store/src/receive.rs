@@ -348,7 +348,12 @@ impl RecordStore {
                 });
             }
             let known = Known::nothing();
-            let (objects, changed, catchment) = verify(
+            let Verified {
+                objects,
+                changed,
+                catchment,
+                retired,
+            } = verify(
                 pack,
                 &self.pack_limits(),
                 &known,
@@ -364,6 +369,7 @@ impl RecordStore {
                 new: head,
                 changed,
                 catchment,
+                retired: Some(retired),
                 stage: Stage::Create(tmp),
                 _guard: guard,
             }));
@@ -384,6 +390,7 @@ impl RecordStore {
                 new: head,
                 changed: Files::new(),
                 catchment: None,
+                retired: None,
                 stage: Stage::Unchanged,
                 _guard: guard,
             }));
@@ -392,7 +399,12 @@ impl RecordStore {
             return Ok(Received::Stale { current });
         }
         let known = Known::of(self, *id)?;
-        let (objects, changed, catchment) = verify(
+        let Verified {
+            objects,
+            changed,
+            catchment,
+            retired,
+        } = verify(
             pack,
             &self.pack_limits(),
             &known,
@@ -410,6 +422,7 @@ impl RecordStore {
             new: head,
             changed,
             catchment,
+            retired: Some(retired),
             stage: Stage::Move(lock),
             _guard: guard,
         }))
@@ -444,7 +457,7 @@ impl RecordStore {
             &self.limits,
             None,
         )?
-        .0;
+        .objects;
         drop(known);
         write_objects(&path, &objects, self.pack_level, flush).map(|_| ())
     }
@@ -483,7 +496,7 @@ fn verify(
     expected: Option<Oid>,
     record_limits: &crate::validate::Limits,
     attribution: Option<&Attribution>,
-) -> Result<(Vec<Object>, Files, Option<String>), ReceiveError> {
+) -> Result<Verified, ReceiveError> {
     let objects = git::parse_pack(pack, limits, &mut |base| known.read(base))?;
     let by_id: HashMap<Oid, &Object> = objects.iter().map(|o| (o.id, o)).collect();
     let mut commits: HashMap<Oid, git::Commit> = HashMap::new();
@@ -528,7 +541,7 @@ fn verify(
     if let Some(expected) = expected {
         check_descends(&commits, known, head, expected)?;
     }
-    let (changed, catchment) = validate_tree(
+    let (changed, catchment, retired) = validate_tree(
         head_tree,
         &by_id,
         [&trees, &stored_trees],
@@ -551,14 +564,27 @@ fn verify(
     drop(by_id);
     // Objects the repository already has need not be stored twice (one
     // missed here is stored in the new pack too: harmless).
-    Ok((
-        objects
+    Ok(Verified {
+        objects: objects
             .into_iter()
             .filter(|o| !known.has_cheap(o.id))
             .collect(),
         changed,
         catchment,
-    ))
+        retired,
+    })
+}
+
+/// What a verified pack holds for the repository.
+struct Verified {
+    /// The objects the repository does not have yet.
+    objects: Vec<Object>,
+    /// The head's files new in the pack, with their content.
+    changed: Files,
+    /// The catchment the head's `patient.yaml` declares, if read.
+    catchment: Option<String>,
+    /// Whether the head's tree holds the retirement marker.
+    retired: bool,
 }
 
 /// Walks the pack's objects from `head`: everything an object refers to is
@@ -726,7 +752,7 @@ fn validate_tree(
     read_trees: [&HashMap<Oid, Vec<TreeEntry>>; 2],
     known: &Known<'_>,
     limits: &crate::validate::Limits,
-) -> Result<(Files, Option<String>), ReceiveError> {
+) -> Result<(Files, Option<String>, bool), ReceiveError> {
     let mut changed = Files::new();
     let mut catchment = None;
     let mut files: Vec<(String, Oid)> = Vec::new();
@@ -778,5 +804,6 @@ fn validate_tree(
         }
     }
     check_sizes(sizes, limits)?;
-    Ok((changed, catchment))
+    let retired = files.iter().any(|(path, _)| path == crate::RETIRED_FILE);
+    Ok((changed, catchment, retired))
 }

@@ -171,6 +171,7 @@ impl RecordStore {
                 new: commit_id(new),
                 changed: files,
                 catchment,
+                retired: None,
                 stage: Stage::Create(tmp),
                 _guard: guard,
             });
@@ -263,6 +264,7 @@ impl RecordStore {
                 new: commit_id(current),
                 changed,
                 catchment,
+                retired: None,
                 stage: Stage::Unchanged,
                 _guard: guard,
             });
@@ -275,6 +277,7 @@ impl RecordStore {
             new: commit_id(new),
             changed,
             catchment,
+            retired: None,
             stage: Stage::Move(lock),
             _guard: guard,
         })
