@@ -666,9 +666,10 @@ async fn an_offline_edit_to_a_merged_record_is_carried_field_by_field_and_the_re
     assert_eq!(patient_doc(&after.body)["born"], "1990-02-04");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clinic_holding_only_the_retired_record_gets_the_survivor_on_its_next_pull() {
-    let w = world().await;
+/// The north clinic's Amina and the south clinic's, both synced (the south
+/// clinic does not hold the north record); then HQ merges the south record
+/// into the north one. Returns their ids and the merge's answer.
+async fn merged_after_sync(w: &World) -> (String, String, Answer) {
     let (hq, north, south) = (
         Api::central(&w.central),
         Api::satellite(&w.north),
@@ -682,6 +683,14 @@ async fn a_clinic_holding_only_the_retired_record_gets_the_survivor_on_its_next_
     let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
     let merged = hq.merge(&a, Some(&ah), &b, &bh).await;
     assert_eq!(merged.status, StatusCode::OK);
+    (a, b, merged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_holding_only_the_retired_record_gets_the_survivor_on_its_next_pull() {
+    let w = world().await;
+    let (hq, south) = (Api::central(&w.central), Api::satellite(&w.south));
+    let (a, b, merged) = merged_after_sync(&w).await;
     w.south.sync(&[Job::Pull]).await;
     let gone = south.get(&b).await;
     assert_eq!(gone.status, StatusCode::GONE);
@@ -708,18 +717,8 @@ async fn a_clinic_holding_only_the_retired_record_gets_the_survivor_on_its_next_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clinic_that_fetches_a_retired_record_gets_its_survivor_from_fetch_new_alone() {
     let w = world().await;
-    let (hq, north, south) = (
-        Api::central(&w.central),
-        Api::satellite(&w.north),
-        Api::satellite(&w.south),
-    );
-    let (a, _) = north.create(NORTH_AMINA).await;
-    let (b, _) = south.create(SOUTH_AMINA).await;
-    w.north.sync(&Job::ALL).await;
-    w.south.sync(&Job::ALL).await;
-    let (ah, bh) = (hq.get(&a).await.etag, hq.get(&b).await.etag);
-    let merged = hq.merge(&a, Some(&ah), &b, &bh).await;
-    assert_eq!(merged.status, StatusCode::OK);
+    let hq = Api::central(&w.central);
+    let (a, b, merged) = merged_after_sync(&w).await;
 
     // A new clinic of the south catchment: its first fetch-new brings the
     // south record, a tombstone by now, and with it the north record that
