@@ -489,7 +489,7 @@ fn survivor_of(sat: &Satellite, id: &PatientId, head: CommitId) -> Option<Patien
 }
 
 /// Longest chain of survivors followed (a survivor merged in turn).
-const MAX_HOPS: usize = 8;
+pub(crate) const MAX_HOPS: usize = 8;
 
 fn without_marker(mut files: Files) -> Files {
     files.remove(RETIRED_FILE);

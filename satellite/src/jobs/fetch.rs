@@ -12,7 +12,7 @@ use chartsync_protocol::sync::{
 };
 use chartsync_protocol::{CommitId, PatientId};
 
-use super::apply::JobError;
+use super::apply::{JobError, MAX_HOPS};
 use super::pull::store_page;
 use super::{Progress, Summary};
 use crate::Satellite;
@@ -217,9 +217,6 @@ pub async fn fetch_one(sat: &Arc<Satellite>, id: PatientId) -> Result<CommitId, 
     follow_survivors(sat, &client, survivors, &mut summary).await?;
     Ok(head)
 }
-
-/// Longest chain of survivors followed (a survivor merged in turn).
-const MAX_HOPS: usize = 8;
 
 /// Fetches by id the survivors that tombstones stored here name, those
 /// this clinic does not hold yet (a record merged into another at central:
