@@ -83,6 +83,10 @@ pub enum Outcome {
         seq: Seq,
         /// When it was accepted (Unix seconds).
         time: i64,
+        /// Whether `head`'s tree holds the retirement marker, where the
+        /// write read it (a received head is verified tree and all);
+        /// `None` where it was not read.
+        retired: Option<bool>,
     },
     /// Push: central's head moved since `expected`.
     Conflict {
@@ -238,37 +242,15 @@ async fn apply_locked<D: CentralDb>(
             // transaction (see `CentralDb::apply_with_history`).
             let c = Arc::clone(central);
             let (back, packs) = blocking(move || {
-                // Spread over the cores, like staging.
-                let threads = std::thread::available_parallelism()
-                    .map_or(2, |n| n.get())
-                    .clamp(1, 8);
-                let chunk = ready.len().div_ceil(threads).max(1);
-                let packs = std::thread::scope(|scope| {
-                    let parts: Vec<_> = ready
-                        .chunks(chunk)
-                        .map(|part| {
-                            let c = &c;
-                            scope.spawn(move || {
-                                part.iter()
-                                    .map(|(_, _, prepared, _)| c.store.prepared_pack(prepared))
-                                    .collect::<Result<Vec<_>, _>>()
-                            })
-                        })
-                        .collect();
-                    let mut packs = Vec::with_capacity(ready.len());
-                    for part in parts {
-                        match part.join() {
-                            Ok(part) => packs.extend(part?),
-                            Err(_) => {
-                                return Err(StoreError::Io {
-                                    path: std::path::PathBuf::new(),
-                                    source: std::io::Error::other("a thread making packs failed"),
-                                });
-                            }
-                        }
-                    }
-                    Ok(packs)
-                })?;
+                let packs = spread(ready.iter().collect(), |(_, _, prepared, _)| {
+                    c.store.prepared_pack(prepared)
+                })
+                .ok_or_else(|| StoreError::Io {
+                    path: std::path::PathBuf::new(),
+                    source: std::io::Error::other("a thread making packs failed"),
+                })?
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
                 Ok((ready, packs))
             })
             .await
@@ -281,39 +263,21 @@ async fn apply_locked<D: CentralDb>(
         };
         let committed_at = timer.elapsed();
         let c = Arc::clone(central);
+        // Each record's ref moves on its own: spread over the cores.
         let published = blocking(move || {
-            let mut results = Vec::new();
-            let mut done = Vec::new();
-            for ((index, row, prepared, _), applied) in ready.into_iter().zip(applied) {
-                match applied {
-                    Applied::Ok { seq, time } => {
-                        let id = prepared.id;
-                        let head = prepared.new;
-                        if let Err(e) = c.store.publish(prepared, Flush::Deferred) {
-                            // Acknowledged in the database; the ref is
-                            // repaired from ref_pending.
-                            tracing::error!(patient = %id, error = %e, "could not move a ref; repairing");
-                            if let Err(e) = crate::repair::repair_one(&c.store, id, head, None) {
-                                tracing::error!(patient = %id, error = %e, "ref repair failed; it is retried at start-up");
-                            }
-                        } else {
-                            done.push((id, head));
-                        }
-                        c.note_write(id);
-                        results.push((index, Outcome::Applied { head, seq, time }));
-                    }
-                    Applied::Stale { current } => {
-                        drop(prepared);
-                        tracing::warn!(?current, "head moved under a held lock (lease expired?)");
-                        let outcome = match row {
-                            Some(_) | None => Outcome::Failed(ApiError::busy(
-                                "the record changed while this write was being applied; try again",
-                                1,
-                            )),
-                        };
-                        results.push((index, outcome));
-                    }
-                }
+            let work: Vec<_> = ready.into_iter().zip(applied).collect();
+            let published = spread(work, |((index, _, prepared, _), applied)| {
+                publish_one(&c, index, prepared, applied)
+            })
+            .ok_or_else(|| StoreError::Io {
+                path: std::path::PathBuf::new(),
+                source: std::io::Error::other("a thread moving refs failed"),
+            })?;
+            let mut results = Vec::with_capacity(published.len());
+            let mut done = Vec::with_capacity(published.len());
+            for (index, outcome, moved) in published {
+                results.push((index, outcome));
+                done.extend(moved);
             }
             c.store.flush()?;
             Ok::<_, StoreError>((results, done))
@@ -393,6 +357,79 @@ fn unknown_pushed(id: PatientId) -> ApiError {
 }
 
 /// Stages every write, spread over the available cores.
+/// `f` of every item, spread over the cores (at most 8 threads), in
+/// order; `None` if a thread failed.
+fn spread<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Option<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let total = items.len();
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(chunk).collect());
+    }
+    std::thread::scope(|scope| {
+        let f = &f;
+        let parts: Vec<_> = chunks
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(total);
+        for part in parts {
+            out.extend(part.join().ok()?);
+        }
+        Some(out)
+    })
+}
+
+/// Publishes one write the database accepted (moves its ref), or drops
+/// one it found stale; the outcome, and the (record, head) whose ref
+/// moved.
+fn publish_one<D: CentralDb>(
+    c: &Central<D>,
+    index: usize,
+    prepared: Prepared,
+    applied: Applied,
+) -> (usize, Outcome, Option<(PatientId, CommitId)>) {
+    match applied {
+        Applied::Ok { seq, time } => {
+            let id = prepared.id;
+            let head = prepared.new;
+            let retired = prepared.retired;
+            let mut moved = None;
+            if let Err(e) = c.store.publish(prepared, Flush::Deferred) {
+                // Acknowledged in the database; the ref is repaired from
+                // ref_pending.
+                tracing::error!(patient = %id, error = %e, "could not move a ref; repairing");
+                if let Err(e) = crate::repair::repair_one(&c.store, id, head, None) {
+                    tracing::error!(patient = %id, error = %e, "ref repair failed; it is retried at start-up");
+                }
+            } else {
+                moved = Some((id, head));
+            }
+            c.note_write(id);
+            let outcome = Outcome::Applied {
+                head,
+                seq,
+                time,
+                retired,
+            };
+            (index, outcome, moved)
+        }
+        Applied::Stale { current } => {
+            drop(prepared);
+            tracing::warn!(?current, "head moved under a held lock (lease expired?)");
+            let outcome = Outcome::Failed(ApiError::busy(
+                "the record changed while this write was being applied; try again",
+                1,
+            ));
+            (index, outcome, None)
+        }
+    }
+}
+
 async fn stage_all<D: CentralDb>(
     central: Arc<Central<D>>,
     work: Vec<(usize, Write, Option<RecordRow>)>,
@@ -470,6 +507,7 @@ fn stage_one<D: CentralDb>(
                         head,
                         seq: row.seq,
                         time: row.updated_at,
+                        retired: None,
                     });
                 }
                 (None, Some(row)) => return conflict(central, row, &[]),
@@ -516,6 +554,7 @@ fn stage_one<D: CentralDb>(
                 head: row.head,
                 seq: row.seq,
                 time: row.updated_at,
+                retired: None,
             },
             None => Outcome::Failed(ApiError::busy("the record is being created; try again", 1)),
         });

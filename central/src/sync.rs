@@ -268,14 +268,22 @@ async fn push<D: CentralDb>(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     // Edits pushed to records that were retired into another: carried
-    // onto the survivor before answering (see `redirect.rs`). One tree
-    // read per moved record tells.
-    let moved: Vec<(PatientId, CommitId, CommitId)> = ids
+    // onto the survivor before answering (see `redirect.rs`). Both cases
+    // need the new head retired, which verifying the pushed pack read
+    // (`retired`); a tree read tells where it did not.
+    let moved: Vec<(PatientId, CommitId, CommitId, Option<bool>)> = ids
         .iter()
         .zip(&expected)
         .zip(&outcomes)
         .filter_map(|((id, old), outcome)| match (old, outcome) {
-            (Some(old), Outcome::Applied { head, .. }) if old != head => Some((*id, *old, *head)),
+            (
+                Some(old),
+                Outcome::Applied {
+                    head,
+                    retired: retired @ (Some(true) | None),
+                    ..
+                },
+            ) if old != head => Some((*id, *old, *head, *retired)),
             _ => None,
         })
         .collect();
@@ -289,8 +297,8 @@ async fn push<D: CentralDb>(
             // only then.
             Ok(moved
                 .into_iter()
-                .filter(|(id, _, new)| retired_at(id, *new))
-                .map(|(id, old, new)| (id, old, new, retired_at(&id, old), true))
+                .filter(|(id, _, new, retired)| retired.unwrap_or_else(|| retired_at(id, *new)))
+                .map(|(id, old, new, _)| (id, old, new, retired_at(&id, old), true))
                 .collect::<Vec<_>>())
         })
         .await

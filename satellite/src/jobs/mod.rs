@@ -33,6 +33,29 @@ where
         .map_err(JobError::from)
 }
 
+/// Work started ahead (the next page asked for, a batch in flight) on its
+/// own task; dropped unused, because its job stopped, it is abandoned.
+pub(crate) struct Ahead<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> Ahead<T> {
+    pub(crate) fn start(work: impl std::future::Future<Output = T> + Send + 'static) -> Ahead<T> {
+        Ahead(tokio::spawn(work))
+    }
+
+    /// Waits for it.
+    pub(crate) async fn done(mut self) -> Result<T, JobError> {
+        (&mut self.0)
+            .await
+            .map_err(|e| JobError::Task(e.to_string()))
+    }
+}
+
+impl<T> Drop for Ahead<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 use crate::Satellite;
 use crate::client::{CentralClient, LinkMeasure};
 

@@ -14,7 +14,7 @@ use chartsync_protocol::sync::{
 use chartsync_protocol::{CommitId, PatientId};
 
 use super::apply::{JobError, store_updates};
-use super::{Progress, Summary};
+use super::{Ahead, Progress, Summary};
 use crate::Satellite;
 use crate::client::CentralClient;
 use crate::db::{CentralState, DirtyRecord, NO_ASIDE};
@@ -253,9 +253,46 @@ fn build_page(
     })
 }
 
+/// Whether two batches may be in flight at once: the round trip was
+/// measured short (a LAN, not a link where a cut must cost at most one
+/// batch) and batches are not cut short by bytes. Central then stores one
+/// batch while it verifies the next.
+fn overlap(client: &CentralClient) -> bool {
+    client
+        .measure()
+        .rtt
+        .is_some_and(|rtt| rtt < crate::client::SLOW_START_RTT)
+        && budget(client) >= PUSH_BATCH_BYTES
+}
+
+/// A batch sent on its own task: the ids to push again, and what it did.
+type InFlight = Ahead<Result<(Vec<PatientId>, Summary), JobError>>;
+
+fn start_send(sat: &Arc<Satellite>, client: &Arc<CentralClient>, built: Built) -> InFlight {
+    let (sat, client) = (Arc::clone(sat), Arc::clone(client));
+    Ahead::start(async move {
+        let mut local = Summary::default();
+        let again = send(&sat, &client, built, &mut local).await?;
+        Ok((again, local))
+    })
+}
+
+/// Waits for a batch in flight and counts what it did.
+async fn finish(
+    sending: InFlight,
+    retry: &mut Vec<PatientId>,
+    summary: &mut Summary,
+) -> Result<(), JobError> {
+    let (again, local) = sending.done().await??;
+    retry.extend(again);
+    summary.add(&local);
+    Ok(())
+}
+
 /// Runs push. While central works on one batch, the next batch's packs
-/// are built (requests still go one at a time), unless the link is still
-/// being measured: then the next batch waits for the measure.
+/// are built; on a LAN ([`overlap`]) that batch is sent before central
+/// answers the first. Unless the link is still being measured: then the
+/// next batch waits for the measure.
 pub(crate) async fn run(
     sat: &Arc<Satellite>,
     client: &Arc<CentralClient>,
@@ -271,6 +308,7 @@ pub(crate) async fn run(
         client.thin(),
         budget(client),
     ));
+    let mut in_flight: Option<InFlight> = None;
     loop {
         let built = next.await.map_err(|e| JobError::Task(e.to_string()))??;
         let Some(last) = built.last else { break };
@@ -285,13 +323,27 @@ pub(crate) async fn run(
         // In slow start the next batch is built once this one has
         // measured the link, so that it is sized by what was measured.
         if client.slow_start() {
+            if let Some(earlier) = in_flight.take() {
+                finish(earlier, &mut retry, &mut summary).await?;
+            }
             retry.extend(send(sat, client, built, &mut summary).await?);
             next = build_next();
         } else {
             next = build_next();
-            retry.extend(send(sat, client, built, &mut summary).await?);
+            let sending = start_send(sat, client, built);
+            if let Some(earlier) = in_flight.take() {
+                finish(earlier, &mut retry, &mut summary).await?;
+            }
+            if overlap(client) {
+                in_flight = Some(sending);
+            } else {
+                finish(sending, &mut retry, &mut summary).await?;
+            }
         }
         progress("push", summary.records_sent);
+    }
+    if let Some(earlier) = in_flight.take() {
+        finish(earlier, &mut retry, &mut summary).await?;
     }
     // Records merged or busy: push again, a bounded number of times.
     let mut pause = Duration::from_millis(200);
