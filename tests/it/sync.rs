@@ -419,6 +419,88 @@ async fn twenty_five_hundred_new_records_go_in_three_batches() {
     assert_eq!(s.records_received, 0);
 }
 
+/// Writes `patient.yaml` of `id` at a satellite's store directly (the
+/// HTTP path is tested elsewhere) and marks it changed.
+fn write_patient(sat: &TestSatellite, id: &PatientId, text: String, create: bool) {
+    let files = Files::from([("patient.yaml".to_string(), text)]);
+    sat.sat.db.mark_dirty(id).expect("dirty");
+    let condition = if create {
+        chartsync_store::Condition::MustCreate
+    } else {
+        chartsync_store::Condition::Unconditional
+    };
+    sat.sat
+        .store
+        .write(
+            id,
+            condition,
+            chartsync_store::Change::Replace(files),
+            &chartsync_store::CommitMeta::new("Bulk", "bulk@test", "import"),
+        )
+        .expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_with_two_batches_in_flight_loses_nothing_and_merges_what_central_changed() {
+    let w = world().await;
+    let mut ids: Vec<PatientId> = (0..2500).map(|_| PatientId::random()).collect();
+    ids.sort();
+    let doc = |n: usize, name: &str, phone: &str| {
+        format!("name: {name} {n}\ncatchment: north\nphone: '{phone}'\n")
+    };
+    for (n, id) in ids.iter().enumerate() {
+        write_patient(&w.sats[0], id, doc(n, "Patient", "000"), true);
+    }
+    assert_eq!(w.sats[0].sync(&[Job::Push]).await.records_sent, 2500);
+    assert_eq!(
+        w.sats[1].sync(&[Job::FetchNew]).await.records_received,
+        2500
+    );
+    // North-a has measured a short round trip (a pull with nothing to
+    // pull): its pushes now keep two batches in flight.
+    w.sats[0].sync(&[Job::Pull]).await;
+    let rtt = w.sats[0].sat.db.state("link_rtt_us_plus_1").expect("state");
+    assert!(
+        rtt > 0 && rtt < 50_000,
+        "a short round trip measured: {rtt}"
+    );
+    // North-b changes the phone of records in every batch, first.
+    let theirs: Vec<usize> = (0..2500).step_by(97).collect();
+    for &n in &theirs {
+        write_patient(&w.sats[1], &ids[n], doc(n, "Patient", "555"), false);
+    }
+    let s = w.sats[1].sync(&[Job::Push]).await;
+    assert_eq!(s.records_sent, theirs.len() as u64);
+    // North-a renames every patient: three batches of 1,000, 1,000 and
+    // 500, two in flight; the records north-b changed come back as
+    // conflicts, are merged and pushed again.
+    for (n, id) in ids.iter().enumerate() {
+        write_patient(&w.sats[0], id, doc(n, "Renamed", "000"), false);
+    }
+    let s = w.sats[0].sync(&[Job::Push]).await;
+    assert_eq!(s.merged, theirs.len() as u64, "{s:?}");
+    assert_eq!(
+        (s.conflicts, s.refused, s.deferred, s.set_aside),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(
+        s.round_trips, 4,
+        "three batches and the merged records again"
+    );
+    assert_eq!(w.sats[0].sync(&[Job::Push]).await.records_sent, 0);
+    // Every rename reached north-b, with its own phone changes kept.
+    let s = w.sats[1].sync(&[Job::Pull]).await;
+    assert_eq!(s.records_received, 2500);
+    for n in (0..2500).step_by(13).chain(theirs.iter().copied()) {
+        let (status, body, _) = w.sats[1].get(&w.http, &ids[n].to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        let patient = patient_doc(&body);
+        assert_eq!(patient["name"], format!("Renamed {n}"));
+        let phone = if theirs.contains(&n) { "555" } else { "000" };
+        assert_eq!(patient["phone"], phone, "record {n}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_central_is_restored_from_a_backup_resync_brings_it_up_to_date() {
     let dir = tempfile::tempdir().expect("tmp");
