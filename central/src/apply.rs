@@ -29,6 +29,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use chartsync_common::spread::spread;
 use chartsync_http::ApiError;
 use chartsync_protocol::{CommitId, PatientId};
 use chartsync_store::validate::PATIENT_FILE;
@@ -357,33 +358,6 @@ fn unknown_pushed(id: PatientId) -> ApiError {
 }
 
 /// Stages every write, spread over the available cores.
-/// `f` of every item, spread over the cores (at most 8 threads), in
-/// order; `None` if a thread failed.
-fn spread<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Option<Vec<R>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
-    let chunk = items.len().div_ceil(threads).max(1);
-    let total = items.len();
-    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        chunks.push(items.by_ref().take(chunk).collect());
-    }
-    std::thread::scope(|scope| {
-        let f = &f;
-        let parts: Vec<_> = chunks
-            .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut out = Vec::with_capacity(total);
-        for part in parts {
-            out.extend(part.join().ok()?);
-        }
-        Some(out)
-    })
-}
-
 /// Publishes one write the database accepted (moves its ref), or drops
 /// one it found stale; the outcome, and the (record, head) whose ref
 /// moved.

@@ -2,6 +2,7 @@
 //! fast-forwarded or merged with local unpushed changes. Every page is one
 //! group commit: all objects, one flush, all heads, one flush.
 
+use chartsync_common::spread::spread;
 use chartsync_protocol::Files;
 use chartsync_protocol::sync::RecordUpdate;
 use chartsync_protocol::{CommitId, PatientId};
@@ -207,45 +208,10 @@ fn stage_or_aside(sat: &Satellite, u: RecordUpdate) -> Result<Staged, JobError> 
 
 /// Phase 1 over a page, on all cores.
 fn stage_all(sat: &Satellite, updates: Vec<RecordUpdate>) -> Result<Vec<Staged>, JobError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
-    if updates.len() < 16 || threads == 1 {
-        return updates
-            .into_iter()
-            .map(|u| stage_or_aside(sat, u))
-            .collect();
-    }
-    let per = updates.len().div_ceil(threads);
-    let mut parts: Vec<Vec<RecordUpdate>> = Vec::new();
-    let mut rest = updates.into_iter().peekable();
-    while rest.peek().is_some() {
-        parts.push(rest.by_ref().take(per).collect());
-    }
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                scope.spawn(move || {
-                    part.into_iter()
-                        .map(|u| stage_or_aside(sat, u))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for w in workers {
-            match w.join() {
-                Ok(results) => {
-                    for r in results {
-                        out.push(r?);
-                    }
-                }
-                Err(_) => return Err(JobError::Task("a staging thread panicked".into())),
-            }
-        }
-        Ok(out)
-    })
+    spread(updates, |u| stage_or_aside(sat, u))
+        .ok_or_else(|| JobError::Task("a staging thread panicked".into()))?
+        .into_iter()
+        .collect()
 }
 
 /// Merges central's head into the local one (again if a local write moves
@@ -400,7 +366,8 @@ pub(crate) fn store_updates(
     }
     // Phase 3: move the heads, then one flush.
     let any = !creates.is_empty() || !merges.is_empty();
-    for (prepared, state) in creates {
+    // Each record's ref moves on its own: spread over the cores.
+    let published = spread(creates, |(prepared, state)| {
         let id = prepared.id;
         // Whether the new head is a tombstone was read while verifying
         // the pack, and its marker with it when the pack brought the
@@ -416,7 +383,11 @@ pub(crate) fn store_updates(
             }
             _ => None,
         };
-        match store.publish(prepared, Flush::Deferred) {
+        (id, state, named, store.publish(prepared, Flush::Deferred))
+    })
+    .ok_or_else(|| JobError::Task("a thread moving heads panicked".into()))?;
+    for (id, state, named, result) in published {
+        match result {
             Ok(head) => {
                 match named {
                     Some(named) => out.survivors.extend(named),
