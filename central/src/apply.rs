@@ -357,7 +357,6 @@ fn unknown_pushed(id: PatientId) -> ApiError {
     ))
 }
 
-/// Stages every write, spread over the available cores.
 /// Publishes one write the database accepted (moves its ref), or drops
 /// one it found stale; the outcome, and the (record, head) whose ref
 /// moved.
@@ -404,6 +403,7 @@ fn publish_one<D: CentralDb>(
     }
 }
 
+/// Stages every write, spread over the available cores.
 async fn stage_all<D: CentralDb>(
     central: Arc<Central<D>>,
     work: Vec<(usize, Write, Option<RecordRow>)>,
