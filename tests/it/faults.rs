@@ -165,6 +165,39 @@ async fn run_through(net: &Net, sat: &TestSatellite, jobs: &[Job], fault: Fault)
     let result = sat.run(jobs).await;
     net.proxy.clear_queue();
     let conns = net.proxy.take_connections();
+    failed_through(result, fault, &conns);
+    assert!(
+        conns.first().is_some_and(|c| c.faulted && c.fault == fault),
+        "{fault:?} did not fire: {conns:?}"
+    );
+    if let Fault::DropReply { .. } = fault {
+        assert!(conns[0].held_back > 0, "{conns:?}");
+    }
+}
+
+/// [`run_through`] with `fault` aimed at a message of the run, whatever
+/// connection carries it ([`Proxy::arm`]): for jobs that send a request
+/// ahead, which may go on a second connection.
+async fn run_through_armed(net: &Net, sat: &TestSatellite, jobs: &[Job], fault: Fault) {
+    net.proxy.take_run();
+    net.proxy.arm(fault);
+    let result = sat.run(jobs).await;
+    net.proxy.disarm();
+    let run = net.proxy.take_run();
+    failed_through(result, fault, &run.conns);
+    let fired: Vec<&ConnStats> = run.conns.iter().filter(|c| c.faulted).collect();
+    assert!(!fired.is_empty(), "{fault:?} did not fire: {run:?}");
+    if let Fault::DropReply { .. } = fault {
+        assert!(fired.iter().any(|c| c.held_back > 0), "{run:?}");
+    }
+}
+
+/// A run through `fault` must fail with a transient error.
+fn failed_through<T: std::fmt::Debug>(
+    result: Result<T, JobError>,
+    fault: Fault,
+    conns: &[ConnStats],
+) {
     match result {
         Ok(s) => panic!("the run succeeded through {fault:?}: {s:?}; {conns:?}"),
         Err(JobError::Sync(e)) if e.is_transient() => {}
@@ -172,13 +205,6 @@ async fn run_through(net: &Net, sat: &TestSatellite, jobs: &[Job], fault: Fault)
             "through {fault:?} the run failed with {}",
             chartsync_satellite::error_chain(&e)
         ),
-    }
-    assert!(
-        conns.first().is_some_and(|c| c.faulted && c.fault == fault),
-        "{fault:?} did not fire: {conns:?}"
-    );
-    if let Fault::DropReply { .. } = fault {
-        assert!(conns[0].held_back > 0, "{conns:?}");
     }
 }
 
@@ -208,7 +234,7 @@ enum Point {
 /// `per_request` of `request_points` for each request and `per_reply` of
 /// `reply_points` for each reply (taken in turn), and each reply dropped.
 fn cut_points(
-    conn: &ConnStats,
+    (requests, replies): (&[Msg], &[Msg]),
     request_points: &[Point],
     per_request: usize,
     reply_points: &[Point],
@@ -220,13 +246,13 @@ fn cut_points(
         Point::BeforeEnd(n) => At::End(n),
     };
     let mut faults = Vec::new();
-    for (msg, m) in conn.requests.iter().enumerate() {
+    for (msg, m) in requests.iter().enumerate() {
         for j in 0..per_request {
             let p = request_points[(msg * per_request + j) % request_points.len()];
             faults.push(Fault::CutRequest { msg, at: at(m, p) });
         }
     }
-    for (msg, m) in conn.replies.iter().enumerate() {
+    for (msg, m) in replies.iter().enumerate() {
         for j in 0..per_reply {
             let p = reply_points[(msg * per_reply + j) % reply_points.len()];
             faults.push(Fault::CutReply { msg, at: at(m, p) });
@@ -367,7 +393,8 @@ async fn push_through_cuts_and_lost_replies_loses_and_duplicates_nothing() {
         Point::Body(0.5),
         Point::BeforeEnd(1),
     ];
-    let faults = cut_points(&conns[0], &request_points, 8, &reply_points, 5);
+    let measured = (&conns[0].requests[..], &conns[0].replies[..]);
+    let faults = cut_points(measured, &request_points, 8, &reply_points, 5);
     println!(
         "push: measured requests {:?}, replies {:?}; {} faults: {faults:?}",
         conns[0].requests,
@@ -526,11 +553,12 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
 
     // Round 0 passes through, to measure.
     let mut touched = before(0, &mut north).await;
-    net.proxy.take_connections();
+    // Pull asks for a page while it stores the one before: that request
+    // may go on a second connection, so faults aim at the run's messages.
+    net.proxy.take_run();
     let s = c.sync(&[Job::Pull, Job::FetchNew]).await;
     assert_eq!(s.records_received, 10, "{s:?}");
-    let conns = net.proxy.take_connections();
-    assert_eq!(conns.len(), 1, "one connection per run: {conns:?}");
+    let run = net.proxy.take_run();
     meanwhile(0, &north, &mut touched).await;
     c.sync(&[Job::Pull, Job::FetchNew]).await;
     check(&north, &north).await;
@@ -538,7 +566,7 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
     // body, right after its end), two per reply (in turn through the
     // headers and the body), and each reply dropped whole.
     let faults = cut_points(
-        &conns[0],
+        (&run.requests, &run.replies),
         &[Point::Head(0.5), Point::Body(0.5), Point::BeforeEnd(0)],
         1,
         &[
@@ -553,16 +581,17 @@ async fn pull_and_fetch_new_through_cuts_and_lost_replies_store_each_record_once
     );
     println!(
         "pull+fetch-new: measured requests {:?}, replies {:?}; {} faults: {faults:?}",
-        conns[0].requests,
-        conns[0].replies,
+        run.requests,
+        run.replies,
         faults.len()
     );
-    assert!(conns[0].requests.len() >= 6, "pages of 4: {conns:?}");
+    assert!(run.requests.len() >= 6, "pages of 4: {run:?}");
+    assert_eq!(run.requests.len(), run.replies.len(), "{run:?}");
 
     for (k, &fault) in faults.iter().enumerate() {
         let k = k + 1;
         let mut touched = before(k, &mut north).await;
-        run_through(&net, &c, &[Job::Pull, Job::FetchNew], fault).await;
+        run_through_armed(&net, &c, &[Job::Pull, Job::FetchNew], fault).await;
         meanwhile(k, &north, &mut touched).await;
         c.sync(&[Job::Pull, Job::FetchNew]).await;
         check(&north, &touched).await;

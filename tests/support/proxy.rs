@@ -3,8 +3,8 @@
 //! Each accepted connection takes the next queued fault ([`Proxy::next`]),
 //! or else the standing one ([`Proxy::set`]). The proxy follows the HTTP/1.1
 //! messages on a connection (by `Content-Length`), so a fault can aim at one
-//! request or reply of a run (the satellite's client keeps one connection
-//! for all the round trips of a run) and at a byte counted from either end
+//! request or reply of a run (the satellite's client mostly keeps one
+//! connection for all the round trips of a run) and at a byte counted from either end
 //! of that message, however the message's size varies between runs:
 //!
 //! - [`Fault::Pass`]: bytes flow both ways untouched;
@@ -24,6 +24,13 @@
 //!
 //! Bytes forwarded each way and the messages seen are counted per
 //! connection, for assertions.
+//!
+//! A job may also spread its round trips over more than one connection (a
+//! request sent ahead while the connection of the one before is still on
+//! its way back to the client's pool). [`Proxy::arm`] aims a fault at a
+//! message of the run instead: requests are numbered across the run's
+//! connections in the order they begin, a reply takes its request's number,
+//! and every connection carries the armed fault.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -104,6 +111,28 @@ struct State {
     conns: Vec<ConnStats>,
     /// How many [`Proxy::take_connections`] already returned.
     taken: usize,
+    /// The fault aimed at the run's messages ([`Proxy::arm`]).
+    armed: Option<Fault>,
+    /// Every request by its number (sizes once whole), counted over all
+    /// runs; a run's are those from `run_from`.
+    run_requests: Vec<Option<Msg>>,
+    /// Their replies, by the same numbers.
+    run_replies: Vec<Option<Msg>>,
+    /// The numbers of each connection's requests (counted over all runs).
+    numbers: Vec<Vec<usize>>,
+    /// The number of the run's first request.
+    run_from: usize,
+}
+
+/// The messages of a run, numbered across its connections.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    /// Its connections, in order of arrival.
+    pub conns: Vec<ConnStats>,
+    /// Whole requests, in the order they began.
+    pub requests: Vec<Msg>,
+    /// Whole replies, by their request's number.
+    pub replies: Vec<Msg>,
 }
 
 /// The proxy; stops accepting when dropped.
@@ -130,22 +159,32 @@ impl Proxy {
             queue: VecDeque::new(),
             conns: Vec::new(),
             taken: 0,
+            armed: None,
+            run_requests: Vec::new(),
+            run_replies: Vec::new(),
+            numbers: Vec::new(),
+            run_from: 0,
         }));
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (index, fault) = {
+                let (index, fault, armed) = {
                     let mut s = lock(&shared);
-                    let fault = s.queue.pop_front().unwrap_or(s.standing);
+                    let (fault, armed) = match s.armed {
+                        Some(fault) => (fault, true),
+                        None => (s.queue.pop_front().unwrap_or(s.standing), false),
+                    };
                     s.conns.push(ConnStats {
                         fault,
                         ..ConnStats::default()
                     });
-                    (s.conns.len() - 1, fault)
+                    s.numbers.push(Vec::new());
+                    (s.conns.len() - 1, fault, armed)
                 };
                 let conn = Conn {
                     state: Arc::clone(&shared),
                     index,
+                    armed,
                 };
                 tokio::spawn(conn.run(client, target, fault));
             }
@@ -177,12 +216,39 @@ impl Proxy {
         s.conns[s.taken..].to_vec()
     }
 
-    /// The connections since the last call, in order of arrival.
+    /// The connections since the last call, in order of arrival; a new
+    /// run begins (its messages are numbered from 0).
     pub fn take_connections(&self) -> Vec<ConnStats> {
+        self.take_run().conns
+    }
+
+    /// The run since the last [`Proxy::take_connections`] or
+    /// [`Proxy::take_run`]; a new one begins.
+    pub fn take_run(&self) -> Run {
         let mut s = lock(&self.state);
         let (from, to) = (s.taken, s.conns.len());
         s.taken = to;
-        s.conns[from..].to_vec()
+        let next = s.run_requests.len();
+        let first = std::mem::replace(&mut s.run_from, next);
+        let whole = |m: &[Option<Msg>]| m[first..].iter().flatten().copied().collect();
+        Run {
+            conns: s.conns[from..].to_vec(),
+            requests: whole(&s.run_requests),
+            replies: whole(&s.run_replies),
+        }
+    }
+
+    /// Aims `fault` at the run's messages on every following connection:
+    /// its `msg` is a number in the run ([`Run`]); the message after it
+    /// (a request sent once more after the fault) meets the same fault.
+    /// Queued and standing faults wait until [`Proxy::disarm`].
+    pub fn arm(&self, fault: Fault) {
+        lock(&self.state).armed = Some(fault);
+    }
+
+    /// Ends [`Proxy::arm`].
+    pub fn disarm(&self) {
+        lock(&self.state).armed = None;
     }
 }
 
@@ -234,6 +300,8 @@ enum Rule {
 struct Conn {
     state: Arc<Mutex<State>>,
     index: usize,
+    /// Rules match run numbers, the fault's and the one after it.
+    armed: bool,
 }
 
 impl Conn {
@@ -301,10 +369,13 @@ impl Conn {
             }
             let mut rest = &buf[..n];
             while !rest.is_empty() {
+                if !framer.started {
+                    framer.start(self.number(dir, framer.index));
+                }
                 // The bytes of the current message in this chunk.
                 let span = framer.span(rest);
                 let (send, fire) = match rule {
-                    Rule::Cut { msg, at } if msg == framer.index => {
+                    Rule::Cut { msg, at } if self.hit(msg, framer.key) => {
                         let point = match (at, framer.len) {
                             (At::Start(n), _) => n,
                             (At::End(n), Some(len)) => len.saturating_sub(n).max(framer.head),
@@ -314,10 +385,10 @@ impl Conn {
                         let send = span.min(point.saturating_sub(framer.pos) as usize);
                         (send, framer.pos + send as u64 == point)
                     }
-                    Rule::Hold { msg, close } if msg == framer.index => {
+                    Rule::Hold { msg, close } if self.hit(msg, framer.key) => {
                         self.count(dir, 0, span as u64);
-                        framer.advance(span, &self.state, self.index, dir);
-                        if close && framer.index > msg {
+                        let done = framer.advance(span, &self.state, self.index, dir);
+                        if close && done.is_some() {
                             return self.fault();
                         }
                         rest = &rest[span..];
@@ -328,7 +399,7 @@ impl Conn {
                 // Counted first, so the stats are complete when the client
                 // has the bytes.
                 self.count(dir, send as u64, 0);
-                framer.advance(send, &self.state, self.index, dir);
+                let done = framer.advance(send, &self.state, self.index, dir);
                 if to.write_all(&rest[..send]).await.is_err() {
                     return End::Closed;
                 }
@@ -336,8 +407,7 @@ impl Conn {
                     return self.fault();
                 }
                 if let Rule::HangUp { msg, after } = rule
-                    && framer.index == msg + 1
-                    && framer.pos == 0
+                    && done.is_some_and(|key| self.hit(msg, key))
                 {
                     tokio::time::sleep(after).await;
                     return self.fault();
@@ -360,6 +430,34 @@ impl Conn {
         c.held_back += held;
     }
 
+    /// Whether a rule aimed at `msg` applies to the message numbered `key`.
+    fn hit(&self, msg: usize, key: usize) -> bool {
+        key == msg || (self.armed && key == msg + 1)
+    }
+
+    /// The number rules compare with for message `index` of this
+    /// connection in `dir`: `index` itself, or its number in the run when
+    /// armed. A request takes the run's next number; a reply its request's.
+    fn number(&self, dir: Dir, index: usize) -> (usize, usize) {
+        let mut s = lock(&self.state);
+        let number = match dir {
+            Dir::Up => {
+                let key = s.run_requests.len();
+                s.run_requests.push(None);
+                s.run_replies.push(None);
+                s.numbers[self.index].push(key);
+                key
+            }
+            Dir::Down => s.numbers[self.index]
+                .get(index)
+                .copied()
+                .unwrap_or(usize::MAX),
+        };
+        // A message of an earlier run matches no armed rule.
+        let key = number.checked_sub(s.run_from).unwrap_or(usize::MAX);
+        (if self.armed { key } else { index }, number)
+    }
+
     fn fault(&self) -> End {
         lock(&self.state).conns[self.index].faulted = true;
         End::Fault
@@ -379,6 +477,12 @@ struct Framer {
     len: Option<u64>,
     /// Its header so far.
     header: Vec<u8>,
+    /// Whether its first byte came ([`Framer::start`]).
+    started: bool,
+    /// The number rules compare with ([`Conn::number`]).
+    key: usize,
+    /// Its number over all runs (whatever rules compare with).
+    run: usize,
 }
 
 impl Framer {
@@ -409,24 +513,43 @@ impl Framer {
         rest.len().min(usize::try_from(left).unwrap_or(usize::MAX))
     }
 
-    /// Moves past `n` bytes; a finished message is counted.
-    fn advance(&mut self, n: usize, state: &Mutex<State>, conn: usize, dir: Dir) {
+    /// A message begins; rules compare with `key`.
+    fn start(&mut self, (key, run): (usize, usize)) {
+        self.started = true;
+        self.key = key;
+        self.run = run;
+    }
+
+    /// Moves past `n` bytes; a finished message is counted, and its key
+    /// returned.
+    fn advance(&mut self, n: usize, state: &Mutex<State>, conn: usize, dir: Dir) -> Option<usize> {
         self.pos += n as u64;
-        if Some(self.pos) == self.len {
-            let msg = Msg {
-                head: self.head,
-                len: self.pos,
-            };
-            let mut s = lock(state);
-            let c = &mut s.conns[conn];
-            match dir {
-                Dir::Up => c.requests.push(msg),
-                Dir::Down => c.replies.push(msg),
-            }
-            *self = Framer {
-                index: self.index + 1,
-                ..Framer::default()
-            };
+        if Some(self.pos) != self.len {
+            return None;
         }
+        let msg = Msg {
+            head: self.head,
+            len: self.pos,
+        };
+        let mut s = lock(state);
+        let (list, run) = match dir {
+            Dir::Up => {
+                s.conns[conn].requests.push(msg);
+                (&mut s.run_requests, self.run)
+            }
+            Dir::Down => {
+                s.conns[conn].replies.push(msg);
+                (&mut s.run_replies, self.run)
+            }
+        };
+        if let Some(slot) = list.get_mut(run) {
+            *slot = Some(msg);
+        }
+        let key = self.key;
+        *self = Framer {
+            index: self.index + 1,
+            ..Framer::default()
+        };
+        Some(key)
     }
 }

@@ -11,7 +11,7 @@ use chartsync_protocol::sync::{
 use chartsync_store::Retirement;
 
 use super::apply::{JobError, Stored, aside, store_updates};
-use super::{Progress, Summary};
+use super::{Ahead, Progress, Summary};
 use crate::Satellite;
 use crate::client::{CentralClient, SyncError};
 use crate::db::{PendingAck, SetAside};
@@ -151,19 +151,29 @@ pub(crate) async fn run(
     })
     .await?;
     retry_set_aside(sat, client, &mut summary).await?;
+    let mut next: Option<Ahead<Result<PullResponse, SyncError>>> = None;
     loop {
-        let request = PullRequest {
-            cursor,
-            limit: super::page_limit(sat),
-        };
         let timer = std::time::Instant::now();
-        let page: PullResponse = client.call("/v1/sync/pull", &request).await?;
+        let page = match next.take() {
+            Some(ahead) => ahead.done().await??,
+            None => ask(Arc::clone(sat), Arc::clone(client), cursor).await?,
+        };
         let called = timer.elapsed();
         let records = page.updates.len();
         if page.cursor < cursor {
             return Err(JobError::Protocol(format!(
                 "the cursor went back from {cursor} to {}",
                 page.cursor
+            )));
+        }
+        // The next page is asked for while this one is stored: its
+        // changes are based on the heads as of this page's cursor, which
+        // are here once this page is stored, and it is stored after.
+        if page.more {
+            next = Some(Ahead::start(ask(
+                Arc::clone(sat),
+                Arc::clone(client),
+                page.cursor,
             )));
         }
         let mut stored = store_page(sat, client, page.updates).await?;
@@ -207,6 +217,19 @@ pub(crate) async fn run(
         super::spawn_db(move || s.db.set_state(CHECK_ALL, 0)).await?;
     }
     Ok(summary)
+}
+
+/// Asks central for the page after `cursor`.
+async fn ask(
+    sat: Arc<Satellite>,
+    client: Arc<CentralClient>,
+    cursor: u64,
+) -> Result<PullResponse, SyncError> {
+    let request = PullRequest {
+        cursor,
+        limit: super::page_limit(&sat),
+    };
+    client.call("/v1/sync/pull", &request).await
 }
 
 /// The survivors named by tombstones among records already at central's
