@@ -111,8 +111,9 @@ struct State {
     conns: Vec<ConnStats>,
     /// How many [`Proxy::take_connections`] already returned.
     taken: usize,
-    /// The fault aimed at the run's messages ([`Proxy::arm`]).
-    armed: Option<Fault>,
+    /// The fault aimed at the run's messages, and whether the message
+    /// after it meets it too ([`Proxy::arm`]).
+    armed: Option<(Fault, bool)>,
     /// Every request by its number (sizes once whole), counted over all
     /// runs; a run's are those from `run_from`.
     run_requests: Vec<Option<Msg>>,
@@ -171,8 +172,8 @@ impl Proxy {
                 let (index, fault, armed) = {
                     let mut s = lock(&shared);
                     let (fault, armed) = match s.armed {
-                        Some(fault) => (fault, true),
-                        None => (s.queue.pop_front().unwrap_or(s.standing), false),
+                        Some((fault, retried)) => (fault, Some(retried)),
+                        None => (s.queue.pop_front().unwrap_or(s.standing), None),
                     };
                     s.conns.push(ConnStats {
                         fault,
@@ -239,11 +240,12 @@ impl Proxy {
     }
 
     /// Aims `fault` at the run's messages on every following connection:
-    /// its `msg` is a number in the run ([`Run`]); the message after it
-    /// (a request sent once more after the fault) meets the same fault.
-    /// Queued and standing faults wait until [`Proxy::disarm`].
-    pub fn arm(&self, fault: Fault) {
-        lock(&self.state).armed = Some(fault);
+    /// its `msg` is a number in the run ([`Run`]); with `retried`, the
+    /// message after it (a request sent once more after the fault) meets
+    /// the same fault. Queued and standing faults wait until
+    /// [`Proxy::disarm`].
+    pub fn arm(&self, fault: Fault, retried: bool) {
+        lock(&self.state).armed = Some((fault, retried));
     }
 
     /// Ends [`Proxy::arm`].
@@ -300,8 +302,9 @@ enum Rule {
 struct Conn {
     state: Arc<Mutex<State>>,
     index: usize,
-    /// Rules match run numbers, the fault's and the one after it.
-    armed: bool,
+    /// Rules match run numbers: the fault's, and the one after it if
+    /// `Some(true)` ([`Proxy::arm`]).
+    armed: Option<bool>,
 }
 
 impl Conn {
@@ -432,7 +435,7 @@ impl Conn {
 
     /// Whether a rule aimed at `msg` applies to the message numbered `key`.
     fn hit(&self, msg: usize, key: usize) -> bool {
-        key == msg || (self.armed && key == msg + 1)
+        key == msg || (self.armed == Some(true) && key == msg + 1)
     }
 
     /// The number rules compare with for message `index` of this
@@ -455,7 +458,7 @@ impl Conn {
         };
         // A message of an earlier run matches no armed rule.
         let key = number.checked_sub(s.run_from).unwrap_or(usize::MAX);
-        (if self.armed { key } else { index }, number)
+        (if self.armed.is_some() { key } else { index }, number)
     }
 
     fn fault(&self) -> End {

@@ -302,13 +302,19 @@ impl Db {
         tx.commit().map_err(sql("saving sync progress"))
     }
 
-    /// Acknowledgements not yet delivered to central.
+    /// Acknowledgements not yet delivered to central, at most `limit`: one
+    /// of each page acknowledged by token first (a page acknowledged by its
+    /// token is acknowledged whole, so every such page goes in one request,
+    /// however many records each holds), then the rest by record.
     pub fn pending_acks(&self, limit: usize) -> Result<Vec<PendingAck>, DbError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT patient, head, page_cursor, page_token FROM pending_acks
-                  ORDER BY patient LIMIT ?1",
+                "SELECT patient, head, page_cursor, page_token FROM (
+                    SELECT patient, head, page_cursor, page_token,
+                           ROW_NUMBER() OVER (PARTITION BY page_token ORDER BY patient) AS nth
+                      FROM pending_acks)
+                  ORDER BY page_token IS NULL OR nth > 1, patient LIMIT ?1",
             )
             .map_err(sql("reading pending acknowledgements"))?;
         let rows = stmt
@@ -527,6 +533,50 @@ mod tests {
         db.clear_acks(&more[..1], &[], false).expect("clear");
         let left = db.pending_acks(10).expect("pending");
         assert!(left.contains(&more[1]) && !left.contains(&more[0]));
+    }
+
+    #[test]
+    fn a_limited_read_of_acknowledgements_holds_every_page_acknowledged_by_token() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("s.sqlite")).expect("db");
+        let ack = |token: u64| PendingAck {
+            id: PatientId::random(),
+            head: CommitId([token as u8; 20]),
+            page: Some(40 + token),
+            token: Some(token),
+        };
+        // Three pages of five records, and three records by head.
+        let mut all: Vec<PendingAck> = [1, 2, 3]
+            .into_iter()
+            .flat_map(|t| std::iter::repeat_n(t, 5))
+            .map(ack)
+            .collect();
+        for n in 0..3 {
+            all.push(PendingAck::by_head((
+                PatientId::random(),
+                CommitId([9 + n; 20]),
+            )));
+        }
+        db.commit_sync(&[], &[], &all, super::super::NO_ASIDE)
+            .expect("sync");
+        // Four fit: a record of each page first, then one more.
+        let read = db.pending_acks(4).expect("pending");
+        assert_eq!(read.len(), 4);
+        let mut tokens: Vec<Option<u64>> = read[..3].iter().map(|a| a.token).collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, vec![Some(1), Some(2), Some(3)], "{read:?}");
+        // Delivered by token, the three pages go whole; what is left is
+        // the records by head that were not read.
+        db.clear_acks(&read, &[], true).expect("clear");
+        let mut left = db.pending_acks(10).expect("pending");
+        let mut want: Vec<PendingAck> = all[15..]
+            .iter()
+            .filter(|a| !read.contains(a))
+            .copied()
+            .collect();
+        left.sort_by_key(|a| a.id);
+        want.sort_by_key(|a| a.id);
+        assert_eq!(left, want);
     }
 }
 

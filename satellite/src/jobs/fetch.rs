@@ -14,7 +14,7 @@ use chartsync_protocol::{CommitId, PatientId};
 
 use super::apply::{JobError, MAX_HOPS};
 use super::pull::store_page;
-use super::{Progress, Summary};
+use super::{Ahead, Progress, Summary};
 use crate::Satellite;
 use crate::client::CentralClient;
 use crate::db::PendingAck;
@@ -96,6 +96,38 @@ async fn deliver_acks(
     }
 }
 
+/// A fetch-new page and the acknowledgements its request delivered.
+struct Asked {
+    page: FetchNewResponse,
+    delivered: Vec<PendingAck>,
+}
+
+/// Asks central for the page after `cursor`, delivering the pending
+/// acknowledgements.
+async fn ask(
+    sat: Arc<Satellite>,
+    client: Arc<CentralClient>,
+    cursor: u64,
+    epoch: u64,
+) -> Result<Asked, JobError> {
+    let s = Arc::clone(&sat);
+    let pending =
+        super::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH)).await?;
+    let (acks, pages) = acks(&pending);
+    let request = FetchNewRequest {
+        cursor,
+        epoch,
+        limit: super::page_limit(&sat),
+        acks,
+        pages,
+    };
+    let page: FetchNewResponse = client.call("/v1/sync/fetch-new", &request).await?;
+    Ok(Asked {
+        page,
+        delivered: pending,
+    })
+}
+
 /// Runs fetch-new.
 pub(crate) async fn run(
     sat: &Arc<Satellite>,
@@ -111,26 +143,30 @@ pub(crate) async fn run(
         ))
     })
     .await?;
+    let mut ahead: Option<Ahead<Result<Asked, JobError>>> = None;
     loop {
-        let s = Arc::clone(sat);
-        let pending =
-            super::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH)).await?;
-        let (acks, pages) = acks(&pending);
-        let request = FetchNewRequest {
-            cursor,
-            epoch,
-            limit: super::page_limit(sat),
-            acks,
-            pages,
+        let Asked { page, delivered } = match ahead.take() {
+            Some(ahead) => ahead.done().await??,
+            None => ask(Arc::clone(sat), Arc::clone(client), cursor, epoch).await?,
         };
-        let page: FetchNewResponse = client.call("/v1/sync/fetch-new", &request).await?;
         // Central has the acknowledgements now (but of pages it no longer
         // knew by their token: those go by their ids next time).
         let s = Arc::clone(sat);
-        let delivered = pending.clone();
         let forgotten = page.forgotten.clone();
         let by_token = client.version() >= 6;
         super::spawn_db(move || s.db.clear_acks(&delivered, &forgotten, by_token)).await?;
+        // The next page is asked for while this one is stored (on a LAN,
+        // central builds it meanwhile; on a slow link, it is on its way).
+        // It starts after this page's cursor; this page's records are
+        // acknowledged with the request after it, or at the end.
+        if page.more {
+            ahead = Some(Ahead::start(ask(
+                Arc::clone(sat),
+                Arc::clone(client),
+                page.cursor,
+                page.epoch,
+            )));
+        }
         let (next, next_epoch) = (page.cursor, page.epoch);
         // The page sent its records at their heads as of its cursor.
         let offered: HashMap<PatientId, CommitId> = page
