@@ -8,6 +8,7 @@
 //! after the read, or was between its two bumps, changes the counter, so its
 //! record stays marked. No lock is needed, across processes too.
 
+use chartsync_protocol::sync::MAX_ACK_PAGES;
 use chartsync_protocol::{CommitId, PatientId};
 use rusqlite::{OptionalExtension, params};
 
@@ -302,34 +303,44 @@ impl Db {
         tx.commit().map_err(sql("saving sync progress"))
     }
 
-    /// Acknowledgements not yet delivered to central, at most `limit`: one
-    /// of each page acknowledged by token first (a page acknowledged by its
-    /// token is acknowledged whole, so every such page goes in one request,
-    /// however many records each holds), then the rest by record.
+    /// Acknowledgements not yet delivered to central, at most `limit`: a
+    /// record of each page known by its token first (at most
+    /// [`MAX_ACK_PAGES`], as many as a request acknowledges; a page
+    /// acknowledged by its token is acknowledged whole, so those pages go
+    /// in one request, however many records each holds), then the rest by
+    /// record.
     pub fn pending_acks(&self, limit: usize) -> Result<Vec<PendingAck>, DbError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT patient, head, page_cursor, page_token FROM (
-                    SELECT patient, head, page_cursor, page_token,
-                           ROW_NUMBER() OVER (PARTITION BY page_token ORDER BY patient) AS nth
-                      FROM pending_acks)
-                  ORDER BY page_token IS NULL OR nth > 1, patient LIMIT ?1",
+                "SELECT patient, head, page_cursor, page_token, part FROM (
+                    SELECT patient, head, page_cursor, page_token, 0 AS part FROM pending_acks
+                     WHERE patient IN (SELECT MIN(patient) FROM pending_acks
+                                        WHERE page_token IS NOT NULL
+                                        GROUP BY page_token LIMIT ?2)
+                    UNION ALL
+                    SELECT * FROM (SELECT patient, head, page_cursor, page_token, 1 FROM pending_acks
+                                    ORDER BY patient LIMIT ?1))
+                  ORDER BY part, patient",
             )
             .map_err(sql("reading pending acknowledgements"))?;
         let rows = stmt
-            .query_map(params![limit as i64], |r| {
+            .query_map(params![limit as i64, MAX_ACK_PAGES as i64], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<i64>>(2)?,
                     r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .map_err(sql("reading pending acknowledgements"))?;
         let mut out = Vec::new();
+        // How many came first, one of each page.
+        let mut firsts = 0;
         for row in rows {
-            let (id, head, page, token) = row.map_err(sql("reading pending acknowledgements"))?;
+            let (id, head, page, token, part) =
+                row.map_err(sql("reading pending acknowledgements"))?;
             let head = head_from(Some(head))?.ok_or(DbError::Damaged("pending_acks.head"))?;
             let page = page
                 .map(u64::try_from)
@@ -339,12 +350,23 @@ impl Db {
                 .map(u64::try_from)
                 .transpose()
                 .map_err(|_| DbError::Damaged("pending_acks.page_token"))?;
+            let id = id_from(id)?;
+            if part != 0 && out[..firsts].iter().any(|a: &PendingAck| a.id == id) {
+                // It came first already.
+                continue;
+            }
+            if out.len() >= limit {
+                break;
+            }
             out.push(PendingAck {
-                id: id_from(id)?,
+                id,
                 head,
                 page,
                 token,
             });
+            if part == 0 {
+                firsts += 1;
+            }
         }
         Ok(out)
     }

@@ -27,10 +27,14 @@ const EPOCH: &str = "fetch_epoch";
 /// and the ids; at most [`MAX_ACK_PAGES`] pages, the rest by head), any
 /// other by head. The client sends a page by its token to a central of
 /// protocol 6, by its ids to one of protocol 5, and every record by head
-/// to an older one.
-fn acks(pending: &[PendingAck]) -> (Vec<Ack>, Vec<PageAck>) {
+/// to an older one. Also returns `pending` as delivered: a record of a
+/// page that did not fit goes by head, without its page's token, so that
+/// clearing it does not clear the rest of its page
+/// ([`crate::db::Db::clear_acks`]).
+fn acks(pending: &[PendingAck]) -> (Vec<Ack>, Vec<PageAck>, Vec<PendingAck>) {
     let mut acks = Vec::new();
     let mut pages: Vec<PageAck> = Vec::new();
+    let mut delivered = Vec::with_capacity(pending.len());
     for a in pending {
         if let Some(cursor) = a.page {
             let token = a.token.unwrap_or(0);
@@ -53,6 +57,7 @@ fn acks(pending: &[PendingAck]) -> (Vec<Ack>, Vec<PageAck>) {
             if let Some(page) = at.and_then(|at| pages.get_mut(at)) {
                 page.ids.push(a.id);
                 page.heads.push(a.head);
+                delivered.push(*a);
                 continue;
             }
         }
@@ -60,8 +65,9 @@ fn acks(pending: &[PendingAck]) -> (Vec<Ack>, Vec<PageAck>) {
             id: a.id,
             head: a.head,
         });
+        delivered.push(PendingAck { token: None, ..*a });
     }
-    (acks, pages)
+    (acks, pages, delivered)
 }
 
 /// Delivers pending acknowledgements alone; stores what moved meanwhile.
@@ -79,7 +85,7 @@ async fn deliver_acks(
         if pending.is_empty() {
             return Ok(survivors);
         }
-        let (acks, pages) = acks(&pending);
+        let (acks, pages, pending) = acks(&pending);
         let reply: AckResponse = client
             .call("/v1/sync/ack", &AckRequest { acks, pages })
             .await?;
@@ -113,7 +119,7 @@ async fn ask(
     let s = Arc::clone(&sat);
     let pending =
         super::spawn_db(move || s.db.pending_acks(chartsync_protocol::sync::MAX_BATCH)).await?;
-    let (acks, pages) = acks(&pending);
+    let (acks, pages, delivered) = acks(&pending);
     let request = FetchNewRequest {
         cursor,
         epoch,
@@ -122,10 +128,7 @@ async fn ask(
         pages,
     };
     let page: FetchNewResponse = client.call("/v1/sync/fetch-new", &request).await?;
-    Ok(Asked {
-        page,
-        delivered: pending,
-    })
+    Ok(Asked { page, delivered })
 }
 
 /// Runs fetch-new.
@@ -184,13 +187,15 @@ pub(crate) async fn run(
         // A record that reached this clinic retired (merged at central
         // into another) brings its survivor, before the page counts as
         // stored: a crash in between fetches the page again.
-        follow_survivors(
-            sat,
-            client,
-            std::mem::take(&mut stored.survivors),
-            &mut summary,
-        )
-        .await?;
+        let survivors = std::mem::take(&mut stored.survivors);
+        if !survivors.is_empty() {
+            // Following them delivers acknowledgements, which the page
+            // asked ahead may be delivering too, and stores what moved
+            // since: that page is asked for again afterwards, so that
+            // nothing it holds is older than what is stored here by then.
+            ahead = None;
+        }
+        follow_survivors(sat, client, survivors, &mut summary).await?;
         let s = Arc::clone(sat);
         // Everything stored from this page is acknowledged next time: by
         // the page when stored at the head the page sent (not one that
@@ -327,4 +332,64 @@ async fn fetch_by_id(
     })
     .await?;
     Ok((head, survivors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More pages known by their tokens than a request acknowledges: the
+    /// first [`MAX_ACK_PAGES`] go by token and are cleared whole; a record
+    /// of a page beyond them goes by head and only it is cleared, the rest
+    /// of its page staying pending under its token.
+    #[test]
+    fn pages_beyond_what_a_request_acknowledges_are_not_cleared_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = crate::db::Db::open(&dir.path().join("s.sqlite")).expect("db");
+        let pages = MAX_ACK_PAGES as u64 + 2;
+        let all: Vec<PendingAck> = (1..=pages)
+            .flat_map(|t| [t, t])
+            .map(|t| PendingAck {
+                id: PatientId::random(),
+                head: CommitId([t as u8; 20]),
+                page: Some(100 + t),
+                token: Some(t),
+            })
+            .collect();
+        db.commit_sync(&[], &[], &all, crate::db::NO_ASIDE)
+            .expect("sync");
+        // Room for one record a page: the read holds the first 16 pages.
+        let read = db.pending_acks(MAX_ACK_PAGES + 2).expect("pending");
+        let firsts: std::collections::BTreeSet<u64> = read[..MAX_ACK_PAGES]
+            .iter()
+            .filter_map(|a| a.token)
+            .collect();
+        assert_eq!(firsts.len(), MAX_ACK_PAGES, "{read:?}");
+        let (by_head, by_page, delivered) = acks(&read);
+        assert_eq!(by_page.len(), MAX_ACK_PAGES);
+        assert_eq!(by_head.len(), 2, "{by_head:?}");
+        assert_eq!(delivered.len(), read.len());
+        for a in &by_head {
+            let sent = delivered.iter().find(|d| d.id == a.id).expect("delivered");
+            assert_eq!(sent.token, None, "sent by head, not by its page");
+        }
+        // Central took the 16 pages whole (by token) and two records by
+        // head.
+        db.clear_acks(&delivered, &[], true).expect("clear");
+        let left = db.pending_acks(100).expect("pending");
+        let want: Vec<PatientId> = all
+            .iter()
+            .filter(|a| {
+                !firsts.contains(&a.token.unwrap_or(0)) && !by_head.iter().any(|h| h.id == a.id)
+            })
+            .map(|a| a.id)
+            .collect();
+        let mut got: Vec<PatientId> = left.iter().map(|a| a.id).collect();
+        let mut want = want;
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().all(|a| a.token.is_some()), "{left:?}");
+    }
 }

@@ -186,6 +186,13 @@ pub(crate) async fn run(
             let states = stored.states.iter().map(|s| (s.id, s.head)).collect();
             survivors.extend(named_survivors(sat, states).await?);
         }
+        if !survivors.is_empty() {
+            // Following them delivers acknowledgements and stores what
+            // moved since: the page asked ahead, built before, is asked
+            // for again afterwards, so that nothing it holds is older
+            // than what is stored here by then.
+            next = None;
+        }
         super::fetch::follow_survivors(sat, client, survivors, &mut summary).await?;
         // Durable records first, then the cursor (with their states).
         let s = Arc::clone(sat);
