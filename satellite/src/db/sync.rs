@@ -317,7 +317,7 @@ impl Db {
                     SELECT patient, head, page_cursor, page_token, 0 AS part FROM pending_acks
                      WHERE patient IN (SELECT MIN(patient) FROM pending_acks
                                         WHERE page_token IS NOT NULL
-                                        GROUP BY page_token LIMIT ?2)
+                                        GROUP BY page_token ORDER BY page_token LIMIT ?2)
                     UNION ALL
                     SELECT * FROM (SELECT patient, head, page_cursor, page_token, 1 FROM pending_acks
                                     ORDER BY patient LIMIT ?1))

@@ -347,10 +347,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let db = crate::db::Db::open(&dir.path().join("s.sqlite")).expect("db");
         let pages = MAX_ACK_PAGES as u64 + 2;
+        // The records of the last two pages sort first by id, so that a
+        // read with room for two more than a record a page takes them.
+        let id = |t: u64| {
+            let mut bytes = *PatientId::random().as_bytes();
+            bytes[0] = if t > MAX_ACK_PAGES as u64 { 0 } else { 0x80 };
+            PatientId::from_bytes(bytes).expect("a version 4 id")
+        };
         let all: Vec<PendingAck> = (1..=pages)
             .flat_map(|t| [t, t])
             .map(|t| PendingAck {
-                id: PatientId::random(),
+                id: id(t),
                 head: CommitId([t as u8; 20]),
                 page: Some(100 + t),
                 token: Some(t),
