@@ -518,16 +518,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pages_central_forgot_stay_pending_by_ids_and_pages_taken_go_whole() {
-        let dir = tempfile::tempdir().expect("dir");
-        let db = Db::open(&dir.path().join("s.sqlite")).expect("db");
-        let ack = |token: u64| PendingAck {
+    /// A record of page `token` (its cursor 40 + `token`), acknowledged by
+    /// the page.
+    fn paged(token: u64) -> PendingAck {
+        PendingAck {
             id: PatientId::random(),
             head: CommitId([token as u8; 20]),
             page: Some(40 + token),
             token: Some(token),
-        };
+        }
+    }
+
+    #[test]
+    fn pages_central_forgot_stay_pending_by_ids_and_pages_taken_go_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("s.sqlite")).expect("db");
+        let ack = paged;
         // Pages 1 and 2, three records each; a record by head.
         let acks: Vec<PendingAck> = [1, 1, 1, 2, 2, 2].into_iter().map(ack).collect();
         let alone = PendingAck::by_head((PatientId::random(), CommitId([9; 20])));
@@ -561,12 +567,7 @@ mod tests {
     fn a_limited_read_of_acknowledgements_holds_every_page_acknowledged_by_token() {
         let dir = tempfile::tempdir().expect("dir");
         let db = Db::open(&dir.path().join("s.sqlite")).expect("db");
-        let ack = |token: u64| PendingAck {
-            id: PatientId::random(),
-            head: CommitId([token as u8; 20]),
-            page: Some(40 + token),
-            token: Some(token),
-        };
+        let ack = paged;
         // Three pages of five records, and three records by head.
         let mut all: Vec<PendingAck> = [1, 2, 3]
             .into_iter()
